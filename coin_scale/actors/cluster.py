@@ -1,0 +1,48 @@
+"""Joining or starting Ray: the local machine by default, a cluster with --address."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import ray
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RaySession:
+    """A Ray connection; `owned` says whether this process started it (and so shuts it down)."""
+
+    address: str | None
+    owned: bool
+
+    def close(self) -> None:
+        if self.owned and ray.is_initialized():
+            ray.shutdown()
+
+
+def connect(address: str | None = None, *, num_cpus: int | None = None) -> RaySession:
+    """`None` starts a local Ray on this machine; `auto` or `ray://host:10001` joins a cluster."""
+    if ray.is_initialized():
+        return RaySession(address=address, owned=False)
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    if address is None:
+        log.info("starting a local Ray instance (pass --address auto to join a cluster)")
+        ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING)
+    else:
+        ray.init(address=address, logging_level=logging.WARNING)
+    return RaySession(address=address, owned=True)
+
+
+def cpu_gpu_per_replica(replicas: int | None) -> tuple[int, float, int]:
+    """(replicas, cpus each, gpus each): one replica per GPU, else one CPU replica using all cores."""
+    resources = ray.cluster_resources()
+    gpus = int(resources.get("GPU", 0))
+    cpus = int(resources.get("CPU", 1))
+    if gpus:
+        n = replicas or gpus
+        return n, max(1, cpus // (2 * n)), 1
+    n = replicas or 1
+    return n, max(1, cpus // n), 0

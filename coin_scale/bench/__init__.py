@@ -1,0 +1,1 @@
+"""Throughput benchmarks, measured as ratios within one run."""

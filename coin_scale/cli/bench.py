@@ -1,0 +1,37 @@
+"""`coin-scale bench`: throughput benchmarks printed as JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("bench", help="throughput benchmarks (JSON on stdout)")
+    benches = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
+    d = benches.add_parser(
+        "dissect", help="dissection pipeline vs bare model forward (same batch size and device)"
+    )
+    d.add_argument("--model", default="resnet18")
+    d.add_argument("--weights", default="none")
+    d.add_argument("--layer", default="layer4")
+    d.add_argument("--images", type=int, default=256, help="synthetic JPEGs to generate")
+    d.add_argument("--probe", default=None, help="use this folder of real images instead")
+    d.add_argument("--batch-size", type=int, default=32)
+    d.add_argument("--repeats", type=int, default=3)
+    d.add_argument("--address", default=None)
+    d.set_defaults(func=run_dissect)
+
+
+def run_dissect(args: argparse.Namespace) -> int:
+    from coin_scale.bench.dissect_bench import DissectBenchConfig, run_dissect_bench
+    from coin_scale.errors import UserError
+
+    if args.images < 1 or args.repeats < 1 or args.batch_size < 1:
+        raise UserError("--images, --repeats and --batch-size must be at least 1")
+    config = DissectBenchConfig(
+        model=args.model, weights=args.weights, layer=args.layer, images=args.images,
+        probe=args.probe, batch_size=args.batch_size, repeats=args.repeats, address=args.address,
+    )  # fmt: skip
+    print(json.dumps(run_dissect_bench(config), indent=2))
+    return 0

@@ -1,0 +1,33 @@
+"""`coin-scale layers`: every dissectable layer of a model with its unit count."""
+
+from __future__ import annotations
+
+import argparse
+
+from coin_scale.cli.common import add_model_args
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("layers", help="list the layers of a model that can be dissected")
+    add_model_args(parser)
+    parser.add_argument("--all", action="store_true", help="also list leaf modules (conv, bn, relu)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from coin_scale.models import ModelSource, build_module, describe_layers, resolve_model
+
+    payload = resolve_model(ModelSource(model=args.model, weights=args.weights, seed=args.seed))
+    module = build_module(payload)
+    layers = describe_layers(module, payload.arch, payload.preprocess.crop)
+    containers = {name for name, sub in module.named_modules() if any(True for _ in sub.children())}
+    shown = [layer for layer in layers if args.all or layer.name in containers or "." not in layer.name]
+    width = max(len(layer.name) for layer in shown)
+    print(f"{'layer':<{width}}  {'units':>6}  {'layout':<6}  {'type':<20} shape")
+    for layer in shown:
+        shape = "x".join(str(s) for s in layer.shape)
+        print(f"{layer.name:<{width}}  {layer.units:>6}  {layer.layout:<6}  {layer.type:<20} {shape}")
+    hidden = len(layers) - len(shown)
+    if hidden:
+        print(f"({hidden} leaf layers not shown; --all lists them)")
+    return 0

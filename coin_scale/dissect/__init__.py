@@ -1,0 +1,1 @@
+"""Whole-layer dissection: running top-k exemplars and statistics of every unit."""

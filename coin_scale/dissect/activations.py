@@ -1,0 +1,106 @@
+"""Pure activation capture: hooks that reduce layer outputs over space on the device."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import nn
+
+from coin_scale.models.layers import Layout
+from coin_scale.models.preprocess import Preprocess
+
+Reduction = Literal["max", "mean"]
+REDUCTIONS: tuple[Reduction, ...] = ("max", "mean")
+
+
+def reduce_units(output: torch.Tensor, layout: Layout, reduction: Reduction) -> torch.Tensor:
+    """A layer output -> (batch, unit) float32, reduced over its spatial positions or tokens."""
+    if layout == "nc":
+        return output.float()
+    dims = {"nchw": (2, 3), "nhwc": (1, 2), "ntc": (1,)}[layout]
+    reduced = output.amax(dim=dims) if reduction == "max" else output.mean(dim=dims)
+    return reduced.float()
+
+
+class _StopForward(Exception):
+    """Raised by the last needed hook: the layers after it are not computed."""
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedBatch:
+    """Images decoded for one forward pass, and those that could not be read."""
+
+    pixels: torch.Tensor
+    """uint8 (batch, channel, height, width) of the images that decoded."""
+    indices: list[int]
+    failures: list[tuple[int, str]]
+    """(image index, reason) of unreadable or corrupt files."""
+
+
+def decode_batch(items: Sequence[tuple[int, str]], preprocess: Preprocess) -> DecodedBatch:
+    """Read, convert to RGB, resize and crop each (index, path); failures are kept, not raised."""
+    tensors, indices, failures = [], [], []
+    for index, path in items:
+        try:
+            with Image.open(path) as image:
+                tensors.append(preprocess.load(image))
+            indices.append(index)
+        except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:
+            failures.append((index, f"{type(err).__name__}: {err}".splitlines()[0][:300]))
+    size = preprocess.crop
+    pixels = torch.stack(tensors) if tensors else torch.empty(0, 3, size, size, dtype=torch.uint8)
+    return DecodedBatch(pixels, indices, failures)
+
+
+class ActivationCapture:
+    """Runs a model and returns the requested layers' reduced activations; stops after the last."""
+
+    def __init__(
+        self,
+        module: nn.Module,
+        layers: Mapping[str, Layout],
+        reductions: Sequence[Reduction] = ("max",),
+    ) -> None:
+        named = dict(module.named_modules())
+        missing = [name for name in layers if name not in named]
+        if missing:
+            raise ValueError(f"model has no module(s) {missing}")
+        self.module = module
+        self.layers = dict(layers)
+        self.reductions = tuple(reductions)
+        self._modules = {name: named[name] for name in layers}
+
+    @contextlib.contextmanager
+    def _hooks(self, into: dict[str, dict[str, torch.Tensor]]) -> Iterator[None]:
+        handles = []
+        for name, sub in self._modules.items():
+
+            def hook(_m: nn.Module, _i: object, out: torch.Tensor, name: str = name) -> None:
+                layout = self.layers[name]
+                into[name] = {r: reduce_units(out, layout, r) for r in self.reductions}
+                if len(into) == len(self.layers):
+                    raise _StopForward
+
+            handles.append(sub.register_forward_hook(hook))
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def __call__(self, inputs: torch.Tensor) -> dict[str, dict[str, torch.Tensor]]:
+        """inputs (batch, channel, height, width) -> {layer: {reduction: (batch, unit) on CPU}}."""
+        captured: dict[str, dict[str, torch.Tensor]] = {}
+        with self._hooks(captured), contextlib.suppress(_StopForward):
+            self.module(inputs)
+        if len(captured) != len(self.layers):
+            raise RuntimeError(f"layers {sorted(set(self.layers) - set(captured))} never ran")
+        return {
+            name: {r: t.detach().to("cpu", torch.float32) for r, t in values.items()}
+            for name, values in captured.items()
+        }

@@ -1,0 +1,57 @@
+"""The configuration of a whole-layer dissection."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from coin_scale.dissect.activations import REDUCTIONS, Reduction
+
+
+@dataclass(frozen=True, kw_only=True)
+class DissectConfig:
+    """One layer of one model over one probe set; every field is also a CLI flag."""
+
+    model: str
+    """torchvision model name or a coin-scale checkpoint path."""
+    layer: str
+    """Dotted module name (`coin-scale layers` lists them)."""
+    probe: str
+    """Folder of images (JPEG, PNG, WebP; any depth)."""
+    weights: str = "default"
+    """default | none | a torchvision weights enum name | a state-dict file."""
+    seed: int = 0
+    """Seed of the random weights when weights is none."""
+    warehouse: str = "warehouse"
+    """Directory of the Parquet warehouse."""
+    top_k: int = 16
+    """Exemplar images kept per unit."""
+    quantile: float = 0.99
+    """Quantile of a unit's activations used as its threshold."""
+    reduction: Reduction = "max"
+    """How a unit's spatial map becomes one value per image: max or mean."""
+    batch_size: int = 32
+    """Images per forward pass."""
+    replicas: int | None = None
+    """Model replicas; default one per GPU, else one CPU replica using every core."""
+    address: str | None = None
+    """Ray address: None starts a local Ray, `auto` or `ray://host:10001` joins a cluster."""
+    force: bool = False
+    """Recompute even when the warehouse already holds this exact dissection."""
+    run_id: str | None = None
+    """Name of the run in the `runs` table; generated when absent."""
+
+    def __post_init__(self) -> None:
+        if self.top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
+        if not 0.0 < self.quantile < 1.0:
+            raise ValueError(f"quantile must be in (0, 1), got {self.quantile}")
+        if self.reduction not in REDUCTIONS:
+            raise ValueError(f"reduction must be one of {REDUCTIONS}, got {self.reduction!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.replicas is not None and self.replicas < 1:
+            raise ValueError(f"replicas must be >= 1, got {self.replicas}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

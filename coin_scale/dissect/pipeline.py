@@ -1,0 +1,239 @@
+"""Whole-layer dissection: probe set -> replicas on Ray -> per-unit top-k and statistics -> Parquet."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+import pyarrow as pa
+import torch
+from tqdm import tqdm
+
+import coin_scale
+from coin_scale.dissect.config import DissectConfig
+from coin_scale.dissect.statistics import UnitAccumulator
+from coin_scale.dissect.tables import exemplars_table, probe_images_table, unit_stats_table
+from coin_scale.models import (
+    LayerInfo,
+    ModelPayload,
+    ModelSource,
+    build_module,
+    describe_layers,
+    find_layer,
+    resolve_model,
+)
+from coin_scale.probe import ProbeSet, scan_probe
+from coin_scale.storage import Warehouse
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class DissectResult:
+    """Summary of a dissection; the rows themselves are in the warehouse."""
+
+    dissection_id: str
+    run_id: str
+    cached: bool
+    model: str
+    layer: str
+    n_images: int
+    n_failed: int
+    n_units: int
+    seconds: float
+
+    @property
+    def images_per_second(self) -> float:
+        return self.n_images / self.seconds if self.seconds > 0 else float("nan")
+
+
+@dataclass(frozen=True, slots=True)
+class DissectPlan:
+    """Everything resolved before any Ray work: the inputs and the cache key."""
+
+    config: DissectConfig
+    payload: ModelPayload
+    layer: LayerInfo
+    probe: ProbeSet
+    dissection_id: str
+
+
+def plan_dissection(config: DissectConfig) -> DissectPlan:
+    """Validate the inputs (probe, model, layer) and derive the dissection's content key."""
+    probe = scan_probe(config.probe)
+    payload = resolve_model(ModelSource(model=config.model, weights=config.weights, seed=config.seed))
+    layers = describe_layers(build_module(payload), payload.arch, payload.preprocess.crop)
+    layer = find_layer(layers, config.layer, payload.model_id)
+    key = {
+        "model": payload.model_id, "arch": payload.arch, "arch_kwargs": payload.arch_kwargs,
+        "weights": payload.weights_id, "layer": layer.name, "reduction": config.reduction,
+        "top_k": config.top_k, "quantile": config.quantile, "probe": probe.probe_id,
+        "preprocess": payload.preprocess.to_dict(),
+    }  # fmt: skip
+    digest = hashlib.blake2b(json.dumps(key, sort_keys=True).encode(), digest_size=8).hexdigest()
+    return DissectPlan(config, payload, layer, probe, dissection_id=digest)
+
+
+def new_run_id() -> str:
+    return f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+
+
+def dissect(
+    config: DissectConfig,
+    *,
+    progress: bool = True,
+    on_batch: Callable[[int], None] | None = None,
+) -> DissectResult:
+    """Run (or reuse) a dissection and store it; `on_batch(done)` is called after every batch."""
+    warehouse = Warehouse(config.warehouse)
+    plan = plan_dissection(config)
+    run_id = config.run_id or new_run_id()
+    if not config.force and warehouse.has("dissections", plan.dissection_id):
+        return _cached_result(warehouse, plan, run_id)
+    started = datetime.now(UTC)
+    _write_run(warehouse, plan, run_id, "running", started)
+    try:
+        result = _execute(warehouse, plan, run_id, progress=progress, on_batch=on_batch)
+    except BaseException as err:
+        _write_run(warehouse, plan, run_id, "failed", started, message=str(err)[:500])
+        raise
+    _write_run(warehouse, plan, run_id, "complete", started, result=result)
+    return result
+
+
+def _execute(
+    warehouse: Warehouse,
+    plan: DissectPlan,
+    run_id: str,
+    *,
+    progress: bool,
+    on_batch: Callable[[int], None] | None,
+) -> DissectResult:
+    from coin_scale.actors.cluster import connect, cpu_gpu_per_replica
+    from coin_scale.actors.pool import ReplicaPool
+
+    config, probe, layer = plan.config, plan.probe, plan.layer
+    session = connect(config.address)
+    try:
+        replicas, cpus, gpus = cpu_gpu_per_replica(config.replicas)
+        log.info("%d replica(s), %s CPU and %s GPU each", replicas, cpus, gpus)
+        pool = ReplicaPool(
+            plan.payload, {layer.name: layer.layout}, [config.reduction],
+            replicas=replicas, cpus_each=cpus, gpus_each=gpus,
+        )  # fmt: skip
+        items = [(im.index, im.path) for im in probe.images]
+        batches = [items[i : i + config.batch_size] for i in range(0, len(items), config.batch_size)]
+        acc = UnitAccumulator(
+            layer.units, top_k=config.top_k, quantile=config.quantile, n_images=len(items)
+        )
+        failures: dict[int, str] = {}
+        start = time.perf_counter()
+        bar = tqdm(
+            total=len(items), unit="img", desc=f"dissect {layer.name}", disable=not progress,
+            dynamic_ncols=True,
+        )  # fmt: skip
+        try:
+            for done, result in enumerate(pool.run(batches), start=1):
+                if len(result.indices):
+                    values = torch.from_numpy(result.activations[layer.name][config.reduction].copy())
+                    acc.update(values, torch.from_numpy(result.indices.copy()))
+                failures.update(dict(result.failures))
+                bar.update(len(result.indices) + len(result.failures))
+                if result.failures:
+                    bar.set_postfix(unreadable=len(failures))
+                if on_batch:
+                    on_batch(done)
+        finally:
+            bar.close()
+            pool.shutdown()
+        seconds = time.perf_counter() - start
+    finally:
+        session.close()
+    if failures:
+        log.warning(
+            "%d of %d probe images could not be read and were skipped (status 'unreadable' in "
+            "probe_images); first: %s", len(failures), len(items), next(iter(failures.values())),
+        )  # fmt: skip
+    if acc.moments.count == 0:
+        from coin_scale.errors import UserError
+
+        raise UserError(f"none of the {len(items)} images under {probe.root} could be read")
+    _persist(warehouse, plan, run_id, acc, failures, seconds)
+    return DissectResult(
+        dissection_id=plan.dissection_id, run_id=run_id, cached=False, model=plan.payload.model_id,
+        layer=layer.name, n_images=len(items), n_failed=len(failures), n_units=layer.units,
+        seconds=seconds,
+    )  # fmt: skip
+
+
+def _persist(
+    warehouse: Warehouse,
+    plan: DissectPlan,
+    run_id: str,
+    acc: UnitAccumulator,
+    failures: dict[int, str],
+    seconds: float,
+) -> None:
+    """Write the tables; the `dissections` row goes last, so its presence means complete."""
+    config, model, layer = plan.config, plan.payload.model_id, plan.layer.name
+    stats = acc.statistics()
+    values, indices = acc.topk.result()
+    did = plan.dissection_id
+    warehouse.write("probe_images", probe_images_table(plan.probe, failures), key=plan.probe.probe_id)
+    warehouse.write("unit_stats", unit_stats_table(did, model, layer, config.reduction, stats), key=did)
+    warehouse.write("exemplars", exemplars_table(did, model, layer, values, indices, plan.probe), key=did)
+    n = len(plan.probe)
+    row = {
+        "dissection_id": did, "run_id": run_id, "model": model, "weights": plan.payload.weights_id,
+        "layer": layer, "unit_kind": "neuron", "reduction": config.reduction,
+        "top_k": np.int32(config.top_k), "quantile": config.quantile,
+        "probe_id": plan.probe.probe_id, "probe_path": plan.probe.root, "n_images": n,
+        "n_ok": n - len(failures), "n_failed": len(failures), "n_units": np.int32(plan.layer.units),
+        "threshold_method": stats.threshold_method, "seconds": seconds,
+        "created_at": datetime.now(UTC),
+    }  # fmt: skip
+    warehouse.write("dissections", pa.Table.from_pylist([row]), key=did)
+
+
+def _write_run(
+    warehouse: Warehouse,
+    plan: DissectPlan,
+    run_id: str,
+    status: str,
+    started: datetime,
+    *,
+    result: DissectResult | None = None,
+    message: str | None = None,
+) -> None:
+    row = {
+        "run_id": run_id, "command": "dissect", "status": status, "model": plan.payload.model_id,
+        "weights": plan.payload.weights_id, "layers": [plan.layer.name], "probe": plan.probe.root,
+        "config_json": json.dumps(plan.config.to_dict(), sort_keys=True),
+        "coin_scale_version": coin_scale.__version__, "started_at": started,
+        "finished_at": None if status == "running" else datetime.now(UTC),
+        "n_images": result.n_images if result else None,
+        "n_failed": result.n_failed if result else None, "message": message,
+    }  # fmt: skip
+    warehouse.write("runs", pa.Table.from_pylist([row]), key=run_id)
+
+
+def _cached_result(warehouse: Warehouse, plan: DissectPlan, run_id: str) -> DissectResult:
+    table = warehouse.read("dissections")
+    rows = [r for r in table.to_pylist() if r["dissection_id"] == plan.dissection_id]
+    found = rows[-1]
+    log.info(
+        "reusing cached dissection %s (run %s, %s): same model, weights, layer and probe content; "
+        "pass --force to recompute", plan.dissection_id, found["run_id"], found["created_at"],
+    )  # fmt: skip
+    return DissectResult(
+        dissection_id=plan.dissection_id, run_id=found["run_id"], cached=True,
+        model=plan.payload.model_id, layer=plan.layer.name, n_images=found["n_images"],
+        n_failed=found["n_failed"], n_units=found["n_units"], seconds=0.0,
+    )  # fmt: skip

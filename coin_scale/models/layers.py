@@ -1,0 +1,92 @@
+"""Which layers of a model can be dissected, their unit counts and activation layouts."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from coin_scale.errors import UserError, close_matches
+
+Layout = Literal["nchw", "nhwc", "ntc", "nc"]
+"""How a layer's output is laid out: conv maps, channels-last maps (Swin), tokens (ViT), vectors."""
+
+_CHANNELS_LAST_ARCHS = ("swin_",)
+
+
+@dataclass(frozen=True, slots=True)
+class LayerInfo:
+    """A module whose output can be reduced to one value per unit and image."""
+
+    name: str
+    """Dotted module path, as in `model.named_modules()` (e.g. `layer4`, `features.28`)."""
+    type: str
+    """The module's class name."""
+    layout: Layout
+    units: int
+    """Number of units: channels of a conv map, width of a token or vector."""
+    shape: tuple[int, ...]
+    """Output shape for one image, without the batch dimension."""
+
+
+def layout_of(arch: str, shape: tuple[int, ...]) -> Layout | None:
+    """Layout of an output of shape (batch, ...), or None when it cannot be read per unit."""
+    if len(shape) == 4:
+        return "nhwc" if arch.startswith(_CHANNELS_LAST_ARCHS) else "nchw"
+    if len(shape) == 3:
+        return "ntc"
+    if len(shape) == 2:
+        return "nc"
+    return None
+
+
+def describe_layers(module: nn.Module, arch: str, image_size: int) -> list[LayerInfo]:
+    """Every module whose output is one tensor per call and that runs once per forward pass."""
+    outputs: dict[str, tuple[int, ...]] = {}
+    calls: Counter[str] = Counter()
+    kinds: dict[str, str] = {}
+    handles = []
+    for name, sub in module.named_modules():
+        if not name:
+            continue
+
+        def hook(_m: nn.Module, _i: object, out: object, name: str = name) -> None:
+            calls[name] += 1
+            if isinstance(out, torch.Tensor):
+                outputs[name] = tuple(out.shape)
+
+        kinds[name] = type(sub).__name__
+        handles.append(sub.register_forward_hook(hook))
+    try:
+        with torch.inference_mode():
+            module.eval()(torch.zeros(1, 3, image_size, image_size))
+    finally:
+        for handle in handles:
+            handle.remove()
+    layers = []
+    for name, _ in module.named_modules():
+        shape = outputs.get(name)
+        if shape is None:
+            continue
+        layout = layout_of(arch, shape)
+        if layout is None or calls[name] != 1 or shape[0] != 1:
+            continue
+        units = shape[1] if layout == "nchw" or layout == "nc" else shape[-1]
+        layers.append(LayerInfo(name, kinds[name], layout, units, shape[1:]))
+    return layers
+
+
+def find_layer(layers: list[LayerInfo], name: str, model_id: str) -> LayerInfo:
+    """The layer called `name`, or a UserError listing close matches."""
+    for layer in layers:
+        if layer.name == name:
+            return layer
+    hint = close_matches(name, [layer.name for layer in layers])
+    raise UserError(
+        f"model {model_id} has no dissectable layer {name!r}"
+        + (f"; close matches: {hint}" if hint else "")
+        + f"; `coin-scale layers --model {model_id} --weights none` lists them"
+    )

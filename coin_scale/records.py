@@ -1,0 +1,22 @@
+"""Small frozen identifiers shared by every stage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+UnitKind = Literal["neuron", "sae", "synthetic"]
+UNIT_KINDS: tuple[UnitKind, ...] = ("neuron", "sae", "synthetic")
+
+
+@dataclass(frozen=True, slots=True)
+class UnitId:
+    """One unit: a channel of a layer (`neuron`), an SAE feature of it (`sae`) or a ground-truth unit."""
+
+    model: str
+    layer: str
+    kind: UnitKind
+    index: int
+
+    def __str__(self) -> str:
+        return f"{self.model}/{self.layer}/{self.kind}#{self.index}"

@@ -1,0 +1,31 @@
+"""Shared fixtures: one small local Ray cluster per test session, tiny generated probe sets."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from coin_scale.bench.images import write_synthetic_images
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A real local Ray instance with 2 CPUs, shared by every test that needs Ray."""
+    import ray
+
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def probe_dir(tmp_path_factory) -> Path:
+    """36 small generated photographs in 3 labelled folders, plus one corrupt file."""
+    root = tmp_path_factory.mktemp("probe")
+    write_synthetic_images(root, 24, size=(96, 72), seed=1, classes=3)
+    write_synthetic_images(root / "png", 12, size=(80, 80), seed=2, fmt="PNG", classes=2)
+    (root / "class0" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated, not a jpeg")
+    return root

@@ -1,0 +1,112 @@
+"""The researcher's story: dissect a layer from the CLI on a local Ray cluster, then query it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from coin_scale.cli import main
+from coin_scale.dissect.activations import ActivationCapture, decode_batch
+from coin_scale.dissect.config import DissectConfig
+from coin_scale.dissect.pipeline import dissect
+from coin_scale.models import ModelSource, build_module, resolve_model
+from coin_scale.probe import scan_probe
+from coin_scale.storage import connect
+
+pytestmark = pytest.mark.slow
+
+ARGS = ["--model", "resnet18", "--weights", "none", "--layer", "layer4", "--top-k", "5",
+        "--batch-size", "8", "--no-progress"]  # fmt: skip
+
+
+def reference_top5(probe_dir):
+    """Direct computation without Ray: max-pooled layer4 activations of every readable image."""
+    payload = resolve_model(ModelSource(model="resnet18", weights="none"))
+    capture = ActivationCapture(build_module(payload), {"layer4": "nchw"}, ("max",))
+    probe = scan_probe(probe_dir)
+    batch = decode_batch([(im.index, im.path) for im in probe.images], payload.preprocess)
+    with torch.inference_mode():
+        acts = capture(payload.preprocess.normalize(batch.pixels))["layer4"]["max"]
+    values, order = torch.sort(acts.T, dim=1, descending=True, stable=True)
+    return values[:, :5], torch.tensor(batch.indices)[order[:, :5]], acts
+
+
+def exemplar_tensors(warehouse):
+    con = connect(warehouse)
+    rows = con.sql("SELECT unit, rank, image_index, activation FROM exemplars ORDER BY unit, rank").fetchall()
+    values = torch.tensor([r[3] for r in rows]).view(512, 5)
+    indices = torch.tensor([r[2] for r in rows]).view(512, 5)
+    return values, indices
+
+
+def test_dissect_end_to_end_then_query(ray_cluster, probe_dir, tmp_path, capsys):
+    warehouse = str(tmp_path / "wh")
+    assert main(["dissect", *ARGS, "--probe", str(probe_dir), "--warehouse", warehouse]) == 0
+    out = capsys.readouterr().out
+    assert "dissected 512 units of resnet18/layer4 over 37 images (1 unreadable)" in out
+
+    con = connect(warehouse)
+    assert con.sql("SELECT count(*) FROM unit_stats").fetchall()[0][0] == 512
+    assert con.sql("SELECT count(*), count(DISTINCT unit) FROM exemplars").fetchall()[0] == (2560, 512)
+    status = dict(con.sql("SELECT status, count(*) FROM probe_images GROUP BY status").fetchall())
+    assert status == {"ok": 36, "unreadable": 1}
+    assert con.sql("SELECT status FROM runs").fetchall() == [("complete",)]
+
+    want_values, want_indices, acts = reference_top5(probe_dir)
+    got_values, got_indices = exemplar_tensors(warehouse)
+    torch.testing.assert_close(got_values, want_values, rtol=1e-4, atol=1e-5)
+    assert torch.equal(got_indices, want_indices)
+    stats = con.sql("SELECT mean, max, threshold FROM unit_stats ORDER BY unit").fetchall()
+    means = torch.tensor([s[0] for s in stats], dtype=torch.float64)
+    torch.testing.assert_close(means, acts.double().mean(0), rtol=1e-4, atol=1e-5)
+    q99 = torch.quantile(acts.double(), 0.99, dim=0)
+    torch.testing.assert_close(torch.tensor([s[2] for s in stats], dtype=torch.float64), q99, rtol=1e-4, atol=1e-5)
+
+    assert main(["query", "--warehouse", warehouse, "--format", "csv",
+                 "SELECT unit, max FROM unit_stats ORDER BY max DESC LIMIT 3"]) == 0  # fmt: skip
+    assert len(capsys.readouterr().out.strip().splitlines()) == 4
+
+    # The same model, weights, layer and probe content: reused, and it says so.
+    assert main(["dissect", *ARGS, "--probe", str(probe_dir), "--warehouse", warehouse]) == 0
+    assert "reused cached dissection" in capsys.readouterr().out
+    assert con.sql("SELECT count(*) FROM exemplars").fetchall()[0][0] == 2560
+
+
+def test_killed_replica_is_replaced_and_the_result_is_exact(ray_cluster, probe_dir, tmp_path):
+    import psutil
+
+    killed = []
+
+    def kill_once(done: int) -> None:
+        """After the first batch, SIGKILL the replica's worker process (Ray names it ray::ModelReplica)."""
+        if done == 1 and not killed:
+            for proc in psutil.process_iter(["pid", "cmdline"]):
+                if any("ModelReplica" in part for part in proc.info["cmdline"] or []):
+                    os.kill(proc.info["pid"], signal.SIGKILL)
+                    killed.append(proc.info["pid"])
+
+    config = DissectConfig(model="resnet18", weights="none", layer="layer4", probe=str(probe_dir),
+                           warehouse=str(tmp_path / "wh"), top_k=5, batch_size=4, replicas=1)  # fmt: skip
+    result = dissect(config, progress=False, on_batch=kill_once)
+    assert killed and result.n_images == 37 and result.n_failed == 1
+    want_values, want_indices, _ = reference_top5(probe_dir)
+    got_values, got_indices = exemplar_tensors(config.warehouse)
+    torch.testing.assert_close(got_values, want_values, rtol=1e-4, atol=1e-5)
+    assert torch.equal(got_indices, want_indices)
+    con = connect(config.warehouse)
+    assert con.sql("SELECT count(*), count(DISTINCT (unit, rank)) FROM exemplars").fetchall()[0] == (2560, 2560)
+    assert con.sql("SELECT count(*) FROM unit_stats").fetchall()[0][0] == 512
+
+
+def test_layers_command_from_the_shell():
+    exe = os.path.join(os.path.dirname(sys.executable), "coin-scale")
+    proc = subprocess.run([exe, "layers", "--model", "resnet18", "--weights", "none"],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert any(line.split()[:2] == ["layer4", "512"] for line in proc.stdout.splitlines())
+    assert "RANDOM weights" in proc.stderr
