@@ -54,3 +54,13 @@ def test_greyscale_rgba_and_corrupt_files_decode_or_are_reported(tmp_path):
     assert batch.indices == [0, 2]
     assert batch.pixels.shape == (2, 3, 32, 32) and batch.pixels.dtype == torch.uint8
     assert batch.failures[0][0] == 1 and "Error" in batch.failures[0][1]
+
+
+def test_a_rendered_probe_set_is_a_probe(tmp_path):
+    from unity_pool.probeset import ProbeSetParams, write_probe_set
+
+    write_probe_set(tmp_path / "r", ProbeSetParams(n=6, seed=0, size=64), progress=False)
+    probe = scan_probe(tmp_path / "r")
+    assert len(probe) == 6
+    assert probe.attributes_path and probe.attributes_path.endswith("attributes.parquet")
+    assert {im.label for im in probe.images} == {None}

@@ -80,6 +80,10 @@ class ReplicaPool:
                 continue
             yield result
 
+    def wait_ready(self) -> None:
+        """Block until every replica has loaded its model (start-up is timed apart from throughput)."""
+        ray.get([actor.pid.remote() for actor in self.actors])
+
     def pids(self) -> list[int]:
         return ray.get([actor.pid.remote() for actor in self.actors])
 

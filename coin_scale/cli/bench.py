@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--model", default="resnet18")
     d.add_argument("--weights", default="none")
     d.add_argument("--layer", default="layer4")
-    d.add_argument("--images", type=int, default=256, help="synthetic JPEGs to generate")
+    d.add_argument("--images", type=int, default=512, help="synthetic 320x240 JPEGs to generate")
     d.add_argument("--probe", default=None, help="use this folder of real images instead")
     d.add_argument("--batch-size", type=int, default=32)
     d.add_argument("--repeats", type=int, default=3)

@@ -54,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
         "images": result.n_images, "unreadable": result.n_failed,
         "seconds": round(result.seconds, 2),
         "images_per_s": None if result.cached else round(result.images_per_second, 1),
+        "startup_s": round(result.startup_seconds, 2),
         "warehouse": args.warehouse,
     }  # fmt: skip
     if args.json:

@@ -48,6 +48,9 @@ class DissectResult:
     n_failed: int
     n_units: int
     seconds: float
+    """Wall time of the probe pass, from ready replicas to the last merged batch."""
+    startup_seconds: float = 0.0
+    """Time to start the replicas (process start, model build) before the probe pass."""
 
     @property
     def images_per_second(self) -> float:
@@ -124,10 +127,13 @@ def _execute(
     try:
         replicas, cpus, gpus = cpu_gpu_per_replica(config.replicas)
         log.info("%d replica(s), %s CPU and %s GPU each", replicas, cpus, gpus)
+        startup = time.perf_counter()
         pool = ReplicaPool(
             plan.payload, {layer.name: layer.layout}, [config.reduction],
             replicas=replicas, cpus_each=cpus, gpus_each=gpus,
         )  # fmt: skip
+        pool.wait_ready()
+        startup_seconds = time.perf_counter() - startup
         items = [(im.index, im.path) for im in probe.images]
         batches = [items[i : i + config.batch_size] for i in range(0, len(items), config.batch_size)]
         acc = UnitAccumulator(
@@ -169,7 +175,7 @@ def _execute(
     return DissectResult(
         dissection_id=plan.dissection_id, run_id=run_id, cached=False, model=plan.payload.model_id,
         layer=layer.name, n_images=len(items), n_failed=len(failures), n_units=layer.units,
-        seconds=seconds,
+        seconds=seconds, startup_seconds=startup_seconds,
     )  # fmt: skip
 
 

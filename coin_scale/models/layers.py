@@ -90,3 +90,18 @@ def find_layer(layers: list[LayerInfo], name: str, model_id: str) -> LayerInfo:
         + (f"; close matches: {hint}" if hint else "")
         + f"; `coin-scale layers --model {model_id} --weights none` lists them"
     )
+
+
+def last_block(module: nn.Module, layers: list[LayerInfo]) -> LayerInfo:
+    """The last top-level block with spatial or token units (resnet: layer4, vgg: features)."""
+    by_name = {layer.name: layer for layer in layers}
+    candidates = [
+        by_name[name]
+        for name, child in module.named_children()
+        if name in by_name
+        and by_name[name].layout != "nc"
+        and not isinstance(child, nn.AdaptiveAvgPool2d | nn.AvgPool2d | nn.MaxPool2d)
+    ]
+    if not candidates:
+        raise UserError("cannot tell this model's last block; pass --layer")
+    return candidates[-1]

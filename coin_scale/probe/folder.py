@@ -37,6 +37,8 @@ class ProbeSet:
     root: str
     probe_id: str
     images: tuple[ProbeImage, ...]
+    attributes_path: str | None = None
+    """`attributes.parquet` of a rendered probe set (ground-truth attributes per image), if any."""
 
     def __len__(self) -> int:
         return len(self.images)
@@ -67,11 +69,20 @@ def scan_probe(root: str | Path) -> ProbeSet:
             f"probe folder {root} holds no images (looked for {', '.join(sorted(IMAGE_SUFFIXES))}"
             " at any depth)"
         )
+    attributes = root / RENDERED_ATTRIBUTES
+    rendered = attributes.is_file()
     digest = hashlib.blake2b(digest_size=16)
     images = []
     for index, path in enumerate(files):
         relative = path.relative_to(root)
         data = path.read_bytes()
         digest.update(str(relative).encode() + b"\0" + hashlib.blake2b(data, digest_size=16).digest())
-        images.append(ProbeImage(index, str(path.resolve()), label_for(relative), len(data)))
-    return ProbeSet(root=str(root.resolve()), probe_id=digest.hexdigest()[:16], images=tuple(images))
+        # A rendered set's images share one folder; their concepts are in attributes.parquet.
+        label = None if rendered else label_for(relative)
+        images.append(ProbeImage(index, str(path.resolve()), label, len(data)))
+    return ProbeSet(
+        root=str(root.resolve()),
+        probe_id=digest.hexdigest()[:16],
+        images=tuple(images),
+        attributes_path=str(attributes.resolve()) if rendered else None,
+    )

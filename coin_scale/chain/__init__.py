@@ -1,0 +1,1 @@
+"""Attribution of a prediction to units, and (later) chains of units across layers."""

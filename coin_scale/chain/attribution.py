@@ -1,0 +1,97 @@
+"""How much each unit of a layer contributes to a class logit: exact for a linear head, else
+gradient x activation. Pure functions over a model and one input; no Ray."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from coin_scale.models.layers import Layout
+
+Method = Literal["exact_linear", "grad_x_activation"]
+_SPATIAL = {"nchw": (2, 3), "nhwc": (1, 2), "ntc": (1,), "nc": ()}
+
+
+@dataclass(frozen=True, slots=True)
+class UnitContributions:
+    """Per-unit contributions of one layer to one class logit, for one image."""
+
+    layer: str
+    class_index: int
+    logit: float
+    contributions: torch.Tensor
+    """float64 (unit,). With method exact_linear, contributions.sum() + bias == logit."""
+    bias: float | None
+    """The head's bias for the class (exact_linear only)."""
+    method: Method
+
+    def top(self, k: int, *, negative: bool = False) -> list[tuple[int, float]]:
+        """The k strongest positive (or negative) contributors as (unit, contribution)."""
+        values = -self.contributions if negative else self.contributions
+        order = torch.argsort(values, descending=True, stable=True)[:k]
+        return [(int(i), float(self.contributions[i])) for i in order if values[i] > 0]
+
+
+def pooled_linear_head(module: nn.Module, layer: str) -> nn.Linear | None:
+    """The `fc` of a ResNet-style head when `layer` feeds `avgpool -> flatten -> fc` directly."""
+    children = list(module.named_children())
+    names = [name for name, _ in children]
+    if names[-2:] != ["avgpool", "fc"] or layer not in names or names.index(layer) != len(names) - 3:
+        return None
+    avgpool, fc = children[-2][1], children[-1][1]
+    if isinstance(avgpool, nn.AdaptiveAvgPool2d) and isinstance(fc, nn.Linear):
+        return fc
+    return None
+
+
+def _forward_keeping(module: nn.Module, layer: str, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, the layer's output) of one forward pass, the output kept in the autograd graph."""
+    kept: list[torch.Tensor] = []
+    handle = dict(module.named_modules())[layer].register_forward_hook(
+        lambda _m, _i, out: kept.append(out)
+    )
+    try:
+        logits = module(inputs)
+    finally:
+        handle.remove()
+    return logits, kept[0]
+
+
+def unit_contributions(
+    module: nn.Module,
+    layer: str,
+    layout: Layout,
+    inputs: torch.Tensor,
+    class_index: int | None = None,
+) -> UnitContributions:
+    """Contributions of `layer`'s units to the logit of `class_index` (default: the prediction).
+
+    `inputs` is one preprocessed image (1, channel, height, width).
+    """
+    if inputs.shape[0] != 1:
+        raise ValueError(f"unit_contributions takes one image, got a batch of {inputs.shape[0]}")
+    module.eval()
+    head = pooled_linear_head(module, layer)
+    if head is not None:
+        with torch.inference_mode():
+            logits, acts = _forward_keeping(module, layer, inputs)
+        cls = int(logits[0].argmax()) if class_index is None else class_index
+        pooled = acts[0].double().mean(dim=(1, 2))
+        contributions = head.weight[cls].double() * pooled
+        bias = float(head.bias[cls]) if head.bias is not None else 0.0
+        return UnitContributions(
+            layer, cls, float(logits[0, cls]), contributions, bias, "exact_linear"
+        )
+    with torch.enable_grad():
+        logits, acts = _forward_keeping(module, layer, inputs)
+        cls = int(logits[0].argmax()) if class_index is None else class_index
+        (grad,) = torch.autograd.grad(logits[0, cls], acts)
+    product = (grad * acts).detach()[0].double()
+    dims = tuple(d - 1 for d in _SPATIAL[layout])
+    contributions = product.sum(dim=dims) if dims else product
+    return UnitContributions(
+        layer, cls, float(logits[0, cls]), contributions, None, "grad_x_activation"
+    )

@@ -1,0 +1,1 @@
+"""The image sweep: one image -> the units that drive its prediction -> their evidence."""
