@@ -53,8 +53,9 @@ def test_last_block_is_the_block_before_the_classifier():
 
 @pytest.mark.slow
 def test_run_sweep_prints_the_prediction_and_driving_units(tmp_path, capsys):
-    import run_sweep
     from PIL import Image
+
+    import run_sweep
 
     image = tmp_path / "target.png"
     Image.new("RGB", (64, 48), (200, 120, 40)).save(image)

@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from unity_pool.client import RenderClient, RenderFailure, RendererUnavailable, RenderResult
+from unity_pool.client import RenderClient, RendererUnavailable, RenderFailure, RenderResult
 from unity_pool.scene import Scene
 
 log = logging.getLogger(__name__)
@@ -38,12 +38,15 @@ PROCEDURAL_COMMAND: tuple[str, ...] = ("python", "-m", "unity_pool.procedural", 
 class BackendStartError(RendererUnavailable):
     """A backend process did not become ready: names the command, the timeout and its stderr."""
 
-    def __init__(self, message: str, *, command: str, timeout: float) -> None:
+    def __init__(self, message: str, *, command: str = "", timeout: float = 0.0) -> None:
         super().__init__(message)
         self.command = command
         """The command line, as a shell would show it."""
         self.timeout = timeout
         """The start timeout that applied, seconds."""
+
+    def __reduce__(self) -> tuple[Any, ...]:  # keep the fields through pickling (Ray)
+        return (type(self), (str(self),), {"command": self.command, "timeout": self.timeout})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -182,7 +185,7 @@ class BackendProcess:
                 bufsize=1,
                 cwd=spec.cwd,
                 env={**os.environ, **spec.env},
-                preexec_fn=_death_signal_hook() if spec.die_with_parent else None,  # noqa: PLW1509
+                preexec_fn=_death_signal_hook() if spec.die_with_parent else None,
             )
         except OSError as err:
             raise BackendStartError(
@@ -194,12 +197,22 @@ class BackendProcess:
         self.starts += 1
         self._finalizer = weakref.finalize(self, _kill, popen)
         lines: queue.Queue[str | None] = queue.Queue()
+        waiting = threading.Event()
+        waiting.set()
+
+        def on_stdout(line: str) -> None:  # queued until READY, logged afterwards
+            if waiting.is_set():
+                lines.put(line)
+            else:
+                log.debug("backend pid %d stdout: %s", popen.pid, line.rstrip())
+
         assert popen.stdout is not None and popen.stderr is not None
-        _drain(popen.stdout, lambda line: lines.put(line), end=lambda: lines.put(None))
+        _drain(popen.stdout, on_stdout, end=lambda: lines.put(None))
         _drain(popen.stderr, self._stderr.append)
         deadline = time.monotonic() + spec.start_timeout
         try:
             self._port = self._wait_ready(lines, deadline)
+            waiting.clear()
             if self.health is not None:
                 self._wait_healthy(self._port, deadline)
         except BackendStartError:
@@ -229,7 +242,10 @@ class BackendProcess:
             except queue.Empty:
                 raise self._fail("did not print READY in time") from None
             if line is None:
-                code = self._popen.wait(timeout=self.spec.stop_timeout)
+                try:
+                    code: object = self._popen.wait(timeout=self.spec.stop_timeout)
+                except subprocess.TimeoutExpired:
+                    code = "unknown (it closed stdout)"
                 raise self._fail(f"exited with status {code} before printing READY")
             words = line.split()
             if not words or words[0] != self.spec.ready_prefix:
@@ -379,6 +395,7 @@ class SupervisedRenderer:
         return self._call(lambda client: client.render_many(scenes))
 
     def _call(self, fn: Callable[[RenderClient], Any]) -> Any:
+        last: RendererUnavailable | None = None
         for attempt in range(self.max_restarts + 1):
             self.start()
             assert self._client is not None

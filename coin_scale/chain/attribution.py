@@ -78,10 +78,10 @@ def unit_contributions(
     if head is not None:
         with torch.inference_mode():
             logits, acts = _forward_keeping(module, layer, inputs)
-        cls = int(logits[0].argmax()) if class_index is None else class_index
-        pooled = acts[0].double().mean(dim=(1, 2))
-        contributions = head.weight[cls].double() * pooled
-        bias = float(head.bias[cls]) if head.bias is not None else 0.0
+            cls = int(logits[0].argmax()) if class_index is None else class_index
+            pooled = acts[0].double().mean(dim=(1, 2))
+            contributions = head.weight[cls].double() * pooled
+            bias = float(head.bias[cls]) if head.bias is not None else 0.0
         return UnitContributions(
             layer, cls, float(logits[0, cls]), contributions, bias, "exact_linear"
         )
@@ -93,5 +93,5 @@ def unit_contributions(
     dims = tuple(d - 1 for d in _SPATIAL[layout])
     contributions = product.sum(dim=dims) if dims else product
     return UnitContributions(
-        layer, cls, float(logits[0, cls]), contributions, None, "grad_x_activation"
+        layer, cls, float(logits[0, cls].detach()), contributions, None, "grad_x_activation"
     )

@@ -21,6 +21,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--repeats", type=int, default=3)
     d.add_argument("--address", default=None)
     d.set_defaults(func=run_dissect)
+    r = benches.add_parser(
+        "render", help="render images/s: in process, through one server, through a RenderPool"
+    )
+    r.add_argument("--workers", type=int, default=2, help="RenderPool workers (default 2)")
+    r.add_argument("--n", type=int, default=256, help="scenes per measurement (default 256)")
+    r.add_argument("--size", type=int, default=224, help="image side in pixels (default 224)")
+    r.add_argument("--batch-size", type=int, default=16, help="scenes per request (default 16)")
+    r.add_argument("--repeats", type=int, default=3)
+    r.add_argument("--address", default=None)
+    r.set_defaults(func=run_render)
 
 
 def run_dissect(args: argparse.Namespace) -> int:
@@ -34,4 +44,19 @@ def run_dissect(args: argparse.Namespace) -> int:
         probe=args.probe, batch_size=args.batch_size, repeats=args.repeats, address=args.address,
     )  # fmt: skip
     print(json.dumps(run_dissect_bench(config), indent=2))
+    return 0
+
+
+def run_render(args: argparse.Namespace) -> int:
+    from coin_scale.bench.render_bench import RenderBenchConfig, run_render_bench
+    from coin_scale.errors import UserError
+
+    try:
+        config = RenderBenchConfig(
+            workers=args.workers, n=args.n, size=args.size, batch_size=args.batch_size,
+            repeats=args.repeats, address=args.address,
+        )  # fmt: skip
+    except ValueError as err:
+        raise UserError(f"bench render: {err}") from err
+    print(json.dumps(run_render_bench(config), indent=2))
     return 0

@@ -231,9 +231,7 @@ def _write_run(
 
 
 def _cached_result(warehouse: Warehouse, plan: DissectPlan, run_id: str) -> DissectResult:
-    table = warehouse.read("dissections")
-    rows = [r for r in table.to_pylist() if r["dissection_id"] == plan.dissection_id]
-    found = rows[-1]
+    found = warehouse.read("dissections", where={"dissection_id": plan.dissection_id}).to_pylist()[-1]
     log.info(
         "reusing cached dissection %s (run %s, %s): same model, weights, layer and probe content; "
         "pass --force to recompute", plan.dissection_id, found["run_id"], found["created_at"],
