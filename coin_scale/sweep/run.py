@@ -63,7 +63,8 @@ def run_sweep(config: SweepConfig) -> SweepResult:
     negative = contributions.top(config.negatives, negative=True) if config.negatives else []
     exemplars: dict[int, list[tuple[float, str, str | None]]] = {}
     if config.probe:
-        exemplars = _exemplars(config, layer.name, [u for u, _ in positive + negative])
+        units = [u for u, _ in positive + negative]
+        exemplars = _exemplars(config, config.probe, layer.name, units)
     return SweepResult(
         model=payload.model_id, random_weights=payload.random_weights, top_classes=top_classes,
         contributions=contributions, positive=positive, negative=negative, exemplars=exemplars,
@@ -71,7 +72,7 @@ def run_sweep(config: SweepConfig) -> SweepResult:
 
 
 def _exemplars(
-    config: SweepConfig, layer: str, units: list[int]
+    config: SweepConfig, probe: str, layer: str, units: list[int]
 ) -> dict[int, list[tuple[float, str, str | None]]]:
     """Dissect the layer over the probe set (reusing a cached dissection) and read the exemplars."""
     from coin_scale.dissect.config import DissectConfig
@@ -81,7 +82,7 @@ def _exemplars(
     result = dissect(
         DissectConfig(
             model=config.model, weights=config.weights, seed=config.seed, layer=layer,
-            probe=config.probe, warehouse=config.warehouse, top_k=max(config.exemplars, 16),
+            probe=probe, warehouse=config.warehouse, top_k=max(config.exemplars, 16),
             address=config.address,
         )
     )  # fmt: skip

@@ -201,6 +201,8 @@ namespace CoinScale.Protocol
 
             public Reader(string text) { this.text = text; }
 
+            private static bool IsDigit(char c) { return c >= '0' && c <= '9'; }
+
             public bool AtEnd { get { return pos >= text.Length; } }
 
             public JsonException Error(string what)
@@ -327,23 +329,23 @@ namespace CoinScale.Protocol
                 if (text[pos] == '-') pos++;
                 if (AtEnd) throw Error("bad number");
                 if (text[pos] == '0') pos++;
-                else if (text[pos] >= '1' && text[pos] <= '9') { while (!AtEnd && char.IsDigit(text[pos])) pos++; }
+                else if (text[pos] >= '1' && text[pos] <= '9') { while (!AtEnd && IsDigit(text[pos])) pos++; }
                 else throw Error("bad number");
                 var integral = true;
                 if (!AtEnd && text[pos] == '.')
                 {
                     integral = false;
                     pos++;
-                    if (AtEnd || !char.IsDigit(text[pos])) throw Error("bad number: digits expected after '.'");
-                    while (!AtEnd && char.IsDigit(text[pos])) pos++;
+                    if (AtEnd || !IsDigit(text[pos])) throw Error("bad number: digits expected after '.'");
+                    while (!AtEnd && IsDigit(text[pos])) pos++;
                 }
                 if (!AtEnd && (text[pos] == 'e' || text[pos] == 'E'))
                 {
                     integral = false;
                     pos++;
                     if (!AtEnd && (text[pos] == '+' || text[pos] == '-')) pos++;
-                    if (AtEnd || !char.IsDigit(text[pos])) throw Error("bad number: digits expected in the exponent");
-                    while (!AtEnd && char.IsDigit(text[pos])) pos++;
+                    if (AtEnd || !IsDigit(text[pos])) throw Error("bad number: digits expected in the exponent");
+                    while (!AtEnd && IsDigit(text[pos])) pos++;
                 }
                 var literal = text.Substring(start, pos - start);
                 if (integral)
