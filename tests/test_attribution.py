@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 import torchvision
 
@@ -49,29 +48,3 @@ def test_last_block_is_the_block_before_the_classifier():
     for builder, want in [(torchvision.models.resnet18, "layer4"), (torchvision.models.vgg11, "features")]:
         model = _seeded(builder)
         assert last_block(model, describe_layers(model, "x", 64)).name == want
-
-
-@pytest.mark.slow
-def test_run_sweep_prints_the_prediction_and_driving_units(tmp_path, capsys):
-    from PIL import Image
-
-    import run_sweep
-
-    image = tmp_path / "target.png"
-    Image.new("RGB", (64, 48), (200, 120, 40)).save(image)
-    code = run_sweep.main(["--image", str(image), "--model", "resnet18", "--weights", "none", "--top-k", "3"])
-    out = capsys.readouterr().out
-    assert code == 0
-    assert "random weights" in out and "predicted:" in out
-    assert out.count("+ unit") == 3 and "sum to" in out
-
-
-def test_run_sweep_bad_image(tmp_path, capsys):
-    import run_sweep
-
-    bad = tmp_path / "bad.jpg"
-    bad.write_bytes(b"nope")
-    assert run_sweep.main(["--image", str(bad), "--model", "resnet18", "--weights", "none"]) == 2
-    assert "cannot read image" in capsys.readouterr().err
-    assert run_sweep.main(["--image", str(tmp_path / "missing.jpg"), "--model", "resnet18"]) == 2
-    assert "does not exist" in capsys.readouterr().err
