@@ -1,0 +1,125 @@
+"""`python -m unity_pool.diffusion --port P [--config configs/diffusion.yaml]`: serve diffusers
+pipelines over the render protocol on 127.0.0.1.
+
+Loads every configured pipeline first (a missing model is one line on stderr and exit status 4),
+then prints `READY <port>` as the first line on stdout once listening (port 0 picks a free
+port), logs to stderr, and stops cleanly on SIGTERM or Ctrl-C. Exit status 2: bad flags or
+config; 3: cannot bind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import signal
+import sys
+import threading
+from types import FrameType
+from typing import Any
+
+from unity_pool.diffusion.backend import DiffusionBackend
+from unity_pool.diffusion.config import DEVICE_CHOICES, DiffusionConfig, load_config
+from unity_pool.diffusion.loading import ModelNotAvailable
+from unity_pool.diffusion.server import DiffusionServer
+
+log = logging.getLogger("unity_pool.diffusion")
+
+EXIT_MODEL_NOT_AVAILABLE = 4
+"""Exit status when a configured model cannot be loaded from the local folders or cache."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m unity_pool.diffusion",
+        description="Serve diffusers text-to-image and edit pipelines over the render protocol.",
+    )
+    parser.add_argument("--port", type=int, default=0, help="TCP port; 0 picks a free one")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument(
+        "--config",
+        default=None,
+        help="YAML config (e.g. configs/diffusion.yaml); default: built-in",
+    )
+    parser.add_argument(
+        "--device", default=None, help=f"overrides `device`: {', '.join(DEVICE_CHOICES)}, cuda:N"
+    )
+    parser.add_argument(
+        "--allow-downloads",
+        action="store_true",
+        help="overrides `allow_downloads`: fetch missing models from the Hugging Face hub",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def _config(args: argparse.Namespace) -> DiffusionConfig:
+    config = load_config(args.config) if args.config else DiffusionConfig()
+    changes: dict[str, Any] = {}
+    if args.device is not None:
+        changes["device"] = args.device
+    if args.allow_downloads:
+        changes["allow_downloads"] = True
+    return dataclasses.replace(config, **changes) if changes else config
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not 0 <= args.port <= 65535:
+        print(f"error: --port: expected 0..65535; got {args.port}", file=sys.stderr)
+        return 2
+    try:
+        backend = DiffusionBackend(_config(args))
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    from diffusers.utils import logging as diffusers_logging
+
+    diffusers_logging.disable_progress_bar()  # the console is ours: no loading bars
+    try:
+        backend.load()
+    except ModelNotAvailable as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_MODEL_NOT_AVAILABLE
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    try:
+        server = DiffusionServer(backend, args.host, args.port)
+    except OSError as err:
+        print(
+            f"error: cannot listen on {args.host}:{args.port}: {err.strerror or err}",
+            file=sys.stderr,
+        )
+        return 3
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        log.info("signal %d: shutting down", signum)
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    print(f"READY {server.port}", flush=True)
+    log.info(
+        "diffusion server listening on %s:%d (%s, %s; ops: %s)",
+        args.host,
+        server.port,
+        backend.placement.device,
+        backend.placement.dtype,
+        ", ".join(backend.ops),
+    )
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
