@@ -4,7 +4,7 @@
 // Values map to: object -> JsonObject (keeps insertion order), array -> List<object>,
 // string -> string, true/false -> bool, null -> null, number -> long when the literal is an
 // integer that fits (no fraction, no exponent), otherwise double. NaN and Infinity are rejected
-// both ways, as the protocol requires.
+// both ways, as the protocol requires. Output is ASCII (other characters as \uXXXX escapes).
 using System;
 using System.Collections;
 using System.Collections.Generic;
@@ -186,7 +186,9 @@ namespace CoinScale.Protocol
                     case '\b': sb.Append("\\b"); break;
                     case '\f': sb.Append("\\f"); break;
                     default:
-                        if (c < 0x20) sb.Append("\\u").Append(((int)c).ToString("x4", CultureInfo.InvariantCulture));
+                        // ASCII-only output, like Python's json.dumps: a lone surrogate
+                        // cannot break the UTF-8 encoding of the header
+                        if (c < 0x20 || c > 0x7e) sb.Append("\\u").Append(((int)c).ToString("x4", CultureInfo.InvariantCulture));
                         else sb.Append(c);
                         break;
                 }
