@@ -29,7 +29,7 @@ class ReplicaPool:
         replicas: int,
         cpus_each: float,
         gpus_each: float,
-        in_flight_each: int = 2,
+        in_flight_each: int = 3,
         max_attempts: int = 4,
     ) -> None:
         self.payload_ref = payload_ref = ray.put(payload)  # kept alive for actor restarts
