@@ -110,3 +110,23 @@ def test_layers_command_from_the_shell():
     assert proc.returncode == 0, proc.stderr
     assert any(line.split()[:2] == ["layer4", "512"] for line in proc.stdout.splitlines())
     assert "RANDOM weights" in proc.stderr
+
+
+def test_dense_activations_are_kept_for_explainers(ray_cluster, probe_dir, tmp_path):
+    from coin_scale.dissect.pipeline import load_activations
+    from coin_scale.storage import Warehouse
+
+    config = DissectConfig(model="resnet18", weights="none", layer="layer4", probe=str(probe_dir),
+                           warehouse=str(tmp_path / "wh"), top_k=5, keep_activations=True)  # fmt: skip
+    result = dissect(config, progress=False)
+    dense = load_activations(Warehouse(config.warehouse), result.dissection_id)
+    _, _, acts = reference_top5(probe_dir)
+    probe = scan_probe(probe_dir)
+    readable = [im.index for im in probe.images if not im.path.endswith("corrupt.jpg")]
+    assert dense.shape == (37, 512) and dense.dtype == "float16"
+    assert torch.isnan(torch.from_numpy(dense[[i for i in range(37) if i not in readable]])).all()
+    torch.testing.assert_close(
+        torch.from_numpy(dense[readable]).float(), acts, rtol=2e-3, atol=2e-2
+    )
+    again = dissect(config, progress=False)  # activations present: the cache is used
+    assert again.cached

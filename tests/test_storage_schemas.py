@@ -12,15 +12,34 @@ import pytest
 from coin_scale.storage import TABLES, TableSpec, Warehouse, connect, get_spec
 from coin_scale.storage.docgen import column_docs, update_doc
 from coin_scale.storage.examples import example_rows
-from coin_scale.storage.schemas import dissections, exemplars, probe_images, runs, unit_stats
+from coin_scale.storage.schemas import (
+    chain_edges,
+    class_explanations,
+    dissections,
+    exemplars,
+    explanations,
+    probe_images,
+    runs,
+    unit_stats,
+    units,
+)
 from coin_scale.storage.spec import arrow_to_rows, rows_to_arrow
 
-MODULES = {m.SPEC.name: m for m in (runs, probe_images, dissections, unit_stats, exemplars)}
+MODULES = {
+    m.SPEC.name: m
+    for m in (
+        runs, probe_images, dissections, unit_stats, exemplars,
+        units, explanations, chain_edges, class_explanations,
+    )
+}  # fmt: skip
 DOC = Path(__file__).resolve().parents[1] / "docs" / "storage.md"
 
 
 def test_registry_holds_every_table_module() -> None:
-    assert list(TABLES) == ["runs", "probe_images", "dissections", "unit_stats", "exemplars"]
+    assert list(TABLES) == [
+        "runs", "probe_images", "dissections", "unit_stats", "exemplars",
+        "units", "explanations", "chain_edges", "class_explanations",
+    ]  # fmt: skip
     assert all(TABLES[name] is module.SPEC for name, module in MODULES.items())
 
 

@@ -40,6 +40,9 @@ class DissectConfig:
     """Recompute even when the warehouse already holds this exact dissection."""
     run_id: str | None = None
     """Name of the run in the `runs` table; generated when absent."""
+    keep_activations: bool = False
+    """Also store the dense (image, unit) float16 activation matrix for explainers (size:
+    images x units x 2 bytes; meant for probe sets of thousands of images, not millions)."""
 
     def __post_init__(self) -> None:
         if self.top_k < 1:

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -98,7 +99,8 @@ def dissect(
     warehouse = Warehouse(config.warehouse)
     plan = plan_dissection(config)
     run_id = config.run_id or new_run_id()
-    if not config.force and warehouse.has("dissections", plan.dissection_id):
+    cached = not config.force and warehouse.has("dissections", plan.dissection_id)
+    if cached and (not config.keep_activations or activations_path(warehouse, plan.dissection_id).is_file()):
         return _cached_result(warehouse, plan, run_id)
     started = datetime.now(UTC)
     _write_run(warehouse, plan, run_id, "running", started)
@@ -140,6 +142,11 @@ def _execute(
             layer.units, top_k=config.top_k, quantile=config.quantile, n_images=len(items)
         )
         failures: dict[int, str] = {}
+        dense = (
+            np.full((len(items), layer.units), np.nan, dtype=np.float16)
+            if config.keep_activations
+            else None
+        )
         start = time.perf_counter()
         bar = tqdm(
             total=len(items), unit="img", desc=f"dissect {layer.name}", disable=not progress,
@@ -148,8 +155,10 @@ def _execute(
         try:
             for done, result in enumerate(pool.run(batches), start=1):
                 if len(result.indices):
-                    values = torch.from_numpy(result.activations[layer.name][config.reduction].copy())
-                    acc.update(values, torch.from_numpy(result.indices.copy()))
+                    matrix = result.activations[layer.name][config.reduction]
+                    acc.update(torch.from_numpy(matrix.copy()), torch.from_numpy(result.indices.copy()))
+                    if dense is not None:
+                        dense[result.indices] = matrix
                 failures.update(dict(result.failures))
                 bar.update(len(result.indices) + len(result.failures))
                 if result.failures:
@@ -171,12 +180,36 @@ def _execute(
         from coin_scale.errors import UserError
 
         raise UserError(f"none of the {len(items)} images under {probe.root} could be read")
+    if dense is not None:
+        _save_activations(warehouse, plan.dissection_id, dense)
     _persist(warehouse, plan, run_id, acc, failures, seconds)
     return DissectResult(
         dissection_id=plan.dissection_id, run_id=run_id, cached=False, model=plan.payload.model_id,
         layer=layer.name, n_images=len(items), n_failed=len(failures), n_units=layer.units,
         seconds=seconds, startup_seconds=startup_seconds,
     )  # fmt: skip
+
+
+def activations_path(warehouse: Warehouse, dissection_id: str) -> Path:
+    """Where a dissection's dense (image, unit) float16 activations are kept (NaN: unreadable)."""
+    return Path(warehouse.root) / "_cache" / "activations" / f"{dissection_id}.npy"
+
+
+def load_activations(warehouse: Warehouse, dissection_id: str) -> np.ndarray:
+    """The dense activations stored by a dissection run with keep_activations."""
+    return np.load(activations_path(warehouse, dissection_id))
+
+
+def _save_activations(warehouse: Warehouse, dissection_id: str, dense: np.ndarray) -> None:
+    path = activations_path(warehouse, dissection_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        with open(tmp, "wb") as handle:
+            np.save(handle, dense)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _persist(

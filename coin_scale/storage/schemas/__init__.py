@@ -7,10 +7,23 @@ DuckDB views, compaction, docs and the round-trip tests pick it up from `TABLES`
 from __future__ import annotations
 
 from coin_scale.errors import close_matches
-from coin_scale.storage.schemas import dissections, exemplars, probe_images, runs, unit_stats
+from coin_scale.storage.schemas import (
+    chain_edges,
+    class_explanations,
+    dissections,
+    exemplars,
+    explanations,
+    probe_images,
+    runs,
+    unit_stats,
+    units,
+)
 from coin_scale.storage.spec import TableSpec
 
-_MODULES = (runs, probe_images, dissections, unit_stats, exemplars)
+_MODULES = (
+    runs, probe_images, dissections, unit_stats, exemplars,
+    units, explanations, chain_edges, class_explanations,
+)  # fmt: skip
 
 TABLES: dict[str, TableSpec] = {m.SPEC.name: m.SPEC for m in _MODULES}
 """Every table by name, in documentation order."""

@@ -1,0 +1,66 @@
+"""Records of one image sweep: what the report, the tables and the printed text are made from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, kw_only=True)
+class Exemplar:
+    """One probe image among a unit's strongest."""
+
+    image_path: str
+    activation: float
+    label: str | None = None
+    """Folder label, or for a rendered probe set a short attribute summary."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class UnitFinding:
+    """One selected unit: how much it drove the prediction and what it seems to detect."""
+
+    layer: str
+    unit: int
+    rank: int
+    """0 = largest positive contribution; negative contributors are ranked among themselves."""
+    contribution: float
+    """Contribution to the predicted class logit (method in ClassExplanation.method)."""
+    share: float
+    """contribution / sum of positive contributions of the layer."""
+    label: str | None = None
+    """The explainer's label (the formula in words for the offline explainer); None if unexplained."""
+    description: str | None = None
+    formula: str | None = None
+    """Machine-readable formula, e.g. `(shape=star AND color=red)`."""
+    iou: float | None = None
+    """IoU between the unit's mask and the formula over the probe set (offline explainer)."""
+    explainer: str | None = None
+    exemplars: tuple[Exemplar, ...] = ()
+    error: str | None = None
+    """Why the unit could not be explained, when it could not (stored, never hidden)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClassExplanation:
+    """Why the model predicted a class for the target image, in units of one layer."""
+
+    run_id: str
+    image_path: str
+    model: str
+    weights: str
+    random_weights: bool
+    class_name: str
+    class_index: int
+    probability: float
+    logit: float
+    layer: str
+    method: str
+    """`exact_linear` or `grad_x_activation`."""
+    bias: float | None
+    top_classes: tuple[tuple[str, float], ...]
+    positive: tuple[UnitFinding, ...]
+    negative: tuple[UnitFinding, ...] = ()
+    text: str = ""
+    """The readable paragraph."""
+    notes: tuple[str, ...] = field(default=())
+    """Caveats printed and stored with the explanation (random weights, fallbacks)."""
