@@ -3,6 +3,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh || exit 1
+bash scripts/install_chromium.sh   # headless Chromium renders the HTML report in a test
 # The Unity backend's C# protocol code is compiled and tested with Mono's mcs when it can be
 # installed (Debian's mono-mcs); without it those tests skip and say so.
 if ! command -v mcs >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then

@@ -27,7 +27,7 @@ class Row:
     contribution: float
     """Contribution to the predicted class logit, in logit units."""
     share: float
-    """contribution / the sum of the layer's positive contributions (negative for negative units)."""
+    """contribution / the predicted class logit (NaN when that logit is not positive)."""
     rank: int
     """0 = strongest within its sign."""
     sign: str

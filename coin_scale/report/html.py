@@ -1,0 +1,279 @@
+"""A self-contained `report.html` for one sweep run: every image embedded, every string escaped.
+
+The page is built from a `ClassExplanation` alone (plus the image files its paths name). Images
+become base64 JPEG data URIs, so the file still works when moved to another machine; an image
+that cannot be read becomes a grey placeholder naming its path. No JavaScript, no external assets.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import logging
+from pathlib import Path
+
+from coin_scale.sweep.records import ClassExplanation, Exemplar, UnitFinding
+
+logger = logging.getLogger(__name__)
+
+REPORT_FILENAME = "report.html"
+TARGET_SIZE = 256
+"""Longest side, in pixels, of the embedded target image."""
+EXEMPLAR_SIZE = 96
+"""Longest side, in pixels, of each embedded exemplar thumbnail."""
+JPEG_QUALITY = 85
+
+METHOD_TEXT = {
+    "exact_linear": "exact: fc weight × pooled activation; contributions + bias = logit",
+    "grad_x_activation": "gradient × activation",
+}
+
+_CSS = """
+:root { --fg:#1d2330; --muted:#5b6474; --line:#dde1e8; --card:#ffffff; --bg:#f4f6f9;
+        --pos:#1a7f37; --neg:#b42318; --accent:#2f5bd3; }
+* { box-sizing: border-box; }
+body { margin:0; background:var(--bg); color:var(--fg);
+       font:15px/1.5 -apple-system, "Segoe UI", Roboto, "DejaVu Sans", Helvetica, Arial, sans-serif; }
+main { max-width:1100px; margin:0 auto; padding:24px 28px 48px; }
+h1 { font-size:24px; margin:0 0 4px; }
+h2 { font-size:19px; margin:32px 0 12px; padding-bottom:4px; border-bottom:2px solid var(--line); }
+.sub { color:var(--muted); margin:0 0 16px; }
+code, .mono { font-family:"DejaVu Sans Mono", Menlo, Consolas, monospace; font-size:13px; }
+.banner { background:#fdecea; border:2px solid var(--neg); color:#7a1410; border-radius:8px;
+          padding:12px 16px; margin:12px 0; font-weight:700; font-size:17px; }
+.notes { background:#fff8e1; border:1px solid #e8c766; border-radius:8px; padding:8px 16px;
+         margin:12px 0; }
+.notes ul { margin:4px 0; padding-left:20px; }
+.prediction { display:flex; gap:24px; align-items:flex-start; background:var(--card);
+              border:1px solid var(--line); border-radius:10px; padding:16px; }
+.prediction img, .placeholder.target { width:256px; flex:none; border-radius:6px; }
+.pred-main { font-size:20px; font-weight:700; margin-bottom:8px; }
+.top { border-collapse:collapse; width:100%; }
+.top td { padding:3px 6px; vertical-align:middle; }
+.bar { background:#e6ebf5; border-radius:4px; height:12px; width:220px; }
+.bar span { display:block; height:12px; border-radius:4px; background:var(--accent); }
+.paragraph { background:var(--card); border-left:4px solid var(--accent); border-radius:6px;
+             padding:12px 16px; white-space:pre-wrap; }
+.method { color:var(--muted); }
+.unit { background:var(--card); border:1px solid var(--line); border-radius:10px; padding:14px 16px;
+        margin:0 0 14px; }
+.unit-head { display:flex; flex-wrap:wrap; gap:6px 18px; align-items:baseline; margin-bottom:6px; }
+.unit-id { font-weight:700; font-size:16px; }
+.contrib { font-weight:700; font-family:"DejaVu Sans Mono", Menlo, monospace; }
+.pos { color:var(--pos); } .neg { color:var(--neg); }
+.label { font-size:16px; font-weight:600; }
+.kv { color:var(--muted); }
+.formula { background:#f0f2f6; border-radius:4px; padding:2px 6px; display:inline-block;
+           margin:4px 0; white-space:pre-wrap; word-break:break-word; }
+.error { color:var(--neg); font-weight:600; margin:6px 0; }
+.exemplars { display:flex; flex-wrap:wrap; gap:10px; margin-top:8px; }
+.exemplar { width:104px; font-size:12px; text-align:center; color:var(--muted); }
+.exemplar img, .placeholder.thumb { width:96px; height:96px; object-fit:cover; border-radius:4px;
+                                    border:1px solid var(--line); display:block; margin:0 auto 2px; }
+.placeholder { background:#c9ccd1; color:#3d4148; font-size:10px; display:flex; align-items:center;
+               justify-content:center; text-align:center; overflow:hidden; word-break:break-all;
+               padding:4px; }
+.placeholder.target { height:256px; font-size:12px; }
+table.neg-table { border-collapse:collapse; width:100%; background:var(--card);
+                  border:1px solid var(--line); border-radius:8px; }
+.neg-table th, .neg-table td { text-align:left; padding:6px 10px; border-bottom:1px solid var(--line);
+                               vertical-align:top; }
+.neg-table th { background:#eef1f6; font-size:13px; }
+footer { color:var(--muted); font-size:12px; margin-top:32px; }
+"""
+
+
+def write_report(explanation: ClassExplanation, out_dir: Path) -> Path:
+    """Write `out_dir/report.html` for one explanation and return its path.
+
+    Creates `out_dir` if needed. Unreadable image files never fail the report: they render as
+    grey placeholders naming the path (and are logged at WARNING).
+    """
+    if not isinstance(explanation, ClassExplanation):
+        raise TypeError(
+            f"write_report expected a ClassExplanation, got {type(explanation).__name__}; "
+            "pass the record returned by the sweep"
+        )
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / REPORT_FILENAME
+    path.write_text(render_report(explanation), encoding="utf-8")
+    return path
+
+
+def render_report(explanation: ClassExplanation) -> str:
+    """The whole HTML document for one explanation, as a string (pure apart from reading images)."""
+    e = explanation
+    title = f"{e.class_name} — {e.model} ({e.weights}) — run {e.run_id}"
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{_esc(title)}</title>",
+        f"<style>{_CSS}</style></head><body><main>",
+        _header(e),
+        _prediction(e),
+        "<h2>Explanation</h2>",
+        f'<div class="paragraph">{_esc(e.text) if e.text else "<em>no paragraph</em>"}</div>',
+        f'<p class="method">Method: {_esc(method_text(e.method))}{_bias_line(e)}</p>',
+        f"<h2>Units that pushed towards {_esc(e.class_name)} ({len(e.positive)})</h2>",
+        "".join(_unit_card(u) for u in sorted(e.positive, key=lambda u: u.rank))
+        or "<p>No positive contributors.</p>",
+        '<p class="kv">share = contribution / sum of the positive contributions in layer '
+        f"<code>{_esc(e.layer)}</code>.</p>",
+        _negative_section(e),
+        f"<footer>coin-scale report · run {_esc(e.run_id)} · image {_esc(e.image_path)}</footer>",
+        "</main></body></html>",
+    ]
+    return "\n".join(parts)
+
+
+def method_text(method: str) -> str:
+    """Human words for an attribution method name (unknown names are shown as they are)."""
+    if method in METHOD_TEXT:
+        return METHOD_TEXT[method]
+    return f"{method} (gradient × activation)"
+
+
+def _esc(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _header(e: ClassExplanation) -> str:
+    out = [
+        f"<h1>Why {_esc(e.model)} predicted “{_esc(e.class_name)}”</h1>",
+        f'<p class="sub">model <code>{_esc(e.model)}</code> · weights <code>{_esc(e.weights)}</code>'
+        f" · layer <code>{_esc(e.layer)}</code> · run <code>{_esc(e.run_id)}</code></p>",
+    ]
+    if e.random_weights:
+        out.append(
+            '<div class="banner" role="alert">⚠ random weights: these labels mean nothing. '
+            "The model was not trained; units and labels below show the pipeline, not real "
+            "features.</div>"
+        )
+    if e.notes:
+        items = "".join(f"<li>{_esc(n)}</li>" for n in e.notes)
+        out.append(f'<div class="notes"><strong>Notes</strong><ul>{items}</ul></div>')
+    return "\n".join(out)
+
+
+def _prediction(e: ClassExplanation) -> str:
+    rows = []
+    for name, prob in e.top_classes:
+        pct = max(0.0, min(1.0, float(prob))) * 100
+        rows.append(
+            f"<tr><td>{_esc(name)}</td>"
+            f'<td><div class="bar"><span style="width:{pct:.1f}%"></span></div></td>'
+            f'<td class="mono">{float(prob) * 100:.1f}%</td></tr>'
+        )
+    table = f'<table class="top">{"".join(rows)}</table>' if rows else ""
+    return (
+        '<h2>Prediction</h2><div class="prediction">'
+        + _image(e.image_path, TARGET_SIZE, "target", f"target image {e.image_path}")
+        + '<div><div class="pred-main">'
+        f'{_esc(e.class_name)} <span class="kv">(class {e.class_index})</span> · '
+        f"{e.probability * 100:.1f}%</div>"
+        f'<div class="kv">logit <span class="mono">{e.logit:.3f}</span></div>'
+        f'<div style="margin-top:10px"><strong>Top classes</strong>{table}</div>'
+        "</div></div>"
+    )
+
+
+def _bias_line(e: ClassExplanation) -> str:
+    if e.bias is None:
+        return ""
+    total = sum(u.contribution for u in e.positive) + sum(u.contribution for u in e.negative)
+    return (
+        f' · bias <span class="mono">{e.bias:+.3f}</span>'
+        f' · logit <span class="mono">{e.logit:.3f}</span>'
+        f' · the units shown sum to <span class="mono">{total:+.3f}</span>'
+        " (the layer's other units make up the rest)"
+    )
+
+
+def _unit_card(u: UnitFinding) -> str:
+    head = [
+        f'<span class="unit-id">#{u.rank + 1} · unit {u.unit}</span>',
+        f'<span class="contrib {"pos" if u.contribution >= 0 else "neg"}">{u.contribution:+.3f}</span>',
+        f'<span class="kv">{u.share * 100:.1f}% share</span>',
+    ]
+    if u.iou is not None:
+        head.append(f'<span class="kv">IoU {u.iou:.3f}</span>')
+    if u.explainer:
+        head.append(f'<span class="kv">explainer {_esc(u.explainer)}</span>')
+    body = [f'<div class="unit-head">{"".join(head)}</div>']
+    label = _esc(u.label) if u.label else "<em>unexplained</em>"
+    body.append(f'<div class="label">{label}</div>')
+    if u.description:
+        body.append(f"<div>{_esc(u.description)}</div>")
+    if u.formula:
+        body.append(f'<code class="formula">{_esc(u.formula)}</code>')
+    if u.error:
+        body.append(f'<div class="error">error: {_esc(u.error)}</div>')
+    if u.exemplars:
+        thumbs = "".join(_exemplar(x) for x in u.exemplars)
+        body.append(f'<div class="exemplars">{thumbs}</div>')
+    return f'<section class="unit">{"".join(body)}</section>'
+
+
+def _exemplar(x: Exemplar) -> str:
+    caption = f"act {x.activation:.3f}"
+    if x.label:
+        caption += f"<br>{_esc(x.label)}"
+    alt = f"exemplar {x.image_path} activation {x.activation:.3f}"
+    return (
+        f'<div class="exemplar">{_image(x.image_path, EXEMPLAR_SIZE, "thumb", alt)}{caption}</div>'
+    )
+
+
+def _negative_section(e: ClassExplanation) -> str:
+    if not e.negative:
+        return ""
+    rows = []
+    for u in sorted(e.negative, key=lambda u: u.rank):
+        label = _esc(u.label) if u.label else "<em>unexplained</em>"
+        extra = f'<br><code class="formula">{_esc(u.formula)}</code>' if u.formula else ""
+        if u.error:
+            extra += f'<div class="error">error: {_esc(u.error)}</div>'
+        iou = f"{u.iou:.3f}" if u.iou is not None else "—"
+        rows.append(
+            f"<tr><td>unit {u.unit}</td>"
+            f'<td class="contrib neg">{u.contribution:+.3f}</td>'
+            f'<td>{label}{extra}</td><td class="mono">{iou}</td></tr>'
+        )
+    return (
+        f"<h2>Units that pushed against {_esc(e.class_name)} ({len(e.negative)})</h2>"
+        '<table class="neg-table"><tr><th>unit</th><th>contribution</th><th>label</th>'
+        f"<th>IoU</th></tr>{''.join(rows)}</table>"
+    )
+
+
+def _image(path: str, size: int, css_class: str, alt: str) -> str:
+    uri = thumbnail_data_uri(path, size)
+    if uri is None:
+        return (
+            f'<div class="placeholder {css_class}" title="{_esc(path)}">'
+            f"missing image<br>{_esc(path)}</div>"
+        )
+    return f'<img class="{css_class}" src="{uri}" alt="{_esc(alt)}">'
+
+
+def thumbnail_data_uri(path: str | Path, size: int) -> str | None:
+    """A `data:image/jpeg;base64,...` URI of the image shrunk to `size` px on its longest side.
+
+    Returns None (and logs a warning) when the file is missing or not a readable image.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+            rgb = img.convert("RGB")
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        logger.warning("report: cannot read image %s (%s); drawing a placeholder", path, exc)
+        return None
+    rgb.thumbnail((size, size), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    rgb.save(buf, format="JPEG", quality=JPEG_QUALITY)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
