@@ -31,6 +31,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--repeats", type=int, default=3)
     r.add_argument("--address", default=None)
     r.set_defaults(func=run_render)
+    e = benches.add_parser(
+        "explain", help="offline explainer on a synthetic layer with planted formulas (CPU)"
+    )
+    e.add_argument("--units", type=int, default=512, help="units of the layer (default 512)")
+    e.add_argument("--images", type=int, default=1500, help="probe images (default 1500)")
+    e.add_argument("--seed", type=int, default=0, help="seed of concepts, formulas, noise")
+    e.add_argument("--repeats", type=int, default=3, help="timed runs; the median is reported")
+    e.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
+    )
+    e.set_defaults(func=run_explain)
 
 
 def run_dissect(args: argparse.Namespace) -> int:
@@ -59,4 +70,24 @@ def run_render(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise UserError(f"bench render: {err}") from err
     print(json.dumps(run_render_bench(config), indent=2))
+    return 0
+
+
+def run_explain(args: argparse.Namespace) -> int:
+    from coin_scale.bench.explain_bench import ExplainBenchConfig, run_explain_bench
+    from coin_scale.errors import UserError
+
+    try:
+        config = ExplainBenchConfig(
+            units=args.units, images=args.images, seed=args.seed, repeats=args.repeats
+        )
+    except ValueError as err:
+        raise UserError(f"bench explain: {err}") from err
+    if args.threads is not None:
+        import torch
+
+        if args.threads < 1:
+            raise UserError(f"bench explain: --threads expected >= 1; got {args.threads}")
+        torch.set_num_threads(args.threads)
+    print(json.dumps(run_explain_bench(config), indent=2))
     return 0
