@@ -1,4 +1,4 @@
-"""run_sweep.py as a researcher runs it: prediction, driving units, and their exemplars."""
+"""run_sweep.py as a researcher runs it: prediction, driving units, explanations, report, SQL."""
 
 from __future__ import annotations
 
@@ -6,6 +6,9 @@ import pytest
 from PIL import Image
 
 import run_sweep
+from coin_scale.storage import connect
+from coin_scale.sweep.records import UnitFinding
+from coin_scale.sweep.text import class_paragraph
 
 
 def _target(tmp_path):
@@ -14,39 +17,107 @@ def _target(tmp_path):
     return image
 
 
-@pytest.mark.slow
-def test_run_sweep_prints_the_prediction_and_driving_units(tmp_path, capsys):
-
-    image = _target(tmp_path)
-    code = run_sweep.main(["--image", str(image), "--model", "resnet18", "--weights", "none", "--top-k", "3"])
-    out = capsys.readouterr().out
-    assert code == 0
-    assert "random weights" in out and "predicted:" in out
-    assert out.count("+ unit") == 3 and "sum to" in out
+def _finding(unit, contribution, share, label=None, iou=None):
+    return UnitFinding(layer="layer4", unit=unit, rank=0, contribution=contribution, share=share,
+                       label=label, iou=iou)  # fmt: skip
 
 
-def test_run_sweep_bad_image(tmp_path, capsys):
-    bad = tmp_path / "bad.jpg"
-    bad.write_bytes(b"nope")
-    assert run_sweep.main(["--image", str(bad), "--model", "resnet18", "--weights", "none"]) == 2
-    assert "cannot read image" in capsys.readouterr().err
-    assert run_sweep.main(["--image", str(tmp_path / "missing.jpg"), "--model", "resnet18"]) == 2
-    assert "does not exist" in capsys.readouterr().err
+def test_class_paragraph_reads_as_a_sentence():
+    text = class_paragraph(
+        class_name="star", probability=0.97, layer="layer4",
+        positive=[_finding(12, 2.1, 0.35, "red star", 0.62), _finding(40, 1.2, 0.2, "star", 0.5)],
+        negative=[_finding(7, -0.8, -0.13, "circle", 0.4)], exact=True,
+    )  # fmt: skip
+    assert text == (
+        "Predicted star (p=0.97) because layer4 #12 'red star' (+2.10, 35% of the logit, IoU 0.62), "
+        "#40 'star' (+1.20, 20% of the logit, IoU 0.50); held back by #7 'circle' (-0.80, -13% of "
+        "the logit, IoU 0.40). In short: the model sees 'red star'; and 'star'."
+    )
 
 
-@pytest.mark.slow
-def test_run_sweep_with_a_probe_shows_each_units_exemplars(ray_cluster, probe_dir, tmp_path, capsys):
+def test_class_paragraph_without_labels_or_exactness():
+    text = class_paragraph(class_name="x", probability=0.5, layer="features",
+                           positive=[_finding(3, 0.5, 0.1)], negative=[], exact=False)  # fmt: skip
+    assert text == (
+        "Predicted x (p=0.50) because features #3 (unexplained) (+0.50, 10% of the logit). "
+        "(Contributions are gradient x activation, an approximation.)"
+    )
+
+
+def test_run_sweep_without_a_probe_prints_the_prediction_and_driving_units(tmp_path, capsys):
     argv = ["--image", str(_target(tmp_path)), "--model", "resnet18", "--weights", "none",
-            "--top-k", "2", "--negatives", "1", "--exemplars", "3", "--probe", str(probe_dir),
-            "--warehouse", str(tmp_path / "wh")]  # fmt: skip
+            "--top-k", "3", "--probe", "none", "--warehouse", str(tmp_path / "wh")]  # fmt: skip
     assert run_sweep.main(argv) == 0
     out = capsys.readouterr().out
-    exemplar_lines = [line for line in out.splitlines() if str(probe_dir) in line]
-    assert len(exemplar_lines) == 3 * 3  # 2 positive + 1 negative units, 3 exemplars each
+    assert "Random weights" in out and "predicted:" in out
+    assert out.count("+ unit") == 3 and "sum to" in out and "report.html" in out
+
+
+@pytest.mark.slow
+def test_run_sweep_end_to_end_on_a_rendered_probe(ray_cluster, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COIN_SCALE_CACHE", str(tmp_path / "cache"))
+    wh = tmp_path / "wh"
+    argv = ["--model", "resnet18", "--weights", "none", "--top-k", "3", "--negatives", "2",
+            "--probe-images", "60", "--warehouse", str(wh), "--run-id", "r1", "--no-progress"]  # fmt: skip
+    assert run_sweep.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "Predicted " in out and (wh / "reports" / "r1" / "report.html").is_file()
+    con = connect(wh)
+    assert con.sql("SELECT count(*) FROM units WHERE run_id = 'r1'").fetchall()[0][0] == 5
+    rows = con.sql("SELECT status, score_name FROM explanations WHERE run_id = 'r1'").fetchall()
+    assert len(rows) == 5 and {s for s, _ in rows} <= {"ok", "empty"}
+    edges = con.sql("SELECT count(*), min(target_kind) FROM chain_edges WHERE run_id='r1'").fetchall()
+    assert edges == [(5, "class")]
+    text = con.sql("SELECT text FROM class_explanations WHERE run_id = 'r1'").fetchall()[0][0]
+    assert text.startswith("Predicted ") and "Random weights" in text
+    # The same run id again replaces its rows instead of duplicating them.
+    assert run_sweep.main(argv) == 0
+    assert con.sql("SELECT count(*) FROM units WHERE run_id = 'r1'").fetchall()[0][0] == 5
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--top-k", "0"], "top_k must be >= 1"),
+        (["--top-k", "100000"], "more than the 512 units"),
+        (["--explainer", "oracle"], "unknown explainer 'oracle'"),
+        (["--layer", "layer9"], "close matches"),
+    ],
+)
+def test_run_sweep_bad_flags(tmp_path, capsys, extra, message):
+    argv = ["--image", str(_target(tmp_path)), "--model", "resnet18", "--weights", "none",
+            "--probe", "none", "--warehouse", str(tmp_path / "wh"), *extra]  # fmt: skip
+    assert run_sweep.main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_run_sweep_bad_images(tmp_path, capsys):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"nope")
+    base = ["--model", "resnet18", "--weights", "none", "--probe", "none", "--warehouse", str(tmp_path)]
+    assert run_sweep.main(["--image", str(bad), *base]) == 2
+    assert "cannot read image" in capsys.readouterr().err
+    assert run_sweep.main(["--image", str(tmp_path / "missing.jpg"), *base]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    text = tmp_path / "notes.txt"
+    text.write_text("not an image")
+    assert run_sweep.main(["--image", str(text), *base]) == 2
+
+
+def test_a_huge_image_is_resized_not_a_crash(tmp_path, capsys):
+    huge = tmp_path / "huge.jpg"
+    Image.new("RGB", (6000, 4500), (10, 200, 30)).save(huge, quality=70)
+    argv = ["--image", str(huge), "--model", "resnet18", "--weights", "none", "--probe", "none",
+            "--warehouse", str(tmp_path / "wh"), "--top-k", "2"]  # fmt: skip
+    assert run_sweep.main(argv) == 0
 
 
 def test_run_sweep_config_file(tmp_path, capsys):
     config = tmp_path / "sweep.yaml"
-    config.write_text(f"image: {_target(tmp_path)}\nmodel: resnet18\nweights: none\ntop_k: 2\n")
+    config.write_text(
+        f"image: {_target(tmp_path)}\nmodel: resnet18\nweights: none\ntop_k: 2\nprobe: none\n"
+        f"warehouse: {tmp_path / 'wh'}\n"
+    )
     assert run_sweep.main(["--config", str(config)]) == 0
     assert capsys.readouterr().out.count("+ unit") == 2

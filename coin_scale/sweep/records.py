@@ -26,7 +26,7 @@ class UnitFinding:
     contribution: float
     """Contribution to the predicted class logit (method in ClassExplanation.method)."""
     share: float
-    """contribution / sum of positive contributions of the layer."""
+    """contribution / the predicted logit (NaN when the logit is not positive)."""
     label: str | None = None
     """The explainer's label (the formula in words for the offline explainer); None if unexplained."""
     description: str | None = None

@@ -1,100 +1,178 @@
-"""Sweep steps built so far: prediction, unit selection by contribution, exemplars of each unit."""
+"""The image sweep: predict, select units by contribution, explain them over a probe set, chain
+them into a class-level explanation, store it and write the report."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-from PIL import Image, UnidentifiedImageError
 
 from coin_scale.chain.attribution import UnitContributions, unit_contributions
 from coin_scale.errors import UserError
 from coin_scale.models import ModelSource, build_module, describe_layers, find_layer, resolve_model
-from coin_scale.models.layers import last_block
-from coin_scale.sweep.config import SweepConfig
+from coin_scale.models.layers import LayerInfo, last_block
+from coin_scale.models.loading import ModelPayload
+from coin_scale.sweep import inputs
+from coin_scale.sweep.config import PROBE_MODEL, RENDERED, SweepConfig
+from coin_scale.sweep.records import ClassExplanation, Exemplar, UnitFinding
+from coin_scale.sweep.text import class_paragraph
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
-class SweepResult:
-    """What the sweep found for one image."""
+class SweepOutcome:
+    """The explanation and where its artefacts went."""
 
-    model: str
-    random_weights: bool
-    top_classes: list[tuple[str, float]]
-    """(class name, probability), best first."""
-    contributions: UnitContributions
-    positive: list[tuple[int, float]]
-    negative: list[tuple[int, float]]
-    exemplars: dict[int, list[tuple[float, str, str | None]]]
-    """unit -> (activation, image path, label), strongest first; empty without a probe set."""
+    explanation: ClassExplanation
+    report_path: str | None
+    warehouse: str
 
 
-def load_image(path: str) -> Image.Image:
-    file = Path(path)
-    if not file.is_file():
-        raise UserError(f"image {file} does not exist")
-    try:
-        with Image.open(file) as image:
-            return image.convert("RGB")
-    except (OSError, UnidentifiedImageError, SyntaxError) as err:
-        raise UserError(f"cannot read image {file}: {str(err).splitlines()[0]}") from None
+def run_sweep(config: SweepConfig) -> SweepOutcome:
+    """The whole pipeline for one image; user errors are raised before any work is stored."""
+    from coin_scale.dissect.pipeline import new_run_id
+    from coin_scale.storage import Warehouse
 
-
-def run_sweep(config: SweepConfig) -> SweepResult:
-    """Predict, select the layer's units by their contribution to the predicted logit."""
-    image = load_image(config.image)
-    payload = resolve_model(ModelSource(model=config.model, weights=config.weights, seed=config.seed))
+    warehouse = Warehouse(config.warehouse)
+    run_id = config.run_id or new_run_id()
+    model = inputs.probe_model() if config.model == PROBE_MODEL else config.model
+    payload = resolve_model(ModelSource(model=model, weights=config.weights, seed=config.seed))
     module = build_module(payload)
     layers = describe_layers(module, payload.arch, payload.preprocess.crop)
-    layer = (
-        find_layer(layers, config.layer, payload.model_id) if config.layer else last_block(module, layers)
-    )
-    inputs = payload.preprocess.normalize(payload.preprocess.load(image).unsqueeze(0))
+    layer = find_layer(layers, config.layer, payload.model_id) if config.layer else last_block(module, layers)
+    if config.top_k > layer.units:
+        raise UserError(f"--top-k {config.top_k} is more than the {layer.units} units of {layer.name}")
+    image_path = config.image or inputs.rendered_target(config.warehouse, config.seed, payload.preprocess.crop)
+    image = inputs.load_image(image_path)
+
+    inputs_tensor = payload.preprocess.normalize(payload.preprocess.load(image).unsqueeze(0))
     with torch.inference_mode():
-        probs = module(inputs).softmax(dim=1)[0]
+        probs = module(inputs_tensor).softmax(dim=1)[0]
     top = torch.topk(probs, k=min(5, probs.numel()))
-    top_classes = [(payload.class_names[int(i)], float(p)) for p, i in zip(top.values, top.indices, strict=True)]
-    contributions = unit_contributions(module, layer.name, layer.layout, inputs)
-    positive = contributions.top(config.top_k)
-    negative = contributions.top(config.negatives, negative=True) if config.negatives else []
-    exemplars: dict[int, list[tuple[float, str, str | None]]] = {}
+    top_classes = tuple(
+        (payload.class_names[int(i)], float(p)) for p, i in zip(top.values, top.indices, strict=True)
+    )
+    contributions = unit_contributions(module, layer.name, layer.layout, inputs_tensor)
+    notes = _notes(payload, contributions, layer)
+    positive = _findings(contributions, layer, config.top_k, negative=False)
+    negative = _findings(contributions, layer, config.negatives, negative=True) if config.negatives else []
+
+    dissection_id = None
     if config.probe:
-        units = [u for u, _ in positive + negative]
-        exemplars = _exemplars(config, config.probe, layer.name, units)
-    return SweepResult(
-        model=payload.model_id, random_weights=payload.random_weights, top_classes=top_classes,
-        contributions=contributions, positive=positive, negative=negative, exemplars=exemplars,
+        probe = _probe_path(config, payload)
+        dissection_id, positive, negative = _explain(
+            config, model, probe, layer, positive, negative, notes
+        )
+    cls = contributions.class_index
+    explanation = ClassExplanation(
+        run_id=run_id, image_path=str(Path(image_path).resolve()), model=payload.model_id,
+        weights=payload.weights_id, random_weights=payload.random_weights,
+        class_name=payload.class_names[cls], class_index=cls, probability=float(probs[cls]),
+        logit=contributions.logit, layer=layer.name, method=contributions.method,
+        bias=contributions.bias, top_classes=top_classes, positive=tuple(positive),
+        negative=tuple(negative), notes=tuple(notes),
+        text=class_paragraph(
+            class_name=payload.class_names[cls], probability=float(probs[cls]), layer=layer.name,
+            positive=positive, negative=negative, exact=contributions.method == "exact_linear",
+        ),
     )  # fmt: skip
+    from coin_scale.report import write_report
+    from coin_scale.sweep.persist import store_sweep
+
+    report = write_report(explanation, Path(config.warehouse) / "reports" / run_id)
+    store_sweep(warehouse, explanation, config, dissection_id=dissection_id)
+    return SweepOutcome(explanation=explanation, report_path=str(report), warehouse=config.warehouse)
 
 
-def _exemplars(
-    config: SweepConfig, probe: str, layer: str, units: list[int]
-) -> dict[int, list[tuple[float, str, str | None]]]:
-    """Dissect the layer over the probe set (reusing a cached dissection) and read the exemplars."""
+def _notes(payload: ModelPayload, contributions: UnitContributions, layer: LayerInfo) -> list[str]:
+    notes = []
+    if payload.random_weights:
+        notes.append("Random weights (--weights none): the prediction and every label mean nothing.")
+    if contributions.method != "exact_linear":
+        notes.append(
+            f"{layer.name} does not feed a linear head directly, so there is no exact attribution: "
+            "contributions are gradient x activation."
+        )
+    return notes
+
+
+def _findings(c: UnitContributions, layer: LayerInfo, k: int, *, negative: bool) -> list[UnitFinding]:
+    logit = c.logit
+    return [
+        UnitFinding(
+            layer=layer.name, unit=unit, rank=rank, contribution=value,
+            share=value / logit if logit > 0 else math.nan,
+        )  # fmt: skip
+        for rank, (unit, value) in enumerate(c.top(k, negative=negative))
+    ]
+
+
+def _probe_path(config: SweepConfig, payload: ModelPayload) -> str:
+    if config.probe == RENDERED:
+        return inputs.rendered_probe(config.probe_images, payload.preprocess.crop, progress=config.progress)
+    return str(config.probe)
+
+
+def _explain(
+    config: SweepConfig,
+    model: str,
+    probe: str,
+    layer: LayerInfo,
+    positive: list[UnitFinding],
+    negative: list[UnitFinding],
+    notes: list[str],
+) -> tuple[str, list[UnitFinding], list[UnitFinding]]:
+    """Dissect the layer over the probe set (cached), explain the selected units, add exemplars."""
     from coin_scale.dissect.config import DissectConfig
-    from coin_scale.dissect.pipeline import dissect
-    from coin_scale.storage import connect
+    from coin_scale.dissect.pipeline import dissect, load_activations
+    from coin_scale.explain import OfflineExplainerConfig, concepts_from_probe, explain_units
+    from coin_scale.probe import scan_probe
+    from coin_scale.storage import Warehouse, connect
 
     result = dissect(
         DissectConfig(
-            model=config.model, weights=config.weights, seed=config.seed, layer=layer,
-            probe=probe, warehouse=config.warehouse, top_k=max(config.exemplars, 16),
-            address=config.address,
-        )
+            model=model, weights=config.weights, seed=config.seed, layer=layer.name, probe=probe,
+            warehouse=config.warehouse, top_k=max(config.exemplars, 16), address=config.address,
+            keep_activations=True,
+        ),
+        progress=config.progress,
     )  # fmt: skip
+    dense = torch.from_numpy(load_activations(Warehouse(config.warehouse), result.dissection_id))
+    probe_set = scan_probe(probe)
+    readable = ~torch.isnan(dense[:, 0].float())
+    units = [f.unit for f in positive + negative]
+    concepts = concepts_from_probe(probe_set)
+    keep = readable.nonzero().flatten()
+    concepts = replace(concepts, matrix=concepts.matrix[:, keep])
+    explained = explain_units(dense[keep][:, units].float(), concepts, OfflineExplainerConfig())
+    by_unit = dict(zip(units, explained, strict=True))
+    if probe_set.attributes_path is None and not probe_set.images[0].label:
+        notes.append("The probe folder has no labels or attributes: units get exemplars but no concepts.")
+
     con = connect(config.warehouse)
     rows = con.execute(
         "SELECT unit, activation, image_path, label FROM exemplars "
         "WHERE dissection_id = ? AND rank < ? ORDER BY unit, rank",
         [result.dissection_id, config.exemplars],
     ).fetchall()
-    wanted = set(units)
-    found: dict[int, list[tuple[float, str, str | None]]] = {}
+    shown: dict[int, list[Exemplar]] = {}
     for unit, activation, path, label in rows:
-        if unit in wanted:
-            found.setdefault(unit, []).append((activation, path, label))
-    return found
+        if unit in by_unit:
+            shown.setdefault(unit, []).append(Exemplar(image_path=path, activation=float(activation), label=label))
+
+    def explained_finding(f: UnitFinding) -> UnitFinding:
+        e = by_unit[f.unit]
+        return replace(
+            f, label=e.label or None, description=e.description, formula=e.formula or None,
+            iou=e.iou, explainer="offline", exemplars=tuple(shown.get(f.unit, [])),
+        )  # fmt: skip
+
+    return (
+        result.dissection_id,
+        [explained_finding(f) for f in positive],
+        [explained_finding(f) for f in negative],
+    )

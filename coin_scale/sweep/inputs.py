@@ -1,0 +1,70 @@
+"""The sweep's embedded defaults: a rendered target image, a rendered probe set, the probe model."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from coin_scale.errors import UserError
+
+log = logging.getLogger(__name__)
+
+MAX_PIXELS = 200_000_000
+"""Images up to this many pixels are resized like any other; beyond it PIL's bomb guard refuses."""
+
+
+def cache_dir() -> Path:
+    """`$COIN_SCALE_CACHE`, else ~/.cache/coin-scale."""
+    return Path(os.environ.get("COIN_SCALE_CACHE", Path.home() / ".cache" / "coin-scale"))
+
+
+def load_image(path: str) -> Image.Image:
+    """An RGB image; a missing, corrupt or non-image file is a one-line UserError."""
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"image {file} does not exist")
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    try:
+        with Image.open(file) as image:
+            if image.width * image.height > 4096 * 4096:
+                log.info("image %s is %dx%d: decoding it reduced", file, image.width, image.height)
+                image.draft("RGB", (2048, 2048))
+            return image.convert("RGB")
+    except (OSError, UnidentifiedImageError, SyntaxError, Image.DecompressionBombError) as err:
+        raise UserError(f"cannot read image {file}: {str(err).splitlines()[0]}") from None
+
+
+def rendered_target(warehouse: str, seed: int, size: int) -> str:
+    """Render the default target image (one object, known attributes) into the warehouse."""
+    from unity_pool.procedural import render
+    from unity_pool.sampling import sample_scenes
+
+    scene = next(s for s in sample_scenes(64, 10_000 + seed, width=size, height=size) if len(s.objects) == 1)
+    path = Path(warehouse) / "targets" / f"rendered-seed{seed}-{size}.png"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image, attributes = render(scene)
+        image.save(path)
+        log.info("target image: a rendered %s (%s)", attributes.get("shape"), path)
+    return str(path)
+
+
+def rendered_probe(n: int, size: int, *, progress: bool) -> str:
+    """A rendered probe set with ground-truth attributes, rendered once and cached."""
+    from unity_pool.probeset import ProbeSetParams, write_probe_set
+
+    root = cache_dir() / "probes" / f"rendered-n{n}-seed0-{size}"
+    if not (root / "attributes.parquet").is_file():
+        log.info("rendering a %d-image probe set at %dpx into %s (once)", n, size, root)
+        write_probe_set(root, ProbeSetParams(n=n, seed=0, size=size), progress=progress)
+    return str(root)
+
+
+def probe_model() -> str:
+    """The probe-trained CNN's checkpoint, trained on first use (a few minutes) and cached."""
+    from coin_scale.training.probe_model import ensure_probe_model
+
+    return str(ensure_probe_model(cache_dir()))

@@ -1,0 +1,70 @@
+"""Write a sweep's tables: runs, units, explanations, chain_edges, class_explanations."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pyarrow as pa
+
+import coin_scale
+from coin_scale.storage import Warehouse
+from coin_scale.storage.schemas import get_spec
+from coin_scale.sweep.config import SweepConfig
+from coin_scale.sweep.records import ClassExplanation
+
+
+def _table(name: str, rows: list[dict]) -> pa.Table:
+    """Rows as Arrow; an empty table with the spec's columns when there are none (so a rerun of
+    the same run id still replaces what an earlier attempt wrote)."""
+    return pa.Table.from_pylist(rows) if rows else get_spec(name).empty()
+
+
+def store_sweep(
+    warehouse: Warehouse,
+    explanation: ClassExplanation,
+    config: SweepConfig,
+    *,
+    dissection_id: str | None,
+) -> None:
+    """Every row keyed by run_id, so a rerun of the same run id replaces rather than duplicates."""
+    e = explanation
+    findings = [("positive", f) for f in e.positive] + [("negative", f) for f in e.negative]
+    run_id = e.run_id
+    warehouse.write("units", _table("units", [
+        {"run_id": run_id, "model": e.model, "layer": f.layer, "unit": f.unit, "kind": "neuron",
+         "contribution": f.contribution, "share": f.share, "rank": f.rank, "sign": sign,
+         "method": e.method}
+        for sign, f in findings
+    ]), key=run_id)  # fmt: skip
+    warehouse.write("explanations", _table("explanations", [
+        {"run_id": run_id, "model": e.model, "layer": f.layer, "unit": f.unit, "kind": "neuron",
+         "explainer": f.explainer or config.explainer,
+         "status": "failed" if f.error else ("ok" if f.label else "empty"),
+         "label": f.label, "description": f.description, "formula": f.formula, "score": f.iou,
+         "score_name": "iou" if f.iou is not None else None, "error": f.error,
+         "dissection_id": dissection_id}
+        for _, f in findings if f.explainer or f.error
+    ]), key=run_id)  # fmt: skip
+    warehouse.write("chain_edges", _table("chain_edges", [
+        {"run_id": run_id, "source_layer": f.layer, "source_unit": f.unit, "target_kind": "class",
+         "target_layer": None, "target": e.class_index, "weight": f.contribution,
+         "method": e.method}
+        for _, f in findings
+    ]), key=run_id)  # fmt: skip
+    warehouse.write("class_explanations", _table("class_explanations", [{
+        "run_id": run_id, "model": e.model, "weights": e.weights,
+        "random_weights": e.random_weights, "image_path": e.image_path,
+        "class_name": e.class_name, "class_index": e.class_index, "probability": e.probability,
+        "logit": e.logit, "layer": e.layer, "method": e.method,
+        "text": e.text + ("" if not e.notes else " [" + " ".join(e.notes) + "]"),
+        "created_at": datetime.now(UTC),
+    }]), key=run_id)  # fmt: skip
+    now = datetime.now(UTC)
+    warehouse.write("runs", _table("runs", [{
+        "run_id": run_id, "command": "sweep", "status": "complete", "model": e.model,
+        "weights": e.weights, "layers": [e.layer], "probe": str(config.probe),
+        "config_json": json.dumps(config.to_dict(), sort_keys=True),
+        "coin_scale_version": coin_scale.__version__, "started_at": now, "finished_at": now,
+        "n_images": 1, "n_failed": 0, "message": None,
+    }]), key=run_id)  # fmt: skip
