@@ -1,14 +1,13 @@
 #!/usr/bin/env bash
 # The main job on the embedded defaults: no network, no API keys, local Ray, ./demo/warehouse.
-# Renders a ground-truth probe set, dissects resnet18's layer4 over it, and queries the result.
+# run_sweep.py trains coin-scale's probe CNN on rendered scenes on first use (cached), renders a
+# target image and a probe set with known contents, finds the units that drive the prediction,
+# explains them with the offline explainer, and writes the tables and an HTML report.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-CS=.venv/bin/coin-scale
-[ -f demo/probe/attributes.parquet ] || $CS render --n 256 --seed 0 --out demo/probe
-$CS dissect --model resnet18 --weights none --layer layer4 --probe demo/probe \
-  --warehouse demo/warehouse --top-k 8
-$CS query --warehouse demo/warehouse \
-  "SELECT s.unit, round(s.threshold, 3) AS q99, e.image_path AS top_image, round(e.activation, 3) AS activation
-   FROM unit_stats s JOIN exemplars e USING (dissection_id, unit)
-   WHERE e.rank = 0 ORDER BY s.threshold DESC LIMIT 5"
-echo "(random weights: these units mean nothing yet; pass --weights default or PATH for a trained model)"
+.venv/bin/python run_sweep.py --warehouse demo/warehouse "$@"
+.venv/bin/coin-scale query --warehouse demo/warehouse \
+  "SELECT c.class_name, e.unit, e.label, round(e.score, 2) AS iou, round(u.contribution, 3) AS contribution
+   FROM class_explanations c JOIN units u USING (run_id) JOIN explanations e USING (run_id, layer, unit)
+   WHERE u.sign = 'positive' AND c.run_id = (SELECT max(run_id) FROM class_explanations)
+   ORDER BY u.rank"

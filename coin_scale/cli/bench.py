@@ -42,6 +42,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
     )
     e.set_defaults(func=run_explain)
+    q = benches.add_parser(
+        "sweep-quality",
+        help="on the probe-trained model: do the top units' labels name the predicted class?",
+    )
+    q.add_argument("--model", default="probe", help="probe (cached, trained on first use) or PATH")
+    q.add_argument("--targets", type=int, default=50, help="rendered single-object targets")
+    q.add_argument("--top-k", type=int, default=3, help="units per target whose labels are checked")
+    q.add_argument("--probe", default=None, help="probe folder (default: the cached rendered set)")
+    q.add_argument("--probe-images", type=int, default=1000)
+    q.add_argument("--warehouse", default="warehouse")
+    q.set_defaults(func=run_sweep_quality)
 
 
 def run_dissect(args: argparse.Namespace) -> int:
@@ -90,4 +101,20 @@ def run_explain(args: argparse.Namespace) -> int:
             raise UserError(f"bench explain: --threads expected >= 1; got {args.threads}")
         torch.set_num_threads(args.threads)
     print(json.dumps(run_explain_bench(config), indent=2))
+    return 0
+
+
+def run_sweep_quality(args: argparse.Namespace) -> int:
+    from coin_scale.errors import UserError
+    from coin_scale.sweep.inputs import probe_model
+    from coin_scale.sweep.quality import QualityConfig, evaluate_label_quality
+
+    if args.targets < 1 or args.top_k < 1:
+        raise UserError("--targets and --top-k must be at least 1")
+    model = probe_model() if args.model == "probe" else args.model
+    config = QualityConfig(
+        model=model, targets=args.targets, top_k=args.top_k, probe=args.probe,
+        probe_images=args.probe_images, warehouse=args.warehouse,
+    )  # fmt: skip
+    print(json.dumps(evaluate_label_quality(config), indent=2))
     return 0

@@ -1,0 +1,102 @@
+"""Do the sweep's labels name what defines the predicted class? Measured on the probe-trained model,
+whose classes are defined by rendered attributes (e.g. the main object's shape)."""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from coin_scale.chain.attribution import unit_contributions
+from coin_scale.models import ModelSource, build_module, describe_layers, resolve_model
+from coin_scale.models.layers import last_block
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class QualityConfig:
+    """One evaluation of label quality on rendered targets."""
+
+    model: str
+    """A probe-model checkpoint (classes are values of one attribute, e.g. shapes)."""
+    attribute: str = "shape"
+    """The attribute whose value defines each class."""
+    targets: int = 50
+    """Rendered single-object target images (a seed apart from the probe set's)."""
+    top_k: int = 3
+    """Units per target whose labels are checked."""
+    probe: str | None = None
+    """Probe folder; default the cached rendered probe set."""
+    probe_images: int = 1000
+    warehouse: str = "warehouse"
+    seed: int = 1
+    progress: bool = False
+
+
+def evaluate_label_quality(config: QualityConfig) -> dict[str, Any]:
+    """Fraction of targets whose top units' formulas mention `attribute=<predicted class>`."""
+    from coin_scale.dissect.config import DissectConfig
+    from coin_scale.dissect.pipeline import dissect, load_activations
+    from coin_scale.explain import OfflineExplainerConfig, concepts_from_probe, explain_units
+    from coin_scale.probe import scan_probe
+    from coin_scale.storage import Warehouse
+    from coin_scale.sweep.inputs import rendered_probe
+    from unity_pool.procedural import render
+    from unity_pool.sampling import sample_scenes
+
+    start = time.perf_counter()
+    payload = resolve_model(ModelSource(model=config.model))
+    module = build_module(payload)
+    layer = last_block(module, describe_layers(module, payload.arch, payload.preprocess.crop))
+    size = payload.preprocess.crop
+    probe = config.probe or rendered_probe(config.probe_images, size, progress=config.progress)
+    result = dissect(
+        DissectConfig(model=config.model, layer=layer.name, probe=probe, warehouse=config.warehouse,
+                      keep_activations=True),
+        progress=config.progress,
+    )  # fmt: skip
+    dense = torch.from_numpy(load_activations(Warehouse(config.warehouse), result.dissection_id)).float()
+    readable = ~torch.isnan(dense[:, 0])
+    concepts = concepts_from_probe(scan_probe(probe))
+    keep = readable.nonzero().flatten()
+    from dataclasses import replace
+
+    concepts = replace(concepts, matrix=concepts.matrix[:, keep])
+    explained = explain_units(dense[keep], concepts, OfflineExplainerConfig())
+
+    scenes = [s for s in sample_scenes(config.targets * 4, 20_000 + config.seed, width=size, height=size)
+              if len(s.objects) == 1][: config.targets]  # fmt: skip
+    top1 = anyk = correct = 0
+    ious = []
+    for scene in scenes:
+        image, attributes = render(scene)
+        x = payload.preprocess.normalize(payload.preprocess.load(image).unsqueeze(0))
+        c = unit_contributions(module, layer.name, layer.layout, x)
+        predicted = payload.class_names[c.class_index]
+        correct += predicted == attributes[config.attribute]
+        concept = f"{config.attribute}={predicted}"
+        units = [u for u, _ in c.top(config.top_k)]
+        hits = [concept in explained[u].formula for u in units]
+        top1 += bool(hits and hits[0])
+        anyk += any(hits)
+        ious.extend(explained[u].iou for u in units)
+    n = len(scenes)
+    return {
+        "benchmark": "sweep_label_quality",
+        "model": config.model,
+        "layer": layer.name,
+        "attribute": config.attribute,
+        "targets": n,
+        "top_k": config.top_k,
+        "prediction_accuracy": round(correct / n, 3),
+        "top1_label_names_class": round(top1 / n, 3),
+        "any_topk_label_names_class": round(anyk / n, 3),
+        "mean_iou_topk": round(statistics.fmean(ious), 3) if ious else None,
+        "probe": probe,
+        "seconds": round(time.perf_counter() - start, 1),
+    }
