@@ -52,6 +52,8 @@ class ProbeSetParams:
     """Seed of the scene sampler; the same parameters give byte-identical files."""
     size: int = 224
     """Width and height of the images, pixels."""
+    fixed: tuple[tuple[str, Any], ...] = ()
+    """Attributes pinned to one value, e.g. (("n_objects", 1), ("size", "large")); () samples all."""
 
     def __post_init__(self) -> None:
         if self.n <= 0:
@@ -197,7 +199,9 @@ def write_probe_set(
     marker = {"kind": MARKER_KIND, "version": 1, "params": asdict(params)}
     _write_atomic(root / MARKER, (json.dumps(marker, indent=2) + "\n").encode("utf-8"))
 
-    scenes = sample_scenes(params.n, params.seed, width=params.size, height=params.size)
+    scenes = sample_scenes(
+        params.n, params.seed, width=params.size, height=params.size, fixed=dict(params.fixed)
+    )
     names = [image_name(i, params.n) for i in range(params.n)]
     jobs = [(scene, str(root / name)) for scene, name in zip(scenes, names, strict=True)]
     rows: list[dict[str, Any]] = []

@@ -10,6 +10,7 @@ inside the bins the targets name. All randomness comes from one generator seeded
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -104,13 +105,27 @@ def scene_for(
     )
 
 
-def sample_scenes(n: int, seed: int, *, width: int = 224, height: int = 224) -> list[Scene]:
+def sample_scenes(
+    n: int,
+    seed: int,
+    *,
+    width: int = 224,
+    height: int = 224,
+    fixed: Mapping[str, Any] | None = None,
+) -> list[Scene]:
     """n scenes with balanced attributes (see the module docstring); the same arguments always
-    give the same scenes."""
+    give the same scenes. `fixed` pins attributes to one value, e.g. {"n_objects": 1, "size":
+    "large"} for scenes like those a model was trained on."""
     if n < 0:
         raise ValueError(f"n: expected a count >= 0; got {n}")
+    for name, value in (fixed or {}).items():
+        if name not in vocab.ATTRIBUTES or value not in vocab.ATTRIBUTES[name]:
+            allowed = vocab.ATTRIBUTES.get(name, tuple(vocab.ATTRIBUTES))
+            raise ValueError(f"fixed {name}: expected one of {allowed}; got {value!r}")
     rng = np.random.default_rng(seed)
     columns = {name: balanced_column(rng, values, n) for name, values in vocab.ATTRIBUTES.items()}
+    for name, value in (fixed or {}).items():
+        columns[name] = [value] * n
     return [
         scene_for(rng, {name: col[i] for name, col in columns.items()}, width=width, height=height)
         for i in range(n)

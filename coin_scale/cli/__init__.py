@@ -11,7 +11,7 @@ from coin_scale.errors import UserError
 
 # Subcommand modules under coin_scale.cli; each defines register(subparsers) -> None and sets
 # `func(args) -> int` on its parser.
-COMMANDS = ("layers", "dissect", "query", "compact", "bench", "render")
+COMMANDS = ("layers", "dissect", "query", "compact", "bench", "render", "train_probe_model")
 
 log = logging.getLogger("coin_scale")
 

@@ -61,9 +61,18 @@ def classification_models() -> list[str]:
     return sorted(torchvision.models.list_models(module=torchvision.models))
 
 
+def _instantiate(arch: str, arch_kwargs: dict[str, Any]) -> nn.Module:
+    """A randomly initialised model: a coin-scale zoo architecture, else a torchvision one."""
+    from coin_scale.models import zoo
+
+    if arch in zoo.ARCHITECTURES:
+        return zoo.build(arch, **arch_kwargs)
+    return torchvision.models.get_model(arch, weights=None, **arch_kwargs)
+
+
 def build_module(payload: ModelPayload) -> nn.Module:
     """Instantiate the architecture and load the payload's weights, in eval mode, on the CPU."""
-    module = torchvision.models.get_model(payload.arch, weights=None, **payload.arch_kwargs)
+    module = _instantiate(payload.arch, payload.arch_kwargs)
     module.load_state_dict(payload.state_dict)
     return module.eval()
 
@@ -175,10 +184,12 @@ def _check_fits(arch: str, state_dict: dict[str, torch.Tensor], path: Path) -> N
 def _from_checkpoint(path: Path) -> ModelPayload:
     payload = read_checkpoint(path)
     arch = payload["arch"]
-    if arch not in classification_models():
+    from coin_scale.models import zoo
+
+    if arch not in classification_models() and arch not in zoo.ARCHITECTURES:
         raise UserError(f"checkpoint {path} names an unknown architecture {arch!r}")
     state_dict = payload["state_dict"]
-    module = torchvision.models.get_model(arch, weights=None, **payload["arch_kwargs"])
+    module = _instantiate(arch, payload["arch_kwargs"])
     try:
         module.load_state_dict(state_dict)
     except RuntimeError as err:

@@ -39,10 +39,15 @@ def load_image(path: str) -> Image.Image:
 
 def rendered_target(warehouse: str, seed: int, size: int) -> str:
     """Render the default target image (one object, known attributes) into the warehouse."""
+    import dataclasses
+
     from unity_pool.procedural import render
     from unity_pool.sampling import sample_scenes
 
     scene = next(s for s in sample_scenes(64, 10_000 + seed, width=size, height=size) if len(s.objects) == 1)
+    # A large, centred main object: readable at the probe model's 64 px, like its training scenes.
+    main = dataclasses.replace(scene.main, size=0.45, x=0.5, y=0.5)
+    scene = dataclasses.replace(scene, objects=(main,))
     path = Path(warehouse) / "targets" / f"rendered-seed{seed}-{size}.png"
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -52,14 +57,23 @@ def rendered_target(warehouse: str, seed: int, size: int) -> str:
     return str(path)
 
 
-def rendered_probe(n: int, size: int, *, progress: bool) -> str:
-    """A rendered probe set with ground-truth attributes, rendered once and cached."""
+def rendered_probe(n: int, size: int, *, progress: bool, single_object: bool = False) -> str:
+    """A rendered probe set with ground-truth attributes, rendered once and cached.
+
+    `single_object` draws one large object per image and no distractors, like the scenes the
+    probe model was trained on: every image's attributes then describe everything in it, and
+    object size (a nuisance that model never saw vary) does not dominate the units' masks."""
     from unity_pool.probeset import ProbeSetParams, write_probe_set
 
-    root = cache_dir() / "probes" / f"rendered-n{n}-seed0-{size}"
+    kind = "single" if single_object else "rendered"
+    root = cache_dir() / "probes" / f"{kind}-large-n{n}-seed0-{size}" if single_object else (
+        cache_dir() / "probes" / f"{kind}-n{n}-seed0-{size}"
+    )
     if not (root / "attributes.parquet").is_file():
         log.info("rendering a %d-image probe set at %dpx into %s (once)", n, size, root)
-        write_probe_set(root, ProbeSetParams(n=n, seed=0, size=size), progress=progress)
+        fixed = (("n_objects", 1), ("size", "large")) if single_object else ()
+        params = ProbeSetParams(n=n, seed=0, size=size, fixed=fixed)
+        write_probe_set(root, params, progress=progress)
     return str(root)
 
 

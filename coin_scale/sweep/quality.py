@@ -35,6 +35,8 @@ class QualityConfig:
     probe_images: int = 1000
     warehouse: str = "warehouse"
     seed: int = 1
+    quantile: float = 0.9
+    """Mask quantile of the offline explainer."""
     progress: bool = False
 
 
@@ -46,15 +48,16 @@ def evaluate_label_quality(config: QualityConfig) -> dict[str, Any]:
     from coin_scale.probe import scan_probe
     from coin_scale.storage import Warehouse
     from coin_scale.sweep.inputs import rendered_probe
-    from unity_pool.procedural import render
-    from unity_pool.sampling import sample_scenes
+    from coin_scale.training.probe_model import get_task, render_dataset
 
     start = time.perf_counter()
     payload = resolve_model(ModelSource(model=config.model))
     module = build_module(payload)
     layer = last_block(module, describe_layers(module, payload.arch, payload.preprocess.crop))
     size = payload.preprocess.crop
-    probe = config.probe or rendered_probe(config.probe_images, size, progress=config.progress)
+    probe = config.probe or rendered_probe(
+        config.probe_images, size, progress=config.progress, single_object=True
+    )
     result = dissect(
         DissectConfig(model=config.model, layer=layer.name, probe=probe, warehouse=config.warehouse,
                       keep_activations=True),
@@ -67,25 +70,27 @@ def evaluate_label_quality(config: QualityConfig) -> dict[str, Any]:
     from dataclasses import replace
 
     concepts = replace(concepts, matrix=concepts.matrix[:, keep])
-    explained = explain_units(dense[keep], concepts, OfflineExplainerConfig())
+    explained = explain_units(dense[keep], concepts, OfflineExplainerConfig(quantile=config.quantile))
 
-    scenes = [s for s in sample_scenes(config.targets * 4, 20_000 + config.seed, width=size, height=size)
-              if len(s.objects) == 1][: config.targets]  # fmt: skip
+    # Targets from the model's own distribution (one large object), from a seed it never saw.
+    images, labels = render_dataset(get_task("shape"), config.targets, 20_000 + config.seed, size)
     top1 = anyk = correct = 0
-    ious = []
-    for scene in scenes:
-        image, attributes = render(scene)
-        x = payload.preprocess.normalize(payload.preprocess.load(image).unsqueeze(0))
+    ious: list[float] = []
+    examples: list[dict[str, Any]] = []
+    for image, label in zip(images, labels, strict=True):
+        x = payload.preprocess.normalize(image.unsqueeze(0).contiguous())
         c = unit_contributions(module, layer.name, layer.layout, x)
         predicted = payload.class_names[c.class_index]
-        correct += predicted == attributes[config.attribute]
+        correct += c.class_index == int(label)
         concept = f"{config.attribute}={predicted}"
         units = [u for u, _ in c.top(config.top_k)]
         hits = [concept in explained[u].formula for u in units]
+        if not any(hits):
+            examples.append({"predicted": predicted, "labels": [explained[u].label for u in units]})
         top1 += bool(hits and hits[0])
         anyk += any(hits)
         ious.extend(explained[u].iou for u in units)
-    n = len(scenes)
+    n = len(images)
     return {
         "benchmark": "sweep_label_quality",
         "model": config.model,
@@ -97,6 +102,8 @@ def evaluate_label_quality(config: QualityConfig) -> dict[str, Any]:
         "top1_label_names_class": round(top1 / n, 3),
         "any_topk_label_names_class": round(anyk / n, 3),
         "mean_iou_topk": round(statistics.fmean(ious), 3) if ious else None,
+        "quantile": config.quantile,
+        "examples": examples[:5],
         "probe": probe,
         "seconds": round(time.perf_counter() - start, 1),
     }

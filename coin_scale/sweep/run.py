@@ -63,7 +63,7 @@ def run_sweep(config: SweepConfig) -> SweepOutcome:
 
     dissection_id = None
     if config.probe:
-        probe = _probe_path(config, payload)
+        probe = _probe_path(config, payload, single_object=config.model == PROBE_MODEL)
         dissection_id, positive, negative = _explain(
             config, model, probe, layer, positive, negative, notes
         )
@@ -111,9 +111,12 @@ def _findings(c: UnitContributions, layer: LayerInfo, k: int, *, negative: bool)
     ]
 
 
-def _probe_path(config: SweepConfig, payload: ModelPayload) -> str:
+def _probe_path(config: SweepConfig, payload: ModelPayload, *, single_object: bool) -> str:
     if config.probe == RENDERED:
-        return inputs.rendered_probe(config.probe_images, payload.preprocess.crop, progress=config.progress)
+        return inputs.rendered_probe(
+            config.probe_images, payload.preprocess.crop, progress=config.progress,
+            single_object=single_object,
+        )  # fmt: skip
     return str(config.probe)
 
 
