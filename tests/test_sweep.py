@@ -121,3 +121,11 @@ def test_run_sweep_config_file(tmp_path, capsys):
     )
     assert run_sweep.main(["--config", str(config)]) == 0
     assert capsys.readouterr().out.count("+ unit") == 2
+
+
+def test_a_layer_without_exact_attribution_falls_back_and_says_so(tmp_path, capsys):
+    argv = ["--image", str(_target(tmp_path)), "--model", "resnet18", "--weights", "none",
+            "--layer", "layer3", "--top-k", "2", "--probe", "none", "--warehouse", str(tmp_path / "wh")]  # fmt: skip
+    assert run_sweep.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "no exact attribution" in out and "gradient x activation" in out

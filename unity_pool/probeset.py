@@ -114,10 +114,10 @@ def check_out_dir(root: Path, params: ProbeSetParams, *, overwrite: bool) -> Non
             "render`. Fix: choose a new or empty --out, or pass --overwrite to write into it "
             f"(only {', '.join(_OURS)} are replaced)."
         )
-    if found.get("params") != asdict(params):
+    if found.get("params") != params_record(params):
         raise ProbeSetError(
             f"{root} holds a probe set made with {found.get('params')}; this run asks for "
-            f"{asdict(params)}. Fix: pass the same flags, another --out, or --overwrite."
+            f"{params_record(params)}. Fix: pass the same flags, another --out, or --overwrite."
         )
 
 
@@ -164,7 +164,7 @@ def _write_table(root: Path, params: ProbeSetParams, rows: list[dict[str, Any]])
         kind = pa.int64() if isinstance(values[0], int) else pa.string()
         fields.append(pa.field(name, kind))
     metadata = {
-        "unity_pool.probe_set": json.dumps(asdict(params)),
+        "unity_pool.probe_set": json.dumps(params_record(params)),
         "unity_pool.spec_version": str(vocab.SPEC_VERSION),
     }
     schema = pa.schema(fields, metadata=metadata)
@@ -172,6 +172,15 @@ def _write_table(root: Path, params: ProbeSetParams, rows: list[dict[str, Any]])
     tmp = root / f".{ATTRIBUTES_FILE}.tmp"
     pq.write_table(table, tmp, compression="zstd")
     os.replace(tmp, root / ATTRIBUTES_FILE)
+
+
+def params_record(params: ProbeSetParams) -> dict[str, Any]:
+    """The parameters as stored in the marker (JSON types; `fixed` only when something is pinned,
+    so probe sets written before it existed still match)."""
+    record: dict[str, Any] = json.loads(json.dumps(asdict(params)))
+    if not params.fixed:
+        record.pop("fixed")
+    return record
 
 
 def write_probe_set(
@@ -196,7 +205,7 @@ def write_probe_set(
     check_out_dir(root, params, overwrite=overwrite)
     (root / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
     _clear_previous(root)
-    marker = {"kind": MARKER_KIND, "version": 1, "params": asdict(params)}
+    marker = {"kind": MARKER_KIND, "version": 1, "params": params_record(params)}
     _write_atomic(root / MARKER, (json.dumps(marker, indent=2) + "\n").encode("utf-8"))
 
     scenes = sample_scenes(
