@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 .venv/bin/python run_sweep.py --warehouse demo/warehouse "$@"
 .venv/bin/coin-scale query --warehouse demo/warehouse \
   "SELECT c.class_name, e.unit, e.label, round(e.score, 2) AS iou, round(u.contribution, 3) AS contribution
-   FROM class_explanations c JOIN units u USING (run_id) JOIN explanations e USING (run_id, layer, unit)
+   FROM class_explanations c
+   JOIN units u ON u.run_id = c.run_id AND u.layer = c.layer
+   JOIN explanations e ON e.run_id = u.run_id AND e.layer = u.layer AND e.unit = u.unit
    WHERE u.sign = 'positive' AND c.run_id = (SELECT max(run_id) FROM class_explanations)
    ORDER BY u.rank"

@@ -63,7 +63,8 @@ def run_sweep(config: SweepConfig) -> SweepOutcome:
 
     dissection_id = None
     if config.probe:
-        probe = _probe_path(config, payload, single_object=config.model == PROBE_MODEL)
+        # The probe CNN was trained on one large object per scene: explain it over such scenes.
+        probe = _probe_path(config, payload, single_object=payload.arch == "probe_cnn")
         dissection_id, positive, negative = _explain(
             config, model, probe, layer, positive, negative, notes
         )
