@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import socketserver
+import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any, Protocol
 
 from unity_pool import protocol
@@ -179,3 +182,37 @@ class _Handler(socketserver.BaseRequestHandler):
             log.debug("could not answer: %s", err)
             return False
         return True
+
+
+def serve_until_stopped(
+    make_server: Callable[[], RenderServer],
+    *,
+    host: str,
+    port: int,
+    description: str,
+    announce: bool = True,
+) -> int:
+    """The backend-process contract shared by every server: bind (exit 3 with one line when it
+    cannot), print `READY <port>` (unless `announce` is False), serve until SIGTERM or Ctrl-C,
+    exit 0."""
+    try:
+        server = make_server()
+    except OSError as err:
+        print(f"error: cannot listen on {host}:{port}: {err.strerror or err}", file=sys.stderr)
+        return 3
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        log.info("signal %d: shutting down", signum)
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    if announce:
+        print(f"READY {server.port}", flush=True)
+    log.info("%s listening on %s:%d", description, host, server.port)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0

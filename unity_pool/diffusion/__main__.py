@@ -12,16 +12,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import signal
 import sys
-import threading
-from types import FrameType
 from typing import Any
 
 from unity_pool.diffusion.backend import DiffusionBackend
 from unity_pool.diffusion.config import DEVICE_CHOICES, DiffusionConfig, load_config
 from unity_pool.diffusion.loading import ModelNotAvailable
 from unity_pool.diffusion.server import DiffusionServer
+from unity_pool.server import serve_until_stopped
 
 log = logging.getLogger("unity_pool.diffusion")
 
@@ -89,37 +87,14 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    try:
-        server = DiffusionServer(backend, args.host, args.port)
-    except OSError as err:
-        print(
-            f"error: cannot listen on {args.host}:{args.port}: {err.strerror or err}",
-            file=sys.stderr,
-        )
-        return 3
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        log.info("signal %d: shutting down", signum)
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, stop)
-    print(f"READY {server.port}", flush=True)
-    log.info(
-        "diffusion server listening on %s:%d (%s, %s; ops: %s)",
-        args.host,
-        server.port,
-        backend.placement.device,
-        backend.placement.dtype,
-        ", ".join(backend.ops),
+    description = (
+        f"diffusion server ({backend.placement.device}, {backend.placement.dtype}; "
+        f"ops: {', '.join(backend.ops)})"
     )
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-    return 0
-
+    return serve_until_stopped(
+        lambda: DiffusionServer(backend, args.host, args.port),
+        host=args.host, port=args.port, description=description,
+    )  # fmt: skip
 
 if __name__ == "__main__":
     sys.exit(main())

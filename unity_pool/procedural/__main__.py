@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import threading
-from types import FrameType
 
 from unity_pool.procedural.backend import ProceduralBackend
-from unity_pool.server import RenderServer
+from unity_pool.server import RenderServer, serve_until_stopped
 
 log = logging.getLogger("unity_pool.procedural")
 
@@ -42,30 +39,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     backend = ProceduralBackend()
     backend.render({"version": 1, "objects": [{"shape": "circle", "color": "red"}], "width": 8})
-    try:
-        server = RenderServer(backend, args.host, args.port)
-    except OSError as err:
-        print(
-            f"error: cannot listen on {args.host}:{args.port}: {err.strerror or err}",
-            file=sys.stderr,
-        )
-        return 3
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        log.info("signal %d: shutting down", signum)
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, stop)
-    print(f"READY {server.port}", flush=True)
-    log.info("procedural renderer listening on %s:%d", args.host, server.port)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-    return 0
-
+    return serve_until_stopped(
+        lambda: RenderServer(backend, args.host, args.port),
+        host=args.host, port=args.port, description="procedural renderer",
+    )  # fmt: skip
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -22,19 +22,16 @@ import argparse
 import logging
 import os
 import shlex
-import signal
 import stat
 import sys
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from unity_pool import vocab
 from unity_pool.scene import Scene
-from unity_pool.server import Rendered, RenderServer
+from unity_pool.server import Rendered, RenderServer, serve_until_stopped
 
 log = logging.getLogger("unity_pool.unity.standin")
 
@@ -161,33 +158,13 @@ def main(argv: list[str] | None = None) -> int:
     backend = SolidBackend() if args.renderer == "solid" else ProceduralStandin()
     warm = {"version": 1, "objects": [{"shape": "circle", "color": "red"}], "width": 8}
     backend.render(warm)
-    try:
-        server = RenderServer(backend, args.coinScaleHost, args.coinScalePort)
-    except OSError as err:
-        print(
-            f"error: cannot listen on {args.coinScaleHost}:{args.coinScalePort}: "
-            f"{err.strerror or err}",
-            file=sys.stderr,
-        )
-        return 3
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        log.info("signal %d: shutting down", signum)
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, stop)
     if args.hang:
-        log.info("[coin-scale] --hang: listening on %d but never printing READY", server.port)
-    else:
-        print(f"READY {server.port}", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-    return 0
-
+        log.info("[coin-scale] --hang: listening but never printing READY")
+    return serve_until_stopped(
+        lambda: RenderServer(backend, args.coinScaleHost, args.coinScalePort),
+        host=args.coinScaleHost, port=args.coinScalePort, description="Unity stand-in",
+        announce=not args.hang,
+    )  # fmt: skip
 
 if __name__ == "__main__":
     sys.exit(main())
