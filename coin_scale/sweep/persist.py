@@ -26,6 +26,7 @@ def store_sweep(
     config: SweepConfig,
     *,
     dissection_id: str | None,
+    started_at: datetime,
 ) -> None:
     """Every row keyed by run_id, so a rerun of the same run id replaces rather than duplicates."""
     e = explanation
@@ -60,11 +61,11 @@ def store_sweep(
         "text": e.text + ("" if not e.notes else " [" + " ".join(e.notes) + "]"),
         "created_at": datetime.now(UTC),
     }]), key=run_id)  # fmt: skip
-    now = datetime.now(UTC)
     warehouse.write("runs", _table("runs", [{
         "run_id": run_id, "command": "sweep", "status": "complete", "model": e.model,
         "weights": e.weights, "layers": [e.layer], "probe": str(config.probe),
         "config_json": json.dumps(config.to_dict(), sort_keys=True),
-        "coin_scale_version": coin_scale.__version__, "started_at": now, "finished_at": now,
+        "coin_scale_version": coin_scale.__version__, "started_at": started_at,
+        "finished_at": datetime.now(UTC),
         "n_images": 1, "n_failed": 0, "message": None,
     }]), key=run_id)  # fmt: skip

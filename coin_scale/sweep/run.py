@@ -34,9 +34,12 @@ class SweepOutcome:
 
 def run_sweep(config: SweepConfig) -> SweepOutcome:
     """The whole pipeline for one image; user errors are raised before any work is stored."""
+    from datetime import UTC, datetime
+
     from coin_scale.dissect.pipeline import new_run_id
     from coin_scale.storage import Warehouse
 
+    started_at = datetime.now(UTC)
     warehouse = Warehouse(config.warehouse)
     run_id = config.run_id or new_run_id()
     model = inputs.probe_model() if config.model == PROBE_MODEL else config.model
@@ -85,7 +88,7 @@ def run_sweep(config: SweepConfig) -> SweepOutcome:
     from coin_scale.sweep.persist import store_sweep
 
     report = write_report(explanation, Path(config.warehouse) / "reports" / run_id)
-    store_sweep(warehouse, explanation, config, dissection_id=dissection_id)
+    store_sweep(warehouse, explanation, config, dissection_id=dissection_id, started_at=started_at)
     return SweepOutcome(explanation=explanation, report_path=str(report), warehouse=config.warehouse)
 
 
