@@ -94,7 +94,7 @@ def make_explanation(root: Path, *, random_weights: bool = False) -> ClassExplan
         run_id="run-2024-test",
         image_path=target,
         model="resnet18",
-        weights="IMAGENET1K_V1",
+        weights="file-0123456789ab",
         random_weights=random_weights,
         class_name="red ball",
         class_index=42,
@@ -162,7 +162,7 @@ def test_report_is_self_contained_and_escaped(tmp_path):
         "87.3%",
         "exact: fc weight × pooled activation; contributions + bias = logit",
         "resnet18",
-        "IMAGENET1K_V1",
+        "file-0123456789ab",
         "run-2024-test",
     ):
         assert needle in text, needle
