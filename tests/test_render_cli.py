@@ -6,11 +6,13 @@ import argparse
 import hashlib
 import importlib
 import json
+import subprocess
 import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image
 
 from coin_scale.errors import UserError
 from unity_pool import probeset, vocab
@@ -146,7 +148,8 @@ def test_a_killed_run_leaves_no_index_of_missing_images(
         )
     assert not (out / "attributes.parquet").exists()
     assert not list(out.rglob("*.tmp"))
-    assert len(list((out / "images").glob("*.png"))) == 5
+    # The rerun had the same parameters, so it resumed: the finished images of the first run stay.
+    assert len(list((out / "images").glob("*.png"))) == 24
     monkeypatch.setattr(probeset, "_render_job", real)
     assert _render(out) == 0  # the marker still says it is ours: a rerun completes it
     assert pq.read_table(out / "attributes.parquet").num_rows == 24
@@ -157,3 +160,42 @@ def test_out_is_a_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     target.write_text("x")
     assert _render(target) == 2
     assert "is a file" in capsys.readouterr().err
+
+
+def _small_disk(path: Path, size: str) -> bool:
+    """Mount a tmpfs of `size` at `path` (root only); False where that is not allowed."""
+    path.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                          capture_output=True)  # fmt: skip
+    return done.returncode == 0
+
+
+def test_a_full_disk_loses_nothing_already_written(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    disk = tmp_path / "disk"
+    if not _small_disk(disk, "96k"):
+        pytest.skip("needs root to mount a small tmpfs")
+    try:
+        out = disk / "p"
+        argv = ["render", "--n", "60", "--seed", "5", "--size", "64", "--out", str(out),
+                "--no-progress"]  # fmt: skip
+        assert _cli(argv) == 3
+        err = capsys.readouterr().err
+        assert len([line for line in err.splitlines() if "error:" in line]) == 1, err
+        written = sorted((out / "images").glob("*.png"))
+        assert written and not (out / "attributes.parquet").exists()
+        assert not list((out / "images").glob(".*.tmp"))
+        before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in written}
+        for p in written:  # every image that was written is a whole, readable PNG
+            Image.open(p).verify()
+
+        subprocess.run(["mount", "-o", "remount,size=8m", str(disk)], check=True)
+        assert _cli(argv) == 0  # the same command resumes: nothing re-rendered, nothing lost
+        for name, (data, mtime) in before.items():
+            path = out / "images" / name
+            assert path.read_bytes() == data and path.stat().st_mtime_ns == mtime
+        reference = tmp_path / "ref"
+        assert _cli(["render", "--n", "60", "--seed", "5", "--size", "64", "--out", str(reference),
+                     "--no-progress"]) == 0  # fmt: skip
+        assert _hashes(out) == _hashes(reference)
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)

@@ -90,8 +90,11 @@ def image_name(index: int, n: int) -> str:
 
 def _write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def check_out_dir(root: Path, params: ProbeSetParams, *, overwrite: bool) -> None:
@@ -121,6 +124,24 @@ def check_out_dir(root: Path, params: ProbeSetParams, *, overwrite: bool) -> Non
         )
 
 
+def _same_probe_set(root: Path, params: ProbeSetParams) -> bool:
+    """Whether `root` holds a (possibly unfinished) probe set made with exactly `params`."""
+    try:
+        found = json.loads((root / MARKER).read_text("utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(found, dict) and found.get("params") == params_record(params)
+
+
+def _clear_index(root: Path) -> None:
+    """Remove the index files and stale temp images, keeping finished images."""
+    for name in (ATTRIBUTES_FILE, SCENES_FILE):
+        (root / name).unlink(missing_ok=True)
+    images = root / IMAGES_DIR
+    for path in images.glob(".*.tmp") if images.is_dir() else ():
+        path.unlink()
+
+
 def _clear_previous(root: Path) -> None:
     """Remove what an earlier run here wrote (attributes first, so no stale index survives)."""
     for name in (ATTRIBUTES_FILE, SCENES_FILE):
@@ -133,11 +154,17 @@ def _clear_previous(root: Path) -> None:
 
 
 def _render_job(job: tuple[Scene, str]) -> dict[str, Any]:
-    """Render one scene to `path` (temp name + rename); return its attributes. Runs in workers."""
+    """Render one scene to `path` (temp name + rename); return its attributes. Runs in workers.
+
+    An image already at `path` is kept: images are written atomically and are deterministic for
+    the probe set's parameters, so a resumed run (after a full disk, a kill) re-renders nothing."""
+    from unity_pool.attributes import scene_attributes
     from unity_pool.procedural.backend import encode_png
     from unity_pool.procedural.draw import render
 
     scene, path = job
+    if Path(path).is_file():
+        return scene_attributes(scene)
     image, attributes = render(scene)
     _write_atomic(Path(path), encode_png(image))
     return attributes
@@ -202,9 +229,13 @@ def write_probe_set(
     if workers < 1:
         raise ProbeSetError(f"workers: expected at least 1; got {workers}. Fix: use 1 or more.")
     start = time.perf_counter()
+    resume = _same_probe_set(root, params)
     check_out_dir(root, params, overwrite=overwrite)
     (root / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
-    _clear_previous(root)
+    if resume:
+        _clear_index(root)  # keep the images already written: they are the same bytes
+    else:
+        _clear_previous(root)
     marker = {"kind": MARKER_KIND, "version": 1, "params": params_record(params)}
     _write_atomic(root / MARKER, (json.dumps(marker, indent=2) + "\n").encode("utf-8"))
 
