@@ -1,0 +1,54 @@
+"""A request cache keyed by a hash of the request, so a resumed sweep never pays twice.
+
+The key covers everything that changes the reply (provider, model, messages, tools, sampling
+parameters) and nothing secret: API keys never enter it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+SECRET_FIELDS = frozenset({"api_key", "authorization", "headers"})
+
+
+def request_key(provider: str, model: str, request: dict[str, Any]) -> str:
+    """sha256 of the canonical JSON of the request (keys sorted, secrets refused)."""
+    leaked = SECRET_FIELDS & {k.lower() for k in request}
+    if leaked:
+        raise ValueError(f"request_key: the request must not carry {sorted(leaked)}")
+    canonical = json.dumps(
+        {"provider": provider, "model": model, "request": request},
+        sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+    )  # fmt: skip
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+class RequestCache:
+    """Replies stored as one JSON file per key under `root/<key[:2]>/<key>.json`, written atomically."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def _path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.json"
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        """The stored reply, or None (a missing or unreadable entry is a miss)."""
+        try:
+            return json.loads(self._path(key).read_text("utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    def put(self, key: str, reply: dict[str, Any]) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            tmp.write_text(json.dumps(reply, sort_keys=True), "utf-8")
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
