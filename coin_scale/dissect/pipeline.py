@@ -69,10 +69,17 @@ class DissectPlan:
     dissection_id: str
 
 
-def plan_dissection(config: DissectConfig) -> DissectPlan:
-    """Validate the inputs (probe, model, layer) and derive the dissection's content key."""
-    probe = scan_probe(config.probe)
-    payload = resolve_model(ModelSource(model=config.model, weights=config.weights, seed=config.seed))
+def plan_dissection(
+    config: DissectConfig, *, payload: ModelPayload | None = None, probe: ProbeSet | None = None
+) -> DissectPlan:
+    """Validate the inputs (probe, model, layer) and derive the dissection's content key.
+
+    A caller that already resolved the model or scanned the probe folder (the sweep) passes them,
+    so the weights are not loaded and the probe files not hashed a second time."""
+    probe = probe or scan_probe(config.probe)
+    payload = payload or resolve_model(
+        ModelSource(model=config.model, weights=config.weights, seed=config.seed)
+    )
     layers = describe_layers(build_module(payload), payload.arch, payload.preprocess.crop)
     layer = find_layer(layers, config.layer, payload.model_id)
     key = {
@@ -94,10 +101,13 @@ def dissect(
     *,
     progress: bool = True,
     on_batch: Callable[[int], None] | None = None,
+    plan: DissectPlan | None = None,
 ) -> DissectResult:
-    """Run (or reuse) a dissection and store it; `on_batch(done)` is called after every batch."""
+    """Run (or reuse) a dissection and store it; `on_batch(done)` is called after every batch.
+
+    `plan` (from `plan_dissection(config, ...)`) skips planning again."""
     warehouse = Warehouse(config.warehouse)
-    plan = plan_dissection(config)
+    plan = plan or plan_dissection(config)
     run_id = config.run_id or new_run_id()
     cached = not config.force and warehouse.has("dissections", plan.dissection_id)
     if cached and (not config.keep_activations or activations_path(warehouse, plan.dissection_id).is_file()):

@@ -9,8 +9,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
 from coin_scale.chain.attribution import unit_contributions
 from coin_scale.models import ModelSource, build_module, describe_layers, resolve_model
 from coin_scale.models.layers import last_block
@@ -43,10 +41,8 @@ class QualityConfig:
 def evaluate_label_quality(config: QualityConfig) -> dict[str, Any]:
     """Fraction of targets whose top units' formulas mention `attribute=<predicted class>`."""
     from coin_scale.dissect.config import DissectConfig
-    from coin_scale.dissect.pipeline import dissect, load_activations
-    from coin_scale.explain import OfflineExplainerConfig, concepts_from_probe, explain_units
-    from coin_scale.probe import scan_probe
-    from coin_scale.storage import Warehouse
+    from coin_scale.explain import OfflineExplainerConfig, explain_units
+    from coin_scale.sweep.evidence import layer_evidence
     from coin_scale.sweep.inputs import rendered_probe
     from coin_scale.training.probe_model import get_task, render_dataset
 
@@ -58,19 +54,14 @@ def evaluate_label_quality(config: QualityConfig) -> dict[str, Any]:
     probe = config.probe or rendered_probe(
         config.probe_images, size, progress=config.progress, single_object=True
     )
-    result = dissect(
-        DissectConfig(model=config.model, layer=layer.name, probe=probe, warehouse=config.warehouse,
-                      keep_activations=True),
+    evidence = layer_evidence(
+        DissectConfig(model=config.model, layer=layer.name, probe=probe, warehouse=config.warehouse),
+        payload,
         progress=config.progress,
-    )  # fmt: skip
-    dense = torch.from_numpy(load_activations(Warehouse(config.warehouse), result.dissection_id)).float()
-    readable = ~torch.isnan(dense[:, 0])
-    concepts = concepts_from_probe(scan_probe(probe))
-    keep = readable.nonzero().flatten()
-    from dataclasses import replace
-
-    concepts = replace(concepts, matrix=concepts.matrix[:, keep])
-    explained = explain_units(dense[keep], concepts, OfflineExplainerConfig(quantile=config.quantile))
+    )
+    explained = explain_units(
+        evidence.activations, evidence.concepts, OfflineExplainerConfig(quantile=config.quantile)
+    )
 
     # Targets from the model's own distribution (one large object), from a seed it never saw.
     images, labels = render_dataset(get_task("shape"), config.targets, 20_000 + config.seed, size)

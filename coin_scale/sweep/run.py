@@ -69,7 +69,7 @@ def run_sweep(config: SweepConfig) -> SweepOutcome:
         # The probe CNN was trained on one large object per scene: explain it over such scenes.
         probe = _probe_path(config, payload, single_object=payload.arch == "probe_cnn")
         dissection_id, positive, negative = _explain(
-            config, model, probe, layer, positive, negative, notes
+            config, model, payload, probe, layer, positive, negative, notes
         )
     cls = contributions.class_index
     explanation = ClassExplanation(
@@ -127,6 +127,7 @@ def _probe_path(config: SweepConfig, payload: ModelPayload, *, single_object: bo
 def _explain(
     config: SweepConfig,
     model: str,
+    payload: ModelPayload,
     probe: str,
     layer: LayerInfo,
     positive: list[UnitFinding],
@@ -135,28 +136,24 @@ def _explain(
 ) -> tuple[str, list[UnitFinding], list[UnitFinding]]:
     """Dissect the layer over the probe set (cached), explain the selected units, add exemplars."""
     from coin_scale.dissect.config import DissectConfig
-    from coin_scale.dissect.pipeline import dissect, load_activations
-    from coin_scale.explain import OfflineExplainerConfig, concepts_from_probe, explain_units
-    from coin_scale.probe import scan_probe
-    from coin_scale.storage import Warehouse, connect
+    from coin_scale.explain import OfflineExplainerConfig, explain_units
+    from coin_scale.storage import connect
+    from coin_scale.sweep.evidence import layer_evidence
 
-    result = dissect(
+    evidence = layer_evidence(
         DissectConfig(
             model=model, weights=config.weights, seed=config.seed, layer=layer.name, probe=probe,
             warehouse=config.warehouse, top_k=max(config.exemplars, 16), address=config.address,
-            keep_activations=True,
         ),
+        payload,
         progress=config.progress,
     )  # fmt: skip
-    dense = torch.from_numpy(load_activations(Warehouse(config.warehouse), result.dissection_id))
-    probe_set = scan_probe(probe)
-    readable = ~torch.isnan(dense[:, 0].float())
     units = [f.unit for f in positive + negative]
-    concepts = concepts_from_probe(probe_set)
-    keep = readable.nonzero().flatten()
-    concepts = replace(concepts, matrix=concepts.matrix[:, keep])
-    explained = explain_units(dense[keep][:, units].float(), concepts, OfflineExplainerConfig())
+    explained = explain_units(
+        evidence.activations[:, units], evidence.concepts, OfflineExplainerConfig()
+    )
     by_unit = dict(zip(units, explained, strict=True))
+    probe_set = evidence.probe
     if probe_set.attributes_path is None and not probe_set.images[0].label:
         notes.append("The probe folder has no labels or attributes: units get exemplars but no concepts.")
 
@@ -164,7 +161,7 @@ def _explain(
     rows = con.execute(
         "SELECT unit, activation, image_path, label FROM exemplars "
         "WHERE dissection_id = ? AND rank < ? ORDER BY unit, rank",
-        [result.dissection_id, config.exemplars],
+        [evidence.dissection_id, config.exemplars],
     ).fetchall()
     shown: dict[int, list[Exemplar]] = {}
     for unit, activation, path, label in rows:
@@ -179,7 +176,7 @@ def _explain(
         )  # fmt: skip
 
     return (
-        result.dissection_id,
+        evidence.dissection_id,
         [explained_finding(f) for f in positive],
         [explained_finding(f) for f in negative],
     )
