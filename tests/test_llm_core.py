@@ -2,44 +2,80 @@
 
 from __future__ import annotations
 
+import bisect
+
 import pytest
 
 from coin_scale.llm.cache import RequestCache, request_key
 from coin_scale.llm.ratelimit import RateLimiter, RateLimits
 
 
-def test_requests_per_minute_are_honoured_over_a_long_run():
-    limiter = RateLimiter(RateLimits(requests_per_minute=60), now=0.0)
+def _send(limiter: RateLimiter, n: int, tokens: int = 0) -> list[float]:
+    """Start times of n requests from eager callers (each sends as soon as it may)."""
     now, sent = 0.0, []
-    for _ in range(300):
-        now += limiter.reserve(tokens=0, now=now)
-        sent.append(now)
-    # A burst of one minute's worth, then exactly one request per second.
-    assert sent[59] == 0.0 and sent[60] == pytest.approx(1.0)
-    assert sent[-1] == pytest.approx(240.0)
-    window = [t for t in sent if 100.0 <= t < 160.0]
-    assert len(window) == 60
+    for _ in range(n):
+        wait, start = limiter.reserve(tokens=tokens, now=now)
+        assert start == pytest.approx(now + wait)
+        sent.append(start)
+    return sent
+
+
+def _max_in_any_window(times: list[float], length: float = 60.0) -> int:
+    return max(bisect.bisect_left(times, t + length) - i for i, t in enumerate(times))
+
+
+def test_requests_are_paced_evenly_and_no_minute_holds_more_than_the_limit():
+    limiter = RateLimiter(RateLimits(requests_per_minute=600, margin_s=0.0), now=0.0)
+    sent = _send(limiter, 3000)
+    gaps = {round(b - a, 9) for a, b in zip(sent, sent[1:], strict=False)}
+    assert gaps == {0.1}
+    assert _max_in_any_window(sent) == 600
+    assert sent[-1] == pytest.approx(299.9)  # the full configured rate, not less
+
+
+def test_burst_is_allowed_but_never_beyond_the_minute():
+    limiter = RateLimiter(RateLimits(requests_per_minute=60, burst=10, margin_s=0.0), now=0.0)
+    sent = _send(limiter, 300)
+    assert sent[:10] == [0.0] * 10 and sent[10] == pytest.approx(1.0)
+    assert _max_in_any_window(sent) == 60
+
+
+def test_margin_keeps_late_sends_within_the_limit():
+    limiter = RateLimiter(RateLimits(requests_per_minute=600, margin_s=0.5), now=0.0)
+    sent = _send(limiter, 1500)
+    # every request may be up to 0.5 s late without a window of 60 s seeing 601
+    late = [t + (0.49 if i % 600 == 0 else 0.0) for i, t in enumerate(sent)]
+    assert _max_in_any_window(sorted(late)) <= 600
+    assert len(sent) / sent[-1] * 60 > 0.95 * 600
 
 
 def test_tokens_per_minute_bind_when_requests_are_large():
-    limiter = RateLimiter(RateLimits(requests_per_minute=1000, tokens_per_minute=6000), now=0.0)
-    waits = [limiter.reserve(tokens=3000, now=0.0) for _ in range(4)]
-    assert waits == pytest.approx([0.0, 0.0, 30.0, 60.0])
+    limiter = RateLimiter(
+        RateLimits(requests_per_minute=1000, tokens_per_minute=6000, burst=100, margin_s=0.0),
+        now=0.0,
+    )
+    waits = [limiter.reserve(tokens=3000, now=0.0)[0] for _ in range(4)]
+    assert waits == pytest.approx([0.0, 0.0, 60.0, 60.0])
 
 
 def test_an_oversized_request_goes_through_and_later_ones_wait():
-    limiter = RateLimiter(RateLimits(requests_per_minute=100, tokens_per_minute=1000), now=0.0)
-    assert limiter.reserve(tokens=5000, now=0.0) == 0.0
-    assert limiter.reserve(tokens=10, now=0.0) == pytest.approx((4000 + 10) / (1000 / 60))
+    limiter = RateLimiter(
+        RateLimits(requests_per_minute=100, tokens_per_minute=1000, margin_s=0.0), now=0.0
+    )
+    assert limiter.reserve(tokens=5000, now=0.0)[0] == 0.0
+    assert limiter.reserve(tokens=10, now=0.0)[0] == pytest.approx(60.0)
 
 
-def test_settle_and_retry_after():
-    limiter = RateLimiter(RateLimits(requests_per_minute=60, tokens_per_minute=600), now=0.0)
-    limiter.reserve(tokens=600, now=0.0)
-    limiter.settle(estimated=600, actual=300, now=0.0)  # the reply used half: give it back
-    assert limiter.reserve(tokens=300, now=0.0) == 0.0
+def test_settle_returns_unused_tokens_and_retry_after_blocks():
+    limiter = RateLimiter(
+        RateLimits(requests_per_minute=60, tokens_per_minute=600, burst=5, margin_s=0.0), now=0.0
+    )
+    _, start = limiter.reserve(tokens=600, now=0.0)
+    limiter.settle(estimated=600, actual=300, start=start)  # the reply used half: give it back
+    assert limiter.reserve(tokens=300, now=0.0)[0] == 0.0
     limiter.penalise(retry_after=12.0, now=0.0)
-    assert limiter.reserve(tokens=0, now=0.0) == pytest.approx(13.0)
+    assert limiter.reserve(tokens=0, now=0.0)[0] == pytest.approx(12.0)
+    assert limiter.reserve(tokens=1, now=0.0)[0] == pytest.approx(60.0)  # the 600 are spent
 
 
 def test_limits_are_validated():
@@ -47,6 +83,8 @@ def test_limits_are_validated():
         RateLimits(requests_per_minute=0)
     with pytest.raises(ValueError, match="tokens_per_minute"):
         RateLimits(requests_per_minute=1, tokens_per_minute=-5)
+    with pytest.raises(ValueError, match="burst"):
+        RateLimits(requests_per_minute=1, burst=0)
 
 
 def test_request_key_is_canonical_and_refuses_secrets():

@@ -17,7 +17,9 @@ from coin_scale.storage.schemas import (
     class_explanations,
     dissections,
     exemplars,
+    experiments,
     explanations,
+    llm_calls,
     probe_images,
     runs,
     unit_stats,
@@ -29,7 +31,7 @@ MODULES = {
     m.SPEC.name: m
     for m in (
         runs, probe_images, dissections, unit_stats, exemplars,
-        units, explanations, chain_edges, class_explanations,
+        units, explanations, chain_edges, class_explanations, experiments, llm_calls,
     )
 }  # fmt: skip
 DOC = Path(__file__).resolve().parents[1] / "docs" / "storage.md"
@@ -38,7 +40,7 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "storage.md"
 def test_registry_holds_every_table_module() -> None:
     assert list(TABLES) == [
         "runs", "probe_images", "dissections", "unit_stats", "exemplars",
-        "units", "explanations", "chain_edges", "class_explanations",
+        "units", "explanations", "chain_edges", "class_explanations", "experiments", "llm_calls",
     ]  # fmt: skip
     assert all(TABLES[name] is module.SPEC for name, module in MODULES.items())
 

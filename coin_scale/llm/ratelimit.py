@@ -1,11 +1,19 @@
-"""Token buckets for requests and tokens per minute (pure: the clock is passed in).
+"""Requests and tokens per minute, enforced as a provider counts them (pure: the clock is passed in).
 
-The gateway will hold one `RateLimiter` per (provider, model) in a named Ray actor so that every
-worker of a cluster shares the same budget; this module only does the arithmetic."""
+Two rules hold together. A sliding window: no 60-second window ever holds more than the limit
+(providers count per minute, and a bucket that starts full would let two minutes' worth through
+in the first one). Pacing: requests are spaced `60 / rpm` seconds apart, with a small burst, so
+the rate is even instead of a minute's worth at once followed by silence. The gateway holds one
+`RateLimiter` per (provider, model) in a named Ray actor, so every worker shares one budget.
+"""
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
+
+WINDOW_S = 60.0
+"""Length of the window the limits are counted over."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -16,70 +24,95 @@ class RateLimits:
     """Requests allowed per minute (RPM); must be > 0."""
     tokens_per_minute: float | None = None
     """Input + output tokens allowed per minute (TPM); None when the provider sets none."""
+    burst: int = 1
+    """Requests that may start back to back before pacing spaces them (>= 1)."""
+    margin_s: float = 0.5
+    """Seconds added to the window, so a request sent a little late by the scheduler cannot put
+    one too many into a minute as the server measures it."""
 
     def __post_init__(self) -> None:
         if self.requests_per_minute <= 0:
             raise ValueError(f"requests_per_minute must be > 0, got {self.requests_per_minute}")
         if self.tokens_per_minute is not None and self.tokens_per_minute <= 0:
             raise ValueError(f"tokens_per_minute must be > 0 or None, got {self.tokens_per_minute}")
+        if self.burst < 1 or self.margin_s < 0:
+            raise ValueError(f"burst must be >= 1 and margin_s >= 0, got {self.burst}, {self.margin_s}")
 
 
-class TokenBucket:
-    """Capacity `rate_per_minute` (one minute's worth of burst), refilled continuously."""
+class SlidingWindow:
+    """Amounts reserved at given times; `earliest` finds when a new amount fits the window."""
 
-    def __init__(self, rate_per_minute: float, now: float) -> None:
-        self.capacity = float(rate_per_minute)
-        self.rate = self.capacity / 60.0
-        self.level = self.capacity
-        self.updated = now
+    def __init__(self, capacity: float, length: float) -> None:
+        self.capacity = float(capacity)
+        self.length = length
+        self.entries: deque[list[float]] = deque()  # [start, amount], starts non-decreasing
 
-    def _refill(self, now: float) -> None:
-        if now > self.updated:
-            self.level = min(self.capacity, self.level + (now - self.updated) * self.rate)
-            self.updated = now
+    def _forget(self, now: float) -> None:
+        while self.entries and self.entries[0][0] <= now - self.length:
+            self.entries.popleft()
 
-    def wait_time(self, amount: float, now: float) -> float:
-        """Seconds until `amount` can be taken (0 if now); an amount above capacity waits for a
-        full bucket, so one oversized request can still go through."""
-        self._refill(now)
-        ahead = max(0.0, self.updated - now)  # reservations already queued into the future
+    def earliest(self, amount: float, at: float) -> float:
+        """The earliest time >= `at` at which `amount` more keeps every window within capacity;
+        an amount above capacity waits for an empty window (so it can still go through)."""
+        self._forget(at)
         needed = min(amount, self.capacity)
-        return ahead + (0.0 if self.level >= needed else (needed - self.level) / self.rate)
+        held = sum(a for _, a in self.entries)
+        start = max(at, self.entries[-1][0] if self.entries else at)
+        for entry_start, entry_amount in self.entries:
+            if held + needed <= self.capacity:
+                break
+            held -= entry_amount
+            start = max(start, entry_start + self.length)
+        return start
 
-    def take(self, amount: float, now: float) -> None:
-        """Take `amount` (the level may go negative for an oversized request: later ones wait)."""
-        self._refill(now)
-        self.level -= amount
+    def add(self, amount: float, start: float) -> None:
+        self.entries.append([start, float(amount)])
+
+    def adjust_last(self, delta: float, start: float) -> None:
+        """Correct the amount of the entry reserved at `start` (estimated vs real tokens)."""
+        for entry in reversed(self.entries):
+            if entry[0] == start:
+                entry[1] = max(0.0, entry[1] + delta)
+                return
 
 
 class RateLimiter:
-    """Requests and tokens per minute together: `reserve` says how long to wait, then takes both."""
+    """Requests and tokens per minute together: `reserve` says how long to wait, then books it."""
 
     def __init__(self, limits: RateLimits, now: float) -> None:
         self.limits = limits
-        self.requests = TokenBucket(limits.requests_per_minute, now)
+        window = WINDOW_S + limits.margin_s
+        self.requests = SlidingWindow(limits.requests_per_minute, window)
         self.tokens = (
-            TokenBucket(limits.tokens_per_minute, now) if limits.tokens_per_minute else None
+            SlidingWindow(limits.tokens_per_minute, window) if limits.tokens_per_minute else None
         )
+        self.interval = WINDOW_S / limits.requests_per_minute
+        self._tat = now  # theoretical arrival time of the next request (GCRA pacing)
+        self._not_before = now
 
-    def reserve(self, tokens: int, now: float) -> float:
-        """Reserve one request of about `tokens` tokens; returns the seconds to wait before
-        sending it. Reservations are taken at once, so concurrent callers queue up fairly."""
-        wait = self.requests.wait_time(1, now)
+    def reserve(self, tokens: int, now: float) -> tuple[float, float]:
+        """Book one request of about `tokens` tokens; returns (seconds to wait before sending it,
+        its booked start, to pass to `settle`). Bookings are taken at once, so concurrent callers
+        queue up in order."""
+        start = max(now, self._not_before, self._tat - (self.limits.burst - 1) * self.interval)
+        for _ in range(8):  # the two windows can push each other; converges in a step or two
+            moved = self.requests.earliest(1, start)
+            if self.tokens is not None:
+                moved = self.tokens.earliest(tokens, moved)
+            if moved == start:
+                break
+            start = moved
+        self.requests.add(1, start)
         if self.tokens is not None:
-            wait = max(wait, self.tokens.wait_time(tokens, now))
-        start = now + wait
-        self.requests.take(1, start)
-        if self.tokens is not None:
-            self.tokens.take(tokens, start)
-        return wait
+            self.tokens.add(tokens, start)
+        self._tat = max(self._tat, start) + self.interval
+        return start - now, start
 
-    def settle(self, estimated: int, actual: int, now: float) -> None:
-        """Correct the token bucket once the reply says how many tokens were really used."""
+    def settle(self, estimated: int, actual: int, start: float) -> None:
+        """Correct the booked tokens once the reply says how many were really used."""
         if self.tokens is not None:
-            self.tokens.take(actual - estimated, now)
+            self.tokens.adjust_last(actual - estimated, start)
 
     def penalise(self, retry_after: float, now: float) -> None:
-        """A 429 with Retry-After: empty the request bucket so nothing is sent before then."""
-        self.requests._refill(now)
-        self.requests.level = min(self.requests.level, -retry_after * self.requests.rate)
+        """A 429 with Retry-After: nothing is sent before then."""
+        self._not_before = max(self._not_before, now + retry_after)

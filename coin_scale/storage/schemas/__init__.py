@@ -12,7 +12,9 @@ from coin_scale.storage.schemas import (
     class_explanations,
     dissections,
     exemplars,
+    experiments,
     explanations,
+    llm_calls,
     probe_images,
     runs,
     unit_stats,
@@ -22,7 +24,7 @@ from coin_scale.storage.spec import TableSpec
 
 _MODULES = (
     runs, probe_images, dissections, unit_stats, exemplars,
-    units, explanations, chain_edges, class_explanations,
+    units, explanations, chain_edges, class_explanations, experiments, llm_calls,
 )  # fmt: skip
 
 TABLES: dict[str, TableSpec] = {m.SPEC.name: m.SPEC for m in _MODULES}

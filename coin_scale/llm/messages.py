@@ -1,0 +1,255 @@
+"""Provider-neutral chat types: what the agent loop builds and what every provider adapter returns.
+
+The agent never sees a provider's wire format: an adapter (`coin_scale.llm.providers`) turns a
+`ChatRequest` into its SDK's call and the SDK's reply into a `ChatResponse`. Both sides are plain
+frozen dataclasses, JSON-round-trippable (the request cache stores responses; the request's
+canonical form, with images by hash, is the cache key).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Role = Literal["user", "assistant"]
+
+CHARS_PER_TOKEN = 4
+"""Rough characters per token, for estimates before a reply reports real usage."""
+TOKENS_PER_IMAGE = 800
+"""Rough tokens per image part (a 512 px image on the major providers is 250 to 1,600)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImagePart:
+    """An image sent to the model: encoded bytes and their media type."""
+
+    data: bytes
+    media_type: str = "image/png"
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+    def base64(self) -> str:
+        return base64.b64encode(self.data).decode("ascii")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"media_type": self.media_type, "data": self.base64()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ImagePart:
+        return cls(data=base64.b64decode(d["data"]), media_type=d["media_type"])
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToolCall:
+    """A structured tool call the model made.
+
+    `arguments` is the parsed JSON object, or None when the model sent something that is not a
+    JSON object; `raw_arguments` always keeps what was sent, so the error can quote it.
+    """
+
+    id: str
+    name: str
+    arguments: dict[str, Any] | None
+    raw_arguments: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "arguments": self.arguments,
+            "raw_arguments": self.raw_arguments,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ToolCall:
+        return cls(
+            id=d["id"],
+            name=d["name"],
+            arguments=d.get("arguments"),
+            raw_arguments=d.get("raw_arguments", ""),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToolResult:
+    """The answer to one tool call: JSON text for the model, optional images, error flag."""
+
+    call_id: str
+    name: str
+    content: str
+    """JSON text (a tool's result, or `{"error": ...}` when `is_error`)."""
+    images: tuple[ImagePart, ...] = ()
+    is_error: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class Message:
+    """One turn. A user turn carries text, images and/or tool results; an assistant turn carries
+    text and/or tool calls."""
+
+    role: Role
+    text: str = ""
+    images: tuple[ImagePart, ...] = ()
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_results: tuple[ToolResult, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToolSpec:
+    """A tool offered to the model: name, what it does, JSON Schema of its arguments."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChatRequest:
+    """Everything that determines the reply (besides provider and model)."""
+
+    system: str
+    messages: tuple[Message, ...]
+    tools: tuple[ToolSpec, ...] = ()
+    max_tokens: int = 1024
+    temperature: float = 0.0
+
+    def canonical(self) -> dict[str, Any]:
+        """JSON-ready, images replaced by their sha256: the cache key's input (`cache.request_key`)."""
+
+        def message(m: Message) -> dict[str, Any]:
+            return {
+                "role": m.role,
+                "text": m.text,
+                "images": [i.sha256 for i in m.images],
+                "tool_calls": [c.to_dict() for c in m.tool_calls],
+                "tool_results": [
+                    {
+                        "call_id": r.call_id,
+                        "name": r.name,
+                        "content": r.content,
+                        "images": [i.sha256 for i in r.images],
+                        "is_error": r.is_error,
+                    }
+                    for r in m.tool_results
+                ],
+            }
+
+        return {
+            "system": self.system,
+            "messages": [message(m) for m in self.messages],
+            "tools": [
+                {"name": t.name, "description": t.description, "parameters": t.parameters}
+                for t in self.tools
+            ],
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+        }
+
+    def estimate_input_tokens(self) -> int:
+        """A rough count for rate limiting and dry runs, before the reply reports real usage."""
+        text = json.dumps(self.canonical(), separators=(",", ":"))
+        images = sum(
+            len(m.images) + sum(len(r.images) for r in m.tool_results) for m in self.messages
+        )
+        return len(text) // CHARS_PER_TOKEN + images * TOKENS_PER_IMAGE
+
+
+@dataclass(frozen=True, kw_only=True)
+class Usage:
+    """Tokens the provider billed for one call."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChatResponse:
+    """The model's reply: text, tool calls, usage and why it stopped."""
+
+    text: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    usage: Usage = field(default_factory=Usage)
+    stop_reason: str = ""
+    """The provider's own word (`tool_calls`, `tool_use`, `STOP`, `end_turn`, ...)."""
+    model: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "tool_calls": [c.to_dict() for c in self.tool_calls],
+            "usage": {
+                "input_tokens": self.usage.input_tokens,
+                "output_tokens": self.usage.output_tokens,
+            },
+            "stop_reason": self.stop_reason,
+            "model": self.model,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ChatResponse:
+        return cls(
+            text=d["text"],
+            tool_calls=tuple(ToolCall.from_dict(c) for c in d["tool_calls"]),
+            usage=Usage(**d["usage"]),
+            stop_reason=d["stop_reason"],
+            model=d["model"],
+        )
+
+
+ErrorKind = Literal[
+    "rate_limit",  # 429 that will clear: retried after Retry-After
+    "spend_limit",  # 429 for an exhausted quota or budget: not retried
+    "server",  # 5xx: retried
+    "timeout",  # no reply within the timeout: retried
+    "connection",  # could not connect: retried
+    "bad_request",  # 400, 404, 422: not retried
+    "auth",  # 401, 403: not retried
+    "malformed",  # a 200 whose body does not parse as the API's format: retried
+]
+
+RETRYABLE: frozenset[str] = frozenset({"rate_limit", "server", "timeout", "connection", "malformed"})
+
+
+class ProviderError(Exception):
+    """A failed provider call, classified so the gateway knows whether to retry and when."""
+
+    def __init__(
+        self,
+        kind: ErrorKind,
+        message: str,
+        *,
+        provider: str,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(f"{provider}: {kind}{f' (HTTP {status})' if status else ''}: {message}")
+        self.kind: ErrorKind = kind
+        self.provider = provider
+        self.status = status
+        self.retry_after = retry_after
+        """Seconds the server asked us to wait (Retry-After / retry-after-ms), when it did."""
+
+    @property
+    def retryable(self) -> bool:
+        return self.kind in RETRYABLE
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        # Keyword-only arguments do not survive pickling (Ray) without this.
+        return (_rebuild_provider_error, (self.kind, str(self), self.provider, self.status, self.retry_after))
+
+
+def _rebuild_provider_error(
+    kind: ErrorKind, text: str, provider: str, status: int | None, retry_after: float | None
+) -> ProviderError:
+    err = ProviderError(kind, "", provider=provider, status=status, retry_after=retry_after)
+    err.args = (text,)
+    return err
