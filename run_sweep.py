@@ -29,7 +29,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--probe", default="rendered",
                    help="rendered (default, cached), a folder of images, or none")  # fmt: skip
     p.add_argument("--probe-images", type=int, default=1000, help="size of the rendered probe set")
-    p.add_argument("--explainer", default="offline", help="offline (LLM explainers: coming)")
+    p.add_argument("--explainer", default="offline",
+                   help="offline (default, no network) or an LLM agent per unit: openai | anthropic | gemini")  # fmt: skip
+    llm = p.add_argument_group("LLM explainers (--explainer openai|anthropic|gemini)")
+    llm.add_argument("--llm-model", default=None, help="model name (default: configs/llm.yaml)")
+    llm.add_argument("--base-url", default=None,
+                     help="OpenAI-compatible server (vLLM, Ollama: http://localhost:11434/v1) or proxy")  # fmt: skip
+    llm.add_argument("--rpm", type=float, default=None, help="requests per minute allowed")
+    llm.add_argument("--tpm", type=float, default=None, help="tokens per minute allowed")
+    llm.add_argument("--max-rounds", type=int, default=12, help="LLM rounds per unit at most")
+    llm.add_argument("--unit-budget-usd", type=float, default=1.0, help="dollars per unit at most")
+    llm.add_argument("--budget-usd", type=float, default=20.0, help="dollars per sweep at most")
+    llm.add_argument("--concurrency", type=int, default=32, help="units explained at once")
+    llm.add_argument("--llm-config", default=None, help="another configs/llm.yaml (prices, limits)")
+    llm.add_argument("--dry-run", action="store_true",
+                     help="print expected calls, tokens, dollars and minutes; spend nothing")  # fmt: skip
     p.add_argument("--warehouse", default="warehouse", help="Parquet warehouse directory")
     p.add_argument("--exemplars", type=int, default=6, help="exemplars shown per unit")
     p.add_argument("--address", default=None, help="Ray address (default: a local Ray)")
@@ -58,6 +72,11 @@ def main(argv: list[str] | None = None) -> int:
             config = SweepConfig(**fields)
         except ValueError as err:
             raise UserError(str(err)) from None
+        if config.dry_run:
+            from coin_scale.sweep.run import dry_run_lines
+
+            print("\n".join(dry_run_lines(config)))
+            return 0
         outcome = run_sweep(config)
     except UserError as err:
         print(f"run_sweep.py: error: {err}", file=sys.stderr)
@@ -78,6 +97,10 @@ def print_outcome(outcome) -> None:  # type: ignore[no-untyped-def]
     for sign, findings in (("+", e.positive), ("-", e.negative)):
         for f in findings:
             label = f"{f.label!r} (IoU {f.iou:.2f})" if f.label and f.iou is not None else (f.label or "-")
+            if f.label and f.confidence is not None:
+                label = f"{f.label!r} ({f.explainer}, confidence {f.confidence:.2f})"
+            if f.error:
+                label = f"- ({f.error[:100]})"
             print(f"  {sign} unit {f.unit:>5}  {f.contribution:+.4f}  {label}")
     if e.bias is not None:
         total = sum(f.contribution for f in e.positive + e.negative)

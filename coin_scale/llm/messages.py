@@ -18,8 +18,9 @@ Role = Literal["user", "assistant"]
 
 CHARS_PER_TOKEN = 4
 """Rough characters per token, for estimates before a reply reports real usage."""
-TOKENS_PER_IMAGE = 800
-"""Rough tokens per image part (a 512 px image on the major providers is 250 to 1,600)."""
+TOKENS_PER_IMAGE = 258
+"""Tokens per image part of at most 512 x 512 px (agents send 128 px images): OpenAI counts 255,
+Gemini 258, Anthropic about width x height / 750 (22 for 128 px)."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-EXPLAINERS = ("offline",)
-"""Explainers available to the sweep (LLM explainers arrive with their issue)."""
+if TYPE_CHECKING:
+    from coin_scale.explain.llm import LLMExplainerConfig
+
+EXPLAINERS = ("offline", "openai", "anthropic", "gemini")
+"""`offline` (formulas over probe concepts, no network) or an LLM agent through that provider."""
 PROBE_MODEL = "probe"
 """`--model probe`: the CNN coin-scale trains on its rendered scenes (trained once, cached)."""
 RENDERED = "rendered"
@@ -36,7 +39,29 @@ class SweepConfig:
     probe_images: int = 1000
     """Images of the `rendered` probe set."""
     explainer: str = "offline"
-    """How units are explained: `offline` (formulas over probe concepts, no network)."""
+    """How units are explained: `offline` (formulas over probe concepts, no network), or an LLM
+    agent that experiments on each unit: `openai` (any OpenAI-compatible server with
+    `base_url`), `anthropic`, `gemini`."""
+    llm_model: str | None = None
+    """LLM model name (default: the provider's default in configs/llm.yaml)."""
+    base_url: str | None = None
+    """The provider API's URL, e.g. http://localhost:8000/v1 for vLLM (default: the provider's)."""
+    rpm: float | None = None
+    """Requests per minute allowed (default: configs/llm.yaml)."""
+    tpm: float | None = None
+    """Tokens per minute allowed (default: configs/llm.yaml)."""
+    max_rounds: int = 12
+    """LLM rounds per unit at most."""
+    unit_budget_usd: float | None = 1.0
+    """Dollars one unit may spend."""
+    budget_usd: float | None = 20.0
+    """Dollars the whole sweep may spend."""
+    concurrency: int = 32
+    """Units explained at the same time by LLM agents."""
+    llm_config: str | None = None
+    """Another configs/llm.yaml (models, prices, rate limits)."""
+    dry_run: bool = False
+    """Print the expected LLM calls, tokens, dollars and minutes, and stop before any work."""
     warehouse: str = "warehouse"
     """Parquet warehouse directory; reports go to WAREHOUSE/reports/RUN_ID/."""
     exemplars: int = 6
@@ -57,11 +82,32 @@ class SweepConfig:
             )
         if self.explainer not in EXPLAINERS:
             raise ValueError(
-                f"unknown explainer {self.explainer!r}; available: {', '.join(EXPLAINERS)} "
-                "(LLM explainers are not built yet)"
+                f"unknown explainer {self.explainer!r}; available: {', '.join(EXPLAINERS)}"
+            )
+        if self.dry_run and self.explainer == "offline":
+            raise ValueError("--dry-run estimates LLM costs; use it with --explainer openai|anthropic|gemini")
+        if self.max_rounds < 1 or self.concurrency < 1:
+            raise ValueError(
+                f"max_rounds and concurrency must be >= 1, got {self.max_rounds}, {self.concurrency}"
             )
         if self.probe_images < 50:
             raise ValueError(f"probe_images must be >= 50, got {self.probe_images}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def uses_llm(self) -> bool:
+        return self.explainer != "offline"
+
+    def llm_explainer(self) -> LLMExplainerConfig:
+        """The LLM explainer's settings (the key is never part of a config)."""
+        from coin_scale.explain.llm import LLMExplainerConfig, default_cache_dir
+
+        return LLMExplainerConfig(
+            provider=self.explainer, model=self.llm_model, base_url=self.base_url,
+            requests_per_minute=self.rpm, tokens_per_minute=self.tpm, max_rounds=self.max_rounds,
+            unit_budget_usd=self.unit_budget_usd, sweep_budget_usd=self.budget_usd,
+            concurrency=self.concurrency, cache_dir=default_cache_dir(self.warehouse),
+            settings_path=self.llm_config,
+        )  # fmt: skip

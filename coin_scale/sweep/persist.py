@@ -42,8 +42,10 @@ def store_sweep(
         {"run_id": run_id, "model": e.model, "layer": f.layer, "unit": f.unit, "kind": "neuron",
          "explainer": f.explainer or config.explainer,
          "status": "failed" if f.error else ("ok" if f.label else "empty"),
-         "label": f.label, "description": f.description, "formula": f.formula, "score": f.iou,
-         "score_name": "iou" if f.iou is not None else None, "error": f.error,
+         "label": f.label, "description": f.description, "formula": f.formula,
+         "score": f.iou if f.iou is not None else f.confidence,
+         "score_name": "iou" if f.iou is not None else ("confidence" if f.confidence is not None else None),
+         "error": f.error,
          "dissection_id": dissection_id}
         for _, f in findings if f.explainer or f.error
     ]), key=run_id)  # fmt: skip

@@ -34,6 +34,8 @@ class UnitFinding:
     """Machine-readable formula, e.g. `(shape=star AND color=red)`."""
     iou: float | None = None
     """IoU between the unit's mask and the formula over the probe set (offline explainer)."""
+    confidence: float | None = None
+    """The LLM agent's own confidence in its label, 0..1 (LLM explainers)."""
     explainer: str | None = None
     exemplars: tuple[Exemplar, ...] = ()
     error: str | None = None

@@ -7,6 +7,7 @@ import logging
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -19,6 +20,9 @@ from coin_scale.sweep import inputs
 from coin_scale.sweep.config import PROBE_MODEL, RENDERED, SweepConfig
 from coin_scale.sweep.records import ClassExplanation, Exemplar, UnitFinding
 from coin_scale.sweep.text import class_paragraph
+
+if TYPE_CHECKING:
+    from coin_scale.explain.llm import PreparedLLM
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +44,11 @@ def run_sweep(config: SweepConfig) -> SweepOutcome:
     from coin_scale.storage import Warehouse
 
     started_at = datetime.now(UTC)
+    prepared = None
+    if config.uses_llm:  # a missing key is reported here, before any work
+        from coin_scale.explain.llm import prepare
+
+        prepared = prepare(config.llm_explainer())
     warehouse = Warehouse(config.warehouse)
     run_id = config.run_id or new_run_id()
     model = inputs.probe_model() if config.model == PROBE_MODEL else config.model
@@ -69,7 +78,7 @@ def run_sweep(config: SweepConfig) -> SweepOutcome:
         # The probe CNN was trained on one large object per scene: explain it over such scenes.
         probe = _probe_path(config, payload, single_object=payload.arch == "probe_cnn")
         dissection_id, positive, negative = _explain(
-            config, model, payload, probe, layer, positive, negative, notes
+            config, model, payload, probe, layer, positive, negative, notes, module, prepared, run_id
         )
     cls = contributions.class_index
     explanation = ClassExplanation(
@@ -90,6 +99,27 @@ def run_sweep(config: SweepConfig) -> SweepOutcome:
     report = write_report(explanation, Path(config.warehouse) / "reports" / run_id)
     store_sweep(warehouse, explanation, config, dissection_id=dissection_id, started_at=started_at)
     return SweepOutcome(explanation=explanation, report_path=str(report), warehouse=config.warehouse)
+
+
+def dry_run_lines(config: SweepConfig) -> list[str]:
+    """What an LLM-explained sweep of `config` would cost; nothing is loaded or sent."""
+    from coin_scale.explain.llm import dry_run, prepare
+
+    prepared = prepare(config.llm_explainer(), require_key=False)
+    units = config.top_k + config.negatives
+    estimate = dry_run(
+        prepared, units=units, exemplars=12, layer=config.layer or "last block", model=config.model
+    )
+    lines = estimate.lines(config.explainer, prepared.model)
+    limits = prepared.limits
+    lines.append(
+        f"  limits         {limits.requests_per_minute:g} requests/min"
+        + (f", {limits.tokens_per_minute:g} tokens/min" if limits.tokens_per_minute else "")
+        + f"; budgets ${config.unit_budget_usd} per unit, ${config.budget_usd} per sweep"
+    )
+    key = "found" if prepared.api_key else "MISSING (the real run will stop before any work)"
+    lines.append(f"  API key        {' or '.join(prepared.key_env)}: {key}")
+    return lines
 
 
 def _notes(payload: ModelPayload, contributions: UnitContributions, layer: LayerInfo) -> list[str]:
@@ -133,6 +163,9 @@ def _explain(
     positive: list[UnitFinding],
     negative: list[UnitFinding],
     notes: list[str],
+    module: torch.nn.Module,
+    prepared: PreparedLLM | None,
+    run_id: str,
 ) -> tuple[str, list[UnitFinding], list[UnitFinding]]:
     """Dissect the layer over the probe set (cached), explain the selected units, add exemplars."""
     from coin_scale.dissect.config import DissectConfig
@@ -149,10 +182,6 @@ def _explain(
         progress=config.progress,
     )  # fmt: skip
     units = [f.unit for f in positive + negative]
-    explained = explain_units(
-        evidence.activations[:, units], evidence.concepts, OfflineExplainerConfig()
-    )
-    by_unit = dict(zip(units, explained, strict=True))
     probe_set = evidence.probe
     if probe_set.attributes_path is None and not probe_set.images[0].label:
         notes.append("The probe folder has no labels or attributes: units get exemplars but no concepts.")
@@ -165,8 +194,27 @@ def _explain(
     ).fetchall()
     shown: dict[int, list[Exemplar]] = {}
     for unit, activation, path, label in rows:
-        if unit in by_unit:
+        if unit in units:
             shown.setdefault(unit, []).append(Exemplar(image_path=path, activation=float(activation), label=label))
+
+    if prepared is not None:
+        from coin_scale.sweep.agents import explain_with_agents
+
+        by_agent = explain_with_agents(
+            config, prepared, evidence, payload, module, layer, units, run_id=run_id
+        )
+        return (
+            evidence.dissection_id,
+            [replace(by_agent[f.unit], rank=f.rank, contribution=f.contribution, share=f.share,
+                     exemplars=tuple(shown.get(f.unit, []))) for f in positive],
+            [replace(by_agent[f.unit], rank=f.rank, contribution=f.contribution, share=f.share,
+                     exemplars=tuple(shown.get(f.unit, []))) for f in negative],
+        )  # fmt: skip
+
+    explained = explain_units(
+        evidence.activations[:, units], evidence.concepts, OfflineExplainerConfig()
+    )
+    by_unit = dict(zip(units, explained, strict=True))
 
     def explained_finding(f: UnitFinding) -> UnitFinding:
         e = by_unit[f.unit]

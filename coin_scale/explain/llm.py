@@ -1,0 +1,248 @@
+"""LLM explainers: many units explained at once by agents whose calls go through Ray gateway actors.
+
+`prepare` resolves the provider, model, limits, price and API key before any work starts (a
+missing key is a `UserError` naming the variable and `--explainer offline`); `explain_subjects`
+runs one agent per unit, `concurrency` at a time, and returns their outcomes with the ledger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from PIL import Image
+
+from coin_scale.agent import (
+    AgentConfig,
+    AgentOutcome,
+    CallContext,
+    ChatResult,
+    ExemplarImage,
+    ExperimentTools,
+    SweepBudget,
+    UnitSubject,
+    explain_unit,
+)
+from coin_scale.agent.prompts import first_message, system_prompt
+from coin_scale.errors import UserError
+from coin_scale.llm.estimate import Estimate, estimate_sweep
+from coin_scale.llm.gateway import CallMeta, GatewayConfig, GatewayFailed
+from coin_scale.llm.keys import MissingKey, find_key
+from coin_scale.llm.messages import ChatRequest
+from coin_scale.llm.providers import PROVIDERS
+from coin_scale.llm.ratelimit import RateLimits
+from coin_scale.llm.retry import RetryPolicy
+from coin_scale.llm.settings import Price, load_settings
+from coin_scale.storage.schemas import llm_calls
+
+
+@dataclass(frozen=True, kw_only=True)
+class LLMExplainerConfig:
+    """Provider, model, limits and budgets of an LLM-explained sweep (never the key)."""
+
+    provider: str
+    """openai | anthropic | gemini."""
+    model: str | None = None
+    """Provider model name; None: the provider's default in configs/llm.yaml."""
+    base_url: str | None = None
+    """Another endpoint for the provider's API (vLLM, Ollama, a proxy, a local fake server)."""
+    requests_per_minute: float | None = None
+    """None: the provider's limit in configs/llm.yaml."""
+    tokens_per_minute: float | None = None
+    max_rounds: int = 12
+    unit_budget_usd: float | None = 1.0
+    sweep_budget_usd: float | None = 20.0
+    unit_budget_tokens: int | None = 200_000
+    concurrency: int = 32
+    """Units explained at the same time."""
+    gateway_actors: int = 1
+    """Async gateway actors holding the client (each handles many calls at once)."""
+    timeout_s: float = 120.0
+    """Timeout of each LLM call attempt."""
+    max_attempts: int = 6
+    """Attempts per call, retries included."""
+    cache_dir: str | None = None
+    """Request cache; a rerun of the same requests is answered from it and pays nothing."""
+    settings_path: str | None = None
+    """Another configs/llm.yaml."""
+
+    def __post_init__(self) -> None:
+        if self.provider not in PROVIDERS:
+            raise ValueError(f"unknown LLM provider {self.provider!r}; expected one of {PROVIDERS}")
+        if self.max_rounds < 1 or self.concurrency < 1 or self.gateway_actors < 1:
+            raise ValueError("max_rounds, concurrency and gateway_actors must be at least 1")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PreparedLLM:
+    """Everything resolved from the config and configs/llm.yaml, plus the key (memory only)."""
+
+    config: LLMExplainerConfig
+    model: str
+    limits: RateLimits
+    price: Price | None
+    key_env: tuple[str, ...]
+    api_key: str | None
+    """None only for a dry run without a key."""
+
+    def __repr__(self) -> str:  # never print the key
+        return f"PreparedLLM(provider={self.config.provider!r}, model={self.model!r})"
+
+    def agent_config(self, image_size: int = 128) -> AgentConfig:
+        return AgentConfig(
+            max_rounds=self.config.max_rounds, image_size=image_size,
+            max_usd=self.config.unit_budget_usd, max_tokens=self.config.unit_budget_tokens,
+            usd_per_million_tokens=self.price.output_per_million if self.price else 0.0,
+        )  # fmt: skip
+
+    def gateway_config(self) -> GatewayConfig:
+        return GatewayConfig(
+            provider=self.config.provider, model=self.model, timeout_s=self.config.timeout_s,
+            retry=RetryPolicy(max_attempts=self.config.max_attempts), price=self.price,
+            cache_dir=self.config.cache_dir,
+        )  # fmt: skip
+
+
+def prepare(config: LLMExplainerConfig, *, require_key: bool = True) -> PreparedLLM:
+    """Resolve the model, limits and price; find the key (`MissingKey` when required and absent)."""
+    settings = load_settings(config.settings_path)
+    provider = settings.provider(config.provider)
+    limits = provider.rate_limits
+    if config.requests_per_minute or config.tokens_per_minute:
+        limits = replace(
+            limits,
+            requests_per_minute=config.requests_per_minute or limits.requests_per_minute,
+            tokens_per_minute=config.tokens_per_minute or limits.tokens_per_minute,
+        )
+    model = config.model or provider.default_model
+    try:
+        key: str | None = find_key(provider)
+    except MissingKey:
+        if require_key:
+            raise
+        key = None
+    return PreparedLLM(
+        config=config, model=model, limits=limits, price=settings.price(model),
+        key_env=provider.key_env, api_key=key,
+    )  # fmt: skip
+
+
+def _blank_png(size: int) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (size, size), (128, 128, 128)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def dry_run(prepared: PreparedLLM, *, units: int, exemplars: int, layer: str, model: str) -> Estimate:
+    """The estimate for explaining `units` units with `exemplars` exemplars each; the first
+    request is built with the real prompts (grey images stand in for the exemplars)."""
+    agent = prepared.agent_config()
+    png = _blank_png(agent.image_size)
+    subject = UnitSubject(
+        model=model, layer=layer, unit=0,
+        exemplars=tuple(ExemplarImage(png=png, activation=1.0) for _ in range(exemplars)),
+    )  # fmt: skip
+    from unity_pool.tools import RenderTools
+
+    tools = ExperimentTools(subject, _NoMeter(), RenderTools(), image_size=agent.image_size)
+    specs = tools.specs()
+    first = ChatRequest(
+        system=system_prompt(subject, specs, max_rounds=agent.max_rounds),
+        messages=(first_message(subject, n=min(exemplars, agent.exemplars_shown), image_size=agent.image_size),),
+        tools=specs, max_tokens=agent.max_output_tokens,
+    )  # fmt: skip
+    return estimate_sweep(
+        units=units, first_request_tokens=first.estimate_input_tokens(),
+        max_rounds=agent.max_rounds, keep_last_rounds=agent.keep_last_rounds,
+        max_output_tokens=agent.max_output_tokens, limits=prepared.limits, price=prepared.price,
+        concurrency=prepared.config.concurrency,
+    )  # fmt: skip
+
+
+class _NoMeter:
+    def measure(self, images: Sequence[Image.Image]) -> list[float]:
+        raise RuntimeError("a dry run measures nothing")
+
+
+@dataclass(frozen=True, kw_only=True)
+class AgentsResult:
+    outcomes: list[AgentOutcome]
+    """One per subject, in order."""
+    calls: list[llm_calls.Row]
+    """The ledger of every LLM request made."""
+
+
+def explain_subjects(
+    prepared: PreparedLLM,
+    subjects: Sequence[UnitSubject],
+    make_tools: Callable[[UnitSubject], ExperimentTools],
+    *,
+    run_id: str,
+    address: str | None = None,
+    progress: bool = True,
+) -> AgentsResult:
+    """Explain every subject with its own agent, `concurrency` at a time; calls go through
+    gateway actors on Ray (started here when not yet connected). A failed unit is an outcome
+    with its error, never an exception."""
+    from coin_scale.actors.cluster import connect
+    from coin_scale.actors.llm_gateway import GatewayPool, GatewaySpec
+
+    if prepared.api_key is None:
+        raise UserError("explain_subjects needs an API key (prepare(require_key=True))")
+    session = connect(address)
+    spec = GatewaySpec(
+        config=prepared.gateway_config(), limits=prepared.limits,
+        base_url=prepared.config.base_url,
+    )  # fmt: skip
+    pool = GatewayPool(spec, prepared.api_key, actors=prepared.config.gateway_actors)
+    try:
+        outcomes = asyncio.run(
+            _run_all(prepared, subjects, make_tools, pool.complete, run_id=run_id, progress=progress)
+        )
+        calls = pool.ledger()
+    finally:
+        pool.shutdown()
+        session.close()
+    return AgentsResult(outcomes=outcomes, calls=calls)
+
+
+async def _run_all(prepared, subjects, make_tools, complete, *, run_id, progress):  # type: ignore[no-untyped-def]
+    from tqdm import tqdm
+
+    cfg = prepared.config
+    agent = prepared.agent_config()
+    budget = SweepBudget(max_usd=cfg.sweep_budget_usd)
+    gate = asyncio.Semaphore(cfg.concurrency)
+    bar = tqdm(total=len(subjects), desc=f"explaining ({cfg.provider}:{prepared.model})",
+               unit="unit", disable=not progress)  # fmt: skip
+
+    async def chat(request: ChatRequest, ctx: CallContext) -> ChatResult:
+        meta = CallMeta(run_id=run_id, layer=ctx.layer, unit=ctx.unit, round=ctx.round)
+        try:
+            reply = await complete(request, meta)
+        except GatewayFailed as failed:
+            raise failed.error from None
+        return ChatResult(response=reply.response, cost_usd=reply.cost_usd, cached=reply.cached)
+
+    async def one(subject: UnitSubject) -> AgentOutcome:
+        async with gate:
+            outcome = await explain_unit(
+                subject, make_tools(subject), chat, config=agent, sweep_budget=budget,
+                run_id=run_id, explainer=cfg.provider, llm_model=prepared.model,
+            )  # fmt: skip
+        bar.update(1)
+        bar.set_postfix(usd=f"{budget.usd:.2f}")
+        return outcome
+
+    try:
+        return list(await asyncio.gather(*(one(s) for s in subjects)))
+    finally:
+        bar.close()
+
+
+def default_cache_dir(warehouse: str) -> str:
+    """The request cache of a warehouse: a rerun of a sweep pays only for new requests."""
+    return str(Path(warehouse) / "_cache" / "llm")

@@ -1,0 +1,218 @@
+"""OpenAI Chat Completions adapter (also any OpenAI-compatible server: vLLM, Ollama, ...).
+
+Images go as native `image_url` parts with data URLs. OpenAI `tool` messages carry text only, so a
+tool result's images follow in a user message that names the call they belong to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import openai
+
+from coin_scale.llm.messages import (
+    ChatRequest,
+    ChatResponse,
+    ImagePart,
+    Message,
+    ProviderError,
+    ToolCall,
+    Usage,
+)
+from coin_scale.llm.providers._errors import malformed, scrub, status_error, transport_error
+
+PROVIDER = "openai"
+
+TOOL_IMAGES_NOTE = "Images returned by tool call {call_id} ({name}):"
+"""Text before a tool result's images in the user message that carries them."""
+
+
+def parse_arguments(raw: str) -> dict[str, Any] | None:
+    """Tool-call arguments as a dict, or None when `raw` is not a JSON object (never evaluated)."""
+    try:
+        value = json.loads(raw)
+    except (ValueError, TypeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _image(image: ImagePart) -> dict[str, Any]:
+    return {
+        "type": "image_url",
+        "image_url": {"url": f"data:{image.media_type};base64,{image.base64()}"},
+    }
+
+
+def _user_messages(m: Message) -> list[dict[str, Any]]:
+    """A neutral user turn: its tool results as `tool` messages, then one user message with the
+    results' images (each group introduced by `TOOL_IMAGES_NOTE`), its text and its images."""
+    out: list[dict[str, Any]] = [
+        {"role": "tool", "tool_call_id": r.call_id, "content": r.content} for r in m.tool_results
+    ]
+    parts: list[dict[str, Any]] = []
+    for r in m.tool_results:
+        if r.images:
+            note = TOOL_IMAGES_NOTE.format(call_id=r.call_id, name=r.name)
+            parts.append({"type": "text", "text": note})
+            parts.extend(_image(i) for i in r.images)
+    if m.text:
+        parts.append({"type": "text", "text": m.text})
+    parts.extend(_image(i) for i in m.images)
+    if len(parts) == 1 and parts[0]["type"] == "text":
+        out.append({"role": "user", "content": parts[0]["text"]})
+    elif parts:
+        out.append({"role": "user", "content": parts})
+    return out
+
+
+def _assistant_message(m: Message) -> dict[str, Any]:
+    msg: dict[str, Any] = {"role": "assistant", "content": m.text or None}
+    if m.tool_calls:
+        msg["tool_calls"] = [
+            {
+                "id": c.id,
+                "type": "function",
+                "function": {
+                    "name": c.name,
+                    "arguments": c.raw_arguments or json.dumps(c.arguments or {}),
+                },
+            }
+            for c in m.tool_calls
+        ]
+    elif not m.text:
+        msg["content"] = ""
+    return msg
+
+
+def to_openai_messages(request: ChatRequest) -> list[dict[str, Any]]:
+    """The request's system prompt and turns as Chat Completions messages."""
+    out: list[dict[str, Any]] = []
+    if request.system:
+        out.append({"role": "system", "content": request.system})
+    for m in request.messages:
+        if m.role == "assistant":
+            out.append(_assistant_message(m))
+        else:
+            out.extend(_user_messages(m))
+    return out
+
+
+def to_openai_tools(request: ChatRequest) -> list[dict[str, Any]]:
+    return [
+        {
+            "type": "function",
+            "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
+        }
+        for t in request.tools
+    ]
+
+
+def from_openai(completion: Any) -> ChatResponse:
+    """A `ChatCompletion` as a `ChatResponse`; ValueError when required fields are missing."""
+    choices = getattr(completion, "choices", None)
+    if not isinstance(choices, list) or not choices:
+        raise ValueError("the reply has no choices")
+    choice = choices[0]
+    message = getattr(choice, "message", None)
+    if message is None:
+        raise ValueError("the first choice has no message")
+    text = getattr(message, "content", None) or ""
+    if not isinstance(text, str):
+        raise ValueError("message content is not a string")
+    calls: list[ToolCall] = []
+    for call in getattr(message, "tool_calls", None) or []:
+        function = getattr(call, "function", None) or getattr(call, "custom", None)
+        name = getattr(function, "name", None)
+        raw = getattr(function, "arguments", None)
+        if raw is None:
+            raw = getattr(function, "input", "")
+        if not isinstance(name, str) or not isinstance(call.id, str):
+            raise ValueError("a tool call lacks its id or name")
+        raw_text = raw if isinstance(raw, str) else json.dumps(raw)
+        calls.append(
+            ToolCall(
+                id=call.id, name=name, arguments=parse_arguments(raw_text), raw_arguments=raw_text
+            )
+        )
+    usage = getattr(completion, "usage", None)
+    return ChatResponse(
+        text=text,
+        tool_calls=tuple(calls),
+        usage=Usage(
+            input_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+            output_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+        ),
+        stop_reason=str(getattr(choice, "finish_reason", "") or ""),
+        model=str(getattr(completion, "model", "") or ""),
+    )
+
+
+def _is_official(base_url: str | None) -> bool:
+    return base_url is None or "api.openai.com" in base_url
+
+
+class OpenAIChat:
+    """`ChatClient` over `openai.AsyncOpenAI` (SDK retries off)."""
+
+    provider = PROVIDER
+
+    def __init__(self, api_key: str, base_url: str | None = None) -> None:
+        self._api_key = api_key
+        self._base_url = base_url
+        self._client: openai.AsyncOpenAI | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _sdk(self) -> openai.AsyncOpenAI:
+        """One SDK client per event loop (its connection pool belongs to the loop)."""
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._loop is not loop:
+            self._client = openai.AsyncOpenAI(
+                api_key=self._api_key, base_url=self._base_url, max_retries=0
+            )
+            self._loop = loop
+        return self._client
+
+    async def complete(self, request: ChatRequest, *, model: str, timeout: float) -> ChatResponse:
+        params: dict[str, Any] = {
+            "model": model,
+            "messages": to_openai_messages(request),
+            "temperature": request.temperature,
+        }
+        # api.openai.com's newer models reject `max_tokens`; compatible servers know only it.
+        limit_key = "max_completion_tokens" if _is_official(self._base_url) else "max_tokens"
+        params[limit_key] = request.max_tokens
+        if request.tools:
+            params["tools"] = to_openai_tools(request)
+        try:
+            async with asyncio.timeout(timeout):
+                completion = await self._sdk().chat.completions.create(**params, timeout=timeout)
+        except openai.APITimeoutError:
+            raise ProviderError("timeout", "no reply in time", provider=PROVIDER) from None
+        except openai.APIConnectionError as err:
+            cause = err.__cause__ or err
+            detail = scrub(f"{type(cause).__name__}: {cause}", self._api_key)
+            raise ProviderError("connection", detail, provider=PROVIDER) from None
+        except openai.APIResponseValidationError as err:
+            detail = f"reply does not fit the schema: {err.message}"
+            raise malformed(PROVIDER, detail, api_key=self._api_key) from None
+        except openai.APIStatusError as err:
+            raise status_error(
+                PROVIDER,
+                err.status_code,
+                err.body,
+                err.response.headers,
+                api_key=self._api_key,
+                code=err.code,
+            ) from None
+        except Exception as err:  # noqa: BLE001 - nothing from the SDK may escape
+            raise transport_error(PROVIDER, err, api_key=self._api_key) from None
+        if not isinstance(completion, openai.types.chat.ChatCompletion):
+            detail = f"reply is not a chat completion: {str(completion)[:200]}"
+            raise malformed(PROVIDER, detail, api_key=self._api_key)
+        try:
+            return from_openai(completion)
+        except Exception as err:  # noqa: BLE001
+            detail = f"{type(err).__name__}: {err}"
+            raise malformed(PROVIDER, detail, api_key=self._api_key) from err
