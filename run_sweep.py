@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     llm.add_argument("--max-rounds", type=int, default=12, help="LLM rounds per unit at most")
     llm.add_argument("--unit-budget-usd", type=float, default=1.0, help="dollars per unit at most")
     llm.add_argument("--budget-usd", type=float, default=20.0, help="dollars per sweep at most")
+    llm.add_argument("--unit-budget-tokens", type=int, default=200_000, help="tokens per unit at most")
+    llm.add_argument("--budget-tokens", type=int, default=None, help="tokens per sweep at most")
     llm.add_argument("--concurrency", type=int, default=32, help="units explained at once")
     llm.add_argument("--llm-config", default=None, help="another configs/llm.yaml (prices, limits)")
     llm.add_argument("--dry-run", action="store_true",

@@ -27,7 +27,7 @@ def downscale(image: Image.Image, size: int) -> ImagePart:
     if max(rgb.size) > size:
         rgb.thumbnail((size, size), Image.Resampling.LANCZOS)
     buf = io.BytesIO()
-    rgb.save(buf, format="PNG")
+    rgb.save(buf, format="PNG", compress_level=1)  # small images: speed over a few bytes
     return ImagePart(data=buf.getvalue(), media_type="image/png")
 
 

@@ -267,12 +267,15 @@ def _invalid_so_far(view: ConversationView) -> int:
 
 @dataclass(frozen=True)
 class InvalidThenValid:
-    """First arguments that are not JSON, then a schema violation, then `inner` (valid)."""
+    """First arguments that are not JSON, then a schema violation, then `inner` (valid).
+
+    Gemini cannot carry arguments that are not a JSON object (its server answers with no call at
+    all), so each step also counts as done once its round has passed."""
 
     inner: Policy = field(default_factory=ExperimenterPolicy)
 
     def __call__(self, view: ConversationView) -> Action:
-        refused = _invalid_so_far(view)
+        refused = max(_invalid_so_far(view), min(view.rounds, 2))
         if refused == 0:
             return CallTool(name="exemplars", raw_arguments="{not json")
         if refused == 1:

@@ -22,7 +22,7 @@ from typing import Any, Literal, Protocol
 import jsonschema
 from PIL import Image
 
-from coin_scale.agent.context import downscale, downscale_bytes
+from coin_scale.agent.context import fit
 from coin_scale.agent.subject import UnitMeter, UnitSubject
 from coin_scale.llm.messages import ImagePart, ToolCall, ToolResult, ToolSpec
 from unity_pool.client import RenderFailed
@@ -433,10 +433,13 @@ class ExperimentTools:
         parts = []
         for image_id in image_ids[: self.max_attached_images]:
             index = self._exemplar_index(image_id)
+            # `fit` re-encodes only images larger than image_size; small ones go as they are.
             if index is not None:
-                parts.append(downscale_bytes(self.subject.exemplars[index].png, self.image_size))
+                part = ImagePart(data=self.subject.exemplars[index].png, media_type="image/png")
             else:
-                parts.append(downscale(self.render_tools.store.image(image_id), self.image_size))
+                stored = self.render_tools.store.get(image_id)
+                part = ImagePart(data=stored.data, media_type=f"image/{stored.format.lower()}")
+            parts.append(fit(part, self.image_size))
         return tuple(parts)
 
     def _made(self, refs: list[dict[str, Any]], *, what: str) -> _Done:

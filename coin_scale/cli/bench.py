@@ -53,6 +53,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--probe-images", type=int, default=1000)
     q.add_argument("--warehouse", default="warehouse")
     q.set_defaults(func=run_sweep_quality)
+    m = benches.add_parser(
+        "llm",
+        help="LLM gateway and agents against a local fake server: rate limit, concurrency, faults",
+    )
+    m.add_argument("--latency", type=float, default=0.3, help="server latency per call, s")
+    m.add_argument("--rpm", type=int, default=600, help="configured requests/minute (rate part)")
+    m.add_argument("--seconds", type=float, default=150.0, help="length of the rate part")
+    m.add_argument("--units", type=int, default=32, help="units explained (concurrency, faults)")
+    m.add_argument("--fault-rate", type=float, default=0.2, help="share of calls failed (faults)")
+    m.add_argument("--parts", default="rate,concurrency,faults", help="comma-separated parts")
+    m.add_argument("--address", default=None)
+    m.set_defaults(func=run_llm)
 
 
 def run_dissect(args: argparse.Namespace) -> int:
@@ -117,4 +129,20 @@ def run_sweep_quality(args: argparse.Namespace) -> int:
         probe_images=args.probe_images, warehouse=args.warehouse,
     )  # fmt: skip
     print(json.dumps(evaluate_label_quality(config), indent=2))
+    return 0
+
+
+def run_llm(args: argparse.Namespace) -> int:
+    from coin_scale.bench.llm_bench import LLMBenchConfig, run_llm_bench
+    from coin_scale.errors import UserError
+
+    try:
+        config = LLMBenchConfig(
+            latency_s=args.latency, rpm=args.rpm, rate_seconds=args.seconds, units=args.units,
+            fault_rate=args.fault_rate, address=args.address,
+            parts=tuple(p.strip() for p in args.parts.split(",") if p.strip()),
+        )  # fmt: skip
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    print(json.dumps(run_llm_bench(config), indent=2))
     return 0

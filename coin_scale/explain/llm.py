@@ -12,6 +12,7 @@ import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PIL import Image
 
@@ -38,6 +39,9 @@ from coin_scale.llm.retry import RetryPolicy
 from coin_scale.llm.settings import Price, load_settings
 from coin_scale.storage.schemas import llm_calls
 
+if TYPE_CHECKING:
+    from coin_scale.actors.llm_gateway import GatewayPool
+
 
 @dataclass(frozen=True, kw_only=True)
 class LLMExplainerConfig:
@@ -56,6 +60,7 @@ class LLMExplainerConfig:
     unit_budget_usd: float | None = 1.0
     sweep_budget_usd: float | None = 20.0
     unit_budget_tokens: int | None = 200_000
+    sweep_budget_tokens: int | None = None
     concurrency: int = 32
     """Units explained at the same time."""
     gateway_actors: int = 1
@@ -183,30 +188,39 @@ def explain_subjects(
     run_id: str,
     address: str | None = None,
     progress: bool = True,
+    pool: GatewayPool | None = None,
 ) -> AgentsResult:
     """Explain every subject with its own agent, `concurrency` at a time; calls go through
-    gateway actors on Ray (started here when not yet connected). A failed unit is an outcome
-    with its error, never an exception."""
+    gateway actors on Ray (started here when not yet connected, unless a started `pool` is
+    given). A failed unit is an outcome with its error, never an exception."""
     from coin_scale.actors.cluster import connect
-    from coin_scale.actors.llm_gateway import GatewayPool, GatewaySpec
 
-    if prepared.api_key is None:
-        raise UserError("explain_subjects needs an API key (prepare(require_key=True))")
     session = connect(address)
-    spec = GatewaySpec(
-        config=prepared.gateway_config(), limits=prepared.limits,
-        base_url=prepared.config.base_url,
-    )  # fmt: skip
-    pool = GatewayPool(spec, prepared.api_key, actors=prepared.config.gateway_actors)
+    own_pool = pool is None
+    pool = pool or start_gateways(prepared)
     try:
         outcomes = asyncio.run(
             _run_all(prepared, subjects, make_tools, pool.complete, run_id=run_id, progress=progress)
         )
         calls = pool.ledger()
     finally:
-        pool.shutdown()
+        if own_pool:
+            pool.shutdown()
         session.close()
     return AgentsResult(outcomes=outcomes, calls=calls)
+
+
+def start_gateways(prepared: PreparedLLM) -> GatewayPool:
+    """The gateway actors for `prepared` (Ray must be connected)."""
+    from coin_scale.actors.llm_gateway import GatewayPool, GatewaySpec
+
+    if prepared.api_key is None:
+        raise UserError("the LLM gateway needs an API key (prepare(require_key=True))")
+    spec = GatewaySpec(
+        config=prepared.gateway_config(), limits=prepared.limits,
+        base_url=prepared.config.base_url,
+    )  # fmt: skip
+    return GatewayPool(spec, prepared.api_key, actors=prepared.config.gateway_actors)
 
 
 async def _run_all(prepared, subjects, make_tools, complete, *, run_id, progress):  # type: ignore[no-untyped-def]
@@ -214,7 +228,7 @@ async def _run_all(prepared, subjects, make_tools, complete, *, run_id, progress
 
     cfg = prepared.config
     agent = prepared.agent_config()
-    budget = SweepBudget(max_usd=cfg.sweep_budget_usd)
+    budget = SweepBudget(max_tokens=cfg.sweep_budget_tokens, max_usd=cfg.sweep_budget_usd)
     gate = asyncio.Semaphore(cfg.concurrency)
     bar = tqdm(total=len(subjects), desc=f"explaining ({cfg.provider}:{prepared.model})",
                unit="unit", disable=not progress)  # fmt: skip

@@ -9,6 +9,7 @@ canonical form, with images by hash, is the cache key).
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -30,8 +31,9 @@ class ImagePart:
     data: bytes
     media_type: str = "image/png"
 
-    @property
+    @functools.cached_property
     def sha256(self) -> str:
+        """Hex digest of the bytes (computed once: every round's cache key needs it)."""
         return hashlib.sha256(self.data).hexdigest()
 
     def base64(self) -> str:

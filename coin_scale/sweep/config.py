@@ -56,6 +56,10 @@ class SweepConfig:
     """Dollars one unit may spend."""
     budget_usd: float | None = 20.0
     """Dollars the whole sweep may spend."""
+    unit_budget_tokens: int | None = 200_000
+    """Tokens (input + output) one unit may use."""
+    budget_tokens: int | None = None
+    """Tokens the whole sweep may use (None: only the dollar budget)."""
     concurrency: int = 32
     """Units explained at the same time by LLM agents."""
     llm_config: str | None = None
@@ -108,6 +112,7 @@ class SweepConfig:
             provider=self.explainer, model=self.llm_model, base_url=self.base_url,
             requests_per_minute=self.rpm, tokens_per_minute=self.tpm, max_rounds=self.max_rounds,
             unit_budget_usd=self.unit_budget_usd, sweep_budget_usd=self.budget_usd,
+            unit_budget_tokens=self.unit_budget_tokens, sweep_budget_tokens=self.budget_tokens,
             concurrency=self.concurrency, cache_dir=default_cache_dir(self.warehouse),
             settings_path=self.llm_config,
         )  # fmt: skip

@@ -55,9 +55,25 @@ class ReplyPolicy:
         return Reply(text=self.text)
 
 
+def _agent_policy(name: str) -> Callable[[], Policy]:
+    """A scripted agent policy of `coin_scale.agent.policies`, imported when first made (that
+    module imports this package's contract, so it cannot be imported here)."""
+
+    def make() -> Policy:
+        from coin_scale.agent import policies
+
+        return getattr(policies, name)()
+
+    return make
+
+
 POLICIES: dict[str, Callable[[], Policy]] = {
     "finish": FinishPolicy,
     "reply": ReplyPolicy,
+    "experimenter": _agent_policy("ExperimenterPolicy"),
+    "never-finishes": _agent_policy("NeverFinishes"),
+    "text-answer": _agent_policy("TextAnswer"),
+    "garbage": _agent_policy("Garbage"),
 }
 """Policies by name, each a factory (register more with `POLICIES[name] = factory`)."""
 

@@ -1,0 +1,299 @@
+"""`coin-scale bench llm`: the LLM gateway and agents against a local fake provider server.
+
+Three measurements, each in one run, as ratios:
+- rate: many concurrent callers through the gateway actors and the cluster's rate limiter
+  against a server with `latency_s` per call; achieved requests/min vs the configured limit, and
+  the most requests the server saw in any 60 s window (the server also enforces the limit and
+  would answer 429 to one request too many);
+- concurrency: `units` units explained by the scripted experimenter policy one at a time, then
+  all at once; the speed-up (and, with an instant server, the floor set by this machine's CPUs:
+  rendering, measuring, encoding requests);
+- faults: the same units at once with `fault_rate` of the calls answered 429 (with Retry-After)
+  or 500; how many units still end with a valid label.
+The units are those of the probe CNN architecture with random weights (the bench measures the
+engine, not labels); exemplars are its top images of a rendered probe set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+BENCH_KEY = "bench-key-for-the-local-fake-server"
+"""Not a secret: the fake server is on 127.0.0.1 and checks nothing else."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class LLMBenchConfig:
+    latency_s: float = 0.3
+    """Server latency per call."""
+    rpm: int = 600
+    """Configured requests-per-minute limit of the rate measurement."""
+    rate_seconds: float = 150.0
+    """Length of the rate measurement (over 60 s so that full minute windows are seen)."""
+    callers: int = 16
+    """Concurrent callers in the rate measurement."""
+    units: int = 32
+    """Units explained in the concurrency and fault measurements."""
+    fault_rate: float = 0.2
+    """Share of calls answered with an error in the fault measurement (half 429, half 500)."""
+    retry_after_s: float = 1.0
+    """Retry-After of the injected 429s."""
+    gateway_actors: int = 2
+    """Gateway actors holding the client in the agent parts."""
+    address: str | None = None
+    parts: tuple[str, ...] = ("rate", "concurrency", "faults")
+
+    def __post_init__(self) -> None:
+        if self.latency_s < 0 or self.rpm < 1 or self.rate_seconds <= 0 or self.units < 1:
+            raise ValueError("latency_s >= 0, rpm >= 1, rate_seconds > 0 and units >= 1 are needed")
+        if not 0 <= self.fault_rate < 1:
+            raise ValueError(f"fault_rate must be in [0, 1), got {self.fault_rate}")
+        unknown = set(self.parts) - {"rate", "concurrency", "faults"}
+        if unknown:
+            raise ValueError(f"unknown parts {sorted(unknown)}; choose from rate, concurrency, faults")
+
+
+def run_llm_bench(config: LLMBenchConfig) -> dict[str, Any]:
+    """Run the chosen parts; a dict of their figures (JSON-ready)."""
+    from coin_scale.actors.cluster import connect
+
+    os.environ["OPENAI_API_KEY"] = BENCH_KEY
+    session = connect(config.address)
+    try:
+        out: dict[str, Any] = {"config": {k: v for k, v in vars(config).items() if k != "address"}}
+        if "rate" in config.parts:
+            out["rate"] = _rate(config)
+        if {"concurrency", "faults"} & set(config.parts):
+            subjects, make_tools = _subjects(config.units)
+            if "concurrency" in config.parts:
+                out["concurrency"] = _concurrency(config, subjects, make_tools)
+            if "faults" in config.parts:
+                out["faults"] = _faults(config, subjects, make_tools)
+        return out
+    finally:
+        session.close()
+
+
+def _rate(config: LLMBenchConfig) -> dict[str, Any]:
+    from coin_scale.actors.llm_gateway import GatewayPool, GatewaySpec
+    from coin_scale.llm.fakeserver import FakeProviderServer, Faults, ReplyPolicy, max_in_window
+    from coin_scale.llm.gateway import CallMeta, GatewayConfig
+    from coin_scale.llm.messages import ChatRequest, Message
+    from coin_scale.llm.ratelimit import RateLimits
+
+    faults = Faults(latency_s=config.latency_s, rpm_limit=config.rpm)
+    with FakeProviderServer("openai", ReplyPolicy(), faults=faults) as server:
+        spec = GatewaySpec(
+            config=GatewayConfig(provider="openai", model="bench-rate", timeout_s=30.0),
+            limits=RateLimits(requests_per_minute=config.rpm),
+            base_url=server.base_url,
+        )
+        pool = GatewayPool(spec, BENCH_KEY, actors=2)
+        try:
+            asyncio.run(_warm(pool))
+            server.clear_log()
+            sent = asyncio.run(_hammer(pool, config, ChatRequest, Message, CallMeta))
+        finally:
+            pool.shutdown()
+        records = server.log
+    arrivals = sorted(r.arrived_at for r in records)
+    refused = sum(1 for r in records if r.status == 429)
+    span = arrivals[-1] - arrivals[0] if len(arrivals) > 1 else float("nan")
+    achieved = (len(arrivals) - 1) / span * 60 if span > 0 else float("nan")
+    busiest = max_in_window(records, 60.0)
+    return {
+        "configured_rpm": config.rpm,
+        "requests": len(arrivals),
+        "replies_ok": sent,
+        "seconds": round(span, 2),
+        "achieved_rpm": round(achieved, 1),
+        "achieved_over_configured": round(achieved / config.rpm, 4),
+        "max_in_any_60s_window": busiest,
+        "refused_by_server_429": refused,
+    }
+
+
+async def _warm(pool: Any) -> None:
+    """One call, so actor start-up is not part of the measured rate."""
+    from coin_scale.llm.gateway import CallMeta
+    from coin_scale.llm.messages import ChatRequest, Message
+
+    await pool.complete(
+        ChatRequest(system="warm-up", messages=(Message(role="user", text="warm-up"),)),
+        CallMeta(run_id="bench-warm"),
+    )
+
+
+async def _hammer(pool: Any, config: LLMBenchConfig, ChatRequest, Message, CallMeta) -> int:  # type: ignore[no-untyped-def]  # noqa: N803
+    deadline = time.monotonic() + config.rate_seconds
+    ok = 0
+
+    async def caller(c: int) -> None:
+        nonlocal ok
+        i = 0
+        while time.monotonic() < deadline:
+            request = ChatRequest(
+                system="bench", messages=(Message(role="user", text=f"caller {c} request {i}"),)
+            )
+            await pool.complete(request, CallMeta(run_id="bench-rate"))
+            ok += 1
+            i += 1
+
+    await asyncio.gather(*(caller(c) for c in range(config.callers)))
+    return ok
+
+
+def _subjects(n_units: int):  # type: ignore[no-untyped-def]
+    """`n_units` units of a random-weight probe CNN, with their top rendered exemplars."""
+    import io
+
+    import torch
+
+    from coin_scale.agent import ExemplarImage, ExperimentTools, TorchUnitMeter, UnitSubject
+    from coin_scale.models.layers import describe_layers, last_block
+    from coin_scale.models.preprocess import Preprocess
+    from coin_scale.models.zoo import probe_cnn
+    from unity_pool.sampling import sample_scenes
+    from unity_pool.tools import LocalRenderer, RenderTools
+
+    torch.manual_seed(0)
+    module = probe_cnn().eval()
+    preprocess = Preprocess(resize=64, crop=64, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    layer = last_block(module, describe_layers(module, "probe_cnn", 64))
+    scenes = sample_scenes(96, seed=0, width=64, height=64)
+    rendered = LocalRenderer().render_many(scenes)
+    from PIL import Image
+
+    images = [Image.open(io.BytesIO(r.data)).convert("RGB") for r in rendered]
+    subjects = []
+    for unit in range(min(n_units, layer.units)):
+        meter = TorchUnitMeter(module, preprocess, layer.name, layer.layout, unit)
+        values = meter.measure(images)
+        top = sorted(range(len(images)), key=lambda i: -values[i])[:8]
+        subjects.append(
+            UnitSubject(
+                model="probe_cnn (random weights)", layer=layer.name, unit=unit,
+                exemplars=tuple(
+                    ExemplarImage(png=rendered[i].data, activation=values[i],
+                                  attributes=dict(rendered[i].attributes))
+                    for i in top
+                ),
+            )  # fmt: skip
+        )
+
+    def make_tools(subject: UnitSubject) -> ExperimentTools:
+        meter = TorchUnitMeter(module, preprocess, layer.name, layer.layout, subject.unit)
+        return ExperimentTools(subject, meter, RenderTools(renderer=LocalRenderer()))
+
+    return subjects, make_tools
+
+
+class _ServerProcess:
+    """`python -m coin_scale.llm.fakeserver` in its own process, as a real server would be (an
+    in-process server would compete with the agents for this interpreter's lock)."""
+
+    def __init__(self, *args: str) -> None:
+        import subprocess
+        import sys
+
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "coin_scale.llm.fakeserver", "--provider", "openai", *args],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        line = self.proc.stdout.readline() if self.proc.stdout else ""
+        if not line.startswith("READY "):
+            self.proc.kill()
+            raise RuntimeError(f"the fake server did not start: {line!r}")
+        self.base_url = line.split()[1]
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+def _explain(config: LLMBenchConfig, subjects, make_tools, *, concurrency: int, server_args):  # type: ignore[no-untyped-def]
+    from coin_scale.explain.llm import (
+        LLMExplainerConfig,
+        explain_subjects,
+        prepare,
+        start_gateways,
+    )
+
+    server = _ServerProcess("--policy", "experimenter", *server_args)
+    try:
+        prepared = prepare(
+            LLMExplainerConfig(
+                provider="openai", model="bench-agent", base_url=server.base_url,
+                requests_per_minute=1e6, tokens_per_minute=1e12, concurrency=concurrency,
+                unit_budget_usd=None, sweep_budget_usd=None, unit_budget_tokens=None,
+                gateway_actors=config.gateway_actors,
+            )  # fmt: skip
+        )
+        pool = start_gateways(prepared)
+        try:
+            asyncio.run(_warm(pool))  # actor start-up is not what is measured
+            pool.ledger()
+            start = time.perf_counter()
+            result = explain_subjects(
+                prepared, subjects, make_tools, run_id="bench-llm", address=config.address,
+                progress=False, pool=pool,
+            )  # fmt: skip
+            seconds = time.perf_counter() - start
+        finally:
+            pool.shutdown()
+    finally:
+        server.stop()
+    return result, seconds
+
+
+def _concurrency(config: LLMBenchConfig, subjects, make_tools) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    latency = ("--latency", str(config.latency_s))
+    one, t_one = _explain(config, subjects, make_tools, concurrency=1, server_args=latency)
+    many, t_many = _explain(
+        config, subjects, make_tools, concurrency=len(subjects), server_args=latency
+    )
+    # The same with an instant server: what the experiments, SDKs and Ray cost on this machine.
+    _, t_floor = _explain(
+        config, subjects, make_tools, concurrency=len(subjects), server_args=("--latency", "0")
+    )
+    return {
+        "units": len(subjects),
+        "latency_s": config.latency_s,
+        "calls": len(many.calls),
+        "one_at_a_time_s": round(t_one, 2),
+        "all_at_once_s": round(t_many, 2),
+        "speedup": round(t_one / t_many, 2),
+        "all_at_once_instant_server_s": round(t_floor, 2),
+        "ok_one_at_a_time": sum(o.status == "ok" for o in one.outcomes),
+        "ok_all_at_once": sum(o.status == "ok" for o in many.outcomes),
+    }
+
+
+def _faults(config: LLMBenchConfig, subjects, make_tools) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    half = config.fault_rate / 2
+    args = ("--latency", str(config.latency_s), "--p-rate-limit", str(half),
+            "--p-server-error", str(half), "--retry-after", str(config.retry_after_s),
+            "--seed", "7")  # fmt: skip
+    result, seconds = _explain(
+        config, subjects, make_tools, concurrency=len(subjects), server_args=args
+    )
+    attempts = sum(1 + c.retries for c in result.calls)
+    retries = sum(c.retries for c in result.calls)
+    return {
+        "units": len(subjects),
+        "fault_rate": config.fault_rate,
+        "calls": len(result.calls),
+        "attempts": attempts,
+        "retries": retries,
+        "failed_attempts_share": round(retries / attempts, 3) if attempts else None,
+        "units_ok": sum(o.status == "ok" for o in result.outcomes),
+        "units_lost": sum(o.status != "ok" for o in result.outcomes),
+        "seconds": round(seconds, 2),
+    }

@@ -1,0 +1,28 @@
+"""`coin-scale bench llm` end to end on tiny settings: it measures, it never exceeds the limit,
+and it loses no unit under faults (the figures themselves are in BENCHMARKS.md)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from coin_scale.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+def test_bench_llm_reports_rate_and_faults(ray_cluster, capsys):
+    argv = ["bench", "llm", "--parts", "rate,faults", "--seconds", "4", "--units", "3",
+            "--latency", "0.05", "--rpm", "600"]  # fmt: skip
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    rate, faults = report["rate"], report["faults"]
+    assert rate["requests"] >= 20 and rate["max_in_any_60s_window"] <= 600
+    assert rate["refused_by_server_429"] == 0 and rate["replies_ok"] == rate["requests"]
+    assert faults["units"] == 3 and faults["units_lost"] == 0 and faults["calls"] >= 3
+
+
+def test_bench_llm_rejects_unknown_parts(capsys):
+    assert main(["bench", "llm", "--parts", "speed"]) == 2
+    assert "unknown parts" in capsys.readouterr().err
