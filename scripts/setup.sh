@@ -10,12 +10,14 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 stamp=.venv/.coin-scale-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+# The stamp holds the hash of the pyproject.toml it installed: any change to it reinstalls.
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "==> installing torch==2.14.1 torchvision==0.29.1, ray, pyarrow, duckdb, ... into .venv"
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q torch==2.14.1 torchvision==0.29.1
   .venv/bin/python -m pip install -q -e ".[dev]"
-  touch "$stamp"
+  echo "$want" > "$stamp"
 fi
 .venv/bin/coin-scale --help >/dev/null
 echo "==> coin-scale is installed in .venv (activate with: source .venv/bin/activate)"
