@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import json
 import math
+import re
 import threading
 import time
 from collections.abc import Mapping
@@ -23,6 +24,7 @@ from urllib.parse import parse_qsl
 from coin_scale.llm.fakeserver import wire_anthropic, wire_gemini, wire_openai
 from coin_scale.llm.fakeserver.faults import WINDOW_S, Decision, FaultInjector, Faults
 from coin_scale.llm.fakeserver.policy import Action, CallTool, ConversationView, Policy
+from coin_scale.llm.messages import TOKENS_PER_IMAGE
 
 HOST = "127.0.0.1"
 
@@ -89,6 +91,16 @@ def _json(value: Any) -> bytes:
 
 def _digest(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
+
+
+_BASE64_RUN = re.compile(rb"[A-Za-z0-9+/=]{256,}")
+
+
+def _input_tokens(raw: bytes, images: int) -> int:
+    """Billed input tokens the way providers count them: text at about 4 characters per token,
+    each image as a fixed count (`TOKENS_PER_IMAGE`), not as the length of its base64."""
+    text = _BASE64_RUN.sub(b"", raw)
+    return max(1, len(text) // 4 + images * TOKENS_PER_IMAGE)
 
 
 def max_in_window(records: tuple[RequestRecord, ...], window_s: float = WINDOW_S) -> int:
@@ -286,7 +298,7 @@ class FakeProviderServer:
         out_text = action.text
         if isinstance(action, CallTool):
             out_text += action.name + (action.raw_arguments or json.dumps(action.arguments))
-        usage = (max(1, len(raw) // 4), max(1, len(out_text) // 4))
+        usage = (_input_tokens(raw, view.images), max(1, len(out_text) // 4))
         payload = wire.reply(action, model=view.model, call_id=call_id, usage=usage)
         return _Answer(200, _json(payload)), reply.record(200, None, view)
 
