@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import ray
 from ray.exceptions import ActorUnavailableError, RayActorError
 
-from coin_scale.actors.replica import BatchResult, ModelReplica
+from coin_scale.actors.replica import BatchResult, MapsResult, ModelReplica
 from coin_scale.models.layers import Layout
 from coin_scale.models.loading import ModelPayload
 
@@ -46,6 +47,25 @@ class ReplicaPool:
         self, batches: Sequence[Batch], on_resubmit: Callable[[int, str], None] | None = None
     ) -> Iterator[BatchResult]:
         """Yield results in completion order; a batch whose replica died goes to the next one."""
+        return self._dispatch("run", batches, (), on_resubmit)
+
+    def run_maps(
+        self,
+        batches: Sequence[Batch],
+        layer: str,
+        on_resubmit: Callable[[int, str], None] | None = None,
+    ) -> Iterator[MapsResult]:
+        """Like `run`, with every batch's whole float16 conv maps of `layer` (`MapsResult`)."""
+        return self._dispatch("run_maps", batches, (layer,), on_resubmit)
+
+    def _dispatch(
+        self,
+        method: str,
+        batches: Sequence[Batch],
+        extra: tuple[Any, ...],
+        on_resubmit: Callable[[int, str], None] | None,
+    ) -> Iterator[Any]:
+        """`actor.<method>(batch_id, batch, *extra)` for every batch, bounded, failing over."""
         queue = list(range(len(batches)))[::-1]
         attempts = [0] * len(batches)
         pending: dict[ray.ObjectRef, tuple[int, int]] = {}
@@ -54,7 +74,7 @@ class ReplicaPool:
         def submit(batch_id: int) -> None:
             slot = min(range(len(self.actors)), key=lambda i: (load[i], (batch_id + i) % len(load)))
             attempts[batch_id] += 1
-            ref = self.actors[slot].run.remote(batch_id, batches[batch_id])
+            ref = getattr(self.actors[slot], method).remote(batch_id, batches[batch_id], *extra)
             pending[ref] = (batch_id, slot)
             load[slot] += 1
 
@@ -66,7 +86,7 @@ class ReplicaPool:
             batch_id, slot = pending.pop(done[0])
             load[slot] -= 1
             try:
-                result: BatchResult = ray.get(done[0])
+                result = ray.get(done[0])
             except (RayActorError, ActorUnavailableError) as err:
                 if attempts[batch_id] >= self.max_attempts:
                     raise RuntimeError(

@@ -1,4 +1,5 @@
-"""ModelReplica: a Ray actor that holds one copy of the model and returns reduced activations."""
+"""ModelReplica: a Ray actor that holds one copy of the model and returns reduced activations
+(dissection) or a layer's whole conv maps (SAE training)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,23 @@ class BatchResult:
     """{layer: {reduction: float32 (batch, unit)}}."""
     failures: list[tuple[int, str]]
     seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class MapsResult:
+    """What a replica returns for one batch of `run_maps`: a layer's whole conv maps (for SAEs)."""
+
+    batch_id: int
+    indices: np.ndarray
+    """int64 (batch,) image indices that decoded and ran."""
+    maps: np.ndarray
+    """float16 (batch, channel, height, width), contiguous; (0, 0, 0, 0) when nothing decoded."""
+    failures: list[tuple[int, str]]
+    seconds: float
+
+
+class _StopAfterLayer(Exception):
+    """Raised by the `run_maps` hook: the layers after the requested one are not computed."""
 
 
 class ReplicaCore:
@@ -73,6 +91,47 @@ class ReplicaCore:
             seconds=time.perf_counter() - start,
         )
 
+    def run_maps(self, batch_id: int, items: Sequence[tuple[int, str]], layer: str) -> MapsResult:
+        """Like `run`, but return `layer`'s whole output as float16 (batch, C, H, W) maps; the
+        forward pass stops after that layer."""
+        import time
+
+        start = time.perf_counter()
+        module = self.capture.module
+        target = dict(module.named_modules()).get(layer)
+        if target is None:
+            raise ValueError(f"model has no module {layer!r}")
+        decoded = decode_batch(items, self.preprocess)
+        maps = np.zeros((0, 0, 0, 0), dtype=np.float16)
+        if decoded.indices:
+            captured: list[torch.Tensor] = []
+
+            def hook(_m: torch.nn.Module, _i: object, out: torch.Tensor) -> None:
+                captured.append(out.detach())
+                raise _StopAfterLayer
+
+            with self._forward_lock, torch.inference_mode(), self._autocast():
+                pixels = decoded.pixels.to(self.device, non_blocking=True)
+                pixels = pixels.contiguous(memory_format=torch.channels_last)
+                handle = target.register_forward_hook(hook)
+                try:
+                    with contextlib.suppress(_StopAfterLayer):
+                        module(self.preprocess.normalize(pixels))
+                finally:
+                    handle.remove()
+            if not captured or captured[0].dim() != 4:
+                shape = tuple(captured[0].shape) if captured else None
+                raise ValueError(f"layer {layer!r} gave no conv map (batch, C, H, W), got {shape}")
+            out = captured[0].to("cpu", torch.float16).contiguous()
+            maps = out.numpy()
+        return MapsResult(
+            batch_id=batch_id,
+            indices=np.asarray(decoded.indices, dtype=np.int64),
+            maps=maps,
+            failures=decoded.failures,
+            seconds=time.perf_counter() - start,
+        )
+
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.device.type == "cuda":
             return torch.autocast("cuda", dtype=torch.bfloat16)
@@ -90,6 +149,9 @@ class ModelReplica:
 
     def run(self, batch_id: int, items: list[tuple[int, str]]) -> BatchResult:
         return self.core.run(batch_id, items)
+
+    def run_maps(self, batch_id: int, items: list[tuple[int, str]], layer: str) -> MapsResult:
+        return self.core.run_maps(batch_id, items, layer)
 
     def pid(self) -> int:
         return os.getpid()

@@ -11,7 +11,9 @@ from coin_scale.errors import UserError
 
 # Subcommand modules under coin_scale.cli; each defines register(subparsers) -> None and sets
 # `func(args) -> int` on its parser.
-COMMANDS = ("layers", "dissect", "query", "compact", "bench", "render", "train_probe_model")
+COMMANDS = (
+    "layers", "dissect", "query", "compact", "bench", "render", "train_probe_model", "train_sae",
+)
 
 log = logging.getLogger("coin_scale")
 
