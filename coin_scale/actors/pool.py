@@ -10,6 +10,7 @@ import ray
 from ray.exceptions import ActorUnavailableError, RayActorError
 
 from coin_scale.actors.replica import BatchResult, MapsResult, ModelReplica
+from coin_scale.dissect.activations import SAEUnits
 from coin_scale.models.layers import Layout
 from coin_scale.models.loading import ModelPayload
 
@@ -32,11 +33,16 @@ class ReplicaPool:
         gpus_each: float,
         in_flight_each: int = 3,
         max_attempts: int = 4,
+        unit_transforms: dict[str, SAEUnits] | None = None,
     ) -> None:
+        """`unit_transforms` {layer: SAEUnits}: those layers' units are the SAE's latents."""
         self.payload_ref = payload_ref = ray.put(payload)  # kept alive for actor restarts
+        self.transforms_ref = transforms_ref = ray.put(unit_transforms) if unit_transforms else None
         options = {"num_cpus": cpus_each, "num_gpus": gpus_each}
         self.actors = [
-            ModelReplica.options(**options).remote(payload_ref, layers, list(reductions))  # type: ignore[attr-defined]
+            ModelReplica.options(**options).remote(  # type: ignore[attr-defined]
+                payload_ref, layers, list(reductions), transforms_ref
+            )
             for _ in range(replicas)
         ]
         self.in_flight_each = in_flight_each

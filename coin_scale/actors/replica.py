@@ -6,14 +6,20 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import ray
 import torch
 
-from coin_scale.dissect.activations import ActivationCapture, Reduction, decode_batch
+from coin_scale.dissect.activations import (
+    ActivationCapture,
+    Reduction,
+    SAEUnits,
+    decode_batch,
+    sae_code_maps,
+)
 from coin_scale.models.layers import Layout
 from coin_scale.models.loading import ModelPayload, build_module
 
@@ -49,7 +55,9 @@ class _StopAfterLayer(Exception):
 
 
 class ReplicaCore:
-    """The replica's work without Ray: decode, forward under inference_mode, reduce on the device."""
+    """The replica's work without Ray: decode, forward under inference_mode, reduce on the device.
+
+    `unit_transforms` {layer: SAEUnits} make those layers' units the SAE's latents (codes)."""
 
     def __init__(
         self,
@@ -58,13 +66,18 @@ class ReplicaCore:
         reductions: Sequence[Reduction],
         device: str | None = None,
         threads: int | None = None,
+        unit_transforms: Mapping[str, SAEUnits] | None = None,
     ) -> None:
         if threads:
             torch.set_num_threads(threads)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.preprocess = payload.preprocess
         module = build_module(payload).to(self.device).to(memory_format=torch.channels_last)
-        self.capture = ActivationCapture(module, layers, reductions)
+        transforms = {
+            name: sae_code_maps(units.build(self.device))
+            for name, units in (unit_transforms or {}).items()
+        }
+        self.capture = ActivationCapture(module, layers, reductions, transforms)
         self._forward_lock = threading.Lock()
 
     def run(self, batch_id: int, items: Sequence[tuple[int, str]]) -> BatchResult:
@@ -143,9 +156,18 @@ class ModelReplica:
     """Thin actor around ReplicaCore. Two calls run at once: one decodes while the other computes
     (measured: +4% on synthetic JPEGs, +8% on ImageNet photos with 2 CPU cores)."""
 
-    def __init__(self, payload: ModelPayload, layers: dict[str, Layout], reductions: list[str]):
+    def __init__(
+        self,
+        payload: ModelPayload,
+        layers: dict[str, Layout],
+        reductions: list[str],
+        unit_transforms: dict[str, SAEUnits] | None = None,
+    ):
         cpus = int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)) or 1
-        self.core = ReplicaCore(payload, layers, reductions, threads=cpus)  # type: ignore[arg-type]
+        self.core = ReplicaCore(
+            payload, layers, reductions, threads=cpus,  # type: ignore[arg-type]
+            unit_transforms=unit_transforms,
+        )  # fmt: skip
 
     def run(self, batch_id: int, items: list[tuple[int, str]]) -> BatchResult:
         return self.core.run(batch_id, items)

@@ -21,6 +21,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--quantile", type=float, default=0.99, help="threshold quantile")
     parser.add_argument("--reduction", choices=["max", "mean"], default="max",
                         help="spatial reduction of a unit's map to one value per image")  # fmt: skip
+    parser.add_argument("--units", choices=["neuron", "sae"], default="neuron",
+                        help="neuron: the layer's channels; sae: the latents of --sae")  # fmt: skip
+    parser.add_argument("--sae", default=None, metavar="PATH",
+                        help="SAE checkpoint of this layer (train-sae --out); needs --units sae")  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--replicas", type=int, default=None,
                         help="model replicas (default: one per GPU, else one using all cores)")  # fmt: skip
@@ -43,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
             model=args.model, weights=args.weights, seed=args.seed, layer=args.layer,
             probe=args.probe, warehouse=args.warehouse, top_k=args.top_k, quantile=args.quantile,
             reduction=args.reduction, batch_size=args.batch_size, replicas=args.replicas,
-            address=args.address, force=args.force, run_id=args.run_id,
+            address=args.address, force=args.force, run_id=args.run_id, units=args.units,
+            sae=args.sae,
         )  # fmt: skip
     except ValueError as err:
         raise UserError(str(err)) from None
@@ -63,8 +68,9 @@ def run(args: argparse.Namespace) -> int:
     if result.cached:
         print(f"reused cached dissection {result.dissection_id} (run {result.run_id}); --force recomputes")
     else:
+        what = "SAE latents" if args.units == "sae" else "units"
         print(
-            f"dissected {result.n_units} units of {result.model}/{result.layer} over "
+            f"dissected {result.n_units} {what} of {result.model}/{result.layer} over "
             f"{result.n_images} images ({result.n_failed} unreadable) in {result.seconds:.1f}s "
             f"({result.images_per_second:.1f} img/s)"
         )

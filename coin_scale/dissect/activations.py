@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from PIL import Image, UnidentifiedImageError
@@ -14,8 +14,16 @@ from torch import nn
 from coin_scale.models.layers import Layout
 from coin_scale.models.preprocess import Preprocess
 
+if TYPE_CHECKING:
+    from coin_scale.sae.config import SAEConfig
+    from coin_scale.sae.model import SparseAutoencoder
+
 Reduction = Literal["max", "mean"]
 REDUCTIONS: tuple[Reduction, ...] = ("max", "mean")
+
+UnitTransform = Callable[[torch.Tensor], torch.Tensor]
+"""Maps a layer's output to other units of the same layout before the reduction (e.g. SAE codes:
+(batch, channel, H, W) -> (batch, latent, H, W))."""
 
 
 def reduce_units(output: torch.Tensor, layout: Layout, reduction: Reduction) -> torch.Tensor:
@@ -25,6 +33,41 @@ def reduce_units(output: torch.Tensor, layout: Layout, reduction: Reduction) -> 
     dims = {"nchw": (2, 3), "nhwc": (1, 2), "ntc": (1,)}[layout]
     reduced = output.amax(dim=dims) if reduction == "max" else output.mean(dim=dims)
     return reduced.float()
+
+
+@dataclass(frozen=True, slots=True)
+class SAEUnits:
+    """An SAE whose latents replace a conv layer's channels as its units; small enough to travel
+    with the work to every replica (weights folded, as in its checkpoint)."""
+
+    config: SAEConfig
+    state: dict[str, torch.Tensor]
+    """The SAE's state dict (CPU tensors)."""
+    sha256: str
+    """Content hash of the checkpoint file (part of the dissection key)."""
+
+    def build(self, device: str | torch.device = "cpu") -> SparseAutoencoder:
+        """The SAE in eval mode on `device`."""
+        from coin_scale.sae.model import SparseAutoencoder
+
+        c = self.config
+        sae = SparseAutoencoder(c.d_in, c.d_sae, c.k, c.kind)
+        sae.load_state_dict(self.state)
+        return sae.to(device).eval()
+
+
+def sae_code_maps(sae: SparseAutoencoder) -> UnitTransform:
+    """A transform of conv maps (batch, C, H, W) to SAE code maps (batch, d_sae, H, W), encoded in
+    float32 even under autocast (codes are compared against thresholds and top-k)."""
+    from coin_scale.sae.model import conv_from_tokens, tokens_from_conv
+
+    def transform(maps: torch.Tensor) -> torch.Tensor:
+        batch, _, height, width = maps.shape
+        with torch.autocast(maps.device.type, enabled=False):
+            codes = sae.encode(tokens_from_conv(maps).float())[0]
+        return conv_from_tokens(codes, batch, height, width)
+
+    return transform
 
 
 class _StopForward(Exception):
@@ -58,18 +101,25 @@ def decode_batch(items: Sequence[tuple[int, str]], preprocess: Preprocess) -> De
 
 
 class ActivationCapture:
-    """Runs a model and returns the requested layers' reduced activations; stops after the last."""
+    """Runs a model and returns the requested layers' reduced activations; stops after the last.
+
+    `transforms` (optional, per layer) turn a layer's output into other units before reducing."""
 
     def __init__(
         self,
         module: nn.Module,
         layers: Mapping[str, Layout],
         reductions: Sequence[Reduction] = ("max",),
+        transforms: Mapping[str, UnitTransform] | None = None,
     ) -> None:
         named = dict(module.named_modules())
         missing = [name for name in layers if name not in named]
         if missing:
             raise ValueError(f"model has no module(s) {missing}")
+        unknown = sorted(set(transforms or {}) - set(layers))
+        if unknown:
+            raise ValueError(f"transforms for layers {unknown} that are not captured")
+        self.transforms = dict(transforms or {})
         self.module = module
         self.layers = dict(layers)
         self.reductions = tuple(reductions)
@@ -82,6 +132,8 @@ class ActivationCapture:
 
             def hook(_m: nn.Module, _i: object, out: torch.Tensor, name: str = name) -> None:
                 layout = self.layers[name]
+                if name in self.transforms:
+                    out = self.transforms[name](out)
                 into[name] = {r: reduce_units(out, layout, r) for r in self.reductions}
                 if len(into) == len(self.layers):
                     raise _StopForward

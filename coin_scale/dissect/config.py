@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
 from coin_scale.dissect.activations import REDUCTIONS, Reduction
+
+UnitKind = Literal["neuron", "sae"]
+"""What a layer's units are: its channels (neurons) or the latents of an SAE trained on it."""
+UNIT_KINDS: tuple[UnitKind, ...] = ("neuron", "sae")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,6 +47,10 @@ class DissectConfig:
     keep_activations: bool = False
     """Also store the dense (image, unit) float16 activation matrix for explainers (size:
     images x units x 2 bytes; meant for probe sets of thousands of images, not millions)."""
+    units: UnitKind = "neuron"
+    """neuron: the layer's channels; sae: the latents of the SAE checkpoint `sae` of this layer."""
+    sae: str | None = None
+    """SAE checkpoint (`train-sae --out`) whose latents are the units; only with units sae."""
 
     def __post_init__(self) -> None:
         if self.top_k < 1:
@@ -55,6 +63,12 @@ class DissectConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.replicas is not None and self.replicas < 1:
             raise ValueError(f"replicas must be >= 1, got {self.replicas}")
+        if self.units not in UNIT_KINDS:
+            raise ValueError(f"units must be one of {UNIT_KINDS}, got {self.units!r}")
+        if self.units == "sae" and not self.sae:
+            raise ValueError("--units sae needs --sae PATH, the SAE checkpoint of this layer")
+        if self.units != "sae" and self.sae:
+            raise ValueError(f"--sae {self.sae} is only used with --units sae; pass both or none")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -18,9 +18,11 @@ import torch
 from tqdm import tqdm
 
 import coin_scale
-from coin_scale.dissect.config import DissectConfig
+from coin_scale.dissect.activations import SAEUnits
+from coin_scale.dissect.config import DissectConfig, UnitKind
 from coin_scale.dissect.statistics import UnitAccumulator
 from coin_scale.dissect.tables import exemplars_table, probe_images_table, unit_stats_table
+from coin_scale.errors import UserError
 from coin_scale.models import (
     LayerInfo,
     ModelPayload,
@@ -67,6 +69,17 @@ class DissectPlan:
     layer: LayerInfo
     probe: ProbeSet
     dissection_id: str
+    sae: SAEUnits | None = None
+    """The SAE whose latents are the units (config.units == 'sae'), else None."""
+
+    @property
+    def n_units(self) -> int:
+        """The layer's channels, or the SAE's latents."""
+        return self.sae.config.d_sae if self.sae else self.layer.units
+
+    @property
+    def unit_kind(self) -> UnitKind:
+        return "sae" if self.sae else "neuron"
 
 
 def plan_dissection(
@@ -75,21 +88,52 @@ def plan_dissection(
     """Validate the inputs (probe, model, layer) and derive the dissection's content key.
 
     A caller that already resolved the model or scanned the probe folder (the sweep) passes them,
-    so the weights are not loaded and the probe files not hashed a second time."""
+    so the weights are not loaded and the probe files not hashed a second time. With units
+    'sae' the checkpoint is loaded and checked against the layer here, before any Ray work."""
     probe = probe or scan_probe(config.probe)
     payload = payload or resolve_model(
         ModelSource(model=config.model, weights=config.weights, seed=config.seed)
     )
     layers = describe_layers(build_module(payload), payload.arch, payload.preprocess.crop)
     layer = find_layer(layers, config.layer, payload.model_id)
+    sae = _load_sae_units(config.sae, payload, layer) if config.units == "sae" else None
     key = {
         "model": payload.model_id, "arch": payload.arch, "arch_kwargs": payload.arch_kwargs,
         "weights": payload.weights_id, "layer": layer.name, "reduction": config.reduction,
         "top_k": config.top_k, "quantile": config.quantile, "probe": probe.probe_id,
         "preprocess": payload.preprocess.to_dict(),
     }  # fmt: skip
+    if sae is not None:  # only then: the keys of neuron dissections stay as they were
+        key |= {"units": "sae", "sae": sae.sha256}
     digest = hashlib.blake2b(json.dumps(key, sort_keys=True).encode(), digest_size=8).hexdigest()
-    return DissectPlan(config, payload, layer, probe, dissection_id=digest)
+    return DissectPlan(config, payload, layer, probe, dissection_id=digest, sae=sae)
+
+
+def _load_sae_units(path: str | None, payload: ModelPayload, layer: LayerInfo) -> SAEUnits:
+    """Load the SAE checkpoint at `path`, refusing one for another model, layer or width."""
+    from coin_scale.sae.checkpoint import load_sae
+
+    if layer.layout != "nchw":
+        raise UserError(
+            f"layer {layer.name!r} of {payload.model_id} outputs {layer.layout} activations; SAE "
+            "units need a conv layer's (channel, height, width) maps"
+        )
+    if not path:
+        raise UserError("--units sae needs --sae PATH, the SAE checkpoint of this layer")
+    source = Path(path).expanduser()
+    try:
+        sae, sae_config, _ = load_sae(
+            source, expect_model=payload.model_id, expect_layer=layer.name,
+            expect_d_in=layer.units,
+        )  # fmt: skip
+        digest = hashlib.sha256()
+        with open(source, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    except (OSError, ValueError) as err:
+        raise UserError(str(err).splitlines()[0] if str(err) else repr(err)) from None
+    state = {name: t.detach().cpu().clone() for name, t in sae.state_dict().items()}
+    return SAEUnits(config=sae_config, state=state, sha256=digest.hexdigest())
 
 
 def new_run_id() -> str:
@@ -143,17 +187,18 @@ def _execute(
         pool = ReplicaPool(
             plan.payload, {layer.name: layer.layout}, [config.reduction],
             replicas=replicas, cpus_each=cpus, gpus_each=gpus,
+            unit_transforms={layer.name: plan.sae} if plan.sae else None,
         )  # fmt: skip
         pool.wait_ready()
         startup_seconds = time.perf_counter() - startup
         items = [(im.index, im.path) for im in probe.images]
         batches = [items[i : i + config.batch_size] for i in range(0, len(items), config.batch_size)]
         acc = UnitAccumulator(
-            layer.units, top_k=config.top_k, quantile=config.quantile, n_images=len(items)
+            plan.n_units, top_k=config.top_k, quantile=config.quantile, n_images=len(items)
         )
         failures: dict[int, str] = {}
         dense = (
-            np.full((len(items), layer.units), np.nan, dtype=np.float16)
+            np.full((len(items), plan.n_units), np.nan, dtype=np.float16)
             if config.keep_activations
             else None
         )
@@ -187,15 +232,13 @@ def _execute(
             "probe_images); first: %s", len(failures), len(items), next(iter(failures.values())),
         )  # fmt: skip
     if acc.moments.count == 0:
-        from coin_scale.errors import UserError
-
         raise UserError(f"none of the {len(items)} images under {probe.root} could be read")
     if dense is not None:
         _save_activations(warehouse, plan.dissection_id, dense)
     _persist(warehouse, plan, run_id, acc, failures, seconds)
     return DissectResult(
         dissection_id=plan.dissection_id, run_id=run_id, cached=False, model=plan.payload.model_id,
-        layer=layer.name, n_images=len(items), n_failed=len(failures), n_units=layer.units,
+        layer=layer.name, n_images=len(items), n_failed=len(failures), n_units=plan.n_units,
         seconds=seconds, startup_seconds=startup_seconds,
     )  # fmt: skip
 
@@ -236,19 +279,30 @@ def _persist(
     values, indices = acc.topk.result()
     did = plan.dissection_id
     warehouse.write("probe_images", probe_images_table(plan.probe, failures), key=plan.probe.probe_id)
-    warehouse.write("unit_stats", unit_stats_table(did, model, layer, config.reduction, stats), key=did)
-    warehouse.write("exemplars", exemplars_table(did, model, layer, values, indices, plan.probe), key=did)
+    kind = plan.unit_kind
+    unit_stats = unit_stats_table(did, model, layer, config.reduction, stats)
+    warehouse.write("unit_stats", _with_kind(unit_stats, kind), key=did)
+    exemplars = exemplars_table(did, model, layer, values, indices, plan.probe)
+    warehouse.write("exemplars", _with_kind(exemplars, kind), key=did)
     n = len(plan.probe)
     row = {
         "dissection_id": did, "run_id": run_id, "model": model, "weights": plan.payload.weights_id,
-        "layer": layer, "unit_kind": "neuron", "reduction": config.reduction,
+        "layer": layer, "unit_kind": kind, "reduction": config.reduction,
         "top_k": np.int32(config.top_k), "quantile": config.quantile,
         "probe_id": plan.probe.probe_id, "probe_path": plan.probe.root, "n_images": n,
-        "n_ok": n - len(failures), "n_failed": len(failures), "n_units": np.int32(plan.layer.units),
+        "n_ok": n - len(failures), "n_failed": len(failures), "n_units": np.int32(plan.n_units),
         "threshold_method": stats.threshold_method, "seconds": seconds,
         "created_at": datetime.now(UTC),
     }  # fmt: skip
     warehouse.write("dissections", pa.Table.from_pylist([row]), key=did)
+
+
+def _with_kind(table: pa.Table, kind: UnitKind) -> pa.Table:
+    """`table` with every row's `kind` set to `kind` (the table builders write 'neuron')."""
+    if kind == "neuron":
+        return table
+    column = table.schema.get_field_index("kind")
+    return table.set_column(column, "kind", pa.array([kind] * table.num_rows, pa.string()))
 
 
 def _write_run(
