@@ -11,6 +11,7 @@ import json
 import re
 import time
 from collections.abc import Mapping
+from types import ModuleType
 from typing import Any
 
 from coin_scale.llm.messages import ErrorKind, ProviderError
@@ -188,3 +189,22 @@ def transport_error(provider: str, err: BaseException, *, api_key: str | None) -
 def malformed(provider: str, what: str, *, api_key: str | None) -> ProviderError:
     """A 2xx reply whose content is not what the API promises."""
     return ProviderError("malformed", scrub(what, api_key), provider=provider, status=None)
+
+
+def sdk_error(provider: str, sdk: ModuleType, err: BaseException, *, api_key: str) -> ProviderError:
+    """The `ProviderError` for anything the `openai` or `anthropic` SDK raised (both share the
+    same exception classes by name: timeout, connection, response validation, HTTP status)."""
+    if isinstance(err, sdk.APITimeoutError):
+        return ProviderError("timeout", "no reply in time", provider=provider)
+    if isinstance(err, sdk.APIConnectionError):
+        cause = err.__cause__ or err
+        detail = scrub(f"{type(cause).__name__}: {cause}", api_key)
+        return ProviderError("connection", detail, provider=provider)
+    if isinstance(err, sdk.APIResponseValidationError):
+        return malformed(provider, f"reply does not fit the schema: {err.message}", api_key=api_key)
+    if isinstance(err, sdk.APIStatusError):
+        return status_error(
+            provider, err.status_code, err.body, err.response.headers, api_key=api_key,
+            code=getattr(err, "code", None),
+        )  # fmt: skip
+    return transport_error(provider, err, api_key=api_key)

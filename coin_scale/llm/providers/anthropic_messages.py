@@ -16,11 +16,10 @@ from coin_scale.llm.messages import (
     ChatResponse,
     ImagePart,
     Message,
-    ProviderError,
     ToolCall,
     Usage,
 )
-from coin_scale.llm.providers._errors import malformed, scrub, status_error, transport_error
+from coin_scale.llm.providers._errors import malformed, sdk_error
 
 PROVIDER = "anthropic"
 
@@ -162,21 +161,8 @@ class AnthropicMessages:
         try:
             async with asyncio.timeout(timeout):
                 message = await self._sdk().messages.create(**params, timeout=timeout)
-        except anthropic.APITimeoutError:
-            raise ProviderError("timeout", "no reply in time", provider=PROVIDER) from None
-        except anthropic.APIConnectionError as err:
-            cause = err.__cause__ or err
-            detail = scrub(f"{type(cause).__name__}: {cause}", self._api_key)
-            raise ProviderError("connection", detail, provider=PROVIDER) from None
-        except anthropic.APIResponseValidationError as err:
-            detail = f"reply does not fit the schema: {err.message}"
-            raise malformed(PROVIDER, detail, api_key=self._api_key) from None
-        except anthropic.APIStatusError as err:
-            raise status_error(
-                PROVIDER, err.status_code, err.body, err.response.headers, api_key=self._api_key
-            ) from None
         except Exception as err:  # noqa: BLE001 - nothing from the SDK may escape
-            raise transport_error(PROVIDER, err, api_key=self._api_key) from None
+            raise sdk_error(PROVIDER, anthropic, err, api_key=self._api_key) from None
         if not isinstance(message, anthropic.types.Message):
             detail = f"reply is not a message: {str(message)[:200]}"
             raise malformed(PROVIDER, detail, api_key=self._api_key)
