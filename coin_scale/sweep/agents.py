@@ -10,18 +10,22 @@ from __future__ import annotations
 
 import logging
 
-import pyarrow as pa
 import torch
 
-from coin_scale.agent import ExperimentTools, TorchUnitMeter, UnitSubject, exemplars_from_paths
+from coin_scale.agent import (
+    AgentOutcome,
+    ExperimentTools,
+    TorchUnitMeter,
+    UnitSubject,
+    exemplars_from_paths,
+)
 from coin_scale.explain.llm import PreparedLLM, explain_subjects
 from coin_scale.models import ModelPayload
 from coin_scale.models.layers import LayerInfo
 from coin_scale.storage import Warehouse, connect
-from coin_scale.storage.schemas import experiments, get_spec, llm_calls
+from coin_scale.storage.schemas import experiments, llm_calls
 from coin_scale.sweep.config import SweepConfig
 from coin_scale.sweep.evidence import LayerEvidence
-from coin_scale.sweep.records import UnitFinding
 from unity_pool.tools import LocalRenderer, RenderTools
 
 log = logging.getLogger(__name__)
@@ -40,8 +44,9 @@ def explain_with_agents(
     units: list[int],
     *,
     run_id: str,
-) -> dict[int, UnitFinding]:
-    """A finding (label or error, never both) per unit; stores `experiments` and `llm_calls`."""
+) -> dict[int, AgentOutcome]:
+    """Each unit's agent outcome (a label or an error, never both); stores `experiments` and
+    `llm_calls`."""
     rows = (
         connect(config.warehouse)
         .execute(
@@ -73,26 +78,12 @@ def explain_with_agents(
     )  # fmt: skip
     warehouse = Warehouse(config.warehouse)
     steps = [row for outcome in result.outcomes for row in outcome.experiments]
-    warehouse.write("experiments", _table(experiments.to_arrow(steps), "experiments"), key=run_id)
-    warehouse.write("llm_calls", _table(llm_calls.to_arrow(result.calls), "llm_calls"), key=run_id)
-    spent = sum(c.cost_usd for c in result.calls)
-    failed = [o for o in result.outcomes if o.status != "ok"]
+    warehouse.write("experiments", experiments.to_arrow(steps), key=run_id)
+    warehouse.write("llm_calls", llm_calls.to_arrow(result.calls), key=run_id)
+    failed = sum(o.status != "ok" for o in result.outcomes)
     log.info(
         "%d units explained by %s:%s in %d calls, $%.4f; %d failed",
-        len(units) - len(failed), prepared.config.provider, prepared.model, len(result.calls),
-        spent, len(failed),
+        len(units) - failed, prepared.config.provider, prepared.model, len(result.calls),
+        sum(c.cost_usd for c in result.calls), failed,
     )  # fmt: skip
-    findings = {}
-    for unit, outcome in zip(units, result.outcomes, strict=True):
-        ok = outcome.status == "ok"
-        findings[unit] = UnitFinding(
-            layer=layer.name, unit=unit, rank=0, contribution=0.0, share=0.0,
-            label=outcome.label if ok else None, description=outcome.description if ok else None,
-            confidence=outcome.confidence if ok else None, explainer=prepared.config.provider,
-            error=None if ok else f"{outcome.status}: {outcome.error or 'no valid answer'}",
-        )  # fmt: skip
-    return findings
-
-
-def _table(table: pa.Table, name: str) -> pa.Table:
-    return table if table.num_rows else get_spec(name).empty()
+    return dict(zip(units, result.outcomes, strict=True))

@@ -200,28 +200,32 @@ def _explain(
     if prepared is not None:
         from coin_scale.sweep.agents import explain_with_agents
 
-        by_agent = explain_with_agents(
+        outcomes = explain_with_agents(
             config, prepared, evidence, payload, module, layer, units, run_id=run_id
         )
-        return (
-            evidence.dissection_id,
-            [replace(by_agent[f.unit], rank=f.rank, contribution=f.contribution, share=f.share,
-                     exemplars=tuple(shown.get(f.unit, []))) for f in positive],
-            [replace(by_agent[f.unit], rank=f.rank, contribution=f.contribution, share=f.share,
-                     exemplars=tuple(shown.get(f.unit, []))) for f in negative],
-        )  # fmt: skip
 
-    explained = explain_units(
-        evidence.activations[:, units], evidence.concepts, OfflineExplainerConfig()
-    )
-    by_unit = dict(zip(units, explained, strict=True))
+        def explained_finding(f: UnitFinding) -> UnitFinding:
+            o = outcomes[f.unit]
+            ok = o.status == "ok"
+            return replace(
+                f, label=o.label if ok else None, description=o.description if ok else None,
+                confidence=o.confidence if ok else None, explainer=config.explainer,
+                error=None if ok else f"{o.status}: {o.error or 'no valid answer'}",
+                exemplars=tuple(shown.get(f.unit, [])),
+            )  # fmt: skip
 
-    def explained_finding(f: UnitFinding) -> UnitFinding:
-        e = by_unit[f.unit]
-        return replace(
-            f, label=e.label or None, description=e.description, formula=e.formula or None,
-            iou=e.iou, explainer="offline", exemplars=tuple(shown.get(f.unit, [])),
-        )  # fmt: skip
+    else:
+        explained = explain_units(
+            evidence.activations[:, units], evidence.concepts, OfflineExplainerConfig()
+        )
+        by_unit = dict(zip(units, explained, strict=True))
+
+        def explained_finding(f: UnitFinding) -> UnitFinding:
+            e = by_unit[f.unit]
+            return replace(
+                f, label=e.label or None, description=e.description, formula=e.formula or None,
+                iou=e.iou, explainer="offline", exemplars=tuple(shown.get(f.unit, [])),
+            )  # fmt: skip
 
     return (
         evidence.dissection_id,
