@@ -84,8 +84,7 @@ def run_llm_bench(config: LLMBenchConfig) -> dict[str, Any]:
 def _rate(config: LLMBenchConfig) -> dict[str, Any]:
     from coin_scale.actors.llm_gateway import GatewayPool, GatewaySpec
     from coin_scale.llm.fakeserver import FakeProviderServer, Faults, ReplyPolicy, max_in_window
-    from coin_scale.llm.gateway import CallMeta, GatewayConfig
-    from coin_scale.llm.messages import ChatRequest, Message
+    from coin_scale.llm.gateway import GatewayConfig
     from coin_scale.llm.ratelimit import RateLimits
 
     faults = Faults(latency_s=config.latency_s, rpm_limit=config.rpm)
@@ -99,7 +98,7 @@ def _rate(config: LLMBenchConfig) -> dict[str, Any]:
         try:
             asyncio.run(_warm(pool))
             server.clear_log()
-            sent = asyncio.run(_hammer(pool, config, ChatRequest, Message, CallMeta))
+            sent = asyncio.run(_hammer(pool, config))
         finally:
             pool.shutdown()
         records = server.log
@@ -131,7 +130,11 @@ async def _warm(pool: Any) -> None:
     )
 
 
-async def _hammer(pool: Any, config: LLMBenchConfig, ChatRequest, Message, CallMeta) -> int:  # type: ignore[no-untyped-def]  # noqa: N803
+async def _hammer(pool: Any, config: LLMBenchConfig) -> int:
+    """`config.callers` callers sending distinct requests until `rate_seconds` have passed."""
+    from coin_scale.llm.gateway import CallMeta
+    from coin_scale.llm.messages import ChatRequest, Message
+
     deadline = time.monotonic() + config.rate_seconds
     ok = 0
 
