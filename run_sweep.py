@@ -24,6 +24,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default="default", help="default | none | enum name | PATH")
     p.add_argument("--seed", type=int, default=0, help="seed of random weights and of the default target")
     p.add_argument("--layer", default=None, help="layer (default: last block before the classifier)")
+    p.add_argument("--units", default="neuron", choices=("neuron", "sae"),
+                   help="the layer's channels (neuron, default) or the features of an SAE (sae)")  # fmt: skip
+    p.add_argument("--sae", default=None,
+                   help="SAE checkpoint of the layer (coin-scale train-sae --out); with --units sae")  # fmt: skip
     p.add_argument("--top-k", type=int, default=8, help="positive contributors to explain")
     p.add_argument("--negatives", type=int, default=3, help="negative contributors to list")
     p.add_argument("--probe", default="rendered",
@@ -88,14 +92,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def print_outcome(outcome) -> None:  # type: ignore[no-untyped-def]
+    from coin_scale.sweep.text import TERM_WORDS
+
     e = outcome.explanation
     for note in e.notes:
         print(f"NOTE: {note}")
     print(f"image: {e.image_path}")
     print(f"predicted: {e.class_name} (p={e.probability:.3f}); runners-up: "
           + ", ".join(f"{n} ({p:.3f})" for n, p in e.top_classes[1:]))  # fmt: skip
-    how = "exact: fc weight x pooled activation" if e.method == "exact_linear" else "gradient x activation"
-    print(f"units of {e.layer} driving logit {e.logit:.3f} ({how}):")
+    how = {
+        "exact_linear": "exact: fc weight x pooled activation",
+        "exact_sae_decoder": "exact: fc weight . decoder direction x mean code",
+    }.get(e.method, "gradient x activation")
+    noun = "SAE features" if e.unit_kind == "sae" else "units"
+    print(f"{noun} of {e.layer} driving logit {e.logit:.3f} ({how}):")
     for sign, findings in (("+", e.positive), ("-", e.negative)):
         for f in findings:
             label = f"{f.label!r} (IoU {f.iou:.2f})" if f.label and f.iou is not None else (f.label or "-")
@@ -103,10 +113,14 @@ def print_outcome(outcome) -> None:  # type: ignore[no-untyped-def]
                 label = f"{f.label!r} ({f.explainer}, confidence {f.confidence:.2f})"
             if f.error:
                 label = f"- ({f.error[:100]})"
-            print(f"  {sign} unit {f.unit:>5}  {f.contribution:+.4f}  {label}")
+            print(f"  {sign} {e.unit_noun.split()[-1]} {f.unit:>5}  {f.contribution:+.4f}  {label}")
+    for name, value in e.terms:
+        print(f"  = {TERM_WORDS.get(name, name)}: {value:+.4f}  (in no {e.unit_noun})")
     if e.bias is not None:
         total = sum(f.contribution for f in e.positive + e.negative)
-        print(f"  (units shown sum to {total:+.3f}; with the other units and bias {e.bias:+.3f}: {e.logit:.3f})")
+        parts = "".join(f" + {TERM_WORDS.get(n, n)}" for n, _ in e.terms)
+        print(f"  ({noun} shown sum to {total:+.3f}; with the other {noun}{parts} and bias "
+              f"{e.bias:+.3f}: {e.logit:.3f})")  # fmt: skip
     print()
     print(e.text)
     print()

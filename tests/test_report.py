@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 import subprocess
@@ -256,3 +257,15 @@ def test_report_renders_in_chromium(tmp_path):
     text = re.sub(r"\s+", " ", "".join(dom.text))
     for label in ("red round things", EVIL, "blue sky", "explainer timed out after 30 s"):
         assert label in text, label
+
+
+def test_sae_features_are_named_and_the_error_term_is_shown(tmp_path):
+    e = dataclasses.replace(
+        make_explanation(tmp_path / "img"), unit_kind="sae", method="exact_sae_decoder",
+        terms=(("sae_decoder_bias", 0.25), ("sae_error", -0.5)),
+    )  # fmt: skip
+    text = " ".join(" ".join(_parse(render_report(e)).text).split())
+    assert "SAE features that pushed towards red ball" in text
+    assert "#1 · SAE feature 117" in text and "· unit 117" not in text
+    assert "decoder bias +0.250" in text and "reconstruction error -0.500" in text
+    assert "SAE decoder direction" in text

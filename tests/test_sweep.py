@@ -35,6 +35,19 @@ def test_class_paragraph_reads_as_a_sentence():
     )
 
 
+def test_class_paragraph_of_sae_features_reports_the_error_as_its_own_term():
+    text = class_paragraph(
+        class_name="star", probability=0.9, layer="layer4", exact=True, sae=True,
+        positive=[_finding(301, 3.0, 0.5, "red star", 0.7)], negative=[],
+        terms=(("sae_decoder_bias", 1.25), ("sae_error", -0.4)),
+    )  # fmt: skip
+    assert text == (
+        "Predicted star (p=0.90) because SAE features of layer4 #301 'red star' (+3.00, 50% of "
+        "the logit, IoU 0.70). In short: the model sees 'red star'. Not in any feature: the "
+        "SAE's decoder bias +1.25 and its reconstruction error -0.40."
+    )
+
+
 def test_class_paragraph_without_labels_or_exactness():
     text = class_paragraph(class_name="x", probability=0.5, layer="features",
                            positive=[_finding(3, 0.5, 0.1)], negative=[], exact=False)  # fmt: skip

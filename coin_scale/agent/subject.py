@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from coin_scale.dissect.activations import ActivationCapture, Reduction
+from coin_scale.dissect.activations import ActivationCapture, Reduction, UnitTransform
 from coin_scale.models.layers import Layout
 from coin_scale.models.preprocess import Preprocess
 from coin_scale.records import UnitId, UnitKind
@@ -93,7 +93,8 @@ class TorchUnitMeter:
     """A unit of a layer of a torch module, measured in batches under `inference_mode`.
 
     Images are preprocessed like a dissection's (`Preprocess.load`, `normalize`) and the layer's
-    output is reduced over space with `reduction`, so values match the dissection's. Safe to use
+    output (turned into other units by `transform`, e.g. SAE codes) is reduced over space with
+    `reduction`, so values match the dissection's. Safe to use
     from several threads; meters sharing a module share one lock (`module_lock`).
     """
 
@@ -107,6 +108,7 @@ class TorchUnitMeter:
         reduction: Reduction = "max",
         *,
         batch_size: int = 32,
+        transform: UnitTransform | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size: expected at least 1; got {batch_size}")
@@ -116,7 +118,8 @@ class TorchUnitMeter:
         self.unit = unit
         self.reduction: Reduction = reduction
         self.batch_size = batch_size
-        self.capture = ActivationCapture(module, {layer_name: layout}, (reduction,))
+        transforms = {layer_name: transform} if transform is not None else None
+        self.capture = ActivationCapture(module, {layer_name: layout}, (reduction,), transforms)
         self._lock = module_lock(module)
         parameter = next(module.parameters(), None)
         self.device = parameter.device if parameter is not None else torch.device("cpu")

@@ -11,7 +11,9 @@ from torch import nn
 
 from coin_scale.models.layers import Layout
 
-Method = Literal["exact_linear", "grad_x_activation"]
+Method = Literal["exact_linear", "exact_sae_decoder", "grad_x_activation"]
+EXACT_METHODS: tuple[Method, ...] = ("exact_linear", "exact_sae_decoder")
+"""Methods whose contributions, bias and terms add up to the logit exactly."""
 _SPATIAL = {"nchw": (2, 3), "nhwc": (1, 2), "ntc": (1,), "nc": ()}
 
 
@@ -25,8 +27,16 @@ class UnitContributions:
     contributions: torch.Tensor
     """float64 (unit,). With method exact_linear, contributions.sum() + bias == logit."""
     bias: float | None
-    """The head's bias for the class (exact_linear only)."""
+    """The head's bias for the class (exact methods only)."""
     method: Method
+    terms: tuple[tuple[str, float], ...] = ()
+    """Named parts of the logit that belong to no unit, e.g. an SAE's decoder bias and its
+    reconstruction error. With an exact method, contributions.sum() + bias + terms == logit."""
+
+    @property
+    def exact(self) -> bool:
+        """Whether the contributions decompose the logit exactly."""
+        return self.method in EXACT_METHODS
 
     def top(self, k: int, *, negative: bool = False) -> list[tuple[int, float]]:
         """The k strongest positive (or negative) contributors as (unit, contribution)."""
@@ -47,7 +57,7 @@ def pooled_linear_head(module: nn.Module, layer: str) -> nn.Linear | None:
     return None
 
 
-def _forward_keeping(module: nn.Module, layer: str, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def forward_keeping(module: nn.Module, layer: str, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits, the layer's output) of one forward pass, the output kept in the autograd graph."""
     kept: list[torch.Tensor] = []
     handle = dict(module.named_modules())[layer].register_forward_hook(
@@ -77,7 +87,7 @@ def unit_contributions(
     head = pooled_linear_head(module, layer)
     if head is not None:
         with torch.inference_mode():
-            logits, acts = _forward_keeping(module, layer, inputs)
+            logits, acts = forward_keeping(module, layer, inputs)
             cls = int(logits[0].argmax()) if class_index is None else class_index
             pooled = acts[0].double().mean(dim=(1, 2))
             contributions = head.weight[cls].double() * pooled
@@ -86,7 +96,7 @@ def unit_contributions(
             layer, cls, float(logits[0, cls]), contributions, bias, "exact_linear"
         )
     with torch.enable_grad():
-        logits, acts = _forward_keeping(module, layer, inputs)
+        logits, acts = forward_keeping(module, layer, inputs)
         cls = int(logits[0].argmax()) if class_index is None else class_index
         (grad,) = torch.autograd.grad(logits[0, cls], acts)
     product = (grad * acts).detach()[0].double()

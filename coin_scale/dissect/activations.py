@@ -45,6 +45,10 @@ class SAEUnits:
     """The SAE's state dict (CPU tensors)."""
     sha256: str
     """Content hash of the checkpoint file (part of the dissection key)."""
+    path: str = ""
+    """Where the checkpoint was read from."""
+    fvu: float | None = None
+    """Its fraction of variance unexplained, from the checkpoint's final training metrics."""
 
     def build(self, device: str | torch.device = "cpu") -> SparseAutoencoder:
         """The SAE in eval mode on `device`."""

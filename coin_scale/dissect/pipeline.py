@@ -96,7 +96,7 @@ def plan_dissection(
     )
     layers = describe_layers(build_module(payload), payload.arch, payload.preprocess.crop)
     layer = find_layer(layers, config.layer, payload.model_id)
-    sae = _load_sae_units(config.sae, payload, layer) if config.units == "sae" else None
+    sae = load_sae_units(config.sae, payload, layer) if config.units == "sae" else None
     key = {
         "model": payload.model_id, "arch": payload.arch, "arch_kwargs": payload.arch_kwargs,
         "weights": payload.weights_id, "layer": layer.name, "reduction": config.reduction,
@@ -109,7 +109,7 @@ def plan_dissection(
     return DissectPlan(config, payload, layer, probe, dissection_id=digest, sae=sae)
 
 
-def _load_sae_units(path: str | None, payload: ModelPayload, layer: LayerInfo) -> SAEUnits:
+def load_sae_units(path: str | None, payload: ModelPayload, layer: LayerInfo) -> SAEUnits:
     """Load the SAE checkpoint at `path`, refusing one for another model, layer or width."""
     from coin_scale.sae.checkpoint import load_sae
 
@@ -122,7 +122,7 @@ def _load_sae_units(path: str | None, payload: ModelPayload, layer: LayerInfo) -
         raise UserError("--units sae needs --sae PATH, the SAE checkpoint of this layer")
     source = Path(path).expanduser()
     try:
-        sae, sae_config, _ = load_sae(
+        sae, sae_config, metrics = load_sae(
             source, expect_model=payload.model_id, expect_layer=layer.name,
             expect_d_in=layer.units,
         )  # fmt: skip
@@ -133,7 +133,11 @@ def _load_sae_units(path: str | None, payload: ModelPayload, layer: LayerInfo) -
     except (OSError, ValueError) as err:
         raise UserError(str(err).splitlines()[0] if str(err) else repr(err)) from None
     state = {name: t.detach().cpu().clone() for name, t in sae.state_dict().items()}
-    return SAEUnits(config=sae_config, state=state, sha256=digest.hexdigest())
+    fvu = metrics.get("fvu")
+    return SAEUnits(
+        config=sae_config, state=state, sha256=digest.hexdigest(), path=str(source.resolve()),
+        fvu=float(fvu) if isinstance(fvu, int | float) else None,
+    )  # fmt: skip
 
 
 def new_run_id() -> str:

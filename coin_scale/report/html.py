@@ -14,6 +14,7 @@ import logging
 from pathlib import Path
 
 from coin_scale.sweep.records import ClassExplanation, Exemplar, UnitFinding
+from coin_scale.sweep.text import TERM_WORDS
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +27,8 @@ JPEG_QUALITY = 85
 
 METHOD_TEXT = {
     "exact_linear": "exact: fc weight × pooled activation; contributions + bias = logit",
+    "exact_sae_decoder": "exact: fc weight · SAE decoder direction × mean code; contributions + "
+    "decoder bias + reconstruction error + bias = logit",
     "grad_x_activation": "gradient × activation",
 }
 
@@ -117,11 +120,11 @@ def render_report(explanation: ClassExplanation) -> str:
         "<h2>Explanation</h2>",
         f'<div class="paragraph">{_esc(e.text) if e.text else "<em>no paragraph</em>"}</div>',
         f'<p class="method">Method: {_esc(method_text(e.method))}{_bias_line(e)}</p>',
-        f"<h2>Units that pushed towards {_esc(e.class_name)} ({len(e.positive)})</h2>",
-        "".join(_unit_card(u) for u in sorted(e.positive, key=lambda u: u.rank))
+        f"<h2>{_esc(_plural(e))} that pushed towards {_esc(e.class_name)} ({len(e.positive)})</h2>",
+        "".join(_unit_card(u, e.unit_noun) for u in sorted(e.positive, key=lambda u: u.rank))
         or "<p>No positive contributors.</p>",
-        '<p class="kv">share = contribution / sum of the positive contributions in layer '
-        f"<code>{_esc(e.layer)}</code>.</p>",
+        '<p class="kv">share = contribution / the predicted class logit; contributions are '
+        f"those of layer <code>{_esc(e.layer)}</code>.</p>",
         _negative_section(e),
         f"<footer>coin-scale report · run {_esc(e.run_id)} · image {_esc(e.image_path)}</footer>",
         "</main></body></html>",
@@ -180,21 +183,30 @@ def _prediction(e: ClassExplanation) -> str:
     )
 
 
+def _plural(e: ClassExplanation) -> str:
+    return "SAE features" if e.unit_kind == "sae" else "Units"
+
+
 def _bias_line(e: ClassExplanation) -> str:
+    terms = "".join(
+        f' · {_esc(TERM_WORDS.get(name, name))} <span class="mono">{value:+.3f}</span>'
+        for name, value in e.terms
+    )
     if e.bias is None:
-        return ""
+        return terms
     total = sum(u.contribution for u in e.positive) + sum(u.contribution for u in e.negative)
     return (
-        f' · bias <span class="mono">{e.bias:+.3f}</span>'
+        f' · bias <span class="mono">{e.bias:+.3f}</span>{terms}'
         f' · logit <span class="mono">{e.logit:.3f}</span>'
-        f' · the units shown sum to <span class="mono">{total:+.3f}</span>'
-        " (the layer's other units make up the rest)"
+        f" · the {_esc(_plural(e).lower())} shown sum to "
+        f'<span class="mono">{total:+.3f}</span> (the layer\'s other {_esc(_plural(e).lower())} '
+        "make up the rest)"
     )
 
 
-def _unit_card(u: UnitFinding) -> str:
+def _unit_card(u: UnitFinding, noun: str = "unit") -> str:
     head = [
-        f'<span class="unit-id">#{u.rank + 1} · unit {u.unit}</span>',
+        f'<span class="unit-id">#{u.rank + 1} · {_esc(noun)} {u.unit}</span>',
         f'<span class="contrib {"pos" if u.contribution >= 0 else "neg"}">{u.contribution:+.3f}</span>',
         f'<span class="kv">{u.share * 100:.1f}% share</span>',
     ]
@@ -238,13 +250,13 @@ def _negative_section(e: ClassExplanation) -> str:
             extra += f'<div class="error">error: {_esc(u.error)}</div>'
         iou = f"{u.iou:.3f}" if u.iou is not None else "—"
         rows.append(
-            f"<tr><td>unit {u.unit}</td>"
+            f"<tr><td>{_esc(e.unit_noun)} {u.unit}</td>"
             f'<td class="contrib neg">{u.contribution:+.3f}</td>'
             f'<td>{label}{extra}</td><td class="mono">{iou}</td></tr>'
         )
     return (
-        f"<h2>Units that pushed against {_esc(e.class_name)} ({len(e.negative)})</h2>"
-        '<table class="neg-table"><tr><th>unit</th><th>contribution</th><th>label</th>'
+        f"<h2>{_esc(_plural(e))} that pushed against {_esc(e.class_name)} ({len(e.negative)})</h2>"
+        f'<table class="neg-table"><tr><th>{_esc(e.unit_noun)}</th><th>contribution</th><th>label</th>'
         f"<th>IoU</th></tr>{''.join(rows)}</table>"
     )
 

@@ -19,6 +19,7 @@ from coin_scale.agent import (
     UnitSubject,
     exemplars_from_paths,
 )
+from coin_scale.dissect.activations import SAEUnits, sae_code_maps
 from coin_scale.explain.llm import PreparedLLM, explain_subjects
 from coin_scale.models import ModelPayload
 from coin_scale.models.layers import LayerInfo
@@ -44,9 +45,10 @@ def explain_with_agents(
     units: list[int],
     *,
     run_id: str,
+    sae: SAEUnits | None = None,
 ) -> dict[int, AgentOutcome]:
     """Each unit's agent outcome (a label or an error, never both); stores `experiments` and
-    `llm_calls`."""
+    `llm_calls`. With `sae` the units are its features: agents measure them through it."""
     rows = (
         connect(config.warehouse)
         .execute(
@@ -62,14 +64,18 @@ def explain_with_agents(
     attributes = evidence.probe.attributes_path
     subjects = [
         UnitSubject(
-            model=payload.model_id, layer=layer.name, unit=unit,
+            model=payload.model_id, layer=layer.name, unit=unit, kind="sae" if sae else "neuron",
             exemplars=exemplars_from_paths(top.get(unit, []), attributes_path=attributes, max_side=256),
         )  # fmt: skip
         for unit in units
     ]
 
+    transform = sae_code_maps(sae.build()) if sae else None
+
     def make_tools(subject: UnitSubject) -> ExperimentTools:
-        meter = TorchUnitMeter(module, payload.preprocess, layer.name, layer.layout, subject.unit)
+        meter = TorchUnitMeter(
+            module, payload.preprocess, layer.name, layer.layout, subject.unit, transform=transform
+        )
         return ExperimentTools(subject, meter, RenderTools(renderer=LocalRenderer()))
 
     result = explain_subjects(

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from coin_scale.dissect.config import UNIT_KINDS, UnitKind
+
 if TYPE_CHECKING:
     from coin_scale.explain.llm import LLMExplainerConfig
 
@@ -30,6 +32,11 @@ class SweepConfig:
     """Seed of random weights (weights none) and of the default target scene."""
     layer: str | None = None
     """Layer whose units are selected; default the last block before the classifier."""
+    units: UnitKind = "neuron"
+    """What the layer's units are: `neuron` (its channels) or `sae` (the features of the SAE
+    checkpoint `sae`, trained on this layer by `coin-scale train-sae`)."""
+    sae: str | None = None
+    """SAE checkpoint whose features are the units; only with units `sae`."""
     top_k: int = 8
     """Positive contributors explained."""
     negatives: int = 3
@@ -84,6 +91,12 @@ class SweepConfig:
             raise ValueError(
                 f"negatives must be >= 0 and exemplars >= 1, got {self.negatives}, {self.exemplars}"
             )
+        if self.units not in UNIT_KINDS:
+            raise ValueError(f"unknown units {self.units!r}; available: {', '.join(UNIT_KINDS)}")
+        if self.units == "sae" and not self.sae:
+            raise ValueError("--units sae needs --sae PATH, the SAE checkpoint of the layer")
+        if self.units != "sae" and self.sae:
+            raise ValueError(f"--sae {self.sae} is only used with --units sae; pass both or none")
         if self.explainer not in EXPLAINERS:
             raise ValueError(
                 f"unknown explainer {self.explainer!r}; available: {', '.join(EXPLAINERS)}"

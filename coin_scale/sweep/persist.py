@@ -32,14 +32,15 @@ def store_sweep(
     e = explanation
     findings = [("positive", f) for f in e.positive] + [("negative", f) for f in e.negative]
     run_id = e.run_id
+    terms = dict(e.terms)
     warehouse.write("units", _table("units", [
-        {"run_id": run_id, "model": e.model, "layer": f.layer, "unit": f.unit, "kind": "neuron",
+        {"run_id": run_id, "model": e.model, "layer": f.layer, "unit": f.unit, "kind": e.unit_kind,
          "contribution": f.contribution, "share": f.share, "rank": f.rank, "sign": sign,
          "method": e.method}
         for sign, f in findings
     ]), key=run_id)  # fmt: skip
     warehouse.write("explanations", _table("explanations", [
-        {"run_id": run_id, "model": e.model, "layer": f.layer, "unit": f.unit, "kind": "neuron",
+        {"run_id": run_id, "model": e.model, "layer": f.layer, "unit": f.unit, "kind": e.unit_kind,
          "explainer": f.explainer or config.explainer,
          "status": "failed" if f.error else ("ok" if f.label else "empty"),
          "label": f.label, "description": f.description, "formula": f.formula,
@@ -52,7 +53,7 @@ def store_sweep(
     warehouse.write("chain_edges", _table("chain_edges", [
         {"run_id": run_id, "source_layer": f.layer, "source_unit": f.unit, "target_kind": "class",
          "target_layer": None, "target": e.class_index, "weight": f.contribution,
-         "method": e.method}
+         "method": e.method, "source_kind": e.unit_kind}
         for _, f in findings
     ]), key=run_id)  # fmt: skip
     warehouse.write("class_explanations", _table("class_explanations", [{
@@ -61,7 +62,9 @@ def store_sweep(
         "class_name": e.class_name, "class_index": e.class_index, "probability": e.probability,
         "logit": e.logit, "layer": e.layer, "method": e.method,
         "text": e.text + ("" if not e.notes else " [" + " ".join(e.notes) + "]"),
-        "created_at": datetime.now(UTC),
+        "created_at": datetime.now(UTC), "unit_kind": e.unit_kind, "head_bias": e.bias,
+        "sae_sha256": e.sae.sha256 if e.sae else None,
+        "sae_decoder_bias": terms.get("sae_decoder_bias"), "sae_error": terms.get("sae_error"),
     }]), key=run_id)  # fmt: skip
     warehouse.write("runs", _table("runs", [{
         "run_id": run_id, "command": "sweep", "status": "complete", "model": e.model,

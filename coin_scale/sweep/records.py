@@ -57,8 +57,9 @@ class ClassExplanation:
     logit: float
     layer: str
     method: str
-    """`exact_linear` or `grad_x_activation`."""
+    """`exact_linear`, `exact_sae_decoder` or `grad_x_activation`."""
     bias: float | None
+    """The head's bias for the class (exact methods only)."""
     top_classes: tuple[tuple[str, float], ...]
     positive: tuple[UnitFinding, ...]
     negative: tuple[UnitFinding, ...] = ()
@@ -66,3 +67,29 @@ class ClassExplanation:
     """The readable paragraph."""
     notes: tuple[str, ...] = field(default=())
     """Caveats printed and stored with the explanation (random weights, fallbacks)."""
+    unit_kind: str = "neuron"
+    """`neuron` (the layer's channels) or `sae` (features of an SAE of the layer)."""
+    sae: SAESummary | None = None
+    """The SAE whose features are the units (unit_kind `sae`)."""
+    terms: tuple[tuple[str, float], ...] = ()
+    """Parts of the logit that belong to no unit (an SAE's decoder bias and reconstruction
+    error); with an exact method, all contributions + bias + terms = logit."""
+
+    @property
+    def unit_noun(self) -> str:
+        """What one unit is called in text: 'unit' or 'SAE feature'."""
+        return "SAE feature" if self.unit_kind == "sae" else "unit"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SAESummary:
+    """Which SAE turned a layer's channels into features, and how well it reconstructs them."""
+
+    path: str
+    sha256: str
+    d_sae: int
+    k: int
+    kind: str
+    """`topk` or `batchtopk`."""
+    fvu: float | None
+    """Fraction of variance unexplained, from the checkpoint's final training metrics."""

@@ -12,13 +12,16 @@ from typing import TYPE_CHECKING
 import torch
 
 from coin_scale.chain.attribution import UnitContributions, unit_contributions
+from coin_scale.chain.sae_attribution import sae_contributions
+from coin_scale.dissect.activations import SAEUnits
+from coin_scale.dissect.pipeline import load_sae_units
 from coin_scale.errors import UserError
 from coin_scale.models import ModelSource, build_module, describe_layers, find_layer, resolve_model
 from coin_scale.models.layers import LayerInfo, last_block
 from coin_scale.models.loading import ModelPayload
 from coin_scale.sweep import inputs
 from coin_scale.sweep.config import PROBE_MODEL, RENDERED, SweepConfig
-from coin_scale.sweep.records import ClassExplanation, Exemplar, UnitFinding
+from coin_scale.sweep.records import ClassExplanation, Exemplar, SAESummary, UnitFinding
 from coin_scale.sweep.text import class_paragraph
 
 if TYPE_CHECKING:
@@ -56,8 +59,10 @@ def run_sweep(config: SweepConfig) -> SweepOutcome:
     module = build_module(payload)
     layers = describe_layers(module, payload.arch, payload.preprocess.crop)
     layer = find_layer(layers, config.layer, payload.model_id) if config.layer else last_block(module, layers)
-    if config.top_k > layer.units:
-        raise UserError(f"--top-k {config.top_k} is more than the {layer.units} units of {layer.name}")
+    sae = load_sae_units(config.sae, payload, layer) if config.units == "sae" else None
+    n_units, noun = (sae.config.d_sae, "SAE features") if sae else (layer.units, "units")
+    if config.top_k > n_units:
+        raise UserError(f"--top-k {config.top_k} is more than the {n_units} {noun} of {layer.name}")
     image_path = config.image or inputs.rendered_target(config.warehouse, config.seed, payload.preprocess.crop)
     image = inputs.load_image(image_path)
 
@@ -68,8 +73,11 @@ def run_sweep(config: SweepConfig) -> SweepOutcome:
     top_classes = tuple(
         (payload.class_names[int(i)], float(p)) for p, i in zip(top.values, top.indices, strict=True)
     )
-    contributions = unit_contributions(module, layer.name, layer.layout, inputs_tensor)
-    notes = _notes(payload, contributions, layer)
+    if sae is not None:
+        contributions = sae_contributions(module, layer.name, inputs_tensor, sae.build())
+    else:
+        contributions = unit_contributions(module, layer.name, layer.layout, inputs_tensor)
+    notes = _notes(payload, contributions, layer, sae)
     positive = _findings(contributions, layer, config.top_k, negative=False)
     negative = _findings(contributions, layer, config.negatives, negative=True) if config.negatives else []
 
@@ -78,8 +86,9 @@ def run_sweep(config: SweepConfig) -> SweepOutcome:
         # The probe CNN was trained on one large object per scene: explain it over such scenes.
         probe = _probe_path(config, payload, single_object=payload.arch == "probe_cnn")
         dissection_id, positive, negative = _explain(
-            config, model, payload, probe, layer, positive, negative, notes, module, prepared, run_id
-        )
+            config, model, payload, probe, layer, positive, negative, notes, module, prepared, run_id,
+            sae,
+        )  # fmt: skip
     cls = contributions.class_index
     explanation = ClassExplanation(
         run_id=run_id, image_path=str(Path(image_path).resolve()), model=payload.model_id,
@@ -87,10 +96,12 @@ def run_sweep(config: SweepConfig) -> SweepOutcome:
         class_name=payload.class_names[cls], class_index=cls, probability=float(probs[cls]),
         logit=contributions.logit, layer=layer.name, method=contributions.method,
         bias=contributions.bias, top_classes=top_classes, positive=tuple(positive),
-        negative=tuple(negative), notes=tuple(notes),
+        negative=tuple(negative), notes=tuple(notes), unit_kind="sae" if sae else "neuron",
+        sae=_summary(sae) if sae else None, terms=contributions.terms,
         text=class_paragraph(
             class_name=payload.class_names[cls], probability=float(probs[cls]), layer=layer.name,
-            positive=positive, negative=negative, exact=contributions.method == "exact_linear",
+            positive=positive, negative=negative, exact=contributions.exact, sae=sae is not None,
+            terms=contributions.terms,
         ),
     )  # fmt: skip
     from coin_scale.report import write_report
@@ -122,16 +133,30 @@ def dry_run_lines(config: SweepConfig) -> list[str]:
     return lines
 
 
-def _notes(payload: ModelPayload, contributions: UnitContributions, layer: LayerInfo) -> list[str]:
+def _notes(
+    payload: ModelPayload, contributions: UnitContributions, layer: LayerInfo, sae: SAEUnits | None
+) -> list[str]:
     notes = []
     if payload.random_weights:
         notes.append("Random weights (--weights none): the prediction and every label mean nothing.")
-    if contributions.method != "exact_linear":
+    if sae is not None:
+        c = sae.config
+        fvu = f"; training FVU {sae.fvu:.3f}" if sae.fvu is not None else ""
+        notes.append(
+            f"Units are the {c.d_sae} features of the SAE {sae.path} ({c.kind}, k {c.k}{fvu}), "
+            f"not the channels of {layer.name}."
+        )
+    if not contributions.exact:
         notes.append(
             f"{layer.name} does not feed a linear head directly, so there is no exact attribution: "
             "contributions are gradient x activation."
         )
     return notes
+
+
+def _summary(sae: SAEUnits) -> SAESummary:
+    c = sae.config
+    return SAESummary(path=sae.path, sha256=sae.sha256, d_sae=c.d_sae, k=c.k, kind=c.kind, fvu=sae.fvu)
 
 
 def _findings(c: UnitContributions, layer: LayerInfo, k: int, *, negative: bool) -> list[UnitFinding]:
@@ -166,6 +191,7 @@ def _explain(
     module: torch.nn.Module,
     prepared: PreparedLLM | None,
     run_id: str,
+    sae: SAEUnits | None,
 ) -> tuple[str, list[UnitFinding], list[UnitFinding]]:
     """Dissect the layer over the probe set (cached), explain the selected units, add exemplars."""
     from coin_scale.dissect.config import DissectConfig
@@ -177,6 +203,7 @@ def _explain(
         DissectConfig(
             model=model, weights=config.weights, seed=config.seed, layer=layer.name, probe=probe,
             warehouse=config.warehouse, top_k=max(config.exemplars, 16), address=config.address,
+            units=config.units, sae=config.sae,
         ),
         payload,
         progress=config.progress,
@@ -201,7 +228,7 @@ def _explain(
         from coin_scale.sweep.agents import explain_with_agents
 
         outcomes = explain_with_agents(
-            config, prepared, evidence, payload, module, layer, units, run_id=run_id
+            config, prepared, evidence, payload, module, layer, units, run_id=run_id, sae=sae
         )
 
         def explained_finding(f: UnitFinding) -> UnitFinding:

@@ -19,9 +19,15 @@ def class_paragraph(
     positive: list[UnitFinding] | tuple[UnitFinding, ...],
     negative: list[UnitFinding] | tuple[UnitFinding, ...],
     exact: bool,
+    sae: bool = False,
+    terms: tuple[tuple[str, float], ...] = (),
 ) -> str:
-    """'Predicted star (p=0.97) because layer4 #12 'red star' (+2.10, 35% ...), ...'."""
-    text = f"Predicted {class_name} (p={probability:.2f}) because {layer} "
+    """'Predicted star (p=0.97) because layer4 #12 'red star' (+2.10, 35% ...), ...'.
+
+    With `sae` the units are SAE features of the layer, and `terms` (the SAE's decoder bias and
+    reconstruction error) are reported as their own parts of the logit."""
+    where = f"SAE features of {layer}" if sae else layer
+    text = f"Predicted {class_name} (p={probability:.2f}) because {where} "
     text += ", ".join(_unit_phrase(f) for f in positive) if positive else "no unit contributed positively"
     if negative:
         text += "; held back by " + ", ".join(_unit_phrase(f) for f in negative)
@@ -29,9 +35,21 @@ def class_paragraph(
     labels = [f.label for f in positive if f.label]
     if labels:
         text += " In short: the model sees " + _join([f"'{label}'" for label in _dedupe(labels)]) + "."
+    if terms:
+        text += " " + _terms_sentence(dict(terms))
     if not exact:
         text += " (Contributions are gradient x activation, an approximation.)"
     return text
+
+
+TERM_WORDS = {"sae_error": "reconstruction error", "sae_decoder_bias": "decoder bias"}
+"""How each non-unit part of the logit is named in text."""
+
+
+def _terms_sentence(terms: dict[str, float]) -> str:
+    """'Not in any feature: the SAE's reconstruction error adds +0.41 and its decoder bias -1.20.'"""
+    parts = [f"{TERM_WORDS.get(name, name)} {value:+.2f}" for name, value in terms.items()]
+    return "Not in any feature: the SAE's " + " and its ".join(parts) + "."
 
 
 def _dedupe(items: list[str]) -> list[str]:

@@ -29,12 +29,14 @@ class Row:
     weight: float
     """Attribution of the target to the source (logit units for a class target)."""
     method: str
-    """'exact_linear', 'grad_x_activation' or 'integrated_gradients'."""
+    """'exact_linear', 'exact_sae_decoder', 'grad_x_activation' or 'integrated_gradients'."""
+    source_kind: str | None = None
+    """'neuron' or 'sae' (an SAE feature); null in files written before version 2 (neurons)."""
 
 
 SPEC = TableSpec(
     name="chain_edges",
-    version=1,
+    version=2,
     schema=pa.schema(
         [
             pa.field("run_id", pa.string(), nullable=False),
@@ -45,12 +47,13 @@ SPEC = TableSpec(
             pa.field("target", pa.int32(), nullable=False),
             pa.field("weight", pa.float64(), nullable=False),
             pa.field("method", pa.string(), nullable=False),
+            pa.field("source_kind", pa.string()),
         ]
     ),
     partition_by=(),
     key_by=("run_id",),
     natural_key=("run_id", "source_layer", "source_unit", "target_kind", "target_layer", "target"),
-    choices={"target_kind": ("class", "unit")},
+    choices={"target_kind": ("class", "unit"), "source_kind": ("neuron", "sae")},
     row_type=Row,
     doc="One row per edge of a run's chain (keyed by run_id): source unit -> target class or "
     "unit, with the attribution weight and method.",

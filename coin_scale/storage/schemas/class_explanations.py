@@ -41,11 +41,22 @@ class Row:
     """The readable paragraph."""
     created_at: datetime
     """When the explanation was made (UTC)."""
+    unit_kind: str | None = None
+    """'neuron' or 'sae' (SAE features); null in files written before version 2 (neurons)."""
+    head_bias: float | None = None
+    """The class head's bias (exact methods): part of the logit that belongs to no unit."""
+    sae_sha256: str | None = None
+    """sha256 of the SAE checkpoint whose features are the units (unit_kind 'sae')."""
+    sae_decoder_bias: float | None = None
+    """The SAE decoder bias's contribution to the logit (unit_kind 'sae')."""
+    sae_error: float | None = None
+    """The SAE reconstruction error's contribution to the logit (unit_kind 'sae'): what the
+    features leave unexplained."""
 
 
 SPEC = TableSpec(
     name="class_explanations",
-    version=1,
+    version=2,
     schema=pa.schema(
         [
             pa.field("run_id", pa.string(), nullable=False),
@@ -61,11 +72,17 @@ SPEC = TableSpec(
             pa.field("method", pa.string(), nullable=False),
             pa.field("text", pa.string(), nullable=False),
             pa.field("created_at", pa.timestamp("us", tz="UTC"), nullable=False),
+            pa.field("unit_kind", pa.string()),
+            pa.field("head_bias", pa.float64()),
+            pa.field("sae_sha256", pa.string()),
+            pa.field("sae_decoder_bias", pa.float64()),
+            pa.field("sae_error", pa.float64()),
         ]
     ),
     partition_by=(),
     key_by=("run_id",),
     natural_key=("run_id",),
+    choices={"unit_kind": ("neuron", "sae")},
     row_type=Row,
     doc="One row per sweep run (keyed by run_id): the predicted class, its probability and the "
     "paragraph that explains it through the selected units.",

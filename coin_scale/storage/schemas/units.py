@@ -33,7 +33,8 @@ class Row:
     sign: str
     """'positive' (explained) or 'negative' (listed)."""
     method: str
-    """'exact_linear' (fc weight x pooled activation) or 'grad_x_activation'."""
+    """'exact_linear' (fc weight x pooled activation), 'exact_sae_decoder' (fc weight x SAE
+    decoder direction x mean code) or 'grad_x_activation'."""
 
 
 SPEC = TableSpec(
@@ -59,7 +60,7 @@ SPEC = TableSpec(
     choices={
         "kind": ("neuron", "sae", "synthetic"),
         "sign": ("positive", "negative"),
-        "method": ("exact_linear", "grad_x_activation"),
+        "method": ("exact_linear", "exact_sae_decoder", "grad_x_activation"),
     },
     row_type=Row,
     doc="One row per unit a sweep selected (keyed by run_id): its contribution to the predicted "
