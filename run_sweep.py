@@ -24,6 +24,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default="default", help="default | none | enum name | PATH")
     p.add_argument("--seed", type=int, default=0, help="seed of random weights and of the default target")
     p.add_argument("--layer", default=None, help="layer (default: last block before the classifier)")
+    chain = p.add_argument_group("chains across layers")
+    chain.add_argument("--layers", default=None,
+                       help="a chain of layers, input side first: layer2,layer3,layer4 (replaces --layer)")  # fmt: skip
+    chain.add_argument("--fanout", type=int, default=3, help="drivers kept per chain unit (default 3)")
+    chain.add_argument("--chain-method", default="grad_x_activation",
+                       choices=("grad_x_activation", "integrated_gradients"),
+                       help="how a unit's drivers in the layer before are ranked")  # fmt: skip
+    chain.add_argument("--ig-steps", type=int, default=16, help="integrated-gradients steps")
+    chain.add_argument("--ablation-draws", type=int, default=20,
+                       help="random unit sets averaged in the faithfulness test")  # fmt: skip
     p.add_argument("--units", default="neuron", choices=("neuron", "sae"),
                    help="the layer's channels (neuron, default) or the features of an SAE (sae)")  # fmt: skip
     p.add_argument("--sae", default=None,
@@ -121,12 +131,43 @@ def print_outcome(outcome) -> None:  # type: ignore[no-untyped-def]
         parts = "".join(f" + {TERM_WORDS.get(n, n)}" for n, _ in e.terms)
         print(f"  ({noun} shown sum to {total:+.3f}; with the other {noun}{parts} and bias "
               f"{e.bias:+.3f}: {e.logit:.3f})")  # fmt: skip
+    _print_chain(e)
     print()
     print(e.text)
     print()
     print(f"report: {outcome.report_path}")
     print(f"warehouse: {outcome.warehouse}  run_id: {e.run_id}  "
           f"(coin-scale query --warehouse {outcome.warehouse} \"SELECT * FROM class_explanations\")")  # fmt: skip
+
+
+def _print_chain(e) -> None:  # type: ignore[no-untyped-def]
+    from coin_scale.chain.faithfulness import margin_ratio
+
+    by_layer: dict[str, list] = {}
+    for node in e.chain_nodes:
+        by_layer.setdefault(node.layer, []).append(node)
+    for layer in reversed(e.layers[:-1]):
+        nodes = sorted(by_layer.get(layer, []), key=lambda n: n.rank)
+        print(f"  drivers in {layer} ({len(nodes)} units, {len(e.chain_edges)} edges in all):")
+        for n in nodes[:8]:
+            label = f"{n.label!r}" if n.label else "-"
+            print(f"    unit {n.unit:>5}  {n.contribution:+.4f}  {label}")
+        if len(nodes) > 8:
+            print(f"    ... and {len(nodes) - 8} more")
+    for layer in e.layers or (e.layer,):
+        scores = [s for s in e.faithfulness if s.layer == layer and s.ablation == "zero"]
+        if not scores:
+            continue
+        k = max(s.k for s in scores if s.layer == layer)
+        if layer == e.layer and any(s.k == len(e.positive) for s in scores):
+            k = len(e.positive)
+        at = {s.selection: s for s in scores if s.k == k}
+        print(
+            f"  faithfulness, {layer}: zeroing the chain's top {k} drops the margin by "
+            f"{at['chain'].margin_drop:.3f}; {k} random units {at['random'].margin_drop:.3f} "
+            f"(+-{at['random'].margin_drop_std:.3f}, {at['random'].draws} draws); the {k} most "
+            f"active {at['activation'].margin_drop:.3f}: {margin_ratio(scores, k):.1f}x random"
+        )
 
 
 if __name__ == "__main__":

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import shutil
 import subprocess
+import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -13,7 +15,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from coin_scale.chain.faithfulness import AblationScore
+from coin_scale.chain.graph import Edge
 from coin_scale.report import render_report, write_report
+from coin_scale.report.chain_svg import MAX_PER_COLUMN
 from coin_scale.sweep.records import ClassExplanation, Exemplar, UnitFinding
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -269,3 +274,202 @@ def test_sae_features_are_named_and_the_error_term_is_shown(tmp_path):
     assert "#1 · SAE feature 117" in text and "· unit 117" not in text
     assert "decoder bias +0.250" in text and "reconstruction error -0.500" in text
     assert "SAE decoder direction" in text
+
+
+# ---------------------------------------------------------------- chain graph and faithfulness
+
+SVG_NS = "{http://www.w3.org/2000/svg}"
+
+
+def _chain_node(layer: str, unit: int, rank: int, contribution: float, **kw) -> UnitFinding:
+    return UnitFinding(
+        layer=layer, unit=unit, rank=rank, contribution=contribution, share=float("nan"), **kw
+    )
+
+
+def _scores(layer: str, chain: float, random: float, activation: float) -> list[AblationScore]:
+    """A deletion curve at k = 1, 2, 4 whose drops at k are value * k / 4 (mean: * 0.75)."""
+    out = []
+    for k in (1, 2, 4):
+        for ablation, scale in (("zero", 1.0), ("mean", 0.75)):
+            for selection, value in (
+                ("chain", chain),
+                ("random", random),
+                ("activation", activation),
+            ):
+                drop = value * scale * k / 4
+                out.append(
+                    AblationScore(
+                        layer=layer, ablation=ablation, selection=selection, k=k,  # type: ignore[arg-type]
+                        logit_drop=drop * 1.5, probability_drop=drop / 10, margin_drop=drop,
+                        draws=20 if selection == "random" else 1,
+                        margin_drop_std=0.125 * k if selection == "random" else 0.0,
+                    )
+                )  # fmt: skip
+    return out
+
+
+def make_chain_explanation(root: Path) -> ClassExplanation:
+    """make_explanation's layer4 units, driven by two layer3 units, driven by three layer2 units."""
+    e = make_explanation(root)
+    ex = root / "ex"
+    thumbs = {
+        name: _png(ex / f"{name}.png", colour)
+        for name, colour in (
+            ("cyan", (20, 200, 200)), ("magenta", (210, 30, 200)), ("yellow", (230, 210, 20)),
+            ("orange", (240, 140, 20)), ("purple", (110, 40, 180)),
+        )
+    }  # fmt: skip
+
+    def shown(name: str) -> tuple[Exemplar, ...]:
+        return (Exemplar(image_path=thumbs[name], activation=3.0, label=name),)
+
+    nodes = (
+        _chain_node("layer3", 5, 0, 0.9, label="round edges", formula="shape=circle", iou=0.3,
+                    exemplars=shown("cyan")),
+        _chain_node("layer3", 12, 1, 0.6, label=EVIL, exemplars=shown("magenta")),
+        _chain_node("layer2", 7, 0, 0.5, label="red colour blobs that are very long indeed",
+                    exemplars=shown("yellow")),
+        _chain_node("layer2", 9, 1, 0.4, label="curved strokes", exemplars=shown("orange")),
+        _chain_node("layer2", 21, 2, 0.2, label="green texture", exemplars=shown("purple")),
+    )  # fmt: skip
+    edges = tuple(
+        Edge(src_layer, src, dst_layer, dst, w, "grad_x_activation")
+        for src_layer, src, dst_layer, dst, w in (
+            ("layer3", 5, "layer4", 117, 0.7), ("layer3", 12, "layer4", 117, 0.2),
+            ("layer3", 12, "layer4", 33, 0.4), ("layer3", 5, "layer4", 8, 0.2),
+            ("layer2", 7, "layer3", 5, 0.3), ("layer2", 9, "layer3", 5, 0.2),
+            ("layer2", 9, "layer3", 12, 0.2), ("layer2", 21, "layer3", 12, 0.2),
+        )
+    )  # fmt: skip
+    faithfulness = tuple(_scores("layer4", 2.0, 0.5, 1.0) + _scores("layer3", 1.0, 0.25, 1.5))
+    return dataclasses.replace(
+        e, layers=("layer2", "layer3", "layer4"), chain_nodes=nodes, chain_edges=edges,
+        faithfulness=faithfulness,
+    )  # fmt: skip
+
+
+def _svgs(doc: str) -> dict[str, ET.Element]:
+    """Every inline <svg> of the document, parsed as XML, by its class."""
+    found = re.findall(r'<svg class="([a-z-]+)".*?</svg>', doc, flags=re.S)
+    blocks = re.findall(r'<svg class="[a-z-]+".*?</svg>', doc, flags=re.S)
+    out: dict[str, ET.Element] = {}
+    for name, block in zip(found, blocks, strict=True):
+        out.setdefault(name, ET.fromstring(block))  # raises on anything not well-formed
+    return out
+
+
+def _by_class(root: ET.Element, tag: str, css: str) -> list[ET.Element]:
+    return [el for el in root.iter(SVG_NS + tag) if css in (el.get("class") or "").split()]
+
+
+def test_chain_graph_is_drawn_as_well_formed_svg(tmp_path):
+    e = make_chain_explanation(tmp_path / "img")
+    doc = render_report(e)
+    assert "<script>" not in doc and _parse(doc).scripts == 0
+    graph = _svgs(doc)["chain-graph"]
+    nodes = _by_class(graph, "g", "node")
+    units = len(e.chain_nodes) + len(e.positive) + len(e.negative)
+    assert len(nodes) == units + 1  # + the class
+    assert len(_by_class(graph, "g", "class-node")) == 1
+    edges = _by_class(graph, "path", "edge")
+    assert len(edges) == len(e.chain_edges) + len(e.positive) + len(e.negative)
+    negative = _by_class(graph, "path", "negative")
+    assert len(negative) == 1 and negative[0].get("stroke") == "#b42318"
+    # width follows |weight| within a pair of layers: 0.7 is the strongest layer3 -> layer4 edge
+    widths = {
+        el.find(SVG_NS + "title").text.split(":")[0]: float(el.get("stroke-width"))  # type: ignore[union-attr]
+        for el in _by_class(graph, "path", "unit-edge")
+    }
+    assert widths["layer3 #5 → layer4 #117"] == 8.0
+    assert widths["layer3 #12 → layer4 #117"] == pytest.approx(1 + 7 * 0.2 / 0.7, abs=0.01)
+    assert widths["layer2 #7 → layer3 #5"] == 8.0
+    # thumbnails: every node with an exemplar on disk, and the target in the class node
+    hrefs = [el.get("href") or "" for el in graph.iter(SVG_NS + "image")]
+    assert len(hrefs) == 8  # 117, 33, five chain nodes, the target (8 and 401 have no exemplar)
+    assert all(h.startswith("data:image/jpeg;base64,") for h in hrefs)
+    texts = ["".join(el.itertext()) for el in graph.iter()]
+    assert any(EVIL in t for t in texts)  # escaped once: the parsed text is the raw label
+    assert "layer3 #12" in texts and "layer2 #21" in texts and "red ball" in texts
+    assert any(t.startswith("red colour blobs that") and t.endswith("…") for t in texts)
+    headers = [t for t in texts if t in ("layer2", "layer3", "layer4", "class")]
+    assert headers[:4] == ["layer2", "layer3", "layer4", "class"]  # input side left
+
+
+def test_chain_cards_and_faithfulness_section(tmp_path):
+    e = make_chain_explanation(tmp_path / "img")
+    doc = render_report(e)
+    text = " ".join(" ".join(_parse(doc).text).split())
+    assert text.index("Chain") < text.index("Units that pushed towards")
+    assert text.index("layer3: units that drive the ones above (2)") < text.index(
+        "layer2: units that drive the ones above (3)"
+    )
+    assert "drives layer4 #117 (+0.700), layer4 #8 (+0.200)" in text
+    assert "sum of its edge weights to the layer above" in text
+    assert "nan" not in text.lower()
+    assert "Faithfulness" in text and "to its mean over the probe set" in text
+    # layer4 at k = 4: chain 2.0 vs random 0.5 (zero), 1.5 vs 0.375 (mean)
+    assert "k = 4" in text
+    assert "margin drop, chain / random 4.00× 4.00×" in text
+    assert "+0.500 ± 0.500" in text  # random: mean ± std over its draws
+    assert "random k units, 20 draws" in text and "k most active units" in text
+    assert "+3.000" in text and "+20.0 pp" in text  # layer4 chain logit and probability drops
+    curves = [
+        ET.fromstring(b) for b in re.findall(r'<svg class="deletion-curve".*?</svg>', doc, re.S)
+    ]
+    assert len(curves) == 2
+    lines = _by_class(curves[0], "polyline", "curve")
+    assert [el.get("class") for el in lines] == ["curve chain", "curve random", "curve activation"]
+    assert all(len((el.get("points") or "").split()) == 3 for el in lines)
+    labels = ["".join(el.itertext()) for el in _by_class(curves[0], "text", "axis-label")]
+    assert labels == ["k = units ablated (log scale)", "margin drop"]
+
+
+def test_no_chain_or_faithfulness_sections_when_empty(tmp_path):
+    single = make_explanation(tmp_path / "img")
+    doc = render_report(single)
+    assert "Faithfulness" not in doc and "drive the ones above" not in doc
+    assert "deletion-curve" not in doc
+    assert len(_by_class(_svgs(doc)["chain-graph"], "g", "node")) == 5  # 4 units + the class
+    empty = dataclasses.replace(single, positive=(), negative=())
+    doc = render_report(empty)
+    assert "<svg" not in doc and "<h2>Chain</h2>" not in doc and "Faithfulness" not in doc
+
+
+def test_chain_columns_are_capped(tmp_path):
+    e = make_chain_explanation(tmp_path / "img")
+    many = tuple(_chain_node("layer3", 100 + i, i, 0.1) for i in range(MAX_PER_COLUMN + 3))
+    graph = _svgs(render_report(dataclasses.replace(e, chain_nodes=many)))["chain-graph"]
+    drawn = [el for el in _by_class(graph, "g", "node") if el.get("data-layer") == "layer3"]
+    assert len(drawn) == MAX_PER_COLUMN
+    assert any("+3 more not drawn" in "".join(el.itertext()) for el in graph.iter())
+    assert all(
+        "#114" not in (el.find(SVG_NS + "title").text or "")
+        for el in _by_class(graph, "path", "edge")
+    )  # type: ignore[union-attr]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium")
+def test_chain_report_renders_in_chromium(tmp_path):
+    """Screenshot of the three-layer report; set COIN_SCALE_REPORT_PNG=path to keep a copy."""
+    e = make_chain_explanation(tmp_path / "img")
+    path = write_report(e, tmp_path / "out")
+    shot = tmp_path / "chain.png"
+    proc = _chromium(
+        [f"--screenshot={shot}", "--window-size=1200,5200", path.as_uri()], tmp_path / "profile"
+    )
+    assert shot.exists(), f"no screenshot (rc {proc.returncode}): {proc.stderr[-2000:]}"
+    if keep := os.environ.get("COIN_SCALE_REPORT_PNG"):
+        shutil.copyfile(shot, keep)
+    pixels = np.asarray(Image.open(shot).convert("RGB")).astype(np.int16)
+    assert pixels.std() > 10, "screenshot is blank"
+    r, g, b = pixels[..., 0], pixels[..., 1], pixels[..., 2]
+    assert ((r > 200) & (g > 180) & (b < 60)).sum() > 50, "no yellow from a chain node thumbnail"
+    assert ((r > 180) & (g < 60) & (b > 170)).sum() > 50, "no magenta from a chain node thumbnail"
+
+    proc = _chromium(["--dump-dom", path.as_uri()], tmp_path / "profile2")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("<image ") == 8
+    assert proc.stdout.count('class="deletion-curve"') == 2
+    assert "<script>" not in proc.stdout

@@ -22,6 +22,7 @@ from coin_scale.storage.schemas import (
     llm_calls,
     probe_images,
     runs,
+    scores,
     unit_stats,
     units,
 )
@@ -31,7 +32,7 @@ MODULES = {
     m.SPEC.name: m
     for m in (
         runs, probe_images, dissections, unit_stats, exemplars,
-        units, explanations, chain_edges, class_explanations, experiments, llm_calls,
+        units, explanations, chain_edges, class_explanations, scores, experiments, llm_calls,
     )
 }  # fmt: skip
 DOC = Path(__file__).resolve().parents[1] / "docs" / "storage.md"
@@ -40,7 +41,8 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "storage.md"
 def test_registry_holds_every_table_module() -> None:
     assert list(TABLES) == [
         "runs", "probe_images", "dissections", "unit_stats", "exemplars",
-        "units", "explanations", "chain_edges", "class_explanations", "experiments", "llm_calls",
+        "units", "explanations", "chain_edges", "class_explanations", "scores", "experiments",
+        "llm_calls",
     ]  # fmt: skip
     assert all(TABLES[name] is module.SPEC for name, module in MODULES.items())
 

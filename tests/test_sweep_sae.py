@@ -3,8 +3,6 @@ its exact contribution through the decoder and the reconstruction error as its o
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 

@@ -7,14 +7,20 @@ that cannot be read becomes a grey placeholder naming its path. No JavaScript, n
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import logging
+import math
+from collections.abc import Sequence
 from pathlib import Path
 
+from coin_scale.chain.faithfulness import AblationScore, margin_ratio
+from coin_scale.chain.graph import Edge
+from coin_scale.report.chain_svg import chain_graph_svg, chain_layers, deletion_curve_svg
+from coin_scale.report.images import JPEG_QUALITY, thumbnail_data_uri
 from coin_scale.sweep.records import ClassExplanation, Exemplar, UnitFinding
 from coin_scale.sweep.text import TERM_WORDS
+
+__all__ = ["JPEG_QUALITY", "REPORT_FILENAME", "render_report", "thumbnail_data_uri", "write_report"]
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +29,6 @@ TARGET_SIZE = 256
 """Longest side, in pixels, of the embedded target image."""
 EXEMPLAR_SIZE = 96
 """Longest side, in pixels, of each embedded exemplar thumbnail."""
-JPEG_QUALITY = 85
 
 METHOD_TEXT = {
     "exact_linear": "exact: fc weight × pooled activation; contributions + bias = logit",
@@ -84,6 +89,20 @@ table.neg-table { border-collapse:collapse; width:100%; background:var(--card);
                                vertical-align:top; }
 .neg-table th { background:#eef1f6; font-size:13px; }
 footer { color:var(--muted); font-size:12px; margin-top:32px; }
+.chain { background:var(--card); border:1px solid var(--line); border-radius:10px; padding:10px;
+         overflow-x:auto; }
+.chain svg { display:block; max-width:100%; height:auto; margin:0 auto; }
+.drives { color:var(--muted); font-size:13px; margin-top:4px; }
+h3 { font-size:16px; margin:20px 0 8px; }
+.faith { display:flex; flex-wrap:wrap; gap:16px; align-items:flex-start; }
+.faith svg { background:var(--card); border:1px solid var(--line); border-radius:8px; }
+table.faith-table { border-collapse:collapse; background:var(--card); border:1px solid var(--line); }
+.faith-table th, .faith-table td { padding:5px 9px; border-bottom:1px solid var(--line);
+                                   text-align:right; font-size:13px; }
+.faith-table th { background:#eef1f6; }
+.faith-table td:first-child, .faith-table th:first-child { text-align:left; }
+.faith-table tr.ratio td { font-weight:700; }
+.faith-table th[colspan], .faith-table td[colspan] { text-align:center; }
 """
 
 
@@ -120,12 +139,15 @@ def render_report(explanation: ClassExplanation) -> str:
         "<h2>Explanation</h2>",
         f'<div class="paragraph">{_esc(e.text) if e.text else "<em>no paragraph</em>"}</div>',
         f'<p class="method">Method: {_esc(method_text(e.method))}{_bias_line(e)}</p>',
+        _chain_section(e),
         f"<h2>{_esc(_plural(e))} that pushed towards {_esc(e.class_name)} ({len(e.positive)})</h2>",
         "".join(_unit_card(u, e.unit_noun) for u in sorted(e.positive, key=lambda u: u.rank))
         or "<p>No positive contributors.</p>",
         '<p class="kv">share = contribution / the predicted class logit; contributions are '
         f"those of layer <code>{_esc(e.layer)}</code>.</p>",
         _negative_section(e),
+        _chain_cards(e),
+        _faithfulness_section(e),
         f"<footer>coin-scale report · run {_esc(e.run_id)} · image {_esc(e.image_path)}</footer>",
         "</main></body></html>",
     ]
@@ -204,17 +226,27 @@ def _bias_line(e: ClassExplanation) -> str:
     )
 
 
-def _unit_card(u: UnitFinding, noun: str = "unit") -> str:
+def _unit_card(u: UnitFinding, noun: str = "unit", edges: Sequence[Edge] | None = None) -> str:
+    """One unit's card; `edges` (a chain node's outgoing edges) replace the share of the logit."""
     head = [
         f'<span class="unit-id">#{u.rank + 1} · {_esc(noun)} {u.unit}</span>',
         f'<span class="contrib {"pos" if u.contribution >= 0 else "neg"}">{u.contribution:+.3f}</span>',
-        f'<span class="kv">{u.share * 100:.1f}% share</span>',
     ]
+    if edges is not None:
+        head.append('<span class="kv">sum of its edge weights to the layer above</span>')
+    elif math.isfinite(u.share):
+        head.append(f'<span class="kv">{u.share * 100:.1f}% share</span>')
     if u.iou is not None:
         head.append(f'<span class="kv">IoU {u.iou:.3f}</span>')
     if u.explainer:
         head.append(f'<span class="kv">explainer {_esc(u.explainer)}</span>')
     body = [f'<div class="unit-head">{"".join(head)}</div>']
+    if edges:
+        targets = ", ".join(
+            f"{_esc(x.target_layer)} #{x.target_unit} ({x.weight:+.3f})"
+            for x in sorted(edges, key=lambda x: -abs(x.weight))
+        )
+        body.append(f'<div class="drives">drives {targets}</div>')
     label = _esc(u.label) if u.label else "<em>unexplained</em>"
     body.append(f'<div class="label">{label}</div>')
     if u.description:
@@ -271,21 +303,120 @@ def _image(path: str, size: int, css_class: str, alt: str) -> str:
     return f'<img class="{css_class}" src="{uri}" alt="{_esc(alt)}">'
 
 
-def thumbnail_data_uri(path: str | Path, size: int) -> str | None:
-    """A `data:image/jpeg;base64,...` URI of the image shrunk to `size` px on its longest side.
+def _chain_section(e: ClassExplanation) -> str:
+    svg = chain_graph_svg(e)
+    if not svg:
+        return ""
+    methods = sorted({x.method for x in e.chain_edges})
+    unit_edges = (
+        f"Edges between {_esc(_plural(e).lower())}: {_esc(', '.join(methods))} of the target's "
+        "pooled activation with respect to the layer before. "
+        if methods
+        else ""
+    )
+    red = "; red = pushed against the class" if e.negative else ""
+    return (
+        "<h2>Chain</h2>"
+        f'<p class="kv">{unit_edges}Edges into the class: contributions to its logit '
+        f"({_esc(method_text(e.method))}){red}. Line width is "
+        "proportional to |weight| within each pair of neighbouring columns; hover a node or an "
+        "edge for its full label and weight.</p>"
+        f'<div class="chain">{svg}</div>'
+    )
 
-    Returns None (and logs a warning) when the file is missing or not a readable image.
-    """
-    from PIL import Image, UnidentifiedImageError
 
+def _chain_cards(e: ClassExplanation) -> str:
+    """Cards of the earlier layers' chain units, the layer nearest the class first."""
+    if not e.chain_nodes:
+        return ""
+    layers = chain_layers(e)
+    order = [layer for layer in reversed(layers[:-1])]
+    order += [u.layer for u in e.chain_nodes if u.layer not in order and u.layer != e.layer]
+    order = list(dict.fromkeys(order))
+    out = []
+    for layer in order:
+        units = sorted((u for u in e.chain_nodes if u.layer == layer), key=lambda u: u.rank)
+        if not units:
+            continue
+        out.append(
+            f"<h2>{_esc(layer)}: {_esc(_plural(e).lower())} that drive the ones above "
+            f"({len(units)})</h2>"
+        )
+        for u in units:
+            edges = [
+                x for x in e.chain_edges if x.source_layer == layer and x.source_unit == u.unit
+            ]
+            out.append(_unit_card(u, e.unit_noun, edges))
+    return "".join(out)
+
+
+_SELECTION_TEXT = {
+    "chain": "chain (its k strongest units)",
+    "random": "random k units",
+    "activation": "k most active units",
+}
+
+
+def _faithfulness_section(e: ClassExplanation) -> str:
+    if not e.faithfulness:
+        return ""
+    layers = [layer for layer in chain_layers(e) if any(s.layer == layer for s in e.faithfulness)]
+    layers += list(dict.fromkeys(s.layer for s in e.faithfulness if s.layer not in layers))
+    parts = [
+        "<h2>Faithfulness</h2>",
+        '<p class="kv">Ablating a unit sets its activation map to 0 (zero ablation) or to its mean '
+        "over the probe set (mean ablation), at every position. Each drop is the predicted class's "
+        "value before minus after ablating k units of one layer: its margin (its logit minus the "
+        "best other logit), its logit and its probability (in percentage points). The chain's k "
+        "units are compared with k random units (mean ± std over the draws) and with the k units "
+        "most active on this image; chain / random &gt; 1 means the chain matters more than chance."
+        "</p>",
+    ]
+    for layer in layers:
+        scores = [s for s in e.faithfulness if s.layer == layer]
+        parts.append(
+            f'<h3>{_esc(layer)}</h3><div class="faith">{_faith_table(scores)}'
+            f"{deletion_curve_svg(scores, layer, 'zero')}</div>"
+        )
+    return "".join(parts)
+
+
+def _faith_table(scores: Sequence[AblationScore]) -> str:
+    """The drops at the layer's largest k, per selection (rows) and ablation (column groups)."""
+    k = max(s.k for s in scores)
+    ablations = [a for a in ("zero", "mean") if any(s.ablation == a for s in scores)]
+    found: dict[tuple[str, str], AblationScore] = {
+        (s.ablation, s.selection): s for s in scores if s.k == k
+    }
+    head = "".join(f'<th colspan="3">{_esc(a)} ablation</th>' for a in ablations)
+    sub = "<th>margin drop</th><th>logit drop</th><th>probability drop</th>" * len(ablations)
+    rows = [f"<tr><th>k = {k}</th>{head}</tr>", f"<tr><th>selection</th>{sub}</tr>"]
+    for selection in ("chain", "random", "activation"):
+        cells = []
+        for ablation in ablations:
+            s = found.get((ablation, selection))
+            if s is None:
+                cells.append("<td>—</td>" * 3)
+                continue
+            spread = f" ± {s.margin_drop_std:.3f}" if s.draws > 1 else ""
+            cells.append(
+                f'<td class="mono">{s.margin_drop:+.3f}{spread}</td>'
+                f'<td class="mono">{s.logit_drop:+.3f}</td>'
+                f'<td class="mono">{s.probability_drop * 100:+.1f} pp</td>'
+            )
+        draws = max((s.draws for s in scores if s.selection == selection), default=1)
+        name = _SELECTION_TEXT[selection] + (f", {draws} draws" if selection == "random" else "")
+        rows.append(f"<tr><td>{_esc(name)}</td>{''.join(cells)}</tr>")
+    ratios = "".join(f'<td colspan="3" class="mono">{_ratio(scores, k, a)}</td>' for a in ablations)
+    rows.append(f'<tr class="ratio"><td>margin drop, chain / random</td>{ratios}</tr>')
+    return f'<table class="faith-table">{"".join(rows)}</table>'
+
+
+def _ratio(scores: Sequence[AblationScore], k: int, ablation: str) -> str:
     try:
-        with Image.open(path) as img:
-            img.load()
-            rgb = img.convert("RGB")
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
-        logger.warning("report: cannot read image %s (%s); drawing a placeholder", path, exc)
-        return None
-    rgb.thumbnail((size, size), Image.Resampling.LANCZOS)
-    buf = io.BytesIO()
-    rgb.save(buf, format="JPEG", quality=JPEG_QUALITY)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+        ratio = margin_ratio(scores, k, ablation)  # type: ignore[arg-type]
+    except ValueError:
+        return "—"
+    if math.isinf(ratio):
+        return "∞ (random drop ≤ 0)"
+    return f"{ratio:.2f}×"

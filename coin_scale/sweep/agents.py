@@ -9,6 +9,7 @@ ledger are written as soon as the agents finish (they were paid for), keyed by t
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 
 import torch
 
@@ -35,6 +36,24 @@ AGENT_EXEMPLARS = 12
 """Exemplars each agent can see (the first message shows `AgentConfig.exemplars_shown`)."""
 
 
+@dataclass
+class AgentLedger:
+    """The agents' steps and LLM calls of one run, over several layers: each layer's rows are
+    written as soon as its agents finish (they were paid for), together with the earlier ones,
+    since a write replaces the run's rows."""
+
+    warehouse: Warehouse
+    run_id: str
+    steps: list[experiments.Row] = field(default_factory=list)
+    calls: list[llm_calls.Row] = field(default_factory=list)
+
+    def add(self, steps: list[experiments.Row], calls: list[llm_calls.Row]) -> None:
+        self.steps += steps
+        self.calls += calls
+        self.warehouse.write("experiments", experiments.to_arrow(self.steps), key=self.run_id)
+        self.warehouse.write("llm_calls", llm_calls.to_arrow(self.calls), key=self.run_id)
+
+
 def explain_with_agents(
     config: SweepConfig,
     prepared: PreparedLLM,
@@ -46,9 +65,11 @@ def explain_with_agents(
     *,
     run_id: str,
     sae: SAEUnits | None = None,
+    ledger: AgentLedger | None = None,
 ) -> dict[int, AgentOutcome]:
     """Each unit's agent outcome (a label or an error, never both); stores `experiments` and
-    `llm_calls`. With `sae` the units are its features: agents measure them through it."""
+    `llm_calls` (through `ledger`, which keeps the rows of earlier calls in the same run). With
+    `sae` the units are its features: agents measure them through it."""
     rows = (
         connect(config.warehouse)
         .execute(
@@ -82,10 +103,8 @@ def explain_with_agents(
         prepared, subjects, make_tools, run_id=run_id, address=config.address,
         progress=config.progress,
     )  # fmt: skip
-    warehouse = Warehouse(config.warehouse)
-    steps = [row for outcome in result.outcomes for row in outcome.experiments]
-    warehouse.write("experiments", experiments.to_arrow(steps), key=run_id)
-    warehouse.write("llm_calls", llm_calls.to_arrow(result.calls), key=run_id)
+    ledger = ledger or AgentLedger(Warehouse(config.warehouse), run_id)
+    ledger.add([row for outcome in result.outcomes for row in outcome.experiments], result.calls)
     failed = sum(o.status != "ok" for o in result.outcomes)
     log.info(
         "%d units explained by %s:%s in %d calls, $%.4f; %d failed",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from coin_scale.chain.graph import EDGE_METHODS, EdgeMethod
 from coin_scale.dissect.config import UNIT_KINDS, UnitKind
 
 if TYPE_CHECKING:
@@ -32,6 +33,18 @@ class SweepConfig:
     """Seed of random weights (weights none) and of the default target scene."""
     layer: str | None = None
     """Layer whose units are selected; default the last block before the classifier."""
+    layers: str | None = None
+    """A chain of layers, input side first, comma-separated (e.g. `layer2,layer3,layer4`): the
+    last one's units drive the class, each earlier layer's units drive the next's. Replaces
+    `layer`."""
+    fanout: int = 3
+    """Drivers kept per chain unit in the layer before it."""
+    chain_method: EdgeMethod = "grad_x_activation"
+    """How a unit's drivers are ranked: `grad_x_activation` or `integrated_gradients`."""
+    ig_steps: int = 16
+    """Integrated-gradients steps (chain_method integrated_gradients)."""
+    ablation_draws: int = 20
+    """Random unit sets averaged in the faithfulness test."""
     units: UnitKind = "neuron"
     """What the layer's units are: `neuron` (its channels) or `sae` (the features of the SAE
     checkpoint `sae`, trained on this layer by `coin-scale train-sae`)."""
@@ -97,6 +110,26 @@ class SweepConfig:
             raise ValueError("--units sae needs --sae PATH, the SAE checkpoint of the layer")
         if self.units != "sae" and self.sae:
             raise ValueError(f"--sae {self.sae} is only used with --units sae; pass both or none")
+        if self.layers is not None:
+            names = self.chain_layers
+            if not names or any(not n for n in names):
+                raise ValueError(f"--layers takes comma-separated layer names, got {self.layers!r}")
+            if self.layer is not None and self.layer != names[-1]:
+                raise ValueError(
+                    f"--layer {self.layer} and --layers {self.layers} disagree: the chain ends at "
+                    "the layer whose units drive the class; pass one of them"
+                )
+            if self.units == "sae" and len(names) > 1:
+                raise ValueError("--units sae explains one layer; chains of SAE features are not built yet")
+        if self.chain_method not in EDGE_METHODS:
+            raise ValueError(
+                f"unknown chain method {self.chain_method!r}; available: {', '.join(EDGE_METHODS)}"
+            )
+        if self.fanout < 1 or self.ig_steps < 1 or self.ablation_draws < 1:
+            raise ValueError(
+                f"fanout, ig_steps and ablation_draws must be >= 1, got {self.fanout}, "
+                f"{self.ig_steps}, {self.ablation_draws}"
+            )
         if self.explainer not in EXPLAINERS:
             raise ValueError(
                 f"unknown explainer {self.explainer!r}; available: {', '.join(EXPLAINERS)}"
@@ -112,6 +145,13 @@ class SweepConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def chain_layers(self) -> tuple[str, ...]:
+        """The `layers` chain as names (empty when only `layer` is used)."""
+        if self.layers is None:
+            return ()
+        return tuple(name.strip() for name in self.layers.split(","))
 
     @property
     def uses_llm(self) -> bool:

@@ -1,8 +1,9 @@
-"""Write a sweep's tables: runs, units, explanations, chain_edges, class_explanations."""
+"""Write a sweep's tables: runs, units, explanations, chain_edges, scores, class_explanations."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 import pyarrow as pa
@@ -25,12 +26,13 @@ def store_sweep(
     explanation: ClassExplanation,
     config: SweepConfig,
     *,
-    dissection_id: str | None,
+    dissection_ids: Mapping[str, str],
     started_at: datetime,
 ) -> None:
     """Every row keyed by run_id, so a rerun of the same run id replaces rather than duplicates."""
     e = explanation
     findings = [("positive", f) for f in e.positive] + [("negative", f) for f in e.negative]
+    explained = [f for _, f in findings] + list(e.chain_nodes)
     run_id = e.run_id
     terms = dict(e.terms)
     warehouse.write("units", _table("units", [
@@ -47,14 +49,28 @@ def store_sweep(
          "score": f.iou if f.iou is not None else f.confidence,
          "score_name": "iou" if f.iou is not None else ("confidence" if f.confidence is not None else None),
          "error": f.error,
-         "dissection_id": dissection_id}
-        for _, f in findings if f.explainer or f.error
+         "dissection_id": dissection_ids.get(f.layer)}
+        for f in explained if f.explainer or f.error
     ]), key=run_id)  # fmt: skip
     warehouse.write("chain_edges", _table("chain_edges", [
         {"run_id": run_id, "source_layer": f.layer, "source_unit": f.unit, "target_kind": "class",
          "target_layer": None, "target": e.class_index, "weight": f.contribution,
          "method": e.method, "source_kind": e.unit_kind}
         for _, f in findings
+    ] + [
+        {"run_id": run_id, "source_layer": edge.source_layer, "source_unit": edge.source_unit,
+         "target_kind": "unit", "target_layer": edge.target_layer, "target": edge.target_unit,
+         "weight": edge.weight, "method": edge.method, "source_kind": "neuron"}
+        for edge in e.chain_edges
+    ]), key=run_id)  # fmt: skip
+    warehouse.write("scores", _table("scores", [
+        {"run_id": run_id, "test": "ablation", "metric": metric, "value": value,
+         "layer": score.layer, "unit": None, "kind": e.unit_kind, "ablation": score.ablation,
+         "selection": score.selection, "k": score.k, "draws": score.draws,
+         "std": score.margin_drop_std if metric == "margin_drop" and score.draws > 1 else None}
+        for score in e.faithfulness
+        for metric, value in (("margin_drop", score.margin_drop), ("logit_drop", score.logit_drop),
+                              ("probability_drop", score.probability_drop))
     ]), key=run_id)  # fmt: skip
     warehouse.write("class_explanations", _table("class_explanations", [{
         "run_id": run_id, "model": e.model, "weights": e.weights,
@@ -68,7 +84,7 @@ def store_sweep(
     }]), key=run_id)  # fmt: skip
     warehouse.write("runs", _table("runs", [{
         "run_id": run_id, "command": "sweep", "status": "complete", "model": e.model,
-        "weights": e.weights, "layers": [e.layer], "probe": str(config.probe),
+        "weights": e.weights, "layers": list(e.layers or (e.layer,)), "probe": str(config.probe),
         "config_json": json.dumps(config.to_dict(), sort_keys=True),
         "coin_scale_version": coin_scale.__version__, "started_at": started_at,
         "finished_at": datetime.now(UTC),

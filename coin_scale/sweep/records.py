@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from coin_scale.chain.faithfulness import AblationScore
+from coin_scale.chain.graph import Edge
+
 
 @dataclass(frozen=True, kw_only=True)
 class Exemplar:
@@ -74,6 +77,17 @@ class ClassExplanation:
     terms: tuple[tuple[str, float], ...] = ()
     """Parts of the logit that belong to no unit (an SAE's decoder bias and reconstruction
     error); with an exact method, all contributions + bias + terms = logit."""
+
+    layers: tuple[str, ...] = ()
+    """The chain's layers, input side first, ending with `layer` (empty: `layer` alone)."""
+    chain_nodes: tuple[UnitFinding, ...] = ()
+    """Units of the layers before `layer` that drive the selected units (each explained);
+    `contribution` is the sum of its edges' weights, `rank` its order within its layer."""
+    chain_edges: tuple[Edge, ...] = ()
+    """Unit -> unit edges between consecutive chain layers (class edges are `positive`)."""
+    faithfulness: tuple[AblationScore, ...] = ()
+    """Ablation tests of the chain's units in each chain layer, against random and most-active
+    units (a deletion curve over k)."""
 
     @property
     def unit_noun(self) -> str:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
 from coin_scale.chain.attribution import UnitContributions, unit_contributions
+from coin_scale.chain.faithfulness import AblationScore
+from coin_scale.chain.graph import Edge, chain_edges
 from coin_scale.chain.sae_attribution import sae_contributions
 from coin_scale.dissect.activations import SAEUnits
 from coin_scale.dissect.pipeline import load_sae_units
@@ -20,12 +21,11 @@ from coin_scale.models import ModelSource, build_module, describe_layers, find_l
 from coin_scale.models.layers import LayerInfo, last_block
 from coin_scale.models.loading import ModelPayload
 from coin_scale.sweep import inputs
+from coin_scale.sweep.chain import chain_faithfulness, chain_nodes, probe_batches, resolve_chain
 from coin_scale.sweep.config import PROBE_MODEL, RENDERED, SweepConfig
-from coin_scale.sweep.records import ClassExplanation, Exemplar, SAESummary, UnitFinding
-from coin_scale.sweep.text import class_paragraph
-
-if TYPE_CHECKING:
-    from coin_scale.explain.llm import PreparedLLM
+from coin_scale.sweep.explaining import explain_layer
+from coin_scale.sweep.records import ClassExplanation, SAESummary, UnitFinding
+from coin_scale.sweep.text import chain_text, class_paragraph
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,12 @@ def run_sweep(config: SweepConfig) -> SweepOutcome:
     payload = resolve_model(ModelSource(model=model, weights=config.weights, seed=config.seed))
     module = build_module(payload)
     layers = describe_layers(module, payload.arch, payload.preprocess.crop)
-    layer = find_layer(layers, config.layer, payload.model_id) if config.layer else last_block(module, layers)
+    if config.chain_layers:
+        chain = resolve_chain(config.chain_layers, layers, payload, module)
+        layer = chain[-1]
+    else:
+        layer = find_layer(layers, config.layer, payload.model_id) if config.layer else last_block(module, layers)
+        chain = [layer]
     sae = load_sae_units(config.sae, payload, layer) if config.units == "sae" else None
     n_units, noun = (sae.config.d_sae, "SAE features") if sae else (layer.units, "units")
     if config.top_k > n_units:
@@ -81,13 +86,44 @@ def run_sweep(config: SweepConfig) -> SweepOutcome:
     positive = _findings(contributions, layer, config.top_k, negative=False)
     negative = _findings(contributions, layer, config.negatives, negative=True) if config.negatives else []
 
-    dissection_id = None
+    edges: list[Edge] = []
+    if len(chain) > 1:
+        edges = chain_edges(
+            module, inputs_tensor, [(c.name, c.layout) for c in chain], [f.unit for f in positive],
+            config.fanout, method=config.chain_method,
+            steps=config.ig_steps,
+        )  # fmt: skip
+    nodes = chain_nodes(edges)
+
+    dissection_ids: dict[str, str] = {}
+    probe = None
     if config.probe:
         # The probe CNN was trained on one large object per scene: explain it over such scenes.
         probe = _probe_path(config, payload, single_object=payload.arch == "probe_cnn")
-        dissection_id, positive, negative = _explain(
-            config, model, payload, probe, layer, positive, negative, notes, module, prepared, run_id,
-            sae,
+        ledger = None
+        if prepared is not None:
+            from coin_scale.sweep.agents import AgentLedger
+
+            ledger = AgentLedger(warehouse, run_id)
+        dissection_ids[layer.name], explained = explain_layer(
+            config, model, payload, probe, layer, positive + negative, notes, module, prepared,
+            run_id, sae, ledger,
+        )  # fmt: skip
+        positive, negative = explained[: len(positive)], explained[len(positive) :]
+        for earlier in chain[:-1]:
+            mine = [n for n in nodes if n.layer == earlier.name]
+            if mine:
+                dissection_ids[earlier.name], done = explain_layer(
+                    config, model, payload, probe, earlier, mine, notes, module, prepared, run_id,
+                    ledger=ledger,
+                )  # fmt: skip
+                nodes = [n for n in nodes if n.layer != earlier.name] + done
+    faithfulness: list[AblationScore] = []
+    if sae is None:  # ablating SAE features (in the decoder's terms) is not built yet
+        faithfulness = chain_faithfulness(
+            module, inputs_tensor, chain, contributions, nodes, config.top_k,
+            mean_batches=probe_batches(probe, payload) if probe else (),
+            draws=config.ablation_draws, seed=config.seed,
         )  # fmt: skip
     cls = contributions.class_index
     explanation = ClassExplanation(
@@ -102,13 +138,17 @@ def run_sweep(config: SweepConfig) -> SweepOutcome:
             class_name=payload.class_names[cls], probability=float(probs[cls]), layer=layer.name,
             positive=positive, negative=negative, exact=contributions.exact, sae=sae is not None,
             terms=contributions.terms,
-        ),
+        ) + chain_text(positive, nodes, edges),
+        layers=tuple(c.name for c in chain) if len(chain) > 1 else (),
+        chain_nodes=tuple(nodes), chain_edges=tuple(edges), faithfulness=tuple(faithfulness),
     )  # fmt: skip
     from coin_scale.report import write_report
     from coin_scale.sweep.persist import store_sweep
 
     report = write_report(explanation, Path(config.warehouse) / "reports" / run_id)
-    store_sweep(warehouse, explanation, config, dissection_id=dissection_id, started_at=started_at)
+    store_sweep(
+        warehouse, explanation, config, dissection_ids=dissection_ids, started_at=started_at
+    )
     return SweepOutcome(explanation=explanation, report_path=str(report), warehouse=config.warehouse)
 
 
@@ -177,85 +217,3 @@ def _probe_path(config: SweepConfig, payload: ModelPayload, *, single_object: bo
             single_object=single_object,
         )  # fmt: skip
     return str(config.probe)
-
-
-def _explain(
-    config: SweepConfig,
-    model: str,
-    payload: ModelPayload,
-    probe: str,
-    layer: LayerInfo,
-    positive: list[UnitFinding],
-    negative: list[UnitFinding],
-    notes: list[str],
-    module: torch.nn.Module,
-    prepared: PreparedLLM | None,
-    run_id: str,
-    sae: SAEUnits | None,
-) -> tuple[str, list[UnitFinding], list[UnitFinding]]:
-    """Dissect the layer over the probe set (cached), explain the selected units, add exemplars."""
-    from coin_scale.dissect.config import DissectConfig
-    from coin_scale.explain import OfflineExplainerConfig, explain_units
-    from coin_scale.storage import connect
-    from coin_scale.sweep.evidence import layer_evidence
-
-    evidence = layer_evidence(
-        DissectConfig(
-            model=model, weights=config.weights, seed=config.seed, layer=layer.name, probe=probe,
-            warehouse=config.warehouse, top_k=max(config.exemplars, 16), address=config.address,
-            units=config.units, sae=config.sae,
-        ),
-        payload,
-        progress=config.progress,
-    )  # fmt: skip
-    units = [f.unit for f in positive + negative]
-    probe_set = evidence.probe
-    if probe_set.attributes_path is None and not probe_set.images[0].label:
-        notes.append("The probe folder has no labels or attributes: units get exemplars but no concepts.")
-
-    con = connect(config.warehouse)
-    rows = con.execute(
-        "SELECT unit, activation, image_path, label FROM exemplars "
-        "WHERE dissection_id = ? AND rank < ? ORDER BY unit, rank",
-        [evidence.dissection_id, config.exemplars],
-    ).fetchall()
-    shown: dict[int, list[Exemplar]] = {}
-    for unit, activation, path, label in rows:
-        if unit in units:
-            shown.setdefault(unit, []).append(Exemplar(image_path=path, activation=float(activation), label=label))
-
-    if prepared is not None:
-        from coin_scale.sweep.agents import explain_with_agents
-
-        outcomes = explain_with_agents(
-            config, prepared, evidence, payload, module, layer, units, run_id=run_id, sae=sae
-        )
-
-        def explained_finding(f: UnitFinding) -> UnitFinding:
-            o = outcomes[f.unit]
-            ok = o.status == "ok"
-            return replace(
-                f, label=o.label if ok else None, description=o.description if ok else None,
-                confidence=o.confidence if ok else None, explainer=config.explainer,
-                error=None if ok else f"{o.status}: {o.error or 'no valid answer'}",
-                exemplars=tuple(shown.get(f.unit, [])),
-            )  # fmt: skip
-
-    else:
-        explained = explain_units(
-            evidence.activations[:, units], evidence.concepts, OfflineExplainerConfig()
-        )
-        by_unit = dict(zip(units, explained, strict=True))
-
-        def explained_finding(f: UnitFinding) -> UnitFinding:
-            e = by_unit[f.unit]
-            return replace(
-                f, label=e.label or None, description=e.description, formula=e.formula or None,
-                iou=e.iou, explainer="offline", exemplars=tuple(shown.get(f.unit, [])),
-            )  # fmt: skip
-
-    return (
-        evidence.dissection_id,
-        [explained_finding(f) for f in positive],
-        [explained_finding(f) for f in negative],
-    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from coin_scale.chain.graph import Edge
 from coin_scale.sweep.records import UnitFinding
 
 
@@ -63,3 +64,44 @@ def _join(items: list[str]) -> str:
     if len(items) <= 1:
         return "".join(items)
     return "; ".join(items[:-1]) + "; and " + items[-1]
+
+
+CHAIN_PATHS = 3
+"""Selected units whose strongest path down the chain is written out."""
+
+
+def chain_text(
+    positive: list[UnitFinding] | tuple[UnitFinding, ...],
+    nodes: list[UnitFinding] | tuple[UnitFinding, ...],
+    edges: list[Edge] | tuple[Edge, ...],
+) -> str:
+    """' Down the chain: layer4 #122 'stripes' is driven by layer3 #87 'edges' (+0.80), itself
+    driven by layer2 #5 'blobs' (+0.31); ...' following each top unit's strongest driver; empty
+    without edges. Edge weights are attributions to the driven unit's pooled activation."""
+    if not edges:
+        return ""
+    found = {(n.layer, n.unit): n for n in (*positive, *nodes)}
+    strongest: dict[tuple[str, int], Edge] = {}
+    for edge in edges:
+        key = (edge.target_layer, edge.target_unit)
+        if key not in strongest or edge.weight > strongest[key].weight:
+            strongest[key] = edge
+    paths = []
+    for finding in list(positive)[:CHAIN_PATHS]:
+        key = (finding.layer, finding.unit)
+        if key not in strongest:
+            continue
+        words = f"{finding.layer} #{finding.unit} {_what(finding)} is driven by "
+        steps = []
+        while key in strongest:
+            edge = strongest[key]
+            key = (edge.source_layer, edge.source_unit)
+            node = found.get(key)
+            what = _what(node) if node else "(unexplained)"
+            steps.append(f"{edge.source_layer} #{edge.source_unit} {what} ({edge.weight:+.2f})")
+        paths.append(words + ", itself driven by ".join(steps))
+    return " Down the chain: " + "; ".join(paths) + "." if paths else ""
+
+
+def _what(finding: UnitFinding) -> str:
+    return f"'{finding.label}'" if finding.label else "(unexplained)"

@@ -17,6 +17,7 @@ from coin_scale.storage.schemas import (
     llm_calls,
     probe_images,
     runs,
+    scores,
     unit_stats,
     units,
 )
@@ -24,7 +25,7 @@ from coin_scale.storage.spec import TableSpec
 
 _MODULES = (
     runs, probe_images, dissections, unit_stats, exemplars,
-    units, explanations, chain_edges, class_explanations, experiments, llm_calls,
+    units, explanations, chain_edges, class_explanations, scores, experiments, llm_calls,
 )  # fmt: skip
 
 TABLES: dict[str, TableSpec] = {m.SPEC.name: m.SPEC for m in _MODULES}
