@@ -29,3 +29,16 @@ def probe_dir(tmp_path_factory) -> Path:
     write_synthetic_images(root / "png", 12, size=(80, 80), seed=2, fmt="PNG", classes=2)
     (root / "class0" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated, not a jpeg")
     return root
+
+
+@pytest.fixture(scope="session")
+def trained_probe_cache(tmp_path_factory) -> Path:
+    """A coin-scale cache holding the probe CNN, trained here once per session by the real recipe
+    (about 2 minutes on 2 cores); tests point COIN_SCALE_CACHE at it."""
+    from coin_scale.sweep.inputs import probe_model
+
+    cache = tmp_path_factory.mktemp("trained-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("COIN_SCALE_CACHE", str(cache))
+        probe_model()
+    return cache

@@ -90,3 +90,37 @@ def test_codes_are_the_ones_a_dissection_ranks_by():
     codes = sae.encode(tokens_from_conv(acts["o"]))[0].double().mean(dim=0)
     weight = model.fc.weight[int(logits.argmax())].double()
     torch.testing.assert_close(c.contributions, codes * (sae.w_dec.double() @ weight))
+
+
+def test_zeroing_sae_features_removes_exactly_their_contribution():
+    from coin_scale.chain.faithfulness import ablated_logits, faithfulness_scores
+    from coin_scale.chain.units import SAEFeatures
+
+    model, sae = _resnet(), _sae(512, 1024, 16)
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(6))
+    c = sae_contributions(model, "layer4", x, sae)
+    top = [unit for unit, _ in c.top(5)]
+    logits = ablated_logits(model, x, "layer4", SAEFeatures(sae), top)[0]
+    want = c.logit - sum(value for _, value in c.top(5))
+    assert float(logits[c.class_index]) == pytest.approx(want, abs=1e-4)
+    scores = faithfulness_scores(model, x, "layer4", SAEFeatures(sae), c.class_index, top, [5], draws=4)
+    chain = next(s for s in scores if s.selection == "chain")
+    assert chain.logit_drop == pytest.approx(sum(value for _, value in c.top(5)), abs=1e-4)
+
+
+def test_with_an_identity_dictionary_feature_ablation_is_channel_ablation():
+    from coin_scale.chain.faithfulness import ablated_logits
+    from coin_scale.chain.units import SAEFeatures
+
+    model = _resnet()
+    sae = SparseAutoencoder(512, 512, 512)
+    with torch.no_grad():
+        sae.w_enc.copy_(torch.eye(512))
+        sae.w_dec.copy_(torch.eye(512))
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(7))
+    sets = torch.tensor([[1, 2, 3], [10, 20, 30]])
+    means = torch.rand(512)
+    for values in (None, means):
+        by_feature = ablated_logits(model, x, "layer4", SAEFeatures(sae.eval()), sets, values)
+        by_channel = ablated_logits(model, x, "layer4", "nchw", sets, values)
+        torch.testing.assert_close(by_feature, by_channel, rtol=1e-5, atol=1e-5)

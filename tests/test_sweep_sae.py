@@ -35,6 +35,7 @@ def test_a_sweep_explains_the_prediction_with_sae_features(ray_cluster, tmp_path
     assert out.count("+ feature") == 3 and out.count("- feature") == 1
     assert "= reconstruction error:" in out and "= decoder bias:" in out
     assert "Units are the 1024 features of the SAE" in out and "Random weights" in out
+    assert "faithfulness, layer4: zeroing the chain's top 3" in out
 
     con = connect(wh)
     units = con.sql(

@@ -16,7 +16,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from coin_scale.chain.graph import pool_units
+from coin_scale.chain.units import UnitView, as_view
 from coin_scale.models.layers import Layout
 
 Ablation = Literal["zero", "mean"]
@@ -61,39 +61,24 @@ def predicted_outcome(logits: torch.Tensor, class_index: int) -> Outcome:
     )
 
 
-def _channel_axis(layout: Layout) -> int:
-    return -1 if layout in ("nhwc", "ntc") else 1
-
-
 def ablated_logits(
     module: nn.Module,
     inputs: torch.Tensor,
     layer: str,
-    layout: Layout,
+    units_of: Layout | UnitView,
     units: Sequence[int] | torch.Tensor,
     values: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Logits (batch, classes) with `units` of `layer` replaced by `values` (unit,) at every
-    position (mean ablation), or by 0 when `values` is None. `units` may be a (batch, k) tensor:
-    a different set per batch element."""
+    """Logits (batch, classes) with `units` of `layer` (read as `units_of`: a layout for its
+    channels, or SAEFeatures) replaced by `values` (unit,) at every position (mean ablation), or
+    by 0 when `values` is None. `units` may be a (batch, k) tensor: a set per batch element."""
+    view = as_view(units_of)
     index = torch.as_tensor(units, dtype=torch.long)
     if index.dim() == 1:
         index = index.unsqueeze(0).expand(inputs.shape[0], -1)
-    axis = _channel_axis(layout)
-
-    def hook(_m: nn.Module, _i: object, out: torch.Tensor) -> torch.Tensor:
-        out = out.clone()
-        moved = out.movedim(axis, 1)  # (batch, unit, ...) view of the clone
-        for b in range(moved.shape[0]):
-            chosen = index[b].to(out.device)
-            if values is None:
-                moved[b, chosen] = 0.0
-            else:
-                fill = values.to(device=out.device, dtype=out.dtype)[chosen]
-                moved[b, chosen] = fill.view(-1, *([1] * (moved.dim() - 2)))
-        return out
-
-    handle = dict(module.named_modules())[layer].register_forward_hook(hook)
+    handle = dict(module.named_modules())[layer].register_forward_hook(
+        lambda _m, _i, out: view.ablate(out, index, values)
+    )
     try:
         with torch.inference_mode():
             return module.eval()(inputs)
@@ -102,7 +87,7 @@ def ablated_logits(
 
 
 def unit_means(
-    module: nn.Module, batches: Sequence[torch.Tensor], layers: Mapping[str, Layout]
+    module: nn.Module, batches: Sequence[torch.Tensor], layers: Mapping[str, Layout | UnitView]
 ) -> dict[str, torch.Tensor]:
     """Per layer, the (unit,) float32 mean activation of every unit over all positions of all
     `batches` (one forward pass per batch for all layers)."""
@@ -111,7 +96,7 @@ def unit_means(
     named = dict(module.named_modules())
 
     def hook(out: torch.Tensor, name: str) -> None:
-        summed = pool_units(out, layers[name]).double().sum(dim=0)
+        summed = as_view(layers[name]).pooled(out).double().sum(dim=0)
         totals[name] = totals[name] + summed if name in totals else summed
 
     handles = [
@@ -142,7 +127,7 @@ def faithfulness_scores(
     module: nn.Module,
     inputs: torch.Tensor,
     layer: str,
-    layout: Layout,
+    units_of: Layout | UnitView,
     class_index: int,
     chain_units: Sequence[int],
     ks: Sequence[int],
@@ -158,7 +143,7 @@ def faithfulness_scores(
         raise ValueError(f"faithfulness_scores takes one image, got a batch of {inputs.shape[0]}")
     captured: list[torch.Tensor] = []
     handle = dict(module.named_modules())[layer].register_forward_hook(
-        lambda _m, _i, out: captured.append(pool_units(out, layout)[0].detach())
+        lambda _m, _i, out: captured.append(as_view(units_of).pooled(out)[0].detach())
     )
     try:
         with torch.inference_mode():
@@ -183,11 +168,11 @@ def faithfulness_scores(
             ]
             for selection, units in fixed:
                 after = predicted_outcome(
-                    ablated_logits(module, inputs, layer, layout, units, values)[0], class_index
+                    ablated_logits(module, inputs, layer, units_of, units, values)[0], class_index
                 )
                 scores.append(_score(layer, ablation, selection, k, base, [after]))
             logits = ablated_logits(
-                module, inputs.expand(draws, *inputs.shape[1:]), layer, layout, random_sets, values
+                module, inputs.expand(draws, *inputs.shape[1:]), layer, units_of, random_sets, values
             )
             outcomes = [predicted_outcome(row, class_index) for row in logits]
             scores.append(_score(layer, ablation, "random", k, base, outcomes))

@@ -17,10 +17,12 @@ from coin_scale.chain.faithfulness import (
     unit_means,
 )
 from coin_scale.chain.graph import Edge, LayerPathError, check_layer_path
+from coin_scale.chain.units import SAEFeatures, UnitView
 from coin_scale.errors import UserError
 from coin_scale.models import find_layer
-from coin_scale.models.layers import LayerInfo
+from coin_scale.models.layers import LayerInfo, Layout
 from coin_scale.models.loading import ModelPayload
+from coin_scale.sae.model import SparseAutoencoder
 from coin_scale.sweep.records import UnitFinding
 
 log = logging.getLogger(__name__)
@@ -73,18 +75,18 @@ def chain_faithfulness(
     nodes: Sequence[UnitFinding],
     top_k: int,
     *,
+    sae: SparseAutoencoder | None = None,
     mean_batches: Sequence[torch.Tensor] = (),
     draws: int = 20,
     seed: int = 0,
 ) -> list[AblationScore]:
-    """Ablation scores of every chain layer: the last layer's units ranked by contribution to
-    the class, each earlier layer's chain nodes ranked by their edge weights. Mean ablation
-    only when `mean_batches` (probe images) are given."""
-    means = (
-        unit_means(module, mean_batches, {layer.name: layer.layout for layer in chain})
-        if mean_batches
-        else {}
-    )
+    """Ablation scores of every chain layer: the last layer's units (`sae`'s features when
+    given) ranked by contribution to the class, each earlier layer's chain nodes ranked by their
+    edge weights. Mean ablation only when `mean_batches` (probe images) are given."""
+    views: dict[str, Layout | UnitView] = {layer.name: layer.layout for layer in chain}
+    if sae is not None:
+        views[chain[-1].name] = SAEFeatures(sae)
+    means = unit_means(module, mean_batches, views) if mean_batches else {}
     ranked = {chain[-1].name: [unit for unit, _ in contributions.top(CURVE_MAX_K)]}
     for node in sorted(nodes, key=lambda n: n.rank):
         ranked.setdefault(node.layer, []).append(node.unit)
@@ -95,7 +97,7 @@ def chain_faithfulness(
             continue
         ks = deletion_ks(min(len(units), CURVE_MAX_K), also=(top_k,) if layer is chain[-1] else ())
         scores += faithfulness_scores(
-            module, inputs, layer.name, layer.layout, contributions.class_index, units, ks,
+            module, inputs, layer.name, views[layer.name], contributions.class_index, units, ks,
             means=means.get(layer.name), draws=draws, seed=seed,
         )  # fmt: skip
     return scores

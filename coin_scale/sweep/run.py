@@ -11,7 +11,6 @@ from pathlib import Path
 import torch
 
 from coin_scale.chain.attribution import UnitContributions, unit_contributions
-from coin_scale.chain.faithfulness import AblationScore
 from coin_scale.chain.graph import Edge, chain_edges
 from coin_scale.chain.sae_attribution import sae_contributions
 from coin_scale.dissect.activations import SAEUnits
@@ -118,13 +117,12 @@ def run_sweep(config: SweepConfig) -> SweepOutcome:
                     ledger=ledger,
                 )  # fmt: skip
                 nodes = [n for n in nodes if n.layer != earlier.name] + done
-    faithfulness: list[AblationScore] = []
-    if sae is None:  # ablating SAE features (in the decoder's terms) is not built yet
-        faithfulness = chain_faithfulness(
-            module, inputs_tensor, chain, contributions, nodes, config.top_k,
-            mean_batches=probe_batches(probe, payload) if probe else (),
-            draws=config.ablation_draws, seed=config.seed,
-        )  # fmt: skip
+    faithfulness = chain_faithfulness(
+        module, inputs_tensor, chain, contributions, nodes, config.top_k,
+        sae=sae.build() if sae else None,
+        mean_batches=probe_batches(probe, payload) if probe else (),
+        draws=config.ablation_draws, seed=config.seed,
+    )  # fmt: skip
     cls = contributions.class_index
     explanation = ClassExplanation(
         run_id=run_id, image_path=str(Path(image_path).resolve()), model=payload.model_id,
