@@ -155,7 +155,10 @@ def dry_run_lines(config: SweepConfig) -> list[str]:
     from coin_scale.explain.llm import dry_run, prepare
 
     prepared = prepare(config.llm_explainer(), require_key=False)
-    units = config.top_k + config.negatives
+    units, targets = config.top_k + config.negatives, config.top_k
+    for _ in config.chain_layers[:-1]:  # at most fanout new drivers per unit one layer up
+        targets *= config.fanout
+        units += targets
     estimate = dry_run(
         prepared, units=units, exemplars=12, layer=config.layer or "last block", model=config.model
     )
