@@ -28,7 +28,8 @@ def cache(tmp_path, monkeypatch):
 def test_a_sweep_explains_the_prediction_with_sae_features(ray_cluster, tmp_path, cache, capsys):
     sae_path = write_sae(tmp_path / "layer4.safetensors", "layer4", 512)
     wh = tmp_path / "wh"
-    argv = [*BASE, "--units", "sae", "--sae", str(sae_path), "--warehouse", str(wh), "--run-id", "s1"]
+    argv = [*BASE, "--units", "sae", "--sae", str(sae_path), "--warehouse", str(wh), "--run-id", "s1",
+            "--layers", "layer3,layer4", "--fanout", "2", "--ablation-draws", "4"]  # fmt: skip
     assert run_sweep.main(argv) == 0
     out = capsys.readouterr().out
     assert "SAE features of layer4 driving logit" in out
@@ -43,10 +44,19 @@ def test_a_sweep_explains_the_prediction_with_sae_features(ray_cluster, tmp_path
     ).fetchall()
     assert {u[1] for u in units} == {"sae"} and {u[3] for u in units} == {"exact_sae_decoder"}
     assert max(u[0] for u in units) >= 0 and all(u[0] < 1024 for u in units)
-    kinds = con.sql("SELECT DISTINCT kind FROM explanations WHERE run_id='s1'").fetchall()
-    assert kinds == [("sae",)]
-    edges = con.sql("SELECT DISTINCT source_kind, method FROM chain_edges WHERE run_id='s1'")
-    assert edges.fetchall() == [("sae", "exact_sae_decoder")]
+    kinds = con.sql("SELECT DISTINCT layer, kind FROM explanations WHERE run_id='s1' ORDER BY 1")
+    assert kinds.fetchall() == [("layer3", "neuron"), ("layer4", "sae")]
+    edges = con.sql(
+        "SELECT DISTINCT source_layer, source_kind, target_kind, method FROM chain_edges "
+        "WHERE run_id='s1' ORDER BY 1"
+    ).fetchall()
+    assert edges == [("layer3", "neuron", "unit", "grad_x_activation"),
+                     ("layer4", "sae", "class", "exact_sae_decoder")]  # fmt: skip
+    # the chain walks down from the selected features: their drivers are layer3 channels
+    targets = con.sql(
+        "SELECT DISTINCT target FROM chain_edges WHERE run_id='s1' AND target_kind='unit'"
+    ).fetchall()
+    assert {t[0] for t in targets} <= {u[0] for u in units} and all(t[0] < 1024 for t in targets)
     row = con.sql(
         "SELECT unit_kind, image_path, logit, head_bias, sae_decoder_bias, sae_error, sae_sha256, "
         "text FROM class_explanations WHERE run_id='s1'"

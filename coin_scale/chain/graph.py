@@ -16,6 +16,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from coin_scale.chain.units import UnitView, as_view
 from coin_scale.models.layers import Layout
 
 EdgeMethod = Literal["grad_x_activation", "integrated_gradients"]
@@ -37,12 +38,6 @@ class Edge:
     target_unit: int
     weight: float
     method: EdgeMethod
-
-
-def pool_units(output: torch.Tensor, layout: Layout) -> torch.Tensor:
-    """(batch, unit) mean over space of a layer output."""
-    dims = _SPATIAL[layout]
-    return output.mean(dim=dims) if dims else output
 
 
 def execution_order(module: nn.Module, inputs: torch.Tensor, names: Sequence[str]) -> list[str]:
@@ -139,7 +134,7 @@ def unit_drivers(
     module: nn.Module,
     inputs: torch.Tensor,
     source: tuple[str, Layout],
-    target: tuple[str, Layout],
+    target: tuple[str, Layout | UnitView],
     target_units: Sequence[int],
     method: EdgeMethod = "grad_x_activation",
     steps: int = 16,
@@ -150,12 +145,13 @@ def unit_drivers(
         raise ValueError(f"unit_drivers takes one image, got a batch of {inputs.shape[0]}")
     if method not in EDGE_METHODS:
         raise ValueError(f"method must be one of {EDGE_METHODS}, got {method!r}")
-    (source_name, source_layout), (target_name, target_layout) = source, target
+    (source_name, source_layout), (target_name, target_units_of) = source, target
+    target_view = as_view(target_units_of)
     dims = tuple(d - 1 for d in _SPATIAL[source_layout])
     rows = []
     if method == "grad_x_activation":
         kept = _capture(module, inputs, [source_name, target_name], grad=True)
-        acts, pooled = kept[source_name], pool_units(kept[target_name], target_layout)[0]
+        acts, pooled = kept[source_name], target_view.pooled(kept[target_name])[0]
         for unit in target_units:
             (grad,) = torch.autograd.grad(pooled[unit], acts, retain_graph=True)
             product = (grad * acts).detach()[0].double()
@@ -166,7 +162,7 @@ def unit_drivers(
         module, inputs.expand(steps, *inputs.shape[1:]), [source_name, target_name], grad=True,
         scale=(source_name, alphas),
     )  # fmt: skip
-    acts, pooled = kept[source_name], pool_units(kept[target_name], target_layout)
+    acts, pooled = kept[source_name], target_view.pooled(kept[target_name])
     for unit in target_units:
         (grad,) = torch.autograd.grad(pooled[:, unit].sum(), acts, retain_graph=True)
         # element i holds alpha_i x the activation (alpha_last close to 1): the mean gradient
@@ -179,7 +175,7 @@ def unit_drivers(
 def chain_edges(
     module: nn.Module,
     inputs: torch.Tensor,
-    layers: Sequence[tuple[str, Layout]],
+    layers: Sequence[tuple[str, Layout | UnitView]],
     last_units: Sequence[int],
     fanout: int,
     method: EdgeMethod = "grad_x_activation",
@@ -187,7 +183,7 @@ def chain_edges(
 ) -> list[Edge]:
     """Edges from each layer's units to the chosen units of the next, walking down from
     `last_units` of the last layer: each target keeps its `fanout` strongest positive drivers,
-    and those become the targets one layer down."""
+    and those become the targets one layer down. The last layer may be read as SAE features."""
     if fanout < 1:
         raise ValueError(f"fanout must be >= 1, got {fanout}")
     edges: list[Edge] = []
@@ -195,7 +191,10 @@ def chain_edges(
     for source, target in zip(reversed(layers[:-1]), reversed(layers[1:]), strict=True):
         if not targets:
             break
-        weights = unit_drivers(module, inputs, source, target, targets, method, steps)
+        name, source_layout = source
+        if not isinstance(source_layout, str):
+            raise ValueError(f"chain layer {name} below the last must be read as its channels")
+        weights = unit_drivers(module, inputs, (name, source_layout), target, targets, method, steps)
         next_targets: dict[int, None] = {}
         for row, unit in zip(weights, targets, strict=True):
             order = torch.argsort(row, descending=True, stable=True)[:fanout]

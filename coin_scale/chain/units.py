@@ -8,9 +8,16 @@ from typing import Protocol
 
 import torch
 
-from coin_scale.chain.graph import pool_units
 from coin_scale.models.layers import Layout
 from coin_scale.sae.model import SparseAutoencoder, conv_from_tokens, tokens_from_conv
+
+_SPATIAL = {"nchw": (2, 3), "nhwc": (1, 2), "ntc": (1,), "nc": ()}
+
+
+def pool_units(output: torch.Tensor, layout: Layout) -> torch.Tensor:
+    """(batch, unit) mean over space of a layer output."""
+    dims = _SPATIAL[layout]
+    return output.mean(dim=dims) if dims else output
 
 
 class UnitView(Protocol):

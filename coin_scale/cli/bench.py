@@ -65,6 +65,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--parts", default="rate,concurrency,faults", help="comma-separated parts")
     m.add_argument("--address", default=None)
     m.set_defaults(func=run_llm)
+    s = benches.add_parser(
+        "sae",
+        help="on the probe-trained model: an SAE's FVU, L0, dead latents and IoU vs neurons",
+    )
+    s.add_argument("--model", default="probe", help="probe (cached, trained on first use) or PATH")
+    s.add_argument("--layer", default="layer4", help="conv layer or block (default layer4)")
+    s.add_argument("--expansion", type=int, default=8, help="latents per channel (default 8)")
+    s.add_argument("--k", type=int, default=8, help="active latents per token (default 8)")
+    s.add_argument("--kind", choices=["topk", "batchtopk"], default="topk")
+    s.add_argument("--steps", type=int, default=3000, help="optimiser steps (default 3000)")
+    s.add_argument("--batch-tokens", type=int, default=1024, help="tokens per step (default 1024)")
+    s.add_argument("--train-images", type=int, default=4000,
+                   help="rendered single-object training images (default 4000)")  # fmt: skip
+    s.add_argument("--heldout-images", type=int, default=2000,
+                   help="rendered held-out images, from --heldout-seed (default 2000)")  # fmt: skip
+    s.add_argument("--train-seed", type=int, default=0, help="scene seed of the training set")
+    s.add_argument("--heldout-seed", type=int, default=7, help="scene seed of the held-out set")
+    s.add_argument("--sae-seed", type=int, default=0, help="seed of the SAE's weights, shuffles")
+    s.add_argument("--work-dir", default=None,
+                   help="rendered sets and activation caches (default: ~/.cache/coin-scale)")  # fmt: skip
+    s.add_argument("--out", default=None, help="keep the trained SAE here (safetensors)")
+    s.add_argument("--address", default=None)
+    s.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    s.set_defaults(func=run_sae)
 
 
 def run_dissect(args: argparse.Namespace) -> int:
@@ -145,4 +169,24 @@ def run_llm(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise UserError(str(err)) from None
     print(json.dumps(run_llm_bench(config), indent=2))
+    return 0
+
+
+def run_sae(args: argparse.Namespace) -> int:
+    from coin_scale.bench.sae_bench import SAEBenchConfig, run_sae_bench
+    from coin_scale.errors import UserError
+    from coin_scale.sweep.inputs import probe_model
+
+    try:
+        config = SAEBenchConfig(
+            model=probe_model() if args.model == "probe" else args.model, layer=args.layer,
+            expansion=args.expansion, k=args.k, kind=args.kind, steps=args.steps,
+            batch_tokens=args.batch_tokens, train_images=args.train_images,
+            heldout_images=args.heldout_images, train_seed=args.train_seed,
+            heldout_seed=args.heldout_seed, sae_seed=args.sae_seed, work_dir=args.work_dir,
+            out=args.out, address=args.address,
+        )  # fmt: skip
+    except ValueError as err:
+        raise UserError(f"bench sae: {err}") from None
+    print(json.dumps(run_sae_bench(config, progress=not args.no_progress), indent=2))
     return 0

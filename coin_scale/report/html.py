@@ -339,14 +339,14 @@ def _chain_cards(e: ClassExplanation) -> str:
         if not units:
             continue
         out.append(
-            f"<h2>{_esc(layer)}: {_esc(_plural(e).lower())} that drive the ones above "
+            f"<h2>{_esc(layer)}: units that drive the ones above "
             f"({len(units)})</h2>"
         )
         for u in units:
             edges = [
                 x for x in e.chain_edges if x.source_layer == layer and x.source_unit == u.unit
             ]
-            out.append(_unit_card(u, e.unit_noun, edges))
+            out.append(_unit_card(u, "unit", edges))  # earlier layers: always channels
     return "".join(out)
 
 

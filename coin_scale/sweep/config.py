@@ -49,7 +49,8 @@ class SweepConfig:
     """What the layer's units are: `neuron` (its channels) or `sae` (the features of the SAE
     checkpoint `sae`, trained on this layer by `coin-scale train-sae`)."""
     sae: str | None = None
-    """SAE checkpoint whose features are the units; only with units `sae`."""
+    """SAE checkpoint whose features are the units (of the last chain layer with `layers`); only
+    with units `sae`."""
     top_k: int = 8
     """Positive contributors explained."""
     negatives: int = 3
@@ -119,8 +120,6 @@ class SweepConfig:
                     f"--layer {self.layer} and --layers {self.layers} disagree: the chain ends at "
                     "the layer whose units drive the class; pass one of them"
                 )
-            if self.units == "sae" and len(names) > 1:
-                raise ValueError("--units sae explains one layer; chains of SAE features are not built yet")
         if self.chain_method not in EDGE_METHODS:
             raise ValueError(
                 f"unknown chain method {self.chain_method!r}; available: {', '.join(EDGE_METHODS)}"

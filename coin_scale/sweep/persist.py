@@ -42,8 +42,8 @@ def store_sweep(
         for sign, f in findings
     ]), key=run_id)  # fmt: skip
     warehouse.write("explanations", _table("explanations", [
-        {"run_id": run_id, "model": e.model, "layer": f.layer, "unit": f.unit, "kind": e.unit_kind,
-         "explainer": f.explainer or config.explainer,
+        {"run_id": run_id, "model": e.model, "layer": f.layer, "unit": f.unit,
+         "kind": e.unit_kind if f.layer == e.layer else "neuron", "explainer": f.explainer or config.explainer,
          "status": "failed" if f.error else ("ok" if f.label else "empty"),
          "label": f.label, "description": f.description, "formula": f.formula,
          "score": f.iou if f.iou is not None else f.confidence,

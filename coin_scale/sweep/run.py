@@ -13,11 +13,12 @@ import torch
 from coin_scale.chain.attribution import UnitContributions, unit_contributions
 from coin_scale.chain.graph import Edge, chain_edges
 from coin_scale.chain.sae_attribution import sae_contributions
+from coin_scale.chain.units import SAEFeatures, UnitView
 from coin_scale.dissect.activations import SAEUnits
 from coin_scale.dissect.pipeline import load_sae_units
 from coin_scale.errors import UserError
 from coin_scale.models import ModelSource, build_module, describe_layers, find_layer, resolve_model
-from coin_scale.models.layers import LayerInfo, last_block
+from coin_scale.models.layers import LayerInfo, Layout, last_block
 from coin_scale.models.loading import ModelPayload
 from coin_scale.sweep import inputs
 from coin_scale.sweep.chain import chain_faithfulness, chain_nodes, probe_batches, resolve_chain
@@ -87,8 +88,11 @@ def run_sweep(config: SweepConfig) -> SweepOutcome:
 
     edges: list[Edge] = []
     if len(chain) > 1:
+        views: list[tuple[str, Layout | UnitView]] = [(c.name, c.layout) for c in chain]
+        if sae is not None:  # the last layer's units are the SAE's features
+            views[-1] = (layer.name, SAEFeatures(sae.build()))
         edges = chain_edges(
-            module, inputs_tensor, [(c.name, c.layout) for c in chain], [f.unit for f in positive],
+            module, inputs_tensor, views, [f.unit for f in positive],
             config.fanout, method=config.chain_method,
             steps=config.ig_steps,
         )  # fmt: skip
