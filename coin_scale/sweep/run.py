@@ -65,6 +65,7 @@ def run_sweep(config: SweepConfig) -> SweepOutcome:
         layer = find_layer(layers, config.layer, payload.model_id) if config.layer else last_block(module, layers)
         chain = [layer]
     sae = load_sae_units(config.sae, payload, layer) if config.units == "sae" else None
+    sae_model = sae.build() if sae else None
     n_units, noun = (sae.config.d_sae, "SAE features") if sae else (layer.units, "units")
     if config.top_k > n_units:
         raise UserError(f"--top-k {config.top_k} is more than the {n_units} {noun} of {layer.name}")
@@ -78,8 +79,8 @@ def run_sweep(config: SweepConfig) -> SweepOutcome:
     top_classes = tuple(
         (payload.class_names[int(i)], float(p)) for p, i in zip(top.values, top.indices, strict=True)
     )
-    if sae is not None:
-        contributions = sae_contributions(module, layer.name, inputs_tensor, sae.build())
+    if sae_model is not None:
+        contributions = sae_contributions(module, layer.name, inputs_tensor, sae_model)
     else:
         contributions = unit_contributions(module, layer.name, layer.layout, inputs_tensor)
     notes = _notes(payload, contributions, layer, sae)
@@ -89,8 +90,8 @@ def run_sweep(config: SweepConfig) -> SweepOutcome:
     edges: list[Edge] = []
     if len(chain) > 1:
         views: list[tuple[str, Layout | UnitView]] = [(c.name, c.layout) for c in chain]
-        if sae is not None:  # the last layer's units are the SAE's features
-            views[-1] = (layer.name, SAEFeatures(sae.build()))
+        if sae_model is not None:  # the last layer's units are the SAE's features
+            views[-1] = (layer.name, SAEFeatures(sae_model))
         edges = chain_edges(
             module, inputs_tensor, views, [f.unit for f in positive],
             config.fanout, method=config.chain_method,
@@ -123,7 +124,7 @@ def run_sweep(config: SweepConfig) -> SweepOutcome:
                 nodes = [n for n in nodes if n.layer != earlier.name] + done
     faithfulness = chain_faithfulness(
         module, inputs_tensor, chain, contributions, nodes, config.top_k,
-        sae=sae.build() if sae else None,
+        sae=sae_model,
         mean_batches=probe_batches(probe, payload) if probe else (),
         draws=config.ablation_draws, seed=config.seed,
     )  # fmt: skip

@@ -39,6 +39,8 @@ class Row:
     """Random selections averaged (selection 'random')."""
     std: float | None = None
     """Standard deviation over the draws."""
+    details: str | None = None
+    """Anything else about the measurement, as JSON (e.g. the settings of a score)."""
 
 
 SPEC = TableSpec(
@@ -58,6 +60,7 @@ SPEC = TableSpec(
             pa.field("k", pa.int32()),
             pa.field("draws", pa.int32()),
             pa.field("std", pa.float64()),
+            pa.field("details", pa.string()),
         ]
     ),
     partition_by=(),
