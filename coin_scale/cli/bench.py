@@ -89,6 +89,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--address", default=None)
     s.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     s.set_defaults(func=run_sae)
+    c = benches.add_parser(
+        "chain",
+        help="on the probe-trained model: ablating the chain's units vs random ones, and labels",
+    )
+    c.add_argument("--model", default="probe", help="probe (cached, trained on first use) or PATH")
+    c.add_argument("--layers", default="layer2,layer3,layer4", help="the chain, input side first")
+    c.add_argument("--targets", type=int, default=50, help="rendered single-object targets")
+    c.add_argument("--top-k", type=int, default=8, help="chain units of the last layer ablated")
+    c.add_argument("--fanout", type=int, default=3, help="drivers kept per chain unit")
+    c.add_argument("--chain-method", default="grad_x_activation",
+                   choices=("grad_x_activation", "integrated_gradients"))  # fmt: skip
+    c.add_argument("--draws", type=int, default=20, help="random unit sets per target")
+    c.add_argument("--probe", default=None, help="probe folder (default: the cached rendered set)")
+    c.add_argument("--probe-images", type=int, default=1000)
+    c.add_argument("--warehouse", default="warehouse")
+    c.set_defaults(func=run_chain)
 
 
 def run_dissect(args: argparse.Namespace) -> int:
@@ -189,4 +205,22 @@ def run_sae(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise UserError(f"bench sae: {err}") from None
     print(json.dumps(run_sae_bench(config, progress=not args.no_progress), indent=2))
+    return 0
+
+
+def run_chain(args: argparse.Namespace) -> int:
+    from coin_scale.bench.chain_bench import ChainBenchConfig, run_chain_bench
+    from coin_scale.errors import UserError
+    from coin_scale.sweep.inputs import probe_model
+
+    if min(args.targets, args.top_k, args.fanout, args.draws) < 1:
+        raise UserError("--targets, --top-k, --fanout and --draws must be at least 1")
+    layers = tuple(name.strip() for name in args.layers.split(",") if name.strip())
+    config = ChainBenchConfig(
+        model=probe_model() if args.model == "probe" else args.model, layers=layers,
+        targets=args.targets, top_k=args.top_k, fanout=args.fanout, method=args.chain_method,
+        draws=args.draws, probe=args.probe, probe_images=args.probe_images,
+        warehouse=args.warehouse,
+    )  # fmt: skip
+    print(json.dumps(run_chain_bench(config), indent=2))
     return 0

@@ -1,0 +1,158 @@
+"""`coin-scale bench sae`: the pure IoU comparison without Ray, and one tiny end-to-end run."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from coin_scale.bench.sae_bench import (
+    SAEBenchConfig,
+    compare_units,
+    iou_summary,
+    pooled_units,
+    target_checks,
+)
+from coin_scale.cli import main
+from coin_scale.explain import OfflineExplainerConfig
+from coin_scale.explain.concepts import ConceptMatrix
+from coin_scale.explain.offline import UnitExplanation
+from coin_scale.sae import SparseAutoencoder
+
+
+def explanation(
+    unit: int, iou: float, status: str = "explained", *, mask_size: int = 2
+) -> UnitExplanation:
+    return UnitExplanation(
+        unit=unit, formula="", label="", description="", iou=iou, mask_size=mask_size,
+        threshold=0.0, status=status,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+def test_iou_summary_counts_unexplained_units_as_zero_only_in_mean_iou_all():
+    units = [explanation(0, 0.8), explanation(1, 0.4), explanation(2, 0.6)]
+    summary = iou_summary([*units, explanation(3, 0.0, "constant")])
+    assert summary["units"] == 4 and summary["explained"] == 3
+    assert summary["mean_iou"] == pytest.approx(0.6)
+    assert summary["mean_iou_all"] == pytest.approx(1.8 / 4)
+    assert summary["median_iou"] == pytest.approx(0.6)
+    assert summary["fraction_iou_ge_0_5"] == pytest.approx(2 / 3)
+    assert summary["statuses"] == {"constant": 1, "explained": 3}
+    assert "mean_iou_full_mask" not in summary
+    full = iou_summary([*units, explanation(3, 0.9, "explained", mask_size=1)], full_mask=2)
+    assert full["full_mask_units"] == 3 and full["mean_iou_full_mask"] == pytest.approx(0.6)
+    empty = iou_summary([explanation(0, 0.0, "empty_mask")])
+    assert empty["explained"] == 0 and empty["mean_iou"] is None and empty["mean_iou_all"] == 0
+
+
+def test_compare_units_explains_both_kinds_the_same_way():
+    generator = torch.Generator().manual_seed(0)
+    n_images = 200
+    concepts = torch.zeros(6, n_images, dtype=torch.bool)
+    for i in range(6):  # disjoint concepts of 10% of the images each: the masks' size
+        concepts[i, 20 * i : 20 * (i + 1)] = True
+    names = tuple(f"shape=s{i}" for i in range(6))
+    matrix = ConceptMatrix(names=names, matrix=concepts)
+    noise = torch.rand(n_images, 3, generator=generator) * 0.1
+    exact = concepts[:3].T.float() + noise  # three units that are exactly a concept each
+    scrambled = torch.rand(n_images, 5, generator=generator)  # five that follow no concept
+    scrambled[:, 4] = 1.0  # and one constant unit
+    result = compare_units(
+        exact,
+        scrambled,
+        matrix,
+        OfflineExplainerConfig(),
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert result["neurons"]["explained"] == 3 and result["neurons"]["mean_iou"] == pytest.approx(1)
+    assert result["neurons"]["chance_mean_iou"] < 0.5  # the same masks on shuffled images
+    assert result["neurons"]["full_mask_units"] == 3  # 20 images: 10% of 200
+    features = result["features"]
+    assert features["units"] == 5 and features["explained"] == 4
+    assert features["statuses"]["constant"] == 1 and features["mean_iou"] < 0.5
+    with pytest.raises(ValueError, match="same images"):
+        compare_units(exact, scrambled[:10], matrix, OfflineExplainerConfig())
+
+
+def test_pooled_units_are_max_over_space_of_maps_and_codes():
+    sae = SparseAutoencoder(4, 8, 2, "topk", generator=torch.Generator().manual_seed(0))
+    maps = torch.rand(3, 4, 2, 2, generator=torch.Generator().manual_seed(1))
+    neurons, features = pooled_units(maps, sae)
+    torch.testing.assert_close(neurons, maps.amax(dim=(2, 3)))
+    assert features.shape == (3, 8) and bool((features >= 0).all())
+    first = sae.encode(maps[0].permute(1, 2, 0).reshape(4, 4))[0].amax(dim=0)
+    torch.testing.assert_close(features[0], first.detach())
+
+
+def test_target_checks_and_config_validation():
+    iou = {"neurons": {"mean_iou": 0.37}, "features": {"mean_iou": 0.40}}
+    train = {"dead_fraction": 0.01}
+    met = target_checks(train, {"fvu": 0.05, "l0": 8.0}, iou)
+    assert met["all_met"] is True
+    missed = target_checks({"dead_fraction": None}, {"fvu": 0.2, "l0": 8.0}, iou)
+    assert missed["heldout_fvu_le_0.10"] is False and missed["dead_fraction_le_0.10"] is None
+    assert missed["all_met"] is False
+    with pytest.raises(ValueError, match="--train-seed and --heldout-seed"):
+        SAEBenchConfig(model="m.pt", train_seed=3, heldout_seed=3)
+    with pytest.raises(ValueError, match="--k must be >= 1"):
+        SAEBenchConfig(model="m.pt", k=0)
+
+
+@pytest.fixture(scope="module")
+def tiny_probe_model(tmp_path_factory):
+    """A probe CNN trained for one epoch on 192 rendered 32 px images (seconds, not minutes)."""
+    from coin_scale.training.probe_model import (
+        ProbeTrainConfig,
+        save_probe_model,
+        train_probe_model,
+    )
+
+    config = ProbeTrainConfig(n_train=192, n_val=48, epochs=1, size=32, batch_size=64, width=16,
+                              threads=1, progress=False)  # fmt: skip
+    module, result = train_probe_model(config)
+    return save_probe_model(tmp_path_factory.mktemp("probe-model") / "tiny.pt", module, result)
+
+
+@pytest.mark.slow
+def test_bench_sae_prints_consistent_json(ray_cluster, tiny_probe_model, tmp_path, capsys):
+    args = ["bench", "sae", "--model", str(tiny_probe_model), "--expansion", "2", "--k", "4",
+            "--steps", "40", "--batch-tokens", "64", "--train-images", "64",
+            "--heldout-images", "48", "--work-dir", str(tmp_path), "--no-progress"]  # fmt: skip
+    code = main(args)
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["benchmark"] == "sae" and report["layer"] == "layer4"
+    train, heldout, iou = report["train"], report["heldout"], report["iou"]
+    tokens_per_image = train["tokens"] // train["images"]
+    assert train["images"] == 64 and train["tokens"] == 64 * tokens_per_image > 0
+    assert train["d_sae"] == 32 and train["steps_done"] == 40 and not train["cache_reused"]
+    assert train["dead_fraction"] is None  # 40 x 64 tokens: shorter than the dead window
+    assert heldout["images"] == 48 and heldout["tokens"] == 48 * tokens_per_image
+    for value in (train["fvu"], heldout["fvu"]):
+        assert 0 <= value <= 1.5 and math.isfinite(value)
+    assert train["l0"] == pytest.approx(4.0) and 0 < heldout["l0"] <= 4
+    assert 0 <= heldout["top1_agreement"] <= 1 and heldout["kl"] >= 0
+    assert 0 <= heldout["unfired_fraction"] <= 1
+    for kind, units in (("neurons", 16), ("features", 32)):
+        summary = iou[kind]
+        assert summary["units"] == units and 0 < summary["explained"] <= units
+        assert sum(summary["statuses"].values()) == units
+        assert 0 < summary["mean_iou"] <= 1 and 0 <= summary["fraction_iou_ge_0_5"] <= 1
+        assert 0 <= summary["chance_mean_iou"] <= 1
+        assert 0 <= summary["full_mask_units"] <= summary["explained"]
+        assert summary["mean_iou_all"] == pytest.approx(
+            summary["mean_iou"] * summary["explained"] / units
+        )
+    assert report["explainer"]["quantile"] == 0.9
+    assert report["targets"]["dead_fraction_le_0.10"] is None
+    assert report["targets"]["all_met"] is False
+    assert (tmp_path / "probes" / "single-large-n64-seed0-32" / "attributes.parquet").is_file()
+    assert (tmp_path / "probes" / "single-large-n48-seed7-32" / "attributes.parquet").is_file()
+
+    # A second run reuses the rendered sets and the activation cache.
+    assert main([*args, "--kind", "batchtopk"]) == 0
+    again = json.loads(capsys.readouterr()[0])
+    assert again["train"]["cache_reused"] and again["config"]["kind"] == "batchtopk"
