@@ -17,15 +17,9 @@ from typing import Any
 
 import torch
 
+from coin_scale.eval.metrics import covers_same_images, exact_match
 from coin_scale.explain.concepts import ConceptMatrix
-from coin_scale.explain.formula import (
-    OPERATORS,
-    Formula,
-    Leaf,
-    canonical_text,
-    evaluate,
-    parse_text,
-)
+from coin_scale.explain.formula import OPERATORS, Formula, Leaf, evaluate, parse_text
 from coin_scale.explain.offline import OfflineExplainerConfig, explain_units
 
 log = logging.getLogger(__name__)
@@ -137,11 +131,12 @@ def run_explain_bench(config: ExplainBenchConfig) -> dict[str, Any]:
     by_kind: dict[str, list[int]] = {kind: [0, 0] for kind in PLANTED_KINDS}
     for unit, (formula, result) in enumerate(zip(planted, results, strict=True)):
         kind = PLANTED_KINDS[unit % len(PLANTED_KINDS)]
-        hit = result.formula != "" and _canonical_of_text(result.formula, formula, names)
+        found = parse_text(result.formula, names) if result.formula else None
+        hit = exact_match(found, formula, names)
         exact += hit
         by_kind[kind][0] += hit
         by_kind[kind][1] += 1
-        same_images += result.iou > 0 and _covers_same(result, formula, concepts)
+        same_images += result.iou > 0 and covers_same_images(found, formula, concepts.matrix)
     seconds = statistics.median(runs)
     return {
         "benchmark": "explain",
@@ -162,12 +157,3 @@ def run_explain_bench(config: ExplainBenchConfig) -> dict[str, Any]:
         "mean_iou": round(statistics.fmean(r.iou for r in results), 4),
         "runs": [round(r, 4) for r in runs],
     }
-
-
-def _canonical_of_text(found: str, planted: Formula, names: tuple[str, ...]) -> bool:
-    return canonical_text(parse_text(found, names), names) == canonical_text(planted, names)
-
-
-def _covers_same(result: Any, planted: Formula, concepts: ConceptMatrix) -> bool:
-    found = evaluate(parse_text(result.formula, concepts.names), concepts.matrix)
-    return bool(torch.equal(found, evaluate(planted, concepts.matrix)))
