@@ -146,3 +146,23 @@ def test_outcome_and_deletion_ks():
     assert deletion_ks(16, also=[8]) == [1, 2, 4, 8, 16]
     assert deletion_ks(12, also=[3]) == [1, 2, 3, 4, 8, 12]
     assert deletion_ks(1) == [1]
+
+
+def test_a_layer_whose_output_the_model_drops_cannot_end_a_chain():
+    class SideBranch(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = torch.nn.Conv2d(3, 4, 3)
+            self.side = torch.nn.Conv2d(4, 4, 1)  # computed, then thrown away
+            self.head = torch.nn.Linear(4, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.body(x)
+            self.side(h)
+            return self.head(h.mean(dim=(2, 3)))
+
+    model = SideBranch().eval()
+    x = torch.randn(1, 3, 16, 16)
+    check_layer_path(model, x, ["body"])
+    with pytest.raises(LayerPathError, match="layer side does not feed the model's output"):
+        check_layer_path(model, x, ["body", "side"])

@@ -24,6 +24,10 @@ EDGE_METHODS: tuple[EdgeMethod, ...] = ("grad_x_activation", "integrated_gradien
 _SPATIAL = {"nchw": (2, 3), "nhwc": (1, 2), "ntc": (1,), "nc": ()}
 
 
+OUTPUT = "<output>"
+"""Key of the model's output among captured layer outputs."""
+
+
 class LayerPathError(ValueError):
     """The layers cannot form a chain: wrong order, repeated, or one does not feed the next."""
 
@@ -60,8 +64,8 @@ def execution_order(module: nn.Module, inputs: torch.Tensor, names: Sequence[str
 
 
 def check_layer_path(module: nn.Module, inputs: torch.Tensor, layers: Sequence[str]) -> None:
-    """Raise LayerPathError unless `layers` are distinct, in forward order, and each one's output
-    feeds the next one's (checked with autograd on `inputs`)."""
+    """Raise LayerPathError unless `layers` are distinct, in forward order, each one's output
+    feeds the next one's, and the last one's feeds the model's output (autograd on `inputs`)."""
     seen = [name for i, name in enumerate(layers) if name in layers[:i]]
     if seen:
         raise LayerPathError(f"layer {seen[0]} appears twice in --layers; list each layer once")
@@ -75,16 +79,17 @@ def check_layer_path(module: nn.Module, inputs: torch.Tensor, layers: Sequence[s
             f"order {','.join(order)}"
         )
     kept = _capture(module, inputs, layers, grad=True)
-    for earlier, later in zip(layers, layers[1:], strict=False):
+    for earlier, later in zip(layers, [*layers[1:], OUTPUT], strict=True):
         grad = None
         if kept[later].requires_grad:
             (grad,) = torch.autograd.grad(
                 kept[later].sum(), kept[earlier], retain_graph=True, allow_unused=True
             )
         if grad is None:
+            target = "the model's output" if later == OUTPUT else f"layer {later}"
             raise LayerPathError(
-                f"layer {earlier} does not feed layer {later}: no path between them in the "
-                "model's graph, so no chain can link them"
+                f"layer {earlier} does not feed {target}: no path between them in the model's "
+                "graph, so no chain can link them"
             )
 
 
@@ -123,7 +128,7 @@ def _capture(
     ]
     try:
         with torch.enable_grad() if grad else torch.inference_mode():
-            module.eval()(inputs)
+            kept[OUTPUT] = module.eval()(inputs)
     finally:
         for handle in handles:
             handle.remove()
