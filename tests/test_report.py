@@ -278,9 +278,6 @@ def test_sae_features_are_named_and_the_error_term_is_shown(tmp_path):
 
 # ---------------------------------------------------------------- chain graph and faithfulness
 
-SVG_NS = "{http://www.w3.org/2000/svg}"
-
-
 def _chain_node(layer: str, unit: int, rank: int, contribution: float, **kw) -> UnitFinding:
     return UnitFinding(
         layer=layer, unit=unit, rank=rank, contribution=contribution, share=float("nan"), **kw
@@ -355,12 +352,22 @@ def _svgs(doc: str) -> dict[str, ET.Element]:
     blocks = re.findall(r'<svg class="[a-z-]+".*?</svg>', doc, flags=re.S)
     out: dict[str, ET.Element] = {}
     for name, block in zip(found, blocks, strict=True):
-        out.setdefault(name, ET.fromstring(block))  # raises on anything not well-formed
+        out.setdefault(name, _parse_svg(block))
     return out
 
 
+def _parse_svg(block: str) -> ET.Element:
+    """One <svg> parsed as XML (raises on anything not well-formed), its tags without the
+    namespace it must declare."""
+    root = ET.fromstring(block)
+    assert root.tag.startswith("{"), "an inline <svg> declares the SVG namespace"
+    for el in root.iter():
+        el.tag = el.tag.rpartition("}")[2]
+    return root
+
+
 def _by_class(root: ET.Element, tag: str, css: str) -> list[ET.Element]:
-    return [el for el in root.iter(SVG_NS + tag) if css in (el.get("class") or "").split()]
+    return [el for el in root.iter(tag) if css in (el.get("class") or "").split()]
 
 
 def test_chain_graph_is_drawn_as_well_formed_svg(tmp_path):
@@ -378,14 +385,14 @@ def test_chain_graph_is_drawn_as_well_formed_svg(tmp_path):
     assert len(negative) == 1 and negative[0].get("stroke") == "#b42318"
     # width follows |weight| within a pair of layers: 0.7 is the strongest layer3 -> layer4 edge
     widths = {
-        el.find(SVG_NS + "title").text.split(":")[0]: float(el.get("stroke-width"))  # type: ignore[union-attr]
+        el.find("title").text.split(":")[0]: float(el.get("stroke-width"))  # type: ignore[union-attr]
         for el in _by_class(graph, "path", "unit-edge")
     }
     assert widths["layer3 #5 → layer4 #117"] == 8.0
     assert widths["layer3 #12 → layer4 #117"] == pytest.approx(1 + 7 * 0.2 / 0.7, abs=0.01)
     assert widths["layer2 #7 → layer3 #5"] == 8.0
     # thumbnails: every node with an exemplar on disk, and the target in the class node
-    hrefs = [el.get("href") or "" for el in graph.iter(SVG_NS + "image")]
+    hrefs = [el.get("href") or "" for el in graph.iter("image")]
     assert len(hrefs) == 8  # 117, 33, five chain nodes, the target (8 and 401 have no exemplar)
     assert all(h.startswith("data:image/jpeg;base64,") for h in hrefs)
     texts = ["".join(el.itertext()) for el in graph.iter()]
@@ -415,7 +422,7 @@ def test_chain_cards_and_faithfulness_section(tmp_path):
     assert "random k units, 20 draws" in text and "k most active units" in text
     assert "+3.000" in text and "+20.0 pp" in text  # layer4 chain logit and probability drops
     curves = [
-        ET.fromstring(b) for b in re.findall(r'<svg class="deletion-curve".*?</svg>', doc, re.S)
+        _parse_svg(b) for b in re.findall(r'<svg class="deletion-curve".*?</svg>', doc, re.S)
     ]
     assert len(curves) == 2
     lines = _by_class(curves[0], "polyline", "curve")
@@ -444,7 +451,7 @@ def test_chain_columns_are_capped(tmp_path):
     assert len(drawn) == MAX_PER_COLUMN
     assert any("+3 more not drawn" in "".join(el.itertext()) for el in graph.iter())
     assert all(
-        "#114" not in (el.find(SVG_NS + "title").text or "")
+        "#114" not in (el.find("title").text or "")
         for el in _by_class(graph, "path", "edge")
     )  # type: ignore[union-attr]
 
