@@ -17,15 +17,12 @@ from coin_scale.chain.faithfulness import (
     unit_means,
 )
 from coin_scale.chain.graph import LayerPathError, chain_edges, check_layer_path, unit_drivers
+from tests.test_attribution import _seeded
 
 
 @pytest.fixture(scope="module")
 def model() -> torch.nn.Module:
-    state = torch.random.get_rng_state()
-    torch.manual_seed(0)
-    built = torchvision.models.resnet18(num_classes=10).eval()
-    torch.random.set_rng_state(state)
-    return built
+    return _seeded(torchvision.models.resnet18, num_classes=10)
 
 
 @pytest.fixture(scope="module")

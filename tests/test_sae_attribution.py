@@ -8,16 +8,24 @@ import torch
 import torchvision
 
 from coin_scale.chain.attribution import unit_contributions
+from coin_scale.chain.faithfulness import ablated_logits, faithfulness_scores
 from coin_scale.chain.sae_attribution import DECODER_BIAS_TERM, ERROR_TERM, sae_contributions
+from coin_scale.chain.units import SAEFeatures
 from coin_scale.sae.model import SparseAutoencoder, tokens_from_conv
+from tests.test_attribution import _seeded
 
 
 def _resnet() -> torch.nn.Module:
-    state = torch.random.get_rng_state()
-    torch.manual_seed(0)
-    model = torchvision.models.resnet18(num_classes=10).eval()
-    torch.random.set_rng_state(state)
-    return model
+    return _seeded(torchvision.models.resnet18, num_classes=10)
+
+
+def _identity_sae(d: int) -> SparseAutoencoder:
+    """k = d and the identity as encoder and decoder: every feature is one channel."""
+    sae = SparseAutoencoder(d, d, d)
+    with torch.no_grad():
+        sae.w_enc.copy_(torch.eye(d))
+        sae.w_dec.copy_(torch.eye(d))
+    return sae.eval()
 
 
 def _sae(d_in: int, d_sae: int, k: int, seed: int = 0) -> SparseAutoencoder:
@@ -48,13 +56,9 @@ def test_features_bias_and_error_terms_sum_to_the_logit_exactly():
 
 def test_a_perfect_dictionary_leaves_no_error_and_matches_neuron_contributions():
     """With the identity as decoder and k = d_in every feature is one neuron: same contributions."""
-    model = _resnet()
-    sae = SparseAutoencoder(512, 512, 512)
-    with torch.no_grad():
-        sae.w_enc.copy_(torch.eye(512))
-        sae.w_dec.copy_(torch.eye(512))
+    model, sae = _resnet(), _identity_sae(512)
     x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(3))
-    by_feature = sae_contributions(model, "layer4", x, sae.eval())
+    by_feature = sae_contributions(model, "layer4", x, sae)
     by_neuron = unit_contributions(model, "layer4", "nchw", x)
     # layer4 follows a ReLU: every activation is >= 0, so the identity SAE keeps all of them
     torch.testing.assert_close(by_feature.contributions, by_neuron.contributions)
@@ -93,9 +97,6 @@ def test_codes_are_the_ones_a_dissection_ranks_by():
 
 
 def test_zeroing_sae_features_removes_exactly_their_contribution():
-    from coin_scale.chain.faithfulness import ablated_logits, faithfulness_scores
-    from coin_scale.chain.units import SAEFeatures
-
     model, sae = _resnet(), _sae(512, 1024, 16)
     x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(6))
     c = sae_contributions(model, "layer4", x, sae)
@@ -109,18 +110,11 @@ def test_zeroing_sae_features_removes_exactly_their_contribution():
 
 
 def test_with_an_identity_dictionary_feature_ablation_is_channel_ablation():
-    from coin_scale.chain.faithfulness import ablated_logits
-    from coin_scale.chain.units import SAEFeatures
-
-    model = _resnet()
-    sae = SparseAutoencoder(512, 512, 512)
-    with torch.no_grad():
-        sae.w_enc.copy_(torch.eye(512))
-        sae.w_dec.copy_(torch.eye(512))
+    model, sae = _resnet(), _identity_sae(512)
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(7))
     sets = torch.tensor([[1, 2, 3], [10, 20, 30]])
     means = torch.rand(512)
     for values in (None, means):
-        by_feature = ablated_logits(model, x, "layer4", SAEFeatures(sae.eval()), sets, values)
+        by_feature = ablated_logits(model, x, "layer4", SAEFeatures(sae), sets, values)
         by_channel = ablated_logits(model, x, "layer4", "nchw", sets, values)
         torch.testing.assert_close(by_feature, by_channel, rtol=1e-5, atol=1e-5)

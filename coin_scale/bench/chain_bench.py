@@ -14,6 +14,7 @@ from coin_scale.chain.attribution import unit_contributions
 from coin_scale.chain.faithfulness import faithfulness_scores, margin_ratio, unit_means
 from coin_scale.chain.graph import EdgeMethod, chain_edges
 from coin_scale.models import ModelSource, build_module, describe_layers, find_layer, resolve_model
+from coin_scale.probe import scan_probe
 from coin_scale.sweep.chain import chain_nodes, probe_batches
 
 log = logging.getLogger(__name__)
@@ -59,17 +60,19 @@ def run_chain_bench(config: ChainBenchConfig) -> dict[str, Any]:
     probe = config.probe or rendered_probe(
         config.probe_images, size, progress=config.progress, single_object=True
     )
+    probe_set = scan_probe(probe)
     labels: dict[str, list[str]] = {}
     for layer in chain:  # every unit of every chain layer explained once, over the probe set
         evidence = layer_evidence(
             DissectConfig(model=config.model, layer=layer.name, probe=probe, warehouse=config.warehouse),
             payload,
             progress=config.progress,
+            probe=probe_set,
         )
         labels[layer.name] = [
             e.formula for e in explain_units(evidence.activations, evidence.concepts, OfflineExplainerConfig())
         ]
-    means = unit_means(module, probe_batches(probe, payload), {c.name: c.layout for c in chain})
+    means = unit_means(module, probe_batches(probe_set, payload), {c.name: c.layout for c in chain})
     last = chain[-1]
     images, truth = render_dataset(get_task(config.attribute), config.targets, 30_000 + config.seed, size)
     rows = []

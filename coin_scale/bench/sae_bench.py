@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from coin_scale.dissect.activations import reduce_units, sae_code_maps
 from coin_scale.explain import OfflineExplainerConfig, concepts_from_probe, explain_units
 from coin_scale.explain.concepts import ConceptMatrix
 from coin_scale.explain.offline import UnitExplanation
@@ -142,12 +143,10 @@ def iou_summary(
 
 def pooled_units(maps: torch.Tensor, sae: SparseAutoencoder) -> tuple[torch.Tensor, torch.Tensor]:
     """(neurons (image, channel), features (image, d_sae)): a conv layer's maps (image, channel,
-    height, width) and its SAE codes, each reduced by max over space."""
-    n, _, h, w = maps.shape
+    height, width) and its SAE codes, each reduced by max over space, as a dissection does."""
     with torch.inference_mode():
-        codes = sae.encode(tokens_from_conv(maps).to(sae.w_enc.dtype))[0]
-    features = codes.reshape(n, h, w, -1).amax(dim=(1, 2))
-    return maps.amax(dim=(2, 3)).float(), features.float()
+        features = reduce_units(sae_code_maps(sae)(maps), "nchw", "max")
+    return reduce_units(maps, "nchw", "max"), features
 
 
 def compare_units(
@@ -205,21 +204,6 @@ def target_checks(
 # -- the run ----------------------------------------------------------------------------------
 
 
-def rendered_single_object(root_dir: Path, n: int, seed: int, size: int, *, progress: bool) -> Path:
-    """A rendered single-object probe set (one large object, like the probe model's training
-    scenes), rendered once under `root_dir/probes` (the sweep's naming, so it is shared)."""
-    from unity_pool.probeset import ProbeSetParams, write_probe_set
-
-    root = root_dir / "probes" / f"single-large-n{n}-seed{seed}-{size}"
-    if not (root / "attributes.parquet").is_file():
-        log.info("rendering %d single-object images (seed %d, %d px) into %s", n, seed, size, root)
-        fixed = (("n_objects", 1), ("size", "large"))
-        write_probe_set(
-            root, ProbeSetParams(n=n, seed=seed, size=size, fixed=fixed), progress=progress
-        )
-    return root
-
-
 def layer_maps(
     module: torch.nn.Module, layer: str, batches: Iterator[torch.Tensor]
 ) -> torch.Tensor:
@@ -240,15 +224,16 @@ def layer_maps(
 def run_sae_bench(config: SAEBenchConfig, *, progress: bool = True) -> dict[str, Any]:
     """Train one SAE on the training probe set, measure it on the held-out one; a JSON-able dict."""
     from coin_scale.models import ModelSource, resolve_model
-    from coin_scale.sweep.inputs import cache_dir
+    from coin_scale.sweep.inputs import cache_dir, rendered_probe
 
     root = Path(config.work_dir).expanduser() if config.work_dir else cache_dir()
     size = resolve_model(ModelSource(model=config.model)).preprocess.crop
-    train_probe = rendered_single_object(
-        root, config.train_images, config.train_seed, size, progress=progress
-    )
-    heldout_probe = rendered_single_object(
-        root, config.heldout_images, config.heldout_seed, size, progress=progress
+    train_probe, heldout_probe = (
+        Path(rendered_probe(n, size, progress=progress, single_object=True, seed=seed, root_dir=root))
+        for n, seed in (
+            (config.train_images, config.train_seed),
+            (config.heldout_images, config.heldout_seed),
+        )
     )
     with tempfile.TemporaryDirectory(prefix="coin-scale-bench-sae-") as tmp:
         out = Path(config.out).expanduser() if config.out else Path(tmp) / "sae.safetensors"

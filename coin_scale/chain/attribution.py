@@ -9,12 +9,11 @@ from typing import Literal
 import torch
 from torch import nn
 
-from coin_scale.models.layers import Layout
+from coin_scale.models.layers import SPATIAL_DIMS, Layout
 
 Method = Literal["exact_linear", "exact_sae_decoder", "grad_x_activation"]
 EXACT_METHODS: tuple[Method, ...] = ("exact_linear", "exact_sae_decoder")
 """Methods whose contributions, bias and terms add up to the logit exactly."""
-_SPATIAL = {"nchw": (2, 3), "nhwc": (1, 2), "ntc": (1,), "nc": ()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +99,7 @@ def unit_contributions(
         cls = int(logits[0].argmax()) if class_index is None else class_index
         (grad,) = torch.autograd.grad(logits[0, cls], acts)
     product = (grad * acts).detach()[0].double()
-    dims = tuple(d - 1 for d in _SPATIAL[layout])
+    dims = tuple(d - 1 for d in SPATIAL_DIMS[layout])
     contributions = product.sum(dim=dims) if dims else product
     return UnitContributions(
         layer, cls, float(logits[0, cls].detach()), contributions, None, "grad_x_activation"

@@ -17,11 +17,10 @@ import torch
 from torch import nn
 
 from coin_scale.chain.units import UnitView, as_view
-from coin_scale.models.layers import Layout
+from coin_scale.models.layers import SPATIAL_DIMS, Layout
 
 EdgeMethod = Literal["grad_x_activation", "integrated_gradients"]
 EDGE_METHODS: tuple[EdgeMethod, ...] = ("grad_x_activation", "integrated_gradients")
-_SPATIAL = {"nchw": (2, 3), "nhwc": (1, 2), "ntc": (1,), "nc": ()}
 
 
 OUTPUT = "<output>"
@@ -152,7 +151,7 @@ def unit_drivers(
         raise ValueError(f"method must be one of {EDGE_METHODS}, got {method!r}")
     (source_name, source_layout), (target_name, target_units_of) = source, target
     target_view = as_view(target_units_of)
-    dims = tuple(d - 1 for d in _SPATIAL[source_layout])
+    dims = tuple(d - 1 for d in SPATIAL_DIMS[source_layout])
     rows = []
     if method == "grad_x_activation":
         kept = _capture(module, inputs, [source_name, target_name], grad=True)

@@ -8,15 +8,14 @@ from typing import Protocol
 
 import torch
 
-from coin_scale.models.layers import Layout
+from coin_scale.dissect.activations import sae_code_maps
+from coin_scale.models.layers import SPATIAL_DIMS, Layout
 from coin_scale.sae.model import SparseAutoencoder, conv_from_tokens, tokens_from_conv
-
-_SPATIAL = {"nchw": (2, 3), "nhwc": (1, 2), "ntc": (1,), "nc": ()}
 
 
 def pool_units(output: torch.Tensor, layout: Layout) -> torch.Tensor:
-    """(batch, unit) mean over space of a layer output."""
-    dims = _SPATIAL[layout]
+    """(batch, unit) mean over space of a layer output, in its own dtype and autograd graph."""
+    dims = SPATIAL_DIMS[layout]
     return output.mean(dim=dims) if dims else output
 
 
@@ -63,17 +62,12 @@ class SAEFeatures:
 
     sae: SparseAutoencoder
 
-    def _codes(self, out: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(out.device.type, enabled=False):
-            return self.sae.encode(tokens_from_conv(out).float())[0]
-
     def pooled(self, out: torch.Tensor) -> torch.Tensor:
-        batch, _, height, width = out.shape
-        return self._codes(out).view(batch, height * width, -1).mean(dim=1)
+        return pool_units(sae_code_maps(self.sae)(out), "nchw")
 
     def ablate(self, out: torch.Tensor, index: torch.Tensor, values: torch.Tensor | None) -> torch.Tensor:
         batch, _, height, width = out.shape
-        codes = self._codes(out).view(batch, height * width, -1)
+        codes = tokens_from_conv(sae_code_maps(self.sae)(out)).view(batch, height * width, -1)
         directions = self.sae.w_dec.to(codes.dtype)
         removed = torch.zeros(batch, height * width, out.shape[1], dtype=codes.dtype, device=out.device)
         for b in range(batch):

@@ -11,7 +11,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import nn
 
-from coin_scale.models.layers import Layout
+from coin_scale.models.layers import SPATIAL_DIMS, Layout
 from coin_scale.models.preprocess import Preprocess
 
 if TYPE_CHECKING:
@@ -28,9 +28,9 @@ UnitTransform = Callable[[torch.Tensor], torch.Tensor]
 
 def reduce_units(output: torch.Tensor, layout: Layout, reduction: Reduction) -> torch.Tensor:
     """A layer output -> (batch, unit) float32, reduced over its spatial positions or tokens."""
-    if layout == "nc":
+    dims = SPATIAL_DIMS[layout]
+    if not dims:
         return output.float()
-    dims = {"nchw": (2, 3), "nhwc": (1, 2), "ntc": (1,)}[layout]
     reduced = output.amax(dim=dims) if reduction == "max" else output.mean(dim=dims)
     return reduced.float()
 

@@ -63,12 +63,17 @@ class DissectConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.replicas is not None and self.replicas < 1:
             raise ValueError(f"replicas must be >= 1, got {self.replicas}")
-        if self.units not in UNIT_KINDS:
-            raise ValueError(f"units must be one of {UNIT_KINDS}, got {self.units!r}")
-        if self.units == "sae" and not self.sae:
-            raise ValueError("--units sae needs --sae PATH, the SAE checkpoint of this layer")
-        if self.units != "sae" and self.sae:
-            raise ValueError(f"--sae {self.sae} is only used with --units sae; pass both or none")
+        check_units(self.units, self.sae)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def check_units(units: str, sae: str | None) -> None:
+    """ValueError unless `units` is a unit kind and an SAE checkpoint comes with `sae` units only."""
+    if units not in UNIT_KINDS:
+        raise ValueError(f"unknown units {units!r}; available: {', '.join(UNIT_KINDS)}")
+    if units == "sae" and not sae:
+        raise ValueError("--units sae needs --sae PATH, the SAE checkpoint of the layer")
+    if units != "sae" and sae:
+        raise ValueError(f"--sae {sae} is only used with --units sae; pass both or none")

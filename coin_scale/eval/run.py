@@ -30,6 +30,7 @@ from coin_scale.eval.synthetic import (
 from coin_scale.explain.concepts import ConceptMatrix
 from coin_scale.explain.formula import parse_text
 from coin_scale.explain.offline import OfflineExplainerConfig, UnitExplanation, explain_units
+from coin_scale.sweep.config import EXPLAINERS
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +54,9 @@ def _offline(
 EVAL_EXPLAINERS: Mapping[str, Explain] = MappingProxyType({"offline": _offline})
 """Explainers `eval synthetic` can score, by `--explainer` name."""
 
-LATER_EXPLAINERS = ("openai", "anthropic", "gemini")
-"""The sweep's LLM explainers: scoring their free-text labels (through a documented matcher of
-text to concepts) is a later increment of issue 8."""
+LATER_EXPLAINERS = tuple(name for name in EXPLAINERS if name not in EVAL_EXPLAINERS)
+"""The sweep's other (LLM) explainers: scoring their free-text labels (through a documented
+matcher of text to concepts) is a later increment of issue 8."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -12,6 +12,8 @@ from torch import nn
 from coin_scale.errors import UserError, close_matches
 
 Layout = Literal["nchw", "nhwc", "ntc", "nc"]
+SPATIAL_DIMS: dict[Layout, tuple[int, ...]] = {"nchw": (2, 3), "nhwc": (1, 2), "ntc": (1,), "nc": ()}
+"""The dimensions of a batched output of each layout that index positions or tokens."""
 """How a layer's output is laid out: conv maps, channels-last maps (Swin), tokens (ViT), vectors."""
 
 _CHANNELS_LAST_ARCHS = ("swin_",)

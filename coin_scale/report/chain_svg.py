@@ -94,7 +94,7 @@ def chain_graph_svg(e: ClassExplanation) -> str:
         for j, u in enumerate(col):
             y = top + j * row_h
             nodes[(u.layer, u.unit)] = _Node(u.layer, u.unit, x, y)
-            node_parts.append(_unit_node(u, x, y, e.unit_noun))
+            node_parts.append(_unit_node(u, x, y, e.unit_noun if u.layer == e.layer else "unit"))
         if len(full) > len(col):
             left_out = len(full) - len(col)
             node_parts.append(

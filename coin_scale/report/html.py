@@ -7,7 +7,6 @@ that cannot be read becomes a grey placeholder naming its path. No JavaScript, n
 
 from __future__ import annotations
 
-import html
 import logging
 import math
 from collections.abc import Sequence
@@ -16,6 +15,7 @@ from pathlib import Path
 from coin_scale.chain.faithfulness import AblationScore, margin_ratio
 from coin_scale.chain.graph import Edge
 from coin_scale.report.chain_svg import chain_graph_svg, chain_layers, deletion_curve_svg
+from coin_scale.report.chain_svg import esc as _esc
 from coin_scale.report.images import JPEG_QUALITY, thumbnail_data_uri
 from coin_scale.sweep.records import ClassExplanation, Exemplar, UnitFinding
 from coin_scale.sweep.text import TERM_WORDS
@@ -159,10 +159,6 @@ def method_text(method: str) -> str:
     if method in METHOD_TEXT:
         return METHOD_TEXT[method]
     return f"{method} (gradient × activation)"
-
-
-def _esc(value: object) -> str:
-    return html.escape(str(value), quote=True)
 
 
 def _header(e: ClassExplanation) -> str:

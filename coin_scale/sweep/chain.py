@@ -22,6 +22,7 @@ from coin_scale.errors import UserError
 from coin_scale.models import find_layer
 from coin_scale.models.layers import LayerInfo, Layout
 from coin_scale.models.loading import ModelPayload
+from coin_scale.probe import ProbeSet
 from coin_scale.sae.model import SparseAutoencoder
 from coin_scale.sweep.records import UnitFinding
 
@@ -103,12 +104,11 @@ def chain_faithfulness(
     return scores
 
 
-def probe_batches(probe: str, payload: ModelPayload, n: int = MEAN_IMAGES) -> list[torch.Tensor]:
+def probe_batches(probe: ProbeSet, payload: ModelPayload, n: int = MEAN_IMAGES) -> list[torch.Tensor]:
     """Up to `n` readable probe images, preprocessed, in batches of 32 (for mean ablation)."""
     from coin_scale.dissect.activations import decode_batch
-    from coin_scale.probe import scan_probe
 
-    images = scan_probe(probe).images
+    images = probe.images
     step = max(1, len(images) // n)
     chosen = [(im.index, im.path) for im in images[::step][:n]]
     batches = []

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from coin_scale.chain.graph import EDGE_METHODS, EdgeMethod
-from coin_scale.dissect.config import UNIT_KINDS, UnitKind
+from coin_scale.dissect.config import UnitKind, check_units
 
 if TYPE_CHECKING:
     from coin_scale.explain.llm import LLMExplainerConfig
@@ -105,12 +105,7 @@ class SweepConfig:
             raise ValueError(
                 f"negatives must be >= 0 and exemplars >= 1, got {self.negatives}, {self.exemplars}"
             )
-        if self.units not in UNIT_KINDS:
-            raise ValueError(f"unknown units {self.units!r}; available: {', '.join(UNIT_KINDS)}")
-        if self.units == "sae" and not self.sae:
-            raise ValueError("--units sae needs --sae PATH, the SAE checkpoint of the layer")
-        if self.units != "sae" and self.sae:
-            raise ValueError(f"--sae {self.sae} is only used with --units sae; pass both or none")
+        check_units(self.units, self.sae)
         if self.layers is not None:
             names = self.chain_layers
             if not names or any(not n for n in names):

@@ -26,10 +26,13 @@ class LayerEvidence:
     probe: ProbeSet
 
 
-def layer_evidence(config: DissectConfig, payload: ModelPayload, *, progress: bool) -> LayerEvidence:
-    """Dissect (or reuse the cached dissection of) `config.layer`, keeping dense activations."""
+def layer_evidence(
+    config: DissectConfig, payload: ModelPayload, *, progress: bool, probe: ProbeSet | None = None
+) -> LayerEvidence:
+    """Dissect (or reuse the cached dissection of) `config.layer`, keeping dense activations.
+    `probe` is `config.probe` already scanned (a caller explaining several layers scans once)."""
     config = replace(config, keep_activations=True)
-    probe = scan_probe(config.probe)
+    probe = probe or scan_probe(config.probe)
     plan = plan_dissection(config, payload=payload, probe=probe)
     result = dissect(config, progress=progress, plan=plan)
     dense = torch.from_numpy(load_activations(Warehouse(config.warehouse), result.dissection_id)).float()

@@ -11,6 +11,7 @@ import torch
 from coin_scale.dissect.activations import SAEUnits
 from coin_scale.models.layers import LayerInfo
 from coin_scale.models.loading import ModelPayload
+from coin_scale.probe import ProbeSet
 from coin_scale.sweep.config import SweepConfig
 from coin_scale.sweep.records import Exemplar, UnitFinding
 
@@ -23,7 +24,7 @@ def explain_layer(
     config: SweepConfig,
     model: str,
     payload: ModelPayload,
-    probe: str,
+    probe: ProbeSet,
     layer: LayerInfo,
     findings: list[UnitFinding],
     notes: list[str],
@@ -42,12 +43,13 @@ def explain_layer(
 
     evidence = layer_evidence(
         DissectConfig(
-            model=model, weights=config.weights, seed=config.seed, layer=layer.name, probe=probe,
+            model=model, weights=config.weights, seed=config.seed, layer=layer.name, probe=probe.root,
             warehouse=config.warehouse, top_k=max(config.exemplars, 16), address=config.address,
             units="sae" if sae else "neuron", sae=sae.path if sae else None,
         ),
         payload,
         progress=config.progress,
+        probe=probe,
     )  # fmt: skip
     units = list(dict.fromkeys(f.unit for f in findings))
     probe_set = evidence.probe

@@ -20,6 +20,7 @@ from coin_scale.errors import UserError
 from coin_scale.models import ModelSource, build_module, describe_layers, find_layer, resolve_model
 from coin_scale.models.layers import LayerInfo, Layout, last_block
 from coin_scale.models.loading import ModelPayload
+from coin_scale.probe import scan_probe
 from coin_scale.sweep import inputs
 from coin_scale.sweep.chain import chain_faithfulness, chain_nodes, probe_batches, resolve_chain
 from coin_scale.sweep.config import PROBE_MODEL, RENDERED, SweepConfig
@@ -103,7 +104,7 @@ def run_sweep(config: SweepConfig) -> SweepOutcome:
     probe = None
     if config.probe:
         # The probe CNN was trained on one large object per scene: explain it over such scenes.
-        probe = _probe_path(config, payload, single_object=payload.arch == "probe_cnn")
+        probe = scan_probe(_probe_path(config, payload, single_object=payload.arch == "probe_cnn"))
         ledger = None
         if prepared is not None:
             from coin_scale.sweep.agents import AgentLedger
@@ -125,7 +126,7 @@ def run_sweep(config: SweepConfig) -> SweepOutcome:
     faithfulness = chain_faithfulness(
         module, inputs_tensor, chain, contributions, nodes, config.top_k,
         sae=sae_model,
-        mean_batches=probe_batches(probe, payload) if probe else (),
+        mean_batches=probe_batches(probe, payload) if probe is not None else (),
         draws=config.ablation_draws, seed=config.seed,
     )  # fmt: skip
     cls = contributions.class_index
