@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from coin_scale.storage import FORMATS, format_result, run_query
+from coin_scale.storage.schemas import TABLES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -14,8 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "query",
         help="run read-only SQL over the warehouse",
         description="Run read-only SQL (SELECT, WITH, EXPLAIN, DESCRIBE) over one DuckDB view per "
-        "warehouse table: runs, probe_images, dissections, unit_stats, exemplars. "
-        "See docs/storage.md for the columns.",
+        f"warehouse table: {', '.join(TABLES)}. See docs/storage.md for the columns.",
     )
     parser.add_argument("sql", help='the query, e.g. "SELECT * FROM runs ORDER BY started_at"')
     parser.add_argument(

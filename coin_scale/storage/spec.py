@@ -91,6 +91,15 @@ class TableSpec:
         """A zero-row table with the full schema."""
         return self.schema.empty_table()
 
+    def from_dicts(self, rows: Sequence[Mapping[str, Any]]) -> pa.Table:
+        """Dict rows as Arrow with the spec's columns (a column a row leaves out is null: nullable
+        ones added by a newer schema version); an empty table when there are none (so a rerun of
+        the same key still replaces what an earlier attempt wrote)."""
+        if not rows:
+            return self.empty()
+        blank = dict.fromkeys(self.schema.names)
+        return pa.Table.from_pylist([blank | dict(row) for row in rows])
+
 
 def rows_to_arrow(spec: TableSpec, rows: Sequence[Any]) -> pa.Table:
     """Convert `Row` instances of `spec` into an Arrow table with the full schema."""

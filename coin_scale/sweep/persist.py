@@ -16,14 +16,7 @@ from coin_scale.sweep.records import ClassExplanation
 
 
 def _table(name: str, rows: list[dict]) -> pa.Table:
-    """Rows as Arrow with the spec's columns (a column a row leaves out is null: nullable ones
-    added by a newer schema version); an empty table when there are none (so a rerun of the same
-    run id still replaces what an earlier attempt wrote)."""
-    spec = get_spec(name)
-    if not rows:
-        return spec.empty()
-    blank = dict.fromkeys(spec.schema.names)
-    return pa.Table.from_pylist([blank | row for row in rows])
+    return get_spec(name).from_dicts(rows)
 
 
 def store_sweep(

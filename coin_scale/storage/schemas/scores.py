@@ -17,9 +17,13 @@ class Row:
     run_id: str
     """The run (see `runs`); write key."""
     test: str
-    """'ablation' (faithfulness of a chain layer's units)."""
+    """'ablation' (faithfulness of a chain layer's units), 'interpscore' (selectivity, causality,
+    robustness, human alignment and their aggregate), 'predictive' (an explanation's AUC and
+    Cohen's d on images rendered to satisfy it or not), 'mis' (machine psychophysics)."""
     metric: str
-    """What was measured, e.g. 'margin_drop', 'logit_drop', 'probability_drop'."""
+    """What was measured, e.g. 'margin_drop', 'logit_drop', 'probability_drop' (ablation); 'S',
+    'C', 'R', 'H', 'interpscore' (interpscore); 'auc', 'cohens_d' (predictive); 'f1', 'iou',
+    'auprc' (the unit as a detector of its concept, beside any test's scores)."""
     value: float
     """The measurement (for random selections, the mean over `draws`)."""
     layer: str | None
@@ -67,14 +71,15 @@ SPEC = TableSpec(
     key_by=("run_id",),
     natural_key=("run_id", "test", "metric", "layer", "unit", "ablation", "selection", "k"),
     choices={
-        "test": ("ablation",),
+        "test": ("ablation", "interpscore", "predictive", "mis"),
         "kind": ("neuron", "sae", "synthetic"),
         "ablation": ("zero", "mean"),
         "selection": ("chain", "random", "activation"),
     },
     row_type=Row,
     doc="One row per measured number (keyed by run_id): faithfulness of a run's chain (ablating "
-    "its units vs random and most-active units, over k), later per-unit scores.",
+    "its units vs random and most-active units, over k) and per-unit scores (InterpScore, predictive "
+    "AUC, MIS) with F1/IoU/AUPRC beside them.",
 )
 
 
