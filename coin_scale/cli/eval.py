@@ -1,4 +1,5 @@
-"""`coin-scale eval`: explainers against ground truth (synthetic units with known formulas)."""
+"""`coin-scale eval`: explainers against ground truth (synthetic units with known formulas) and
+the Machine Interpretability Score of a layer's units (`eval mis`)."""
 
 from __future__ import annotations
 
@@ -69,6 +70,148 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--json", action="store_true", help="print JSON (summary and every unit)")
     s.add_argument("--no-progress", action="store_true", help="hide the rendering progress bar")
     s.set_defaults(func=run_synthetic)
+    _register_mis(evals)
+
+
+MIS_DESCRIPTION = """\
+Machine Interpretability Score (Zimmermann, Klindt & Brendel, arXiv:2403.17230) of a layer's units:
+N 2-alternative tasks per unit, each with K of its most and K of its least activating probe images
+as references and one query from each side (drawn from the top and bottom --quantile of its
+activations); a perceptual similarity picks the query more like the top references. MIS is the
+mean over tasks of the expected accuracy (sigmoid of the evidence difference times --alpha), or of
+the hard choices without --alpha. DreamSim and LPIPS are optional: pip install 'coin-scale[mis]'.
+"""
+
+
+def _register_mis(evals: argparse._SubParsersAction) -> None:
+    from coin_scale.cli.common import add_model_args
+
+    m = evals.add_parser(
+        "mis",
+        help="Machine Interpretability Score of a layer's units (DreamSim or LPIPS psychophysics)",
+        description=MIS_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_model_args(m)
+    m.add_argument(
+        "--layer", required=True, help="layer whose units are scored (`coin-scale layers`)"
+    )
+    m.add_argument("--units", default=None, help="unit indices, e.g. 0-9,12 (default: all)")
+    m.add_argument("--probe", default="rendered",
+                   help="rendered (cached rendered probe set) or a probe set directory")  # fmt: skip
+    m.add_argument("--probe-images", type=int, default=1000,
+                   help="images of the rendered probe set (default 1000)")  # fmt: skip
+    m.add_argument("--similarity", default="dreamsim", help="dreamsim (default) or lpips")
+    m.add_argument("--similarity-cache", default=None, metavar="DIR",
+                   help="where the similarity's weights are (dreamsim: default "
+                   "~/.cache/coin-scale/dreamsim; lpips: a torch hub directory)")  # fmt: skip
+    m.add_argument("--k", type=int, default=9, help="references per side of a task (default 9)")
+    m.add_argument("--n", type=int, default=20, help="tasks per unit (default 20)")
+    m.add_argument("--quantile", type=float, default=0.2,
+                   help="fraction of the probe images each side draws from (default 0.2)")  # fmt: skip
+    m.add_argument("--task-seed", type=int, default=0, help="seed of the task draws (default 0)")
+    m.add_argument("--alpha", type=float, default=None,
+                   help="sigmoid slope of the expected accuracy; default: hard-choice accuracy")  # fmt: skip
+    m.add_argument("--reduction", choices=["max", "mean"], default="max",
+                   help="spatial reduction of a unit's map to one value per image")  # fmt: skip
+    m.add_argument("--batch-size", type=int, default=32)
+    m.add_argument("--warehouse", default=None,
+                   help="also write the scores (test 'mis') to this warehouse")  # fmt: skip
+    m.add_argument("--run-id", default=None,
+                   help="run id of the scores rows (default mis-MODEL-LAYER-SIMILARITY)")  # fmt: skip
+    m.add_argument("--json", action="store_true", help="print JSON (settings and every unit)")
+    m.set_defaults(func=run_mis)
+
+
+def parse_units(text: str) -> tuple[int, ...]:
+    """'0-3,7' -> (0, 1, 2, 3, 7); a UserError on anything else."""
+    from coin_scale.errors import UserError
+
+    units: list[int] = []
+    try:
+        for part in (p.strip() for p in text.split(",") if p.strip()):
+            lo, _, hi = part.partition("-")
+            first, last = int(lo), int(hi) if hi else int(lo)
+            if first < 0 or last < first:
+                raise ValueError(part)
+            units.extend(range(first, last + 1))
+    except ValueError:
+        raise UserError(f"--units: expected indices like 0-9,12; got {text!r}") from None
+    if not units:
+        raise UserError(f"--units: expected indices like 0-9,12; got {text!r}")
+    return tuple(dict.fromkeys(units))
+
+
+def run_mis(args: argparse.Namespace) -> int:
+    from coin_scale.errors import UserError
+    from coin_scale.eval.mis import MISConfig, MISRunConfig, score_rows, store_scores
+    from coin_scale.eval.mis import run_mis as run
+    from coin_scale.storage.spec import check_safe_name
+
+    try:
+        config = MISRunConfig(
+            model=args.model, weights=args.weights, seed=args.seed, layer=args.layer,
+            units=None if args.units is None else parse_units(args.units), probe=args.probe,
+            probe_images=args.probe_images, similarity=args.similarity,
+            similarity_cache=args.similarity_cache, reduction=args.reduction,
+            batch_size=args.batch_size,
+            mis=MISConfig(k=args.k, n=args.n, quantile=args.quantile, seed=args.task_seed,
+                          alpha=args.alpha),
+        )  # fmt: skip
+        result = run(config)
+    except ValueError as err:
+        raise UserError(f"eval mis: {err}") from None
+    run_id = args.run_id or f"mis-{result.model}-{result.layer}-{config.similarity}"
+    if args.warehouse is not None:
+        try:
+            check_safe_name(run_id, "--run-id")
+            store_scores(args.warehouse, score_rows(result, config, run_id), run_id)
+        except ValueError as err:
+            raise UserError(f"eval mis: {err}") from None
+    if args.json:
+        print(json.dumps(_mis_json(config, result, run_id if args.warehouse else None), indent=2))
+        return 0
+    c = config.mis
+    scoring = "accuracy of the hard choices" if c.alpha is None else f"sigmoid, alpha {c.alpha:g}"
+    print(
+        f"MIS of {len(result.units)} units of {result.model}/{result.layer} over "
+        f"{result.n_images} probe images; {config.similarity}, k {c.k}, {c.n} tasks, quantile "
+        f"{c.quantile:g}, task seed {c.seed}; {scoring}"
+        + (
+            "; RANDOM weights: says nothing about a trained network"
+            if result.random_weights
+            else ""
+        )
+    )
+    rows = [("unit", "MIS", "std", "accuracy")] + [
+        (str(u), f"{s.mis:.3f}", f"{s.std:.3f}", f"{s.accuracy:.3f}")
+        for u, s in zip(result.units, result.scores, strict=True)
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for row in rows:
+        print("  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)))
+    print(f"mean MIS: {result.mean:.3f} over {len(result.units)} units")
+    if args.warehouse is not None:
+        print(f"warehouse: {args.warehouse}, scores run_id {run_id!r} (try: coin-scale query "
+              f"--warehouse {args.warehouse} \"SELECT unit, value FROM scores WHERE test = 'mis'\")")  # fmt: skip
+    return 0
+
+
+def _mis_json(config: Any, result: Any, run_id: str | None) -> dict[str, Any]:
+    return {
+        "evaluation": "mis",
+        "config": asdict(config),
+        "model": result.model,
+        "layer": result.layer,
+        "images": result.n_images,
+        "random_weights": result.random_weights,
+        "mean_mis": result.mean,
+        "run_id": run_id,
+        "units": [
+            {"unit": u, "mis": s.mis, "std": s.std, "accuracy": s.accuracy}
+            for u, s in zip(result.units, result.scores, strict=True)
+        ],
+    }
 
 
 def run_synthetic(args: argparse.Namespace) -> int:

@@ -1,0 +1,178 @@
+"""Perceptual similarities for MIS: a one-method protocol, DreamSim and LPIPS adapters, a registry.
+
+DreamSim (the MIS paper's choice) and LPIPS are optional: `pip install 'coin-scale[mis]'`. Each is
+imported when loaded, never at import time; a missing package or missing weights raise a one-line
+`ResourceError` naming the extra or the weights path. There is no fallback to another similarity.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from coin_scale.errors import ResourceError, UserError
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+EXTRA = "pip install 'coin-scale[mis]'"
+"""How to install the optional similarities."""
+
+
+class Similarity(Protocol):
+    """Pairwise similarity of two lists of images: larger means more alike."""
+
+    def __call__(self, a: Sequence[Any], b: Sequence[Any]) -> np.ndarray:
+        """(len(a), len(b)) float similarities."""
+        ...
+
+
+SimilarityLoader = Callable[[str | None], Similarity]
+"""(weights cache directory or None for the default) -> a loaded similarity."""
+
+
+def _device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _require(package: str, name: str) -> None:
+    if importlib.util.find_spec(package) is None:
+        raise ResourceError(
+            f"similarity {name} needs the {package} package, which is not installed; {EXTRA} "
+            "(no other similarity is substituted)"
+        )
+
+
+class DreamSimSimilarity:
+    """DreamSim's similarity: the cosine of its embeddings (DreamSim distance = 1 - cosine)."""
+
+    def __init__(self, model: Any, preprocess: Callable[[Image.Image], torch.Tensor], device: str):
+        self.model = model
+        self.preprocess = preprocess
+        self.device = device
+
+    def _embed(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        import torch
+
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(images), 32):
+                batch = torch.cat([self.preprocess(im) for im in images[start : start + 32]])
+                out.append(self.model.embed(batch.to(self.device)).float())
+        return torch.nn.functional.normalize(torch.cat(out), dim=-1)
+
+    def __call__(self, a: Sequence[Any], b: Sequence[Any]) -> np.ndarray:
+        return (self._embed(a) @ self._embed(b).T).cpu().numpy()
+
+
+def dreamsim_cache(cache: str | None = None) -> Path:
+    """Where DreamSim's weights are read from (downloaded to on first use with a network)."""
+    from coin_scale.sweep.inputs import cache_dir
+
+    return Path(cache) if cache else cache_dir() / "dreamsim"
+
+
+def load_dreamsim(cache: str | None = None) -> Similarity:
+    """DreamSim (ensemble) with weights from `cache`; a ResourceError if missing or unloadable."""
+    _require("dreamsim", "dreamsim")
+    from dreamsim import dreamsim
+
+    root = dreamsim_cache(cache)
+    device = _device()
+    try:
+        model, preprocess = dreamsim(pretrained=True, device=device, cache_dir=str(root))
+    except Exception as err:  # download or load failures, offline: one line naming the path
+        raise ResourceError(
+            f"similarity dreamsim: its weights are not in {root} and could not be fetched "
+            f"({type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''}); run "
+            f"once with network access or copy the DreamSim checkpoints into {root} "
+            "(--similarity-cache DIR)"
+        ) from None
+    return DreamSimSimilarity(model, preprocess, device)
+
+
+class LPIPSSimilarity:
+    """LPIPS as a similarity: minus the LPIPS distance of every pair (images at `size` px)."""
+
+    def __init__(self, metric: Any, device: str, size: int = 224):
+        self.metric = metric
+        self.device = device
+        self.size = size
+
+    def _tensor(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        import torch
+        from torchvision.transforms.functional import pil_to_tensor, resize
+
+        pixels = [resize(pil_to_tensor(im.convert("RGB")), [self.size, self.size]) for im in images]
+        return (torch.stack(pixels).float() / 127.5 - 1.0).to(self.device)  # LPIPS wants [-1, 1]
+
+    def __call__(self, a: Sequence[Any], b: Sequence[Any]) -> np.ndarray:
+        import torch
+
+        ta, tb = self._tensor(a), self._tensor(b)
+        out = np.empty((len(a), len(b)))
+        with torch.inference_mode():
+            for i in range(len(a)):
+                d = self.metric(ta[i : i + 1].expand(len(b), -1, -1, -1), tb)
+                out[i] = -d.reshape(len(b)).float().cpu().numpy()
+        return out
+
+
+ALEXNET_FILE = "alexnet-owt-7be5be79.pth"
+"""torchvision's AlexNet weights, LPIPS's default backbone (its linear heads ship with lpips)."""
+
+
+def lpips_cache(cache: str | None = None) -> Path:
+    """The torch hub checkpoints folder LPIPS reads AlexNet's weights from (`cache`: a torch hub
+    directory used instead of the default one)."""
+    import torch
+
+    return Path(cache or torch.hub.get_dir()) / "checkpoints"
+
+
+def load_lpips(cache: str | None = None) -> Similarity:
+    """LPIPS (AlexNet); a ResourceError if the package or the AlexNet weights are missing."""
+    _require("lpips", "lpips")
+    import lpips
+
+    folder = lpips_cache(cache)
+    weights = folder / ALEXNET_FILE
+    if not weights.is_file():
+        raise ResourceError(
+            f"similarity lpips: AlexNet weights {weights} are missing; run once with network "
+            f"access (torchvision downloads them) or copy {ALEXNET_FILE} there "
+            "(--similarity-cache DIR)"
+        )
+    if cache:
+        import torch
+
+        torch.hub.set_dir(cache)
+    device = _device()
+    try:
+        metric = lpips.LPIPS(net="alex", verbose=False).to(device).eval()
+    except Exception as err:
+        raise ResourceError(
+            f"similarity lpips: could not load ({type(err).__name__}); weights expected in {folder}"
+        ) from None
+    return LPIPSSimilarity(metric, device)
+
+
+SIMILARITIES: dict[str, SimilarityLoader] = {"dreamsim": load_dreamsim, "lpips": load_lpips}
+"""Similarities by `--similarity` name."""
+
+
+def load_similarity(name: str, cache: str | None = None) -> Similarity:
+    """The similarity called `name`; unknown names list the valid ones."""
+    loader = SIMILARITIES.get(name)
+    if loader is None:
+        raise UserError(
+            f"unknown similarity {name!r}; expected one of {', '.join(sorted(SIMILARITIES))}"
+        )
+    return loader(cache)

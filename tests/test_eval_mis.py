@@ -1,0 +1,200 @@
+"""MIS: task construction, scoring with similarities whose answers are known, the offline errors
+of DreamSim/LPIPS, and `coin-scale eval mis` end to end on a random-weights resnet18."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pytest
+
+from coin_scale.cli import main
+from coin_scale.errors import ResourceError, UserError
+from coin_scale.eval import similarity as sim
+from coin_scale.eval.mis import MISConfig, MISTask, build_tasks, score_tasks, task_pools, unit_mis
+
+
+def _same_concept(concepts: np.ndarray):
+    """A similarity on image ids: 1 when two images share a concept, else 0."""
+
+    def similarity(a: Sequence[Any], b: Sequence[Any]) -> np.ndarray:
+        return (concepts[np.asarray(a)][:, None] == concepts[np.asarray(b)][None, :]).astype(float)
+
+    return similarity
+
+
+def test_tasks_have_the_asked_sizes_and_are_deterministic_for_a_seed():
+    acts = np.random.default_rng(0).normal(size=200)
+    config = MISConfig(k=9, n=20, quantile=0.2, seed=3)
+    tasks = build_tasks(acts, config)
+    assert len(tasks) == 20
+    assert all(len(t.positive_refs) == 9 and len(t.negative_refs) == 9 for t in tasks)
+    assert build_tasks(acts, config) == tasks
+    assert build_tasks(acts, MISConfig(k=9, n=20, quantile=0.2, seed=4)) != tasks
+
+
+def test_references_and_queries_are_disjoint_and_come_from_the_right_quantiles():
+    acts = np.random.default_rng(1).normal(size=101)
+    config = MISConfig(k=4, n=50, quantile=0.1, seed=0)
+    top, bottom = task_pools(acts, config.quantile)
+    assert len(top) == len(bottom) == 11  # ceil(0.1 * 101)
+    assert acts[top].min() > acts[bottom].max()
+    assert set(top) == set(np.argsort(acts)[-11:])
+    for t in build_tasks(acts, config):
+        pos = [*t.positive_refs, t.positive_query]
+        neg = [*t.negative_refs, t.negative_query]
+        assert len(set(pos)) == 5 and len(set(neg)) == 5 and not set(pos) & set(neg)
+        assert set(pos) <= set(top) and set(neg) <= set(bottom)
+        # the references are the most extreme of the task's draws, the query the least
+        assert acts[t.positive_query] < acts[list(t.positive_refs)].min()
+        assert acts[t.negative_query] > acts[list(t.negative_refs)].max()
+        assert list(acts[list(t.positive_refs)]) == sorted(
+            acts[list(t.positive_refs)], reverse=True
+        )
+
+
+def test_too_few_images_for_k_and_the_quantile_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"too few probe images for MIS: 30 images .* at least 50"):
+        build_tasks(np.arange(30.0), MISConfig(k=9, quantile=0.2))
+    build_tasks(np.arange(50.0), MISConfig(k=9, quantile=0.2))  # exactly enough
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [("k", 0, "k: expected >= 1"), ("n", 0, "n: expected >= 1"),
+     ("quantile", 0.6, "quantile: expected in"), ("alpha", -1.0, "alpha: expected")],
+)  # fmt: skip
+def test_bad_config_names_the_field(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        MISConfig(**{field: value})
+
+
+def test_a_monosemantic_unit_scores_one_and_a_random_unit_about_a_half():
+    rng = np.random.default_rng(0)
+    concepts = rng.integers(0, 4, size=400)
+    similarity = _same_concept(concepts)
+    ids = list(range(400))
+    mono = (concepts == 2) + 0.01 * rng.normal(size=400)  # fires on concept 2 only
+    score = unit_mis(mono, ids, similarity, MISConfig(k=9, n=50, quantile=0.2))
+    assert score.mis == 1.0 and score.accuracy == 1.0 and score.std == 0.0
+    noise = rng.normal(size=400)  # ignores the concepts
+    score = unit_mis(noise, ids, similarity, MISConfig(k=9, n=400, quantile=0.2))
+    assert 0.4 < score.mis < 0.6
+
+
+def test_the_sigmoid_score_is_the_expected_accuracy_of_each_task():
+    # two tasks on images 0..5 whose similarity is given outright
+    tasks = (
+        MISTask(positive_refs=(0,), negative_refs=(1,), positive_query=2, negative_query=3),
+        MISTask(positive_refs=(0,), negative_refs=(1,), positive_query=4, negative_query=5),
+    )
+    table = {(2, 0): 0.9, (2, 1): 0.1, (3, 0): 0.2, (3, 1): 0.8,  # task 1: q+ right, margin 1.4
+             (4, 0): 0.3, (4, 1): 0.5, (5, 0): 0.4, (5, 1): 0.4}  # task 2: q- wins, margin -0.2  # fmt: skip
+
+    def similarity(a: Sequence[Any], b: Sequence[Any]) -> np.ndarray:
+        return np.array([[table[(q, r)] for r in b] for q in a])
+
+    hard = score_tasks(tasks, list(range(6)), similarity)
+    assert [a.correct for a in hard.answers] == [1.0, 0.0] and hard.mis == 0.5
+    soft = score_tasks(tasks, list(range(6)), similarity, alpha=2.0)
+    expected = [1 / (1 + np.exp(-2.0 * 1.4)), 1 / (1 + np.exp(-2.0 * -0.2))]
+    assert [a.p_correct for a in soft.answers] == pytest.approx(expected)
+    assert soft.mis == pytest.approx(np.mean(expected)) and soft.accuracy == 0.5
+
+
+def test_a_similarity_that_cannot_tell_images_apart_scores_a_half():
+    def constant(a: Sequence[Any], b: Sequence[Any]) -> np.ndarray:
+        return np.ones((len(a), len(b)))
+
+    score = unit_mis(np.arange(100.0), list(range(100)), constant, MISConfig(n=10))
+    assert score.mis == 0.5 and all(a.correct == 0.5 for a in score.answers)
+
+
+def test_a_similarity_of_the_wrong_shape_is_refused():
+    tasks = build_tasks(np.arange(100.0), MISConfig(n=3))
+    with pytest.raises(ValueError, match="similarity returned shape"):
+        score_tasks(tasks, list(range(100)), lambda a, b: np.zeros((1, 1)))
+
+
+@pytest.mark.parametrize("name", ["dreamsim", "lpips"])
+def test_a_missing_similarity_package_is_a_one_line_error_naming_the_extra(name):
+    with pytest.raises(ResourceError) as err:
+        sim.load_similarity(name)
+    text = str(err.value)
+    assert f"similarity {name} needs the {name} package" in text
+    assert "pip install 'coin-scale[mis]'" in text and "\n" not in text
+
+
+def test_lpips_without_its_alexnet_weights_names_the_file(monkeypatch, tmp_path):
+    monkeypatch.setattr(sim, "_require", lambda package, name: None)
+    monkeypatch.setitem(sys.modules, "lpips", object())  # installed, its weights not
+    with pytest.raises(ResourceError, match=r"AlexNet weights .*checkpoints/alexnet-owt-7be5be79"):
+        sim.load_lpips(str(tmp_path))
+
+
+def test_an_unknown_similarity_lists_the_valid_ones():
+    with pytest.raises(
+        UserError, match="unknown similarity 'clip'; expected one of dreamsim, lpips"
+    ):
+        sim.load_similarity("clip")
+
+
+def _mean_colour(a: Sequence[Any], b: Sequence[Any]) -> np.ndarray:
+    """A known similarity on PIL images: minus the distance of their mean RGB colours."""
+    ma = np.array([np.asarray(im, float).mean(axis=(0, 1)) for im in a])
+    mb = np.array([np.asarray(im, float).mean(axis=(0, 1)) for im in b])
+    return -np.linalg.norm(ma[:, None] - mb[None, :], axis=-1)
+
+
+ARGS = ["eval", "mis", "--model", "resnet18", "--weights", "none", "--layer", "layer4",
+        "--units", "0-2,7", "--k", "3", "--n", "6", "--quantile", "0.5"]  # fmt: skip
+
+
+def test_cli_scores_units_and_writes_the_warehouse(
+    probe_dir, tmp_path, monkeypatch, capsys, caplog
+):
+    monkeypatch.setitem(sim.SIMILARITIES, "mean-colour", lambda cache: _mean_colour)
+    warehouse = tmp_path / "wh"
+    code = main([*ARGS, "--probe", str(probe_dir), "--similarity", "mean-colour",
+                 "--warehouse", str(warehouse), "--run-id", "mis-test"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "MIS of 4 units of resnet18/layer4 over 36 probe images; mean-colour, k 3" in out
+    assert "RANDOM weights" in out and "--weights none: the model has RANDOM weights" in caplog.text
+    assert "mean MIS: " in out
+    lines = [line.split() for line in out.splitlines()]
+    units = [row for row in lines if row and row[0] in {"0", "1", "2", "7"}]
+    assert [row[0] for row in units] == ["0", "1", "2", "7"]
+    assert all(0.0 <= float(row[1]) <= 1.0 for row in units)
+
+    from coin_scale.storage.warehouse import Warehouse
+
+    rows = Warehouse(warehouse).read("scores").to_pylist()
+    assert sorted(r["unit"] for r in rows) == [0, 1, 2, 7]
+    assert {(r["test"], r["metric"], r["layer"], r["k"], r["draws"]) for r in rows} == {
+        ("mis", "mis", "layer4", 3, 6)
+    }
+    mean = float(next(line for line in out.splitlines() if line.startswith("mean MIS")).split()[2])
+    assert np.mean([r["value"] for r in rows]) == pytest.approx(mean, abs=1e-3)
+    details = json.loads(rows[0]["details"])
+    assert details["similarity"] == "mean-colour" and details["random_weights"] is True
+
+
+def test_cli_without_dreamsim_fails_fast_with_the_extra(probe_dir, capsys):
+    code = main([*ARGS, "--probe", str(probe_dir)])
+    err = capsys.readouterr().err.strip()
+    assert code == 3
+    assert err.startswith("coin-scale eval: error: similarity dreamsim needs the dreamsim package")
+    assert "pip install 'coin-scale[mis]'" in err and len(err.splitlines()) == 1
+
+
+def test_cli_rejects_bad_units_and_too_few_images(probe_dir, monkeypatch, capsys):
+    monkeypatch.setitem(sim.SIMILARITIES, "mean-colour", lambda cache: _mean_colour)
+    assert main([*ARGS, "--units", "3-1", "--similarity", "mean-colour"]) == 2
+    assert "--units: expected indices like 0-9,12; got '3-1'" in capsys.readouterr().err
+    code = main([*ARGS, "--probe", str(probe_dir), "--similarity", "mean-colour", "--k", "30"])
+    assert code == 2
+    assert "too few probe images for MIS: 36 images" in capsys.readouterr().err
