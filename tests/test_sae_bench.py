@@ -10,10 +10,12 @@ import torch
 
 from coin_scale.bench.sae_bench import (
     SAEBenchConfig,
+    compare_top_n,
     compare_units,
     iou_summary,
     pooled_units,
     target_checks,
+    top_n_masks,
 )
 from coin_scale.cli import main
 from coin_scale.explain import OfflineExplainerConfig
@@ -76,6 +78,51 @@ def test_compare_units_explains_both_kinds_the_same_way():
         compare_units(exact, scrambled[:10], matrix, OfflineExplainerConfig())
 
 
+def test_top_n_masks_have_one_size_and_break_ties_by_image_order():
+    acts = torch.tensor([[0.0, 1.0], [3.0, 1.0], [0.0, 1.0], [2.0, 5.0], [0.0, 0.0]])
+    masks = top_n_masks(acts, 3)
+    assert masks.shape == (2, 5) and masks.sum(dim=1).tolist() == [3, 3]
+    # unit 0 fires on images 1 and 3 only: its mask is those plus the first silent image (0)
+    assert masks[0].nonzero().flatten().tolist() == [0, 1, 3]
+    assert masks[1].nonzero().flatten().tolist() == [0, 1, 3]  # 5, then the first two of 1.0
+    with pytest.raises(ValueError, match="between 1 and 5"):
+        top_n_masks(acts, 6)
+
+
+def test_compare_top_n_judges_rare_and_dense_units_on_masks_of_one_size():
+    n_images = 200
+    concepts = torch.zeros(4, n_images, dtype=torch.bool)
+    for i in range(4):  # disjoint concepts of 20 images each, from image 100 on
+        concepts[i, 100 + 20 * i : 120 + 20 * i] = True
+    matrix = ConceptMatrix(names=tuple(f"shape=s{i}" for i in range(4)), matrix=concepts)
+    generator = torch.Generator().manual_seed(0)
+    # A neuron that is concept 0 (dense: positive everywhere, highest on the concept).
+    neurons = concepts[:1].T.float() + torch.rand(n_images, 1, generator=generator) * 0.1 + 0.01
+    # A feature firing on 2 images of concept 1 only: under the quantile rule its mask is those 2
+    # images; at top-20 its mask is padded with the first 18 images, on which it never fires.
+    rare = torch.zeros(n_images, 1)
+    rare[[120, 121], 0] = 1.0
+    silent = torch.zeros(n_images, 1)  # never fires: not judged
+    features = torch.cat([rare, silent], dim=1)
+    config = OfflineExplainerConfig(max_length=1)
+    quantile = compare_units(neurons, features, matrix, config)
+    assert quantile["features"]["mean_iou"] == pytest.approx(2 / 20)  # mask {20, 21} vs concept 1
+    [row] = compare_top_n(
+        neurons, features, matrix, config, [20], generator=torch.Generator().manual_seed(0)
+    )
+    assert row["n"] == 20
+    assert row["neurons"]["mean_iou"] == pytest.approx(1.0)
+    assert row["neurons"]["full_units"] == 1 and row["neurons"]["mean_iou_full"] == pytest.approx(1)
+    feats = row["features"]
+    assert feats["units"] == 2 and feats["firing_units"] == 1 and feats["full_units"] == 0
+    # mask: images 120, 121 and the silent images 0-17 (no concept): best is still concept 1
+    assert feats["mean_iou"] == pytest.approx(2 / 38) and feats["mean_iou_full"] is None
+    assert 0 <= row["neurons"]["chance_mean_iou"] < 0.5
+    checks = target_checks({"dead_fraction": 0.0}, {"fvu": 0.05, "l0": 8.0}, quantile, [row])
+    assert checks["features_top20_mean_iou_gt_neurons"] is False
+    assert checks["all_met"] is False  # from the quantile comparison only
+
+
 def test_pooled_units_are_max_over_space_of_maps_and_codes():
     sae = SparseAutoencoder(4, 8, 2, "topk", generator=torch.Generator().manual_seed(0))
     maps = torch.rand(3, 4, 2, 2, generator=torch.Generator().manual_seed(1))
@@ -98,6 +145,8 @@ def test_target_checks_and_config_validation():
         SAEBenchConfig(model="m.pt", train_seed=3, heldout_seed=3)
     with pytest.raises(ValueError, match="--k must be >= 1"):
         SAEBenchConfig(model="m.pt", k=0)
+    with pytest.raises(ValueError, match="--top-n sizes must be >= 1"):
+        SAEBenchConfig(model="m.pt", top_n=(200, 0))
 
 
 @pytest.fixture(scope="module")
@@ -147,6 +196,12 @@ def test_bench_sae_prints_consistent_json(ray_cluster, tiny_probe_model, tmp_pat
             summary["mean_iou"] * summary["explained"] / units
         )
     assert report["explainer"]["quantile"] == 0.9
+    [same_size] = report["iou_top_n"]  # default: (1 - 0.9) x 48 images, rounded
+    assert same_size["n"] == 5
+    for kind in ("neurons", "features"):
+        summary = same_size[kind]
+        assert 0 <= summary["mean_iou"] <= 1 and 0 <= summary["chance_mean_iou"] <= 1
+    assert "features_top5_mean_iou_gt_neurons" in report["targets"]
     assert report["targets"]["dead_fraction_le_0.10"] is None
     assert report["targets"]["all_met"] is False
     assert (tmp_path / "probes" / "single-large-n64-seed0-32" / "attributes.parquet").is_file()

@@ -117,6 +117,38 @@ def test_batchtopk_keeps_k_times_batch_in_training_and_thresholds_at_inference()
     torch.testing.assert_close(codes, expected)
 
 
+def test_batchtopk_threshold_gives_k_per_token_at_inference_in_raw_units(tmp_path):
+    """The inference threshold (the moving mean of each training batch's smallest kept code) is
+    the batch top-k cut of the training distribution: on fresh tokens of that distribution, with
+    an input scale far from 1 and after the checkpoint folds it into the threshold, inference
+    keeps about k latents per token and nearly the same latents as batch top-k does."""
+    gen = torch.Generator().manual_seed(0)
+    sae = random_sae("batchtopk", seed=1)
+    with torch.no_grad():
+        sae.input_scale.fill_(0.05)  # raw activations ~20x the normalised ones
+        sae.threshold.zero_()
+    sae.train()
+
+    def tokens(n: int) -> torch.Tensor:  # raw tokens, norms spread over a decade
+        return torch.randn(n, 16, generator=gen) * 20 * (torch.rand(n, 1, generator=gen) * 3 + 0.3)
+
+    for _ in range(300):  # threshold updates only (no optimiser): weights stay fixed
+        sae.encode(tokens(256))
+    fresh = tokens(4096)
+    batch_codes = sae.encode(fresh)[0].detach()  # still training: batch top-k of the whole set
+    path = tmp_path / "btk.safetensors"
+    save_sae(path, sae, config(kind="batchtopk"), {})
+    loaded = load_sae(path)[0]
+    assert float(loaded.input_scale) == 1.0 and not loaded.training
+    codes = loaded.encode(fresh)[0].detach()
+    l0 = float((codes != 0).sum(dim=1).float().mean())
+    assert l0 == pytest.approx(4.0, rel=0.1)
+    same = ((codes != 0) & (batch_codes != 0)).sum() / (batch_codes != 0).sum()
+    assert float(same) > 0.95
+    both = (codes != 0) & (batch_codes != 0)  # a kept latent keeps its value, in raw units
+    torch.testing.assert_close(codes[both], batch_codes[both], rtol=1e-4, atol=1e-3)
+
+
 def test_folding_the_input_scale_keeps_codes_and_reconstructions():
     for kind in ("topk", "batchtopk"):
         sae = random_sae(kind)

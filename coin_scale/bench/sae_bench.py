@@ -8,7 +8,9 @@ two IoU evaluations are identical: both unit kinds are reduced by max over space
 with the same `OfflineExplainerConfig` over the same held-out images. Two controls say how much of
 an IoU is real: the same explanation on shuffled images (chance), and the IoU of the units whose
 mask is full (sparse features that fire on few images get small masks, which formulas fit by
-chance; that is why the held-out set defaults to 2,000 images, not 500).
+chance; that is why the held-out set defaults to 2,000 images, not 500). A third comparison
+(`compare_top_n`) judges every unit, neuron or feature, on a mask of the same size: its n most
+active images.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import torch
 from coin_scale.dissect.activations import reduce_units, sae_code_maps
 from coin_scale.explain import OfflineExplainerConfig, concepts_from_probe, explain_units
 from coin_scale.explain.concepts import ConceptMatrix
-from coin_scale.explain.offline import UnitExplanation
+from coin_scale.explain.offline import UnitExplanation, search_formulas
 from coin_scale.sae.config import SAE_KINDS, SAEKind
 from coin_scale.sae.model import SparseAutoencoder, tokens_from_conv
 
@@ -85,6 +87,10 @@ class SAEBenchConfig:
     """Images per forward pass (activation pass and held-out pass)."""
     explainer: OfflineExplainerConfig = field(default_factory=OfflineExplainerConfig)
     """The one explainer configuration used for neurons and features alike."""
+    top_n: tuple[int, ...] | None = None
+    """Mask sizes of the same-size comparison (`top_n_summary`): every unit, neuron or feature,
+    is judged on the mask of its n most active images. None: one size, the (1 - quantile) x
+    held-out images that the quantile rule gives a neuron; () skips it."""
 
     def __post_init__(self) -> None:
         for name in ("expansion", "k", "steps", "batch_tokens", "train_images", "heldout_images",
@@ -100,6 +106,8 @@ class SAEBenchConfig:
                 )
         if self.kind not in SAE_KINDS:
             raise ValueError(f"--kind must be one of {', '.join(SAE_KINDS)}, got {self.kind!r}")
+        if self.top_n is not None and any(n < 1 for n in self.top_n):
+            raise ValueError(f"--top-n sizes must be >= 1, got {list(self.top_n)}")
         if self.train_seed == self.heldout_seed:
             raise ValueError(
                 f"--train-seed and --heldout-seed are both {self.train_seed}: the held-out images "
@@ -182,14 +190,90 @@ def compare_units(
     return result
 
 
+def top_n_masks(activations: torch.Tensor, n: int) -> torch.Tensor:
+    """bool (unit, image): each unit's `n` images of highest activation, from (image, unit)
+    activations. Ties go to the earlier image, so a unit active on fewer than `n` images gets
+    all of them plus the first of the images it is silent on (the same rule for every unit)."""
+    if not 1 <= n <= activations.shape[0]:
+        raise ValueError(f"top-n mask size {n} is not between 1 and {activations.shape[0]} images")
+    order = torch.sort(activations.float(), dim=0, descending=True, stable=True).indices[:n]
+    masks = torch.zeros(activations.shape[1], activations.shape[0], dtype=torch.bool)
+    return masks.scatter_(1, order.T.contiguous(), True)
+
+
+def top_n_summary(
+    activations: torch.Tensor, concepts: ConceptMatrix, explainer: OfflineExplainerConfig, n: int
+) -> dict[str, Any]:
+    """The same-size comparison of one unit kind: every unit that fires (activation > 0 on at
+    least one image) is explained on its top-`n` mask (`top_n_masks`) with the explainer's beam
+    search, so neurons and sparse features are judged on masks of one size.
+
+    `mean_iou` and `median_iou` (the lower median) are over the units that fire;
+    `mean_iou_full` over those active on at least `n` images (their whole mask is their own
+    firing images), `full_units` of them."""
+    acts = activations.detach().cpu().float()
+    fires = acts.amax(dim=0) > 0
+    active_images = (acts > 0).sum(dim=0)
+    units = torch.nonzero(fires).flatten()
+    summary: dict[str, Any] = {"n": n, "units": int(acts.shape[1]), "firing_units": len(units)}
+    if not len(units):
+        return {**summary, "mean_iou": None, "median_iou": None, "full_units": 0,
+                "mean_iou_full": None}  # fmt: skip
+    _, ious = search_formulas(top_n_masks(acts[:, units], n), concepts, explainer)
+    ious = ious.clamp(min=0.0).double()
+    full = active_images[units] >= n
+    return {
+        **summary,
+        "mean_iou": float(ious.mean()),
+        "median_iou": float(ious.median()),
+        "full_units": int(full.sum()),
+        "mean_iou_full": float(ious[full].mean()) if bool(full.any()) else None,
+    }
+
+
+def compare_top_n(
+    neurons: torch.Tensor,
+    features: torch.Tensor,
+    concepts: ConceptMatrix,
+    explainer: OfflineExplainerConfig,
+    sizes: Sequence[int],
+    *,
+    generator: torch.Generator | None = None,
+) -> list[dict[str, Any]]:
+    """`top_n_summary` of neurons and features for each mask size; with a `generator`, each
+    summary also has `chance_mean_iou`: the same on images shuffled by one permutation for both
+    kinds (the masks keep their size n, so chance is about the same for both kinds)."""
+    if neurons.shape[0] != features.shape[0]:
+        raise ValueError(
+            f"neurons cover {neurons.shape[0]} images and features {features.shape[0]}; "
+            "both must be measured on the same images"
+        )
+    order = None if generator is None else torch.randperm(neurons.shape[0], generator=generator)
+    out = []
+    for n in sizes:
+        row: dict[str, Any] = {"n": n}
+        for kind, matrix in (("neurons", neurons), ("features", features)):
+            row[kind] = top_n_summary(matrix, concepts, explainer, n)
+            if order is not None:
+                chance = top_n_summary(matrix[order], concepts, explainer, n)
+                row[kind]["chance_mean_iou"] = chance["mean_iou"]
+        out.append(row)
+    return out
+
+
 def target_checks(
-    train: dict[str, Any], heldout: dict[str, Any], iou: dict[str, Any]
+    train: dict[str, Any],
+    heldout: dict[str, Any],
+    iou: dict[str, Any],
+    top_n: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
     """Each of issue 6's targets: True, False, or None when it could not be measured (dead
-    fraction before a whole dead-latent window of training tokens)."""
+    fraction before a whole dead-latent window of training tokens). `all_met` reads the
+    quantile-mask IoU comparison only; each same-size comparison in `top_n` is reported beside
+    it as `features_top<n>_mean_iou_gt_neurons`, not folded into `all_met`."""
     dead = train.get("dead_fraction")
     neurons, features = iou["neurons"]["mean_iou"], iou["features"]["mean_iou"]
-    checks = {
+    checks: dict[str, Any] = {
         "heldout_fvu_le_0.10": heldout["fvu"] <= TARGETS["fvu"],
         "heldout_l0_le_32": heldout["l0"] <= TARGETS["l0"],
         "dead_fraction_le_0.10": None if dead is None else dead <= TARGETS["dead_fraction"],
@@ -198,6 +282,11 @@ def target_checks(
         else features > neurons,
     }
     checks["all_met"] = all(v is True for v in checks.values())
+    for row in top_n:
+        a, b = row["neurons"]["mean_iou"], row["features"]["mean_iou"]
+        checks[f"features_top{row['n']}_mean_iou_gt_neurons"] = (
+            None if a is None or b is None else b > a
+        )
     return checks
 
 
@@ -238,7 +327,7 @@ def run_sae_bench(config: SAEBenchConfig, *, progress: bool = True) -> dict[str,
     with tempfile.TemporaryDirectory(prefix="coin-scale-bench-sae-") as tmp:
         out = Path(config.out).expanduser() if config.out else Path(tmp) / "sae.safetensors"
         train = _train(config, train_probe, root, out, progress=progress)
-        heldout, iou = _measure(config, heldout_probe, out)
+        heldout, iou, top_n = _measure(config, heldout_probe, out)
     return {
         "benchmark": "sae",
         "model": config.model,
@@ -248,7 +337,8 @@ def run_sae_bench(config: SAEBenchConfig, *, progress: bool = True) -> dict[str,
         "train": train,
         "heldout": heldout,
         "iou": iou,
-        "targets": target_checks(train, heldout, iou),
+        "iou_top_n": top_n,
+        "targets": target_checks(train, heldout, iou, top_n),
     }
 
 
@@ -283,8 +373,9 @@ def _train(
 
 def _measure(
     config: SAEBenchConfig, probe_root: Path, sae_path: Path
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Held-out reconstruction, replacement and IoU comparison, in the driver."""
+) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+    """Held-out reconstruction, replacement, IoU comparison and the same-size comparison, in
+    the driver."""
     from coin_scale.dissect.activations import decode_batch
     from coin_scale.models import ModelSource, build_module, resolve_model
     from coin_scale.probe import scan_probe
@@ -308,8 +399,17 @@ def _measure(
     recon = evaluate_sae(sae, iter(tokens.split(4096)))
     replaced = replacement_metrics(module, config.layer, sae, iter(pixels.split(config.batch_size)))
     neurons, features = pooled_units(maps, sae)
+    concepts = concepts_from_probe(probe)
     iou = compare_units(
-        neurons, features, concepts_from_probe(probe), config.explainer,
+        neurons, features, concepts, config.explainer,
+        generator=torch.Generator().manual_seed(config.heldout_seed),
+    )  # fmt: skip
+    sizes = config.top_n
+    if sizes is None:
+        sizes = (max(1, round((1 - config.explainer.quantile) * neurons.shape[0])),)
+    top_n = compare_top_n(
+        neurons, features, concepts, config.explainer,
+        [min(n, neurons.shape[0]) for n in sizes],
         generator=torch.Generator().manual_seed(config.heldout_seed),
     )  # fmt: skip
     heldout = {
@@ -323,4 +423,9 @@ def _measure(
         heldout["fvu"], heldout["l0"], heldout["top1_agreement"], iou["neurons"]["mean_iou"],
         iou["features"]["mean_iou"],
     )  # fmt: skip
-    return heldout, iou
+    for row in top_n:
+        log.info(
+            "top-%d masks: mean IoU neurons %s / features %s", row["n"],
+            row["neurons"]["mean_iou"], row["features"]["mean_iou"],
+        )  # fmt: skip
+    return heldout, iou, top_n

@@ -83,6 +83,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--train-seed", type=int, default=0, help="scene seed of the training set")
     s.add_argument("--heldout-seed", type=int, default=7, help="scene seed of the held-out set")
     s.add_argument("--sae-seed", type=int, default=0, help="seed of the SAE's weights, shuffles")
+    s.add_argument("--top-n", default=None, metavar="N[,N...]",
+                   help="mask sizes of the same-size IoU comparison: every neuron and feature "
+                        "judged on its N most active images (default: (1 - quantile) x held-out "
+                        "images; 'none' skips it)")  # fmt: skip
     s.add_argument("--work-dir", default=None,
                    help="rendered sets and activation caches (default: ~/.cache/coin-scale)")  # fmt: skip
     s.add_argument("--out", default=None, help="keep the trained SAE here (safetensors)")
@@ -188,19 +192,34 @@ def run_llm(args: argparse.Namespace) -> int:
     return 0
 
 
+def _top_n_sizes(text: str | None) -> tuple[int, ...] | None:
+    """--top-n: None (the default size), 'none' (skip), or comma-separated mask sizes."""
+    if text is None:
+        return None
+    if text.strip().lower() == "none":
+        return ()
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ValueError(
+            f"--top-n must be comma-separated integers or 'none', got {text!r}"
+        ) from None
+
+
 def run_sae(args: argparse.Namespace) -> int:
     from coin_scale.bench.sae_bench import SAEBenchConfig, run_sae_bench
     from coin_scale.errors import UserError
     from coin_scale.sweep.inputs import probe_model
 
     try:
+        top_n = _top_n_sizes(args.top_n)
         config = SAEBenchConfig(
             model=probe_model() if args.model == "probe" else args.model, layer=args.layer,
             expansion=args.expansion, k=args.k, kind=args.kind, steps=args.steps,
             batch_tokens=args.batch_tokens, train_images=args.train_images,
             heldout_images=args.heldout_images, train_seed=args.train_seed,
             heldout_seed=args.heldout_seed, sae_seed=args.sae_seed, work_dir=args.work_dir,
-            out=args.out, address=args.address,
+            out=args.out, address=args.address, top_n=top_n,
         )  # fmt: skip
     except ValueError as err:
         raise UserError(f"bench sae: {err}") from None
