@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     chain.add_argument("--ig-steps", type=int, default=16, help="integrated-gradients steps")
     chain.add_argument("--ablation-draws", type=int, default=20,
                        help="random unit sets averaged in the faithfulness test")  # fmt: skip
+    p.add_argument("--no-unit-scores", dest="unit_scores", action="store_false",
+                   help="skip the per-explanation scores (predictive AUC, InterpScore)")  # fmt: skip
     p.add_argument("--units", default="neuron", choices=("neuron", "sae"),
                    help="the layer's channels (neuron, default) or the features of an SAE (sae)")  # fmt: skip
     p.add_argument("--sae", default=None,
@@ -132,6 +134,7 @@ def print_outcome(outcome) -> None:  # type: ignore[no-untyped-def]
         print(f"  ({noun} shown sum to {total:+.3f}; with the other {noun}{parts} and bias "
               f"{e.bias:+.3f}: {e.logit:.3f})")  # fmt: skip
     _print_chain(e)
+    _print_scores(e)
     print()
     print(e.text)
     print()
@@ -168,6 +171,22 @@ def _print_chain(e) -> None:  # type: ignore[no-untyped-def]
             f"(+-{at['random'].margin_drop_std:.3f}, {at['random'].draws} draws); the {k} most "
             f"active {at['activation'].margin_drop:.3f}: {margin_ratio(scores, k):.1f}x random"
         )
+
+
+def _print_scores(e) -> None:  # type: ignore[no-untyped-def]
+    scored = [s for s in e.unit_scores if s.predictive is not None]
+    if not e.unit_scores:
+        return
+    print(f"  explanation scores on {e.scoring_images} held-out rendered images "
+          f"({len(scored)} of {len(e.unit_scores)} explanations scorable):")  # fmt: skip
+    for s in scored:
+        p, i = s.predictive, s.interp
+        print(f"    {s.layer} #{s.unit:<5} AUC {p.auc:.2f}  d {p.cohens_d:+.2f}  F1 {p.detection.f1:.2f}"
+              f"  AUPRC {p.detection.auprc:.2f}   S {i.S:.2f} C {i.C:.2f} R {i.R:.2f}"
+              f"  InterpScore({'+'.join(i.parts)}) {i.score:.2f}")  # fmt: skip
+    for s in e.unit_scores:
+        if s.predictive is None:
+            print(f"    {s.layer} #{s.unit:<5} not scored: {s.note}")
 
 
 if __name__ == "__main__":

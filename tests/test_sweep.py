@@ -71,7 +71,8 @@ def test_run_sweep_end_to_end_on_a_rendered_probe(ray_cluster, tmp_path, capsys,
     monkeypatch.setenv("COIN_SCALE_CACHE", str(tmp_path / "cache"))
     wh = tmp_path / "wh"
     argv = ["--model", "resnet18", "--weights", "none", "--top-k", "3", "--negatives", "2",
-            "--probe-images", "60", "--warehouse", str(wh), "--run-id", "r1", "--no-progress"]  # fmt: skip
+            "--probe-images", "60", "--warehouse", str(wh), "--run-id", "r1", "--no-progress",
+            "--no-unit-scores"]  # scored in test_sweep_quality and test_sweep_sae  # fmt: skip
     assert run_sweep.main(argv) == 0
     out = capsys.readouterr().out
     assert "Predicted " in out and (wh / "reports" / "r1" / "report.html").is_file()

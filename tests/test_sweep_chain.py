@@ -16,7 +16,8 @@ BASE = ["--model", "resnet18", "--weights", "none", "--top-k", "3", "--negatives
 def test_a_three_layer_chain_is_explained_stored_and_tested(ray_cluster, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("COIN_SCALE_CACHE", str(tmp_path.parent / "shared-cache"))
     wh = tmp_path / "wh"
-    argv = [*BASE, "--layers", "layer2,layer3,layer4", "--warehouse", str(wh), "--run-id", "c1"]
+    argv = [*BASE, "--layers", "layer2,layer3,layer4", "--warehouse", str(wh), "--run-id", "c1",
+            "--no-unit-scores"]  # scored in test_sweep_quality and test_sweep_sae  # fmt: skip
     assert run_sweep.main(argv) == 0
     out = capsys.readouterr().out
     assert "drivers in layer3" in out and "drivers in layer2" in out

@@ -40,3 +40,28 @@ def test_the_chain_is_faithful_and_names_the_class(ray_cluster, probe_model_path
     assert result["median_ratio_chain_vs_random"]["zero"] >= 5.0, result
     assert result["targets_with_ratio_at_least_5"]["zero"] >= 0.75, result
     assert result["chain_names_class_by_layer"]["layer4"] >= 0.75, result
+
+
+@pytest.mark.timeout(1200)  # the session fixture may train the probe model first
+def test_every_explanation_is_scored_and_predicts_its_unit(ray_cluster, probe_model_path, tmp_path, capsys):
+    import run_sweep
+    from coin_scale.storage import run_query
+
+    wh = tmp_path / "wh"
+    argv = ["--model", probe_model_path, "--probe-images", "600", "--warehouse", str(wh),
+            "--run-id", "q1", "--no-progress"]  # fmt: skip
+    assert run_sweep.main(argv) == 0
+    assert "explanation scores on 256 held-out rendered images" in capsys.readouterr().out
+    _, rows = run_query(wh, """
+        SELECT unit, max(value) FILTER (WHERE metric = 'auc') AS auc,
+               max(value) FILTER (WHERE metric = 'interpscore') AS interp,
+               count(*) AS n, any_value(details) AS details
+        FROM scores WHERE run_id = 'q1' AND test IN ('predictive', 'interpscore')
+        GROUP BY unit ORDER BY unit""")  # fmt: skip
+    _, explained = run_query(wh, "SELECT count(*) FROM explanations WHERE run_id = 'q1' AND formula IS NOT NULL")
+    assert len(rows) == explained[0][0] == 11  # 8 positive + 3 negative units, each scored
+    assert all(n == 9 and '"parts": ["S", "C", "R"]' in details for *_, n, details in rows)
+    aucs = sorted(auc for _, auc, *_ in rows)
+    # The offline explanations of a trained model predict their units on images they never saw.
+    assert aucs[len(aucs) // 2] >= 0.75 and aucs[0] > 0.6, aucs
+    assert all(0.0 < interp < 1.0 for _, _, interp, *_ in rows)

@@ -37,8 +37,14 @@ def test_a_sweep_explains_the_prediction_with_sae_features(ray_cluster, tmp_path
     assert "= reconstruction error:" in out and "= decoder bias:" in out
     assert "Units are the 1024 features of the SAE" in out and "Random weights" in out
     assert "faithfulness, layer4: zeroing the chain's top 3" in out
+    assert "explanation scores on 256 held-out rendered images" in out
 
     con = connect(wh)
+    # Every stored per-explanation score names the kind of unit it scored.
+    scored = con.sql(
+        "SELECT DISTINCT layer, kind FROM scores WHERE run_id='s1' AND test='predictive' ORDER BY 1"
+    ).fetchall()
+    assert set(scored) <= {("layer3", "neuron"), ("layer4", "sae")}
     units = con.sql(
         "SELECT unit, kind, contribution, method FROM units WHERE run_id='s1' ORDER BY sign DESC, rank"
     ).fetchall()

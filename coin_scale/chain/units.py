@@ -8,7 +8,7 @@ from typing import Protocol
 
 import torch
 
-from coin_scale.dissect.activations import sae_code_maps
+from coin_scale.dissect.activations import Reduction, reduce_units, sae_code_maps
 from coin_scale.models.layers import SPATIAL_DIMS, Layout
 from coin_scale.sae.model import SparseAutoencoder, conv_from_tokens, tokens_from_conv
 
@@ -31,6 +31,15 @@ class UnitView(Protocol):
         to `values[unit]` at every position; a new tensor."""
         ...
 
+    def reduced(self, out: torch.Tensor, reduction: Reduction) -> torch.Tensor:
+        """(batch, unit): each unit's max or mean over positions, as the dissection reduces it."""
+        ...
+
+    def scale(self, out: torch.Tensor, unit: int, factor: float) -> torch.Tensor:
+        """`out` with one unit multiplied by `factor` at every position (0 ablates it, 2
+        amplifies it); a new tensor."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class Channels:
@@ -40,6 +49,14 @@ class Channels:
 
     def pooled(self, out: torch.Tensor) -> torch.Tensor:
         return pool_units(out, self.layout)
+
+    def reduced(self, out: torch.Tensor, reduction: Reduction) -> torch.Tensor:
+        return reduce_units(out, self.layout, reduction)
+
+    def scale(self, out: torch.Tensor, unit: int, factor: float) -> torch.Tensor:
+        out = out.clone()
+        out.movedim(-1 if self.layout in ("nhwc", "ntc") else 1, 1)[:, unit] *= factor
+        return out
 
     def ablate(self, out: torch.Tensor, index: torch.Tensor, values: torch.Tensor | None) -> torch.Tensor:
         out = out.clone()
@@ -64,6 +81,15 @@ class SAEFeatures:
 
     def pooled(self, out: torch.Tensor) -> torch.Tensor:
         return pool_units(sae_code_maps(self.sae)(out), "nchw")
+
+    def reduced(self, out: torch.Tensor, reduction: Reduction) -> torch.Tensor:
+        return reduce_units(sae_code_maps(self.sae)(out), "nchw", reduction)
+
+    def scale(self, out: torch.Tensor, unit: int, factor: float) -> torch.Tensor:
+        code = sae_code_maps(self.sae)(out)[:, unit]  # (batch, height, width)
+        direction = self.sae.w_dec[unit].to(device=out.device, dtype=code.dtype)
+        change = (factor - 1.0) * code.unsqueeze(1) * direction.view(1, -1, 1, 1)
+        return out + change.to(out.dtype)
 
     def ablate(self, out: torch.Tensor, index: torch.Tensor, values: torch.Tensor | None) -> torch.Tensor:
         batch, _, height, width = out.shape

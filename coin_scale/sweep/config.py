@@ -45,6 +45,9 @@ class SweepConfig:
     """Integrated-gradients steps (chain_method integrated_gradients)."""
     ablation_draws: int = 20
     """Random unit sets averaged in the faithfulness test."""
+    unit_scores: bool = True
+    """Score every explanation over rendered attributes: predictive AUC and Cohen's d, InterpScore
+    (S, C, R) on a held-out rendered set (needs the `rendered` probe)."""
     units: UnitKind = "neuron"
     """What the layer's units are: `neuron` (its channels) or `sae` (the features of the SAE
     checkpoint `sae`, trained on this layer by `coin-scale train-sae`)."""

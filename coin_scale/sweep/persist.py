@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
@@ -17,6 +18,35 @@ from coin_scale.sweep.records import ClassExplanation
 
 def _table(name: str, rows: list[dict]) -> pa.Table:
     return get_spec(name).from_dicts(rows)
+
+
+def unit_score_rows(run_id: str, e: ClassExplanation) -> list[dict]:
+    """Per explained unit: test 'predictive' (auc, cohens_d, f1, iou, auprc) and 'interpscore'
+    (S, C, R, interpscore), each with the formula and settings in `details`."""
+    rows = []
+    for s in e.unit_scores:
+        if s.predictive is None or s.interp is None:
+            continue
+        p, i = s.predictive, s.interp
+        kind = e.unit_kind if s.layer == e.layer else "neuron"
+        details = json.dumps({
+            "formula": s.formula, "n_satisfying": p.n_satisfying, "n_other": p.n_other,
+            "scoring_images": e.scoring_images, "parts": list(i.parts), "notes": list(i.notes),
+        })  # fmt: skip
+        measured = [
+            ("predictive", "auc", p.auc), ("predictive", "cohens_d", p.cohens_d),
+            ("predictive", "f1", p.detection.f1), ("predictive", "iou", p.detection.iou),
+            ("predictive", "auprc", p.detection.auprc),
+            ("interpscore", "S", i.S), ("interpscore", "C", i.C), ("interpscore", "R", i.R),
+            ("interpscore", "interpscore", i.score),
+        ]  # fmt: skip
+        rows += [
+            {"run_id": run_id, "test": test, "metric": metric, "value": float(value),
+             "layer": s.layer, "unit": s.unit, "kind": kind, "details": details}
+            for test, metric, value in measured
+            if value is not None and math.isfinite(value)
+        ]  # fmt: skip
+    return rows
 
 
 def store_sweep(
@@ -61,7 +91,7 @@ def store_sweep(
          "weight": edge.weight, "method": edge.method, "source_kind": "neuron"}
         for edge in e.chain_edges
     ]), key=run_id)  # fmt: skip
-    warehouse.write("scores", _table("scores", [
+    ablation_rows = [
         {"run_id": run_id, "test": "ablation", "metric": metric, "value": value,
          "layer": score.layer, "unit": None, "kind": e.unit_kind, "ablation": score.ablation,
          "selection": score.selection, "k": score.k, "draws": score.draws,
@@ -69,7 +99,10 @@ def store_sweep(
         for score in e.faithfulness
         for metric, value in (("margin_drop", score.margin_drop), ("logit_drop", score.logit_drop),
                               ("probability_drop", score.probability_drop))
-    ]), key=run_id)  # fmt: skip
+    ]  # fmt: skip
+    warehouse.write(
+        "scores", _table("scores", ablation_rows + unit_score_rows(run_id, e)), key=run_id
+    )
     warehouse.write("class_explanations", _table("class_explanations", [{
         "run_id": run_id, "model": e.model, "weights": e.weights,
         "random_weights": e.random_weights, "image_path": e.image_path,

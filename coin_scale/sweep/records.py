@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from coin_scale.chain.faithfulness import AblationScore
 from coin_scale.chain.graph import Edge
+from coin_scale.eval.explanation_scores import UnitScores
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,6 +89,10 @@ class ClassExplanation:
     faithfulness: tuple[AblationScore, ...] = ()
     """Ablation tests of the chain's units in each chain layer, against random and most-active
     units (a deletion curve over k)."""
+    unit_scores: tuple[UnitScores, ...] = ()
+    """Per explained unit: predictive score and InterpScore on held-out rendered images."""
+    scoring_images: int = 0
+    """Images of the held-out rendered set the unit scores were measured on."""
 
     @property
     def unit_noun(self) -> str:

@@ -17,6 +17,7 @@ from coin_scale.chain.units import SAEFeatures, UnitView
 from coin_scale.dissect.activations import SAEUnits
 from coin_scale.dissect.pipeline import load_sae_units
 from coin_scale.errors import UserError
+from coin_scale.eval.explanation_scores import UnitScores
 from coin_scale.models import ModelSource, build_module, describe_layers, find_layer, resolve_model
 from coin_scale.models.layers import LayerInfo, Layout, last_block
 from coin_scale.models.loading import ModelPayload
@@ -129,6 +130,22 @@ def run_sweep(config: SweepConfig) -> SweepOutcome:
         mean_batches=probe_batches(probe, payload) if probe is not None else (),
         draws=config.ablation_draws, seed=config.seed,
     )  # fmt: skip
+    unit_scores: list[UnitScores] = []
+    scoring_images = 0
+    if config.unit_scores and probe is not None and probe.attributes_path:
+        from coin_scale.sweep.scoring import load_scoring_set, score_findings
+
+        scoring = load_scoring_set(
+            payload, single_object=payload.arch == "probe_cnn", progress=config.progress
+        )
+        scoring_images = int(scoring.pixels.shape[0])
+        log.info("scoring the explanations on %d held-out rendered images (--no-unit-scores skips)", scoring_images)
+        scored: dict[str, Layout | UnitView] = {c.name: c.layout for c in chain}
+        if sae_model is not None:
+            scored[layer.name] = SAEFeatures(sae_model)
+        unit_scores = score_findings(
+            module, payload, scored, positive + negative + nodes, scoring, seed=config.seed
+        )
     cls = contributions.class_index
     explanation = ClassExplanation(
         run_id=run_id, image_path=str(Path(image_path).resolve()), model=payload.model_id,
@@ -145,6 +162,7 @@ def run_sweep(config: SweepConfig) -> SweepOutcome:
         ) + chain_text(positive, nodes, edges),
         layers=tuple(c.name for c in chain) if len(chain) > 1 else (),
         chain_nodes=tuple(nodes), chain_edges=tuple(edges), faithfulness=tuple(faithfulness),
+        unit_scores=tuple(unit_scores), scoring_images=scoring_images,
     )  # fmt: skip
     from coin_scale.report import write_report
     from coin_scale.sweep.persist import store_sweep
