@@ -140,3 +140,32 @@ def test_perturbations_are_seeded_clipped_and_grow_in_strength():
         assert a[name].min() >= 0.0 and a[name].max() <= 1.0
     change = [float((a[n] - images).abs().mean()) for n in ("noise 0.05", "noise 0.1", "noise 0.2")]
     assert change == sorted(change)
+
+
+def test_a_narrow_explanation_gets_scenes_rendered_to_satisfy_it():
+    from types import SimpleNamespace
+
+    from coin_scale.eval.predictive import satisfying_targets
+    from coin_scale.explain.formula import parse_text
+    from coin_scale.sweep.scoring import TOP_UP, _too_narrow, render_satisfying
+    from unity_pool import vocab
+
+    names = tuple(f"{a}={v}" for a, values in vocab.ATTRIBUTES.items() for v in values)
+    formula = "((color=red AND shape=star) AND NOT light=dim)"
+    parsed = parse_text(formula, names)
+    values = {k: tuple(v) for k, v in vocab.ATTRIBUTES.items()}
+    targets = satisfying_targets(parsed, names, 5, np.random.default_rng(0), values)
+    assert len(targets) == 5 and all(satisfies(parsed, [t], names)[0] for t in targets)
+
+    base = ScoringSet(
+        pixels=torch.zeros(10, 3, 32, 32, dtype=torch.uint8),
+        attributes=tuple({"color": "blue", "shape": "square"} for _ in range(10)),
+        names=names, source="test",
+    )  # fmt: skip
+    assert _too_narrow(formula, base) and not _too_narrow("color=blue", base)
+    payload = SimpleNamespace(preprocess=Preprocess(resize=32, crop=32))
+    extended = render_satisfying(formula, base, payload, seed=0, single_object=True)  # type: ignore[arg-type]
+    added = extended.attributes[10:]
+    assert MIN_IMAGES <= len(added) <= TOP_UP and extended.pixels.shape == (10 + len(added), 3, 32, 32)
+    assert satisfies(parsed, list(added), names).all()
+    assert {a["n_objects"] for a in added} == {1}

@@ -45,7 +45,9 @@ def test_units_are_explained_by_an_agent_through_each_providers_sdk(
     wh = tmp_path / "wh"
     caplog.set_level(logging.DEBUG)
     with FakeProviderServer(provider, ExperimenterPolicy(), api_key=PLANTED_KEY) as server:
-        assert run_sweep.main(_argv(provider, wh, "llm1", server.base_url)) == 0
+        # Scoring is provider-independent: scored once (openai), skipped for the other two.
+        extra = () if provider == "openai" else ("--no-unit-scores",)
+        assert run_sweep.main(_argv(provider, wh, "llm1", server.base_url, *extra)) == 0
         requests = len(server.log)
     out, err = capsys.readouterr()
     assert f"({provider}, confidence" in out
@@ -72,6 +74,14 @@ def test_units_are_explained_by_an_agent_through_each_providers_sdk(
     ).fetchall()[0]
     assert calls == (requests, "ok", True, provider)
 
+    # Free-text labels are read as formulas by the matcher and scored like any explanation.
+    scored = con.sql(
+        "SELECT DISTINCT unit, json_extract_string(details, '$.formula_source') FROM scores "
+        "WHERE run_id='llm1' AND test='predictive'"
+    ).fetchall()
+    if provider == "openai":
+        assert {source for _, source in scored} == {"matcher"} and len(scored) >= 1
+
     # The planted key is nowhere: not in the warehouse (Parquet, report, request cache), not in
     # what was printed or logged.
     leaks = [p for p, data in _all_bytes_under(wh) if PLANTED_KEY.encode() in data]
@@ -90,10 +100,10 @@ def test_a_rerun_is_answered_from_the_cache_and_faults_lose_no_unit(ray_cluster,
     # 20% of attempts fail: a call failing all 6 attempts (0.2**6) would be a unit lost, and
     # its calls would then be sent again by the rerun; at 40% that happened in 1 of ~20 runs.
     with FakeProviderServer("openai", ExperimenterPolicy(), faults=faults) as server:
-        assert run_sweep.main(_argv("openai", wh, "f1", server.base_url)) == 0
+        assert run_sweep.main(_argv("openai", wh, "f1", server.base_url, "--no-unit-scores")) == 0
         first = len(server.log)
         assert {r.fault for r in server.log} >= {"rate_limit", "server_error"}
-        assert run_sweep.main(_argv("openai", wh, "f2", server.base_url)) == 0
+        assert run_sweep.main(_argv("openai", wh, "f2", server.base_url, "--no-unit-scores")) == 0
         assert len(server.log) == first  # every request of the rerun came from the cache
     con = connect(wh)
     assert con.sql(

@@ -51,6 +51,15 @@ class ScoringSet:
     source: str
     """Where the images came from (a probe set directory)."""
 
+    def extended(self, pixels: torch.Tensor, attributes: Sequence[dict[str, Any]]) -> ScoringSet:
+        """This set plus more images (rendered for one explanation)."""
+        return ScoringSet(
+            pixels=torch.cat([self.pixels, pixels]),
+            attributes=self.attributes + tuple(attributes),
+            names=self.names,
+            source=f"{self.source} + {len(attributes)} rendered to satisfy a formula",
+        )
+
 
 @dataclass(frozen=True)
 class UnitScores:
@@ -62,6 +71,9 @@ class UnitScores:
     predictive: PredictiveScore | None = None
     interp: InterpScore | None = None
     note: str | None = None
+    formula_source: str = "explainer"
+    """'explainer' (its own formula) or 'matcher' (read from a free-text label by
+    `coin_scale.eval.matcher`)."""
 
 
 def score_explanations(

@@ -91,3 +91,29 @@ def satisfies(
     if not attributes:
         return np.zeros(0, dtype=bool)
     return evaluate(formula, attribute_concepts(attributes, names)).numpy().astype(bool)
+
+
+def satisfying_targets(
+    formula: Formula,
+    names: Sequence[str],
+    n: int,
+    rng: np.random.Generator,
+    values: Mapping[str, Sequence[Any]],
+    *,
+    max_draws: int = 100_000,
+) -> list[dict[str, Any]]:
+    """Up to n attribute assignments (one value per attribute of `values`, drawn uniformly) that
+    satisfy `formula`: scenes to render for an explanation too narrow for a random set."""
+    out: list[dict[str, Any]] = []
+    batch = 512
+    drawn = 0
+    while len(out) < n and drawn < max_draws:
+        targets = [
+            {name: options[int(i)] for name, options in values.items()
+             for i in [rng.integers(len(options))]}
+            for _ in range(batch)
+        ]  # fmt: skip
+        drawn += batch
+        keep = satisfies(formula, targets, names)
+        out += [t for t, ok in zip(targets, keep, strict=True) if ok][: n - len(out)]
+    return out

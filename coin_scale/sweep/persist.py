@@ -30,7 +30,8 @@ def unit_score_rows(run_id: str, e: ClassExplanation) -> list[dict]:
         p, i = s.predictive, s.interp
         kind = e.unit_kind if s.layer == e.layer else "neuron"
         details = json.dumps({
-            "formula": s.formula, "n_satisfying": p.n_satisfying, "n_other": p.n_other,
+            "formula": s.formula, "formula_source": s.formula_source,
+            "n_satisfying": p.n_satisfying, "n_other": p.n_other,
             "scoring_images": e.scoring_images, "parts": list(i.parts), "notes": list(i.notes),
         })  # fmt: skip
         measured = [
