@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,9 +144,11 @@ def run_sweep(config: SweepConfig) -> SweepOutcome:
         scored: dict[str, Layout | UnitView] = {c.name: c.layout for c in chain}
         if sae_model is not None:
             scored[layer.name] = SAEFeatures(sae_model)
+        began = time.perf_counter()
         unit_scores = score_findings(
             module, payload, scored, positive + negative + nodes, scoring, seed=config.seed
         )
+        log.info("scored %d explanations in %.1f s", len(unit_scores), time.perf_counter() - began)
     cls = contributions.class_index
     explanation = ClassExplanation(
         run_id=run_id, image_path=str(Path(image_path).resolve()), model=payload.model_id,
