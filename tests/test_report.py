@@ -480,3 +480,29 @@ def test_chain_report_renders_in_chromium(tmp_path):
     assert proc.stdout.count("<image ") == 8
     assert proc.stdout.count('class="deletion-curve"') == 2
     assert "<script>" not in proc.stdout
+
+
+def test_explanation_scores_are_tabled_with_reasons_for_the_unscored(tmp_path):
+    import numpy as np
+
+    from coin_scale.eval.explanation_scores import UnitScores
+    from coin_scale.eval.interpscore import InterpWeights, interp_score
+    from coin_scale.eval.predictive import predictive_score
+
+    e = make_explanation(tmp_path / "img")
+    first, second = e.positive[0], e.positive[1]
+    scored = UnitScores(
+        first.layer, first.unit, "color=red",
+        predictive=predictive_score(np.array([3.0, 2.0, 2.5]), np.array([0.0, 1.0, 0.5])),
+        interp=interp_score(S=0.9, C=0.25, R=0.8, H=None, weights=InterpWeights()),
+    )  # fmt: skip
+    from_text = UnitScores(
+        second.layer, second.unit, "(color=red AND shape=<star>)", note="0 of 256 scoring images satisfy",
+        formula_source="matcher",
+    )  # fmt: skip
+    doc = render_report(dataclasses.replace(e, unit_scores=(scored, from_text), scoring_images=256))
+    assert "<h2>Explanation scores</h2>" in doc and "256 rendered scenes" in doc
+    assert f"#{first.unit}</td>" in doc and ">1.00</td>" in doc  # AUC of a perfect split
+    assert "not scored: 0 of 256 scoring images satisfy" in doc
+    assert "read as <code>(color=red AND shape=&lt;star&gt;)</code>" in doc
+    assert "Explanation scores" not in render_report(e)

@@ -148,6 +148,7 @@ def render_report(explanation: ClassExplanation) -> str:
         _negative_section(e),
         _chain_cards(e),
         _faithfulness_section(e),
+        _scores_section(e),
         f"<footer>coin-scale report · run {_esc(e.run_id)} · image {_esc(e.image_path)}</footer>",
         "</main></body></html>",
     ]
@@ -334,10 +335,7 @@ def _chain_cards(e: ClassExplanation) -> str:
         units = sorted((u for u in e.chain_nodes if u.layer == layer), key=lambda u: u.rank)
         if not units:
             continue
-        out.append(
-            f"<h2>{_esc(layer)}: units that drive the ones above "
-            f"({len(units)})</h2>"
-        )
+        out.append(f"<h2>{_esc(layer)}: units that drive the ones above ({len(units)})</h2>")
         for u in units:
             edges = [
                 x for x in e.chain_edges if x.source_layer == layer and x.source_unit == u.unit
@@ -375,6 +373,43 @@ def _faithfulness_section(e: ClassExplanation) -> str:
             f"{deletion_curve_svg(scores, layer, 'zero')}</div>"
         )
     return "".join(parts)
+
+
+def _scores_section(e: ClassExplanation) -> str:
+    """Every explanation's predictive score and InterpScore, with the unscorable ones' reasons."""
+    if not e.unit_scores:
+        return ""
+    labels = {(u.layer, u.unit): u.label for u in (*e.positive, *e.negative, *e.chain_nodes)}
+    head = "".join(f"<th>{h}</th>" for h in (
+        "unit", "label", "AUC", "Cohen's d", "F1", "AUPRC", "S", "C", "R", "InterpScore",
+    ))  # fmt: skip
+    rows = [f"<tr>{head}</tr>"]
+    for s in e.unit_scores:
+        unit = f"{_esc(s.layer)} #{s.unit}"
+        label = _esc(labels.get((s.layer, s.unit)) or s.formula or "")
+        if s.formula_source == "matcher":
+            label += f' <span class="kv">(read as <code>{_esc(s.formula or "")}</code>)</span>'
+        if s.predictive is None or s.interp is None:
+            rows.append(
+                f'<tr><td>{unit}</td><td>{label}</td><td colspan="8">not scored: {_esc(s.note or "")}</td></tr>'
+            )
+            continue
+        p, i = s.predictive, s.interp
+        cells = [p.auc, p.cohens_d, p.detection.f1, p.detection.auprc, i.S, i.C, i.R, i.score]
+        numbers = "".join(
+            f'<td class="mono">{"—" if v is None else f"{v:.2f}"}</td>' for v in cells
+        )
+        rows.append(f"<tr><td>{unit}</td><td>{label}</td>{numbers}</tr>")
+    return (
+        "<h2>Explanation scores</h2>"
+        f'<p class="kv">Each explanation tested on {e.scoring_images} rendered scenes the explainer '
+        "never saw (plus scenes rendered to satisfy a narrow one): AUC and Cohen's d of the unit's "
+        "activations between the scenes that satisfy its formula and the rest; F1 at the cut that "
+        "marks as many scenes as satisfy it; AUPRC. InterpScore: S selectivity, C causality (the "
+        "logits' move when the unit is zeroed and doubled), R robustness (noise and blur); H needs "
+        "human ratings and is not measured here, so the aggregate is over S, C and R.</p>"
+        f'<table class="faith-table">{"".join(rows)}</table>'
+    )
 
 
 def _faith_table(scores: Sequence[AblationScore]) -> str:
