@@ -130,3 +130,26 @@ def test_dense_activations_are_kept_for_explainers(ray_cluster, probe_dir, tmp_p
     )
     again = dissect(config, progress=False)  # activations present: the cache is used
     assert again.cached
+
+
+def test_dissect_explain_explains_every_unit_of_the_layer(ray_cluster, probe_dir, tmp_path, capsys):
+    warehouse = str(tmp_path / "wh")
+    argv = ["dissect", *ARGS, "--probe", str(probe_dir), "--warehouse", warehouse,
+            "--run-id", "whole", "--explain", "offline"]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "dissected 512 units" in out and "explained every unit offline" in out
+    assert "random weights (--weights none): these labels describe noise" in out
+    con = connect(warehouse)
+    rows = con.sql(
+        "SELECT count(*), count(DISTINCT unit), min(explainer), max(dissection_id) IS NOT NULL "
+        "FROM explanations WHERE run_id = 'whole'"
+    ).fetchall()[0]
+    assert rows == (512, 512, "offline", True)
+    labels = con.sql(
+        "SELECT DISTINCT formula FROM explanations WHERE run_id='whole' AND status='ok'"
+    ).fetchall()
+    assert labels and all("label=" in f for (f,) in labels)  # folder labels are the concepts
+    # A rerun replaces the run's rows instead of adding to them.
+    assert main(argv) == 0
+    assert con.sql("SELECT count(*) FROM explanations WHERE run_id='whole'").fetchall()[0][0] == 512

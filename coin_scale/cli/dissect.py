@@ -34,6 +34,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--force", action="store_true", help="recompute even if cached")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument(
+        "--explain", choices=["offline"], default=None,
+        help="also explain every unit of the layer (offline: formulas over the probe's concepts) "
+        "into the explanations table",
+    )  # fmt: skip
     parser.set_defaults(func=run)
 
 
@@ -52,7 +57,23 @@ def run(args: argparse.Namespace) -> int:
         )  # fmt: skip
     except ValueError as err:
         raise UserError(str(err)) from None
-    result = dissect(config, progress=not args.no_progress)
+    layer_explanations = None
+    if args.explain:
+        from coin_scale.explain.whole_layer import explain_whole_layer
+        from coin_scale.models import ModelSource, resolve_model
+        from coin_scale.storage import Warehouse
+        from coin_scale.sweep.evidence import layer_evidence
+
+        payload = resolve_model(ModelSource(model=args.model, weights=args.weights, seed=args.seed))
+        evidence = layer_evidence(config, payload, progress=not args.no_progress)
+        assert evidence.result is not None
+        result = evidence.result
+        layer_explanations = explain_whole_layer(
+            evidence, Warehouse(args.warehouse), run_id=config.run_id or result.run_id,
+            model=result.model, layer=result.layer, kind=args.units,
+        )  # fmt: skip
+    else:
+        result = dissect(config, progress=not args.no_progress)
     summary = {
         "dissection_id": result.dissection_id, "run_id": result.run_id, "cached": result.cached,
         "model": result.model, "layer": result.layer, "units": result.n_units,
@@ -62,6 +83,13 @@ def run(args: argparse.Namespace) -> int:
         "startup_s": round(result.startup_seconds, 2),
         "warehouse": args.warehouse,
     }  # fmt: skip
+    if layer_explanations is not None:
+        summary |= {
+            "explained": layer_explanations.statuses.get("explained", 0),
+            "unexplained": sum(n for s, n in layer_explanations.statuses.items() if s != "explained"),
+            "mean_iou": round(layer_explanations.mean_iou, 4),
+            "explanations_run_id": layer_explanations.run_id,
+        }
     if args.json:
         print(json.dumps(summary))
         return 0
@@ -74,6 +102,19 @@ def run(args: argparse.Namespace) -> int:
             f"{result.n_images} images ({result.n_failed} unreadable) in {result.seconds:.1f}s "
             f"({result.images_per_second:.1f} img/s)"
         )
+    if layer_explanations is not None:
+        _print_explanations(layer_explanations, args.warehouse, payload.random_weights)
     print(f"warehouse: {args.warehouse}  (try: coin-scale query --warehouse {args.warehouse} "
           f"\"SELECT * FROM unit_stats ORDER BY threshold DESC LIMIT 5\")")  # fmt: skip
     return 0
+
+
+def _print_explanations(layer, warehouse: str, random_weights: bool) -> None:  # type: ignore[no-untyped-def]
+    statuses = ", ".join(f"{n} {s}" for s, n in layer.statuses.most_common())
+    print(f"explained every unit offline: {statuses}; mean IoU {layer.mean_iou:.3f} (run {layer.run_id})")
+    if random_weights:
+        print("NOTE: random weights (--weights none): these labels describe noise, not a trained network")
+    for e in layer.best(5):
+        print(f"  unit {e.unit:>5}  IoU {e.iou:.3f}  {e.label}")
+    print(f"  all of them: coin-scale query --warehouse {warehouse} \"SELECT unit, label, score FROM "
+          f"explanations WHERE run_id = '{layer.run_id}' ORDER BY score DESC\"")

@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from coin_scale.dissect.config import DissectConfig
-from coin_scale.dissect.pipeline import dissect, load_activations, plan_dissection
+from coin_scale.dissect.pipeline import DissectResult, dissect, load_activations, plan_dissection
 from coin_scale.explain import ConceptMatrix, concepts_from_probe
 from coin_scale.models import ModelPayload
 from coin_scale.probe import ProbeSet, scan_probe
@@ -24,6 +24,8 @@ class LayerEvidence:
     concepts: ConceptMatrix
     """Concepts of the same images."""
     probe: ProbeSet
+    result: DissectResult | None = None
+    """The dissection's summary (run id, images, timing)."""
 
 
 def layer_evidence(
@@ -43,4 +45,5 @@ def layer_evidence(
         activations=dense[keep],
         concepts=replace(concepts, matrix=concepts.matrix[:, keep]),
         probe=probe,
+        result=result,
     )
