@@ -153,3 +153,15 @@ def test_dissect_explain_explains_every_unit_of_the_layer(ray_cluster, probe_dir
     # A rerun replaces the run's rows instead of adding to them.
     assert main(argv) == 0
     assert con.sql("SELECT count(*) FROM explanations WHERE run_id='whole'").fetchall()[0][0] == 512
+
+
+def test_dry_run_prints_the_work_and_writes_nothing(probe_dir, tmp_path, capsys):
+    warehouse = tmp_path / "wh"
+    argv = ["dissect", *ARGS, "--probe", str(probe_dir), "--warehouse", str(warehouse),
+            "--explain", "offline", "--dry-run"]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    # 37 files: 36 images and the corrupt one, which the plan counts until it fails to decode.
+    assert "dissect 512 units of resnet18/layer4 over 37 probe images: 5 batches of 8" in out
+    assert "img/s in this process" in out and "0 LLM calls" in out and "dry run" in out
+    assert not warehouse.exists()

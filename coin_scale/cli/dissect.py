@@ -39,6 +39,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="also explain every unit of the layer (offline: formulas over the probe's concepts) "
         "into the explanations table",
     )  # fmt: skip
+    parser.add_argument(
+        "--dry-run", action="store_true",
+        help="print the work (images, forward passes, batches, explainer calls, expected time) "
+        "and stop: nothing is written, Ray is not started",
+    )  # fmt: skip
     parser.set_defaults(func=run)
 
 
@@ -57,6 +62,11 @@ def run(args: argparse.Namespace) -> int:
         )  # fmt: skip
     except ValueError as err:
         raise UserError(str(err)) from None
+    if args.dry_run:
+        from coin_scale.dissect.dry_run import estimate_dissection
+
+        print("\n".join(estimate_dissection(config, explainer=args.explain).lines()))
+        return 0
     layer_explanations = None
     if args.explain:
         from coin_scale.explain.whole_layer import explain_whole_layer
