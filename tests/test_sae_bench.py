@@ -12,12 +12,19 @@ from coin_scale.bench.sae_bench import (
     SAEBenchConfig,
     compare_top_n,
     compare_units,
+    distribution,
+    format_score_table,
     iou_summary,
     pooled_units,
+    score_summary,
     target_checks,
     top_n_masks,
 )
 from coin_scale.cli import main
+from coin_scale.eval.detection import Detection
+from coin_scale.eval.explanation_scores import UnitScores
+from coin_scale.eval.interpscore import InterpScore
+from coin_scale.eval.predictive import PredictiveScore
 from coin_scale.explain import OfflineExplainerConfig
 from coin_scale.explain.concepts import ConceptMatrix
 from coin_scale.explain.offline import UnitExplanation
@@ -147,6 +154,64 @@ def test_target_checks_and_config_validation():
         SAEBenchConfig(model="m.pt", k=0)
     with pytest.raises(ValueError, match="--top-n sizes must be >= 1"):
         SAEBenchConfig(model="m.pt", top_n=(200, 0))
+    with pytest.raises(ValueError, match="the scoring set would be the held-out images"):
+        SAEBenchConfig(model="m.pt", heldout_images=1000, score_images=1000)
+    SAEBenchConfig(model="m.pt", heldout_images=1000, score_images=1000, scores=False)
+
+
+def unit_scores(unit: int, value: float, *, d: float | None = None) -> UnitScores:
+    """A scored unit whose every score is `value` (Cohen's d: `d`, else `value`)."""
+    found = Detection(f1=value, iou=value, auprc=value, threshold=0.0, positives=8, predicted=8)
+    predictive = PredictiveScore(auc=value, cohens_d=value if d is None else d, n_satisfying=8,
+                                 n_other=8, detection=found)  # fmt: skip
+    interp = InterpScore(S=value, C=value, R=value, H=None, score=value, parts=("S", "C", "R"))
+    return UnitScores("layer4", unit, "shape=star", predictive, interp)
+
+
+def test_distribution_gives_linear_quartiles_of_the_finite_values():
+    summary = distribution([4.0, 1.0, 3.0, 2.0, 5.0, math.inf])
+    assert summary["n"] == 5 and summary["non_finite"] == 1
+    assert (summary["q1"], summary["median"], summary["q3"]) == (2.0, 3.0, 4.0)
+    assert summary["mean"] == 3.0 and (summary["min"], summary["max"]) == (1.0, 5.0)
+    even = distribution([0.0, 1.0, 2.0, 10.0])  # numpy's linear interpolation between ranks
+    assert (even["q1"], even["median"], even["q3"]) == (0.75, 1.5, 4.0)
+    empty = distribution([])
+    assert empty["n"] == 0 and empty["median"] is None and empty["mean"] is None
+
+
+def test_score_summary_counts_scorable_units_and_summarises_every_score():
+    scored = [unit_scores(i, v) for i, v in enumerate([0.2, 0.4, 0.6, 0.8, 1.0])]
+    scored.append(unit_scores(5, 0.9, d=math.inf))  # both sides constant: d left out, rest kept
+    notes = [
+        UnitScores("layer4", 6, None, note="no formula to score"),
+        UnitScores("layer4", 7, "shape=star", note="3 of 256 scoring images satisfy the formula; "
+                   "need 8 on each side"),  # fmt: skip
+        UnitScores("layer4", 8, "shape=star", note="1 of 256 scoring images satisfy it"),
+    ]
+    summary = score_summary(scored + notes)
+    assert summary["units"] == 9 and summary["scorable"] == 6
+    assert summary["notes"] == {
+        "no formula to score": 1,
+        "too few scoring images satisfy the formula (or all but too few)": 2,
+    }
+    metrics = summary["metrics"]
+    assert set(metrics) == {"auc", "cohens_d", "f1", "auprc", "S", "C", "R", "interp_score"}
+    d = metrics["cohens_d"]
+    assert d["n"] == 5 and d["non_finite"] == 1
+    assert (d["q1"], d["median"], d["q3"]) == pytest.approx((0.4, 0.6, 0.8))
+    assert d["mean"] == pytest.approx(0.6)
+    for name in ("auc", "f1", "auprc", "S", "C", "R", "interp_score"):  # 0.2 ... 1.0 and 0.9
+        m = metrics[name]
+        assert m["n"] == 6 and m["median"] == pytest.approx(0.7)
+        assert (m["q1"], m["q3"]) == pytest.approx((0.45, 0.875))
+        assert m["mean"] == pytest.approx(3.9 / 6)
+    features = score_summary(notes)
+    table = format_score_table({"images": 256, "neurons": summary, "features": features})
+    assert "neurons 6 of 9, features 0 of 3 (256 scoring images)" in table
+    assert "| predictive AUC | 0.700 / n/a | 0.450-0.875 / n/a-n/a | 0.650 / n/a |" in table
+    subsets = {"images": 256, "neurons": {"full_mask": features}, "features": {"full_mask": summary}}
+    table = format_score_table(subsets, "full_mask")
+    assert "scorable full-mask units: neurons 0 of 3, features 6 of 9" in table
 
 
 @pytest.fixture(scope="module")
@@ -165,10 +230,14 @@ def tiny_probe_model(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_bench_sae_prints_consistent_json(ray_cluster, tiny_probe_model, tmp_path, capsys):
+def test_bench_sae_prints_consistent_json(
+    ray_cluster, tiny_probe_model, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setenv("COIN_SCALE_CACHE", str(tmp_path))  # the scoring set is rendered there
     args = ["bench", "sae", "--model", str(tiny_probe_model), "--expansion", "2", "--k", "4",
             "--steps", "40", "--batch-tokens", "64", "--train-images", "64",
-            "--heldout-images", "48", "--work-dir", str(tmp_path), "--no-progress"]  # fmt: skip
+            "--heldout-images", "48", "--score-images", "64", "--work-dir", str(tmp_path),
+            "--no-progress"]  # fmt: skip
     code = main(args)
     out, err = capsys.readouterr()
     assert code == 0, err
@@ -204,8 +273,22 @@ def test_bench_sae_prints_consistent_json(ray_cluster, tiny_probe_model, tmp_pat
     assert "features_top5_mean_iou_gt_neurons" in report["targets"]
     assert report["targets"]["dead_fraction_le_0.10"] is None
     assert report["targets"]["all_met"] is False
+    scores = report["scores"]
+    assert scores["images"] == 64 and scores["seed"] == 7
+    for kind, units in (("neurons", 16), ("features", 32)):
+        summary = scores[kind]
+        assert summary["units"] == units and 0 <= summary["scorable"] <= units
+        assert summary["scorable"] + sum(summary["notes"].values()) == units
+        auc = summary["metrics"]["auc"]
+        assert auc["n"] == summary["scorable"]
+        full = summary["full_mask"]
+        assert full["min_mask"] == 4 and full["scorable"] <= min(full["units"], summary["scorable"])
+        if auc["n"]:
+            assert 0 <= auc["q1"] <= auc["median"] <= auc["q3"] <= 1
+    assert "scorable: neurons" in err  # the table, on stderr
     assert (tmp_path / "probes" / "single-large-n64-seed0-32" / "attributes.parquet").is_file()
     assert (tmp_path / "probes" / "single-large-n48-seed7-32" / "attributes.parquet").is_file()
+    assert (tmp_path / "probes" / "single-large-n64-seed7-32" / "attributes.parquet").is_file()
 
     # A second run reuses the rendered sets and the activation cache.
     assert main([*args, "--kind", "batchtopk"]) == 0

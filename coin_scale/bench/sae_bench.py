@@ -10,7 +10,10 @@ an IoU is real: the same explanation on shuffled images (chance), and the IoU of
 mask is full (sparse features that fire on few images get small masks, which formulas fit by
 chance; that is why the held-out set defaults to 2,000 images, not 500). A third comparison
 (`compare_top_n`) judges every unit, neuron or feature, on a mask of the same size: its n most
-active images.
+active images. Last (`scores`, on by default), every unit's formula from that one explanation is
+scored with `coin_scale.eval.explanation_scores` on a third rendered set the explainer never saw
+(the sweep's scoring set, `score_images` scenes): predictive AUC, Cohen's d, F1, AUPRC and the
+InterpScore parts S, C, R; `score_summary` gives their distribution per unit kind.
 """
 
 from __future__ import annotations
@@ -20,11 +23,12 @@ import math
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
 from coin_scale.dissect.activations import reduce_units, sae_code_maps
@@ -33,6 +37,10 @@ from coin_scale.explain.concepts import ConceptMatrix
 from coin_scale.explain.offline import UnitExplanation, search_formulas
 from coin_scale.sae.config import SAE_KINDS, SAEKind
 from coin_scale.sae.model import SparseAutoencoder, tokens_from_conv
+
+if TYPE_CHECKING:
+    from coin_scale.eval.explanation_scores import UnitScores
+    from coin_scale.models.loading import ModelPayload
 
 log = logging.getLogger(__name__)
 
@@ -91,10 +99,17 @@ class SAEBenchConfig:
     """Mask sizes of the same-size comparison (`top_n_summary`): every unit, neuron or feature,
     is judged on the mask of its n most active images. None: one size, the (1 - quantile) x
     held-out images that the quantile rule gives a neuron; () skips it."""
+    scores: bool = True
+    """Score every unit's formula (neurons and features) on the scoring set (`score_summary`)."""
+    score_images: int = 1000
+    """Scenes of the scoring set (`load_scoring_set`, seed `SCORING_SEED`, rendered into the
+    coin-scale cache like the sweep's). More than the sweep's 256, since formulas fitted to rare
+    features need `MIN_IMAGES` satisfying images: of h01's 1,024 features 545 are scorable on
+    256 images and 611 on 1,000 (BENCHMARKS.md)."""
 
     def __post_init__(self) -> None:
         for name in ("expansion", "k", "steps", "batch_tokens", "train_images", "heldout_images",
-                     "batch_size"):  # fmt: skip
+                     "batch_size", "score_images"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ValueError(
                     f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}"
@@ -112,6 +127,17 @@ class SAEBenchConfig:
             raise ValueError(
                 f"--train-seed and --heldout-seed are both {self.train_seed}: the held-out images "
                 "would be the training images; pass different seeds"
+            )
+        from coin_scale.sweep.scoring import SCORING_SEED
+
+        if self.scores and (self.heldout_seed, self.heldout_images) == (
+            SCORING_SEED,
+            self.score_images,
+        ):
+            raise ValueError(
+                f"--score-images {self.score_images} with --heldout-seed {SCORING_SEED} and "
+                f"--heldout-images {self.heldout_images}: the scoring set would be the held-out "
+                "images the explainer saw; pass another --score-images"
             )
 
 
@@ -164,10 +190,12 @@ def compare_units(
     explainer: OfflineExplainerConfig,
     *,
     generator: torch.Generator | None = None,
+    explained: Mapping[str, Sequence[UnitExplanation]] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """The offline explainer's IoU summary for neurons and for SAE features, both (image, unit)
     over the same images, explained with the same configuration. `full_mask_units` and
-    `mean_iou_full_mask` count the units whose mask is full (`FULL_MASK_SHARE`).
+    `mean_iou_full_mask` count the units whose mask is full (`FULL_MASK_SHARE`). `explained`:
+    each kind's `explain_units` already made, so they are not made twice.
 
     With a `generator`, each summary also has `chance_mean_iou`: the mean IoU over explained
     units of the same activations with the images shuffled (one permutation for both kinds), so
@@ -183,11 +211,111 @@ def compare_units(
     order = None if generator is None else torch.randperm(n_images, generator=generator)
     result: dict[str, dict[str, Any]] = {}
     for kind, matrix in (("neurons", neurons), ("features", features)):
-        result[kind] = iou_summary(explain_units(matrix, concepts, explainer), full_mask=full_mask)
+        made = explained[kind] if explained else explain_units(matrix, concepts, explainer)
+        result[kind] = iou_summary(made, full_mask=full_mask)
         if order is not None:
             chance = iou_summary(explain_units(matrix[order], concepts, explainer))
             result[kind]["chance_mean_iou"] = chance["mean_iou"]
     return result
+
+
+SCORE_METRICS: dict[str, str] = {
+    "auc": "predictive AUC",
+    "cohens_d": "Cohen's d",
+    "f1": "F1",
+    "auprc": "AUPRC",
+    "S": "S",
+    "C": "C",
+    "R": "R",
+    "interp_score": "InterpScore (S, C, R)",
+}
+"""The per-explanation scores `score_summary` summarises, with their names in the table."""
+
+
+def _score_values(score: UnitScores) -> dict[str, float | None]:
+    p, i = score.predictive, score.interp
+    return {
+        "auc": p.auc if p else None,
+        "cohens_d": p.cohens_d if p else None,
+        "f1": p.detection.f1 if p else None,
+        "auprc": p.detection.auprc if p else None,
+        "S": i.S if i else None,
+        "C": i.C if i else None,
+        "R": i.R if i else None,
+        "interp_score": i.score if i else None,
+    }
+
+
+def distribution(values: Sequence[float]) -> dict[str, Any]:
+    """n, mean, quartiles (numpy's linear interpolation), min and max of the finite `values`;
+    `non_finite` counts the others (a Cohen's d of +-inf: both sides constant)."""
+    array = np.asarray(values, dtype=np.float64)
+    finite = array[np.isfinite(array)]
+    out: dict[str, Any] = {"n": int(finite.size), "non_finite": int(array.size - finite.size)}
+    if not finite.size:
+        return {**out, "mean": None, "q1": None, "median": None, "q3": None, "min": None,
+                "max": None}  # fmt: skip
+    q1, median, q3 = np.percentile(finite, [25, 50, 75])
+    return {
+        **out, "mean": float(finite.mean()), "q1": float(q1), "median": float(median),
+        "q3": float(q3), "min": float(finite.min()), "max": float(finite.max()),
+    }  # fmt: skip
+
+
+def _note_kind(note: str) -> str:
+    if note in ("no formula to score", "formula not over rendered attributes"):
+        return note
+    return "too few scoring images satisfy the formula (or all but too few)"
+
+
+def score_summary(scores: Sequence[UnitScores]) -> dict[str, Any]:
+    """The distribution (`distribution`) of every `SCORE_METRICS` score over one unit kind's
+    scored explanations; `units` counts every unit, `scorable` those with scores, `notes` why
+    the others have none."""
+    scored = [s for s in scores if s.note is None and s.predictive is not None]
+    notes: dict[str, int] = {}
+    for s in scores:
+        if s.note is not None:
+            notes[_note_kind(s.note)] = notes.get(_note_kind(s.note), 0) + 1
+    values = [_score_values(s) for s in scored]
+    metrics = {
+        name: distribution([x for v in values if (x := v[name]) is not None])
+        for name in SCORE_METRICS
+    }
+    return {
+        "units": len(scores),
+        "scorable": len(scored),
+        "notes": dict(sorted(notes.items())),
+        "metrics": metrics,
+    }
+
+
+def format_score_table(scores: dict[str, Any], subset: str | None = None) -> str:
+    """A Markdown table of `scores` (the report's `scores`): per metric, neurons / features;
+    with `subset` (`full_mask`), of that subset of each kind."""
+
+    def cell(d: dict[str, Any], key: str) -> str:
+        return "n/a" if d[key] is None else f"{d[key]:.3f}"
+
+    kinds = ("neurons", "features")
+    of = {k: scores[k][subset] if subset else scores[k] for k in kinds}
+    lines = [
+        f"scorable{' ' + subset.replace('_', '-') + ' units' if subset else ''}: "
+        f"neurons {of['neurons']['scorable']} of {of['neurons']['units']}, "
+        f"features {of['features']['scorable']} of {of['features']['units']} "
+        f"({scores['images']} scoring images)",
+        "",
+        "| score | median (neurons / features) | quartiles Q1-Q3 | mean |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name, label in SCORE_METRICS.items():
+        ds = [of[k]["metrics"][name] for k in kinds]
+        lines.append(
+            f"| {label} | {' / '.join(cell(d, 'median') for d in ds)} | "
+            + " / ".join(f"{cell(d, 'q1')}-{cell(d, 'q3')}" for d in ds)
+            + f" | {' / '.join(cell(d, 'mean') for d in ds)} |"
+        )
+    return "\n".join(lines)
 
 
 def top_n_masks(activations: torch.Tensor, n: int) -> torch.Tensor:
@@ -327,7 +455,7 @@ def run_sae_bench(config: SAEBenchConfig, *, progress: bool = True) -> dict[str,
     with tempfile.TemporaryDirectory(prefix="coin-scale-bench-sae-") as tmp:
         out = Path(config.out).expanduser() if config.out else Path(tmp) / "sae.safetensors"
         train = _train(config, train_probe, root, out, progress=progress)
-        heldout, iou, top_n = _measure(config, heldout_probe, out)
+        heldout, iou, top_n, scores = _measure(config, heldout_probe, out, progress=progress)
     return {
         "benchmark": "sae",
         "model": config.model,
@@ -339,6 +467,7 @@ def run_sae_bench(config: SAEBenchConfig, *, progress: bool = True) -> dict[str,
         "iou": iou,
         "iou_top_n": top_n,
         "targets": target_checks(train, heldout, iou, top_n),
+        "scores": scores,
     }
 
 
@@ -372,10 +501,10 @@ def _train(
 
 
 def _measure(
-    config: SAEBenchConfig, probe_root: Path, sae_path: Path
-) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
-    """Held-out reconstruction, replacement, IoU comparison and the same-size comparison, in
-    the driver."""
+    config: SAEBenchConfig, probe_root: Path, sae_path: Path, *, progress: bool
+) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]], dict[str, Any] | None]:
+    """Held-out reconstruction, replacement, IoU comparison, the same-size comparison and the
+    explanations' scores (None with `scores` off), in the driver."""
     from coin_scale.dissect.activations import decode_batch
     from coin_scale.models import ModelSource, build_module, resolve_model
     from coin_scale.probe import scan_probe
@@ -400,9 +529,13 @@ def _measure(
     replaced = replacement_metrics(module, config.layer, sae, iter(pixels.split(config.batch_size)))
     neurons, features = pooled_units(maps, sae)
     concepts = concepts_from_probe(probe)
+    explained = {
+        kind: explain_units(matrix, concepts, config.explainer)
+        for kind, matrix in (("neurons", neurons), ("features", features))
+    }
     iou = compare_units(
         neurons, features, concepts, config.explainer,
-        generator=torch.Generator().manual_seed(config.heldout_seed),
+        generator=torch.Generator().manual_seed(config.heldout_seed), explained=explained,
     )  # fmt: skip
     sizes = config.top_n
     if sizes is None:
@@ -428,4 +561,70 @@ def _measure(
             "top-%d masks: mean IoU neurons %s / features %s", row["n"],
             row["neurons"]["mean_iou"], row["features"]["mean_iou"],
         )  # fmt: skip
-    return heldout, iou, top_n
+    scores = None
+    if config.scores:
+        full_mask = math.floor(FULL_MASK_SHARE * (1 - config.explainer.quantile) * neurons.shape[0])
+        scores = score_units(
+            config, module, payload, sae, explained, full_mask=full_mask, progress=progress
+        )
+    return heldout, iou, top_n, scores
+
+
+def score_units(
+    config: SAEBenchConfig,
+    module: torch.nn.Module,
+    payload: ModelPayload,
+    sae: SparseAutoencoder,
+    explained: Mapping[str, Sequence[UnitExplanation]],
+    *,
+    full_mask: int,
+    progress: bool,
+) -> dict[str, Any]:
+    """Every neuron's and every feature's formula (`explained`, from the held-out images)
+    scored by `score_explanations` on the sweep's scoring set of `config.score_images` scenes:
+    `score_summary` per kind, with the seconds each took. Units the explainer left unexplained
+    are passed without a formula, so `scorable` is out of every unit. Each kind's `full_mask`
+    is the same summary over its units whose held-out mask held at least `full_mask` images
+    (`compare_units`' full-mask units: the like-with-like subset)."""
+    from coin_scale.chain.units import SAEFeatures
+    from coin_scale.eval.explanation_scores import (
+        CAUSAL_IMAGES,
+        MIN_IMAGES,
+        NO_HUMANS,
+        score_explanations,
+    )
+    from coin_scale.eval.interpscore import InterpWeights
+    from coin_scale.models.layers import Layout
+    from coin_scale.sweep.scoring import SCORING_SEED, load_scoring_set
+
+    start = time.perf_counter()
+    scoring = load_scoring_set(
+        payload, single_object=True, progress=progress, n=config.score_images
+    )
+    out: dict[str, Any] = {
+        "images": int(scoring.pixels.shape[0]), "seed": SCORING_SEED,
+        "min_images": MIN_IMAGES, "causal_images": CAUSAL_IMAGES,
+        "weights": InterpWeights().as_dict(), "note": NO_HUMANS,
+        "load_seconds": round(time.perf_counter() - start, 2),
+    }  # fmt: skip
+    views: tuple[tuple[str, Layout | SAEFeatures], ...] = (
+        ("neurons", "nchw"), ("features", SAEFeatures(sae)),
+    )  # fmt: skip
+    for kind, units_of in views:
+        start = time.perf_counter()
+        units = [(e.unit, e.formula if e.status == "explained" else None) for e in explained[kind]]
+        scored = score_explanations(
+            module, config.layer, units_of, payload.preprocess, units, scoring,
+            seed=config.heldout_seed,
+        )  # fmt: skip
+        full = {e.unit for e in explained[kind] if e.status == "explained" and e.mask_size >= full_mask}
+        out[kind] = {
+            **score_summary(scored), "seconds": round(time.perf_counter() - start, 2),
+            "full_mask": {"min_mask": full_mask,
+                          **score_summary([s for s in scored if s.unit in full])},
+        }  # fmt: skip
+        log.info(
+            "scored %d of %d %s on %d images in %.1fs", out[kind]["scorable"], len(units), kind,
+            out["images"], out[kind]["seconds"],
+        )  # fmt: skip
+    return out

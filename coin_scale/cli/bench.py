@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -87,6 +88,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="mask sizes of the same-size IoU comparison: every neuron and feature "
                         "judged on its N most active images (default: (1 - quantile) x held-out "
                         "images; 'none' skips it)")  # fmt: skip
+    s.add_argument("--no-scores", action="store_true",
+                   help="skip scoring every neuron's and feature's formula (AUC, Cohen's d, F1, "
+                        "AUPRC, S, C, R) on the rendered scoring set")  # fmt: skip
+    s.add_argument("--score-images", type=int, default=1000,
+                   help="scenes of the scoring set (seed 7, rendered once into the coin-scale "
+                        "cache, like the sweep's; default 1000)")  # fmt: skip
     s.add_argument("--work-dir", default=None,
                    help="rendered sets and activation caches (default: ~/.cache/coin-scale)")  # fmt: skip
     s.add_argument("--out", default=None, help="keep the trained SAE here (safetensors)")
@@ -219,11 +226,18 @@ def run_sae(args: argparse.Namespace) -> int:
             batch_tokens=args.batch_tokens, train_images=args.train_images,
             heldout_images=args.heldout_images, train_seed=args.train_seed,
             heldout_seed=args.heldout_seed, sae_seed=args.sae_seed, work_dir=args.work_dir,
-            out=args.out, address=args.address, top_n=top_n,
+            out=args.out, address=args.address, top_n=top_n, scores=not args.no_scores,
+            score_images=args.score_images,
         )  # fmt: skip
     except ValueError as err:
         raise UserError(f"bench sae: {err}") from None
-    print(json.dumps(run_sae_bench(config, progress=not args.no_progress), indent=2))
+    report = run_sae_bench(config, progress=not args.no_progress)
+    print(json.dumps(report, indent=2))
+    if report["scores"] is not None:
+        from coin_scale.bench.sae_bench import format_score_table
+
+        for subset in (None, "full_mask"):
+            print(format_score_table(report["scores"], subset) + "\n", file=sys.stderr)
     return 0
 
 
