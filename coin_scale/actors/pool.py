@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -19,6 +20,34 @@ log = logging.getLogger(__name__)
 Batch = list[tuple[int, str]]
 
 
+class SlotHealth:
+    """Which replicas may take work now. A replica that lost a batch (its process or its node
+    died; Ray is restarting it) rests for a backoff that doubles with each consecutive loss, so a
+    batch is not thrown back at it while it restarts and every attempt is not spent in a second."""
+
+    def __init__(self, slots: int, *, first_s: float = 0.5, max_s: float = 8.0) -> None:
+        self.failures = [0] * slots
+        self.resting_until = [0.0] * slots
+        self.first_s, self.max_s = first_s, max_s
+
+    def ready_slots(self) -> list[int]:
+        now = time.monotonic()
+        return [i for i, until in enumerate(self.resting_until) if until <= now]
+
+    def wait_s(self) -> float:
+        """Seconds until the next resting replica is due (at least a short poll)."""
+        return max(0.05, min(self.resting_until) - time.monotonic())
+
+    def failed(self, slot: int) -> float:
+        delay = min(self.max_s, self.first_s * 2 ** self.failures[slot])
+        self.failures[slot] += 1
+        self.resting_until[slot] = time.monotonic() + delay
+        return delay
+
+    def succeeded(self, slot: int) -> None:
+        self.failures[slot] = 0
+
+
 class ReplicaPool:
     """N replicas; `run` yields every batch's result exactly once, resubmitting after a crash."""
 
@@ -32,7 +61,7 @@ class ReplicaPool:
         cpus_each: float,
         gpus_each: float,
         in_flight_each: int = 3,
-        max_attempts: int = 4,
+        max_attempts: int = 8,
         unit_transforms: dict[str, SAEUnits] | None = None,
     ) -> None:
         """`unit_transforms` {layer: SAEUnits}: those layers' units are the SAE's latents."""
@@ -76,9 +105,11 @@ class ReplicaPool:
         attempts = [0] * len(batches)
         pending: dict[ray.ObjectRef, tuple[int, int]] = {}
         load = [0] * len(self.actors)
+        health = SlotHealth(len(self.actors))
 
         def submit(batch_id: int) -> None:
-            slot = min(range(len(self.actors)), key=lambda i: (load[i], (batch_id + i) % len(load)))
+            ready = health.ready_slots()
+            slot = min(ready, key=lambda i: (load[i], (batch_id + i) % len(load)))
             attempts[batch_id] += 1
             ref = getattr(self.actors[slot], method).remote(batch_id, batches[batch_id], *extra)
             pending[ref] = (batch_id, slot)
@@ -86,9 +117,14 @@ class ReplicaPool:
 
         capacity = self.in_flight_each * len(self.actors)
         while queue or pending:
-            while queue and len(pending) < capacity:
+            while queue and len(pending) < capacity and health.ready_slots():
                 submit(queue.pop())
-            done, _ = ray.wait(list(pending), num_returns=1)
+            if not pending:  # every replica is restarting: wait for the first to be due again
+                time.sleep(health.wait_s())
+                continue
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=health.wait_s() if queue else None)
+            if not done:
+                continue
             batch_id, slot = pending.pop(done[0])
             load[slot] -= 1
             try:
@@ -96,14 +132,19 @@ class ReplicaPool:
             except (RayActorError, ActorUnavailableError) as err:
                 if attempts[batch_id] >= self.max_attempts:
                     raise RuntimeError(
-                        f"batch {batch_id} failed on {attempts[batch_id]} replicas: {err}"
+                        f"batch {batch_id} failed on {attempts[batch_id]} attempts: {err}"
                     ) from err
                 self.resubmitted += 1
-                log.warning("replica %d died on batch %d; resubmitting", slot, batch_id)
+                delay = health.failed(slot)
+                log.warning(
+                    "replica %d lost batch %d (%s); resubmitting, that replica rested %.1f s",
+                    slot, batch_id, type(err).__name__, delay,
+                )  # fmt: skip
                 if on_resubmit:
                     on_resubmit(batch_id, type(err).__name__)
                 queue.append(batch_id)
                 continue
+            health.succeeded(slot)
             yield result
 
     def wait_ready(self) -> None:
