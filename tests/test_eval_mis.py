@@ -181,6 +181,8 @@ def test_cli_scores_units_and_writes_the_warehouse(
     assert np.mean([r["value"] for r in rows]) == pytest.approx(mean, abs=1e-3)
     details = json.loads(rows[0]["details"])
     assert details["similarity"] == "mean-colour" and details["random_weights"] is True
+    runs = Warehouse(warehouse).read("runs").to_pylist()
+    assert [(r["run_id"], r["command"], r["status"]) for r in runs] == [("mis-test", "eval mis", "complete")]
 
 
 def test_cli_without_dreamsim_fails_fast_with_the_extra(probe_dir, capsys):

@@ -11,8 +11,12 @@ from typing import Any
 DESCRIPTION = """\
 Units whose activation is a formula's 0/1 indicator on the probe images plus Gaussian noise,
 explained like neurons and scored against their formula: exact match, same probe images,
-concept precision/recall/F1, per kind (mono, or, and, and_not). The activations come straight
-from the probe set's ground-truth attributes (no model, no Ray).
+concept precision/recall/F1, per kind (mono, or, and, and_not). By default the activations come
+straight from the probe set's ground-truth attributes (no model, no Ray); with --through model
+the units are a model that computes each formula from pixels (an attribute net trained on
+rendered single-object scenes, cached on first use, a few minutes), dissected on Ray like any
+layer (`coin-scale dissect --layer units`), over the rendered probe set of one large object per
+image that the net was trained on.
 """
 
 SPEC_HELP = """\
@@ -66,6 +70,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     s.add_argument(
         "--quantile", type=float, default=0.85, help="the explainer's mask quantile (default 0.85)"
+    )
+    s.add_argument(
+        "--through",
+        choices=["truth", "model"],
+        default="truth",
+        help="truth: activations from the ground-truth attributes (default); model: the units "
+        "computed from pixels by the attribute net, dissected on Ray",
     )
     s.add_argument("--json", action="store_true", help="print JSON (summary and every unit)")
     s.add_argument("--no-progress", action="store_true", help="hide the rendering progress bar")
@@ -143,8 +154,10 @@ def parse_units(text: str) -> tuple[int, ...]:
 
 
 def run_mis(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
     from coin_scale.errors import UserError
-    from coin_scale.eval.mis import MISConfig, MISRunConfig, score_rows, store_scores
+    from coin_scale.eval.mis import MISConfig, MISRunConfig, store_scores
     from coin_scale.eval.mis import run_mis as run
     from coin_scale.storage.spec import check_safe_name
 
@@ -158,6 +171,7 @@ def run_mis(args: argparse.Namespace) -> int:
             mis=MISConfig(k=args.k, n=args.n, quantile=args.quantile, seed=args.task_seed,
                           alpha=args.alpha),
         )  # fmt: skip
+        started_at = datetime.now(UTC)
         result = run(config)
     except ValueError as err:
         raise UserError(f"eval mis: {err}") from None
@@ -165,7 +179,7 @@ def run_mis(args: argparse.Namespace) -> int:
     if args.warehouse is not None:
         try:
             check_safe_name(run_id, "--run-id")
-            store_scores(args.warehouse, score_rows(result, config, run_id), run_id)
+            store_scores(args.warehouse, result, config, run_id, started_at=started_at)
         except ValueError as err:
             raise UserError(f"eval mis: {err}") from None
     if args.json:
@@ -233,6 +247,7 @@ def run_synthetic(args: argparse.Namespace) -> int:
             explainer=args.explainer,
             quantile=args.quantile,
             progress=not args.no_progress,
+            through=args.through,
         )
         result = run_synthetic_eval(config)
     except ValueError as err:
@@ -246,6 +261,16 @@ def run_synthetic(args: argparse.Namespace) -> int:
         f"{result.n_concepts} concepts ({result.probe}); {config.explainer} explainer, quantile "
         f"{config.quantile:g}, noise {config.noise:g}; explained in {result.seconds:.2f}s"
     )
+    if result.model is not None:
+        accuracy = ", ".join(f"{a} {v:.3f}" for a, v in result.model.attribute_accuracy.items())
+        print(
+            f"through the model: layer units of the synthetic model over {result.model.attribute_net} "
+            f"(held-out accuracy: {accuracy}), dissected on Ray in "
+            f"{result.model.dissect_seconds:.1f}s (dissection {result.model.dissection_id}); "
+            f"true formulas' mean IoU with the masks {result.model.mean_truth_iou:.3f}; "
+            f"{result.model.beats_truth} misses fit the mask better than the truth (the "
+            "attribute net's errors, not the explainer's)"
+        )
     print(_table(result.summary))
     return 0
 
@@ -284,6 +309,7 @@ def _json(config: Any, result: Any) -> dict[str, Any]:
         "images": result.n_images,
         "concepts": result.n_concepts,
         "seconds": round(result.seconds, 4),
+        **({"model": asdict(result.model)} if result.model is not None else {}),
         "summary": [asdict(row) for row in result.summary],
         "units": [
             {**asdict(score), "noise": unit.noise}

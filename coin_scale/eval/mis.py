@@ -28,6 +28,7 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -421,8 +422,26 @@ def score_rows(result: MISRunResult, run: MISRunConfig, run_id: str) -> list[Sco
     return rows
 
 
-def store_scores(warehouse: str, rows: Sequence[ScoreRow], run_id: str) -> None:
-    """Write the rows to the warehouse's `scores` table (one file, keyed by run_id)."""
+def store_scores(
+    warehouse: str, result: MISRunResult, run: MISRunConfig, run_id: str, *, started_at: datetime
+) -> None:
+    """The unit rows in `scores`, then the `runs` row that says they are complete (both keyed by
+    run_id, so a rerun replaces them)."""
+    import json
+    from dataclasses import asdict
+    from datetime import UTC
+
+    import coin_scale
+    from coin_scale.storage.schemas import get_spec
     from coin_scale.storage.warehouse import Warehouse
 
-    Warehouse(warehouse).write("scores", rows, key=run_id)
+    wh = Warehouse(warehouse)
+    wh.write("scores", score_rows(result, run, run_id), key=run_id)
+    wh.write("runs", get_spec("runs").from_dicts([{
+        "run_id": run_id, "command": "eval mis", "status": "complete", "model": result.model,
+        "weights": run.weights, "layers": [result.layer], "probe": run.probe,
+        "config_json": json.dumps(asdict(run), sort_keys=True, default=str),
+        "coin_scale_version": coin_scale.__version__, "started_at": started_at,
+        "finished_at": datetime.now(UTC), "n_images": result.n_images, "n_failed": 0,
+        "message": None,
+    }]), key=run_id)  # fmt: skip

@@ -1,9 +1,11 @@
 """`coin-scale eval synthetic`: label accuracy of an explainer on synthetic units of a probe set.
 
 Probe set -> concepts -> synthetic units (spec file or random) -> their activations -> the
-explainer -> one `UnitScore` per unit -> a `KindSummary` per kind and overall. This increment
-scores the offline explainer on activations taken straight from the probe's ground-truth
-concepts; dissection of the synthetic units through Ray and LLM explainers come later (issue 8).
+explainer -> one `UnitScore` per unit -> a `KindSummary` per kind and overall. The activations
+come either straight from the probe's ground-truth concepts (`through` 'truth', the default) or
+from a model that computes the units from pixels (`through` 'model': the attribute net and
+`coin_scale.eval.synthetic_model`), dissected on Ray like any layer (`dissect --layer units`);
+LLM explainers come later (issue 8).
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from types import MappingProxyType
+from typing import Literal, get_args
 
 import torch
 
@@ -38,8 +42,22 @@ RENDERED = "rendered"
 """`probe`: the cached rendered probe set (`coin_scale.sweep.inputs.rendered_probe`)."""
 
 PROBE_SIZE = 64
-"""Side of the rendered probe images, pixels: the probe model's input size. Synthetic units read
-the ground-truth attributes, not the pixels, so the size only picks the cached set."""
+"""Side of the rendered probe images, pixels: the probe model's and the attribute net's input
+size. With `through` 'truth' synthetic units read the ground-truth attributes, not the pixels,
+so the size only picks the cached set."""
+
+Through = Literal["truth", "model"]
+THROUGH: tuple[Through, ...] = get_args(Through)
+"""Where the units' activations come from: `truth` (the probe's attributes) or `model`."""
+
+MODEL_COVERAGE = (0.4, 1.4)
+"""`coverage` of random formulas with `through` 'model' when `coverage` is left at its default:
+in scenes of one large object the most common concepts are the lights (1/3 each), textures and
+backgrounds (1/5), so an AND of two attributes covers at most 1/15 of the images, below the
+default window's 0.6 x 15% (9%)."""
+
+MODEL_DISSECT_QUANTILE = 0.99
+"""The dissection's own threshold quantile (unit_stats); the explainer uses `quantile`."""
 
 Explain = Callable[[torch.Tensor, ConceptMatrix, float], list[UnitExplanation]]
 """(float (image, unit) activations, concepts, quantile) -> one explanation per unit."""
@@ -86,8 +104,23 @@ class SyntheticEvalConfig:
     """Random formulas cover between these multiples of (1 - quantile) of the probe images."""
     progress: bool = False
     """Show the progress bar while rendering the probe set."""
+    through: Through = "truth"
+    """`truth`: activations from the probe's ground-truth attributes (no model, no Ray);
+    `model`: the units as a model on pixels (`synthetic_units` over the cached attribute net),
+    dissected on Ray; a rendered probe is then the single-object set the net was trained on
+    (one large object per image), and random formulas cover `MODEL_COVERAGE`."""
+    workdir: str | None = None
+    """`model` only: where the synthetic checkpoint and the dissection's warehouse go; None: a
+    temporary directory, removed afterwards."""
+    address: str | None = None
+    """`model` only: the Ray address (None: a local Ray)."""
 
     def __post_init__(self) -> None:
+        if self.through not in THROUGH:
+            raise ValueError(
+                f"through: expected one of {', '.join(THROUGH)}; got {self.through!r}. "
+                "Fix: --through truth or --through model."
+            )
         if self.n < 1:
             raise ValueError(f"n: expected >= 1 units; got {self.n}. Fix: e.g. 100.")
         if self.probe_images < 1:
@@ -135,6 +168,29 @@ class SyntheticEvalResult:
     """One row per kind present, then `all`."""
     seconds: float
     """Wall time of the explainer on all units."""
+    model: ModelRun | None = None
+    """With `through` 'model': the synthetic model and its dissection; None otherwise."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelRun:
+    """How the units' activations were measured with `through` 'model'."""
+
+    attribute_net: str
+    """The attribute-net checkpoint the units read their concepts from."""
+    attribute_accuracy: dict[str, float]
+    """Its held-out accuracy per attribute (from the checkpoint)."""
+    dissection_id: str
+    """The dissection of the `units` layer over the probe set."""
+    dissect_seconds: float
+    """Wall time of the dissection (planning, Ray start, probe pass)."""
+    mean_truth_iou: float = float("nan")
+    """Mean IoU of each unit's true formula with its mask (its probe images above `quantile`):
+    how closely the units computed from pixels follow their definitions (~`mean IoU` of the
+    truth mode when the attribute net is perfect)."""
+    beats_truth: int = 0
+    """Units whose explanation is not the true formula but fits the mask better than it does:
+    misses due to the attribute net (the unit does not compute its formula), not the explainer."""
 
 
 def probe_concepts(config: SyntheticEvalConfig) -> tuple[str, ConceptMatrix]:
@@ -145,28 +201,106 @@ def probe_concepts(config: SyntheticEvalConfig) -> tuple[str, ConceptMatrix]:
     if config.probe == RENDERED:
         from coin_scale.sweep.inputs import rendered_probe
 
-        root = rendered_probe(config.probe_images, PROBE_SIZE, progress=config.progress)
+        root = rendered_probe(
+            config.probe_images, PROBE_SIZE, progress=config.progress,
+            single_object=config.through == "model",
+        )  # fmt: skip
     else:
         root = config.probe
     return root, concepts_from_probe(scan_probe(root))
 
 
+def _units(
+    config: SyntheticEvalConfig,
+    concepts: ConceptMatrix,
+    drawable: ConceptMatrix,
+    coverage: tuple[float, float],
+) -> tuple[SyntheticUnit, ...]:
+    """The spec's units, or random ones drawn over the `drawable` concepts."""
+    if config.spec is not None:
+        return load_spec(config.spec, concepts, default_noise=config.noise)
+    return random_units(
+        config.n,
+        config.seed,
+        drawable,
+        mix={kind: 1.0 for kind in config.kinds},
+        quantile=config.quantile,
+        coverage=coverage,
+        noise=config.noise,
+    )
+
+
+def _known_concepts(concepts: ConceptMatrix, names: tuple[str, ...]) -> ConceptMatrix:
+    """The probe's concepts that the attribute net predicts (random model units use only these)."""
+    keep = [i for i, name in enumerate(concepts.names) if name in set(names)]
+    if not keep:
+        raise ValueError(
+            f"the probe set has none of the attribute net's concepts ({', '.join(names[:4])}, "
+            "...). Fix: use --probe rendered or a rendered single-object probe set."
+        )
+    return ConceptMatrix(
+        names=tuple(concepts.names[i] for i in keep), matrix=concepts.matrix[keep].clone()
+    )
+
+
+def model_activations(
+    config: SyntheticEvalConfig, units: tuple[SyntheticUnit, ...], root: str, n_images: int
+) -> tuple[torch.Tensor, ModelRun]:
+    """float32 (image, unit) activations of the units as a `synthetic_units` model over the
+    cached attribute net, dissected on Ray over the probe set (layer `units`, kept dense)."""
+    import tempfile
+
+    from coin_scale.dissect.config import DissectConfig
+    from coin_scale.dissect.pipeline import dissect, load_activations
+    from coin_scale.eval.synthetic_model import LAYER, save_synthetic_model
+    from coin_scale.models.checkpoint import read_checkpoint
+    from coin_scale.storage import Warehouse
+    from coin_scale.training.attribute_net import ensure_attribute_net
+
+    net = ensure_attribute_net()
+    accuracy = dict(read_checkpoint(net)["extra"].get("val_accuracy", {}))
+    with tempfile.TemporaryDirectory(prefix="coin-scale-synthetic-") as tmp:
+        work = Path(config.workdir or tmp)
+        checkpoint = save_synthetic_model(
+            work / f"synthetic-seed{config.seed}.pt", units, net, noise_seed=config.seed
+        )
+        dissect_config = DissectConfig(
+            model=str(checkpoint), layer=LAYER, probe=root, warehouse=str(work / "warehouse"),
+            top_k=16, quantile=MODEL_DISSECT_QUANTILE, keep_activations=True,
+            address=config.address,
+        )  # fmt: skip
+        start = time.perf_counter()
+        result = dissect(dissect_config, progress=config.progress)
+        seconds = time.perf_counter() - start
+        dense = load_activations(Warehouse(str(work / "warehouse")), result.dissection_id)
+    activations = torch.from_numpy(dense.astype("float32"))
+    if activations.shape != (n_images, len(units)) or bool(activations.isnan().any()):
+        raise ValueError(
+            f"the dissection of {root} gave activations of shape {tuple(activations.shape)} with "
+            f"{int(activations.isnan().sum())} missing; expected ({n_images}, {len(units)}) and "
+            "none: every probe image must be readable."
+        )
+    run = ModelRun(
+        attribute_net=str(net), attribute_accuracy=accuracy,
+        dissection_id=result.dissection_id, dissect_seconds=seconds,
+    )  # fmt: skip
+    return activations, run
+
+
 def run_synthetic_eval(config: SyntheticEvalConfig) -> SyntheticEvalResult:
     """Build the units, explain them, score each one against its true formula."""
     root, concepts = probe_concepts(config)
-    if config.spec is not None:
-        units = load_spec(config.spec, concepts, default_noise=config.noise)
+    model: ModelRun | None = None
+    if config.through == "model":
+        from coin_scale.training.attribute_net import concept_names, head_spec
+
+        drawable = _known_concepts(concepts, concept_names(head_spec()))
+        default = config.coverage == DEFAULT_COVERAGE
+        units = _units(config, concepts, drawable, MODEL_COVERAGE if default else config.coverage)
+        activations, model = model_activations(config, units, root, concepts.n_images)
     else:
-        units = random_units(
-            config.n,
-            config.seed,
-            concepts,
-            mix={kind: 1.0 for kind in config.kinds},
-            quantile=config.quantile,
-            coverage=config.coverage,
-            noise=config.noise,
-        )
-    activations = synthetic_activations(units, concepts, config.seed)
+        units = _units(config, concepts, concepts, config.coverage)
+        activations = synthetic_activations(units, concepts, config.seed)
     start = time.perf_counter()
     explanations = EVAL_EXPLAINERS[config.explainer](activations, concepts, config.quantile)
     seconds = time.perf_counter() - start
@@ -184,6 +318,8 @@ def run_synthetic_eval(config: SyntheticEvalConfig) -> SyntheticEvalResult:
         )
         for unit, e in zip(units, explanations, strict=True)
     )
+    if model is not None:
+        model = _compare_with_truth(model, activations, concepts, units, explanations, config)
     return SyntheticEvalResult(
         probe=root,
         n_images=concepts.n_images,
@@ -192,4 +328,37 @@ def run_synthetic_eval(config: SyntheticEvalConfig) -> SyntheticEvalResult:
         scores=scores,
         summary=summarize(scores),
         seconds=seconds,
+        model=model,
     )
+
+
+def _compare_with_truth(
+    model: ModelRun,
+    activations: torch.Tensor,
+    concepts: ConceptMatrix,
+    units: tuple[SyntheticUnit, ...],
+    explanations: list[UnitExplanation],
+    config: SyntheticEvalConfig,
+) -> ModelRun:
+    """`model` with `mean_truth_iou` and `beats_truth` filled in."""
+    import dataclasses
+
+    from coin_scale.explain.formula import canonical_text, evaluate
+    from coin_scale.explain.offline import unit_masks
+
+    masks, _ = unit_masks(activations, config.quantile)  # (image, unit)
+    names = concepts.names
+    truth = torch.stack([evaluate(parse_text(u.formula, names), concepts.matrix) for u in units])
+    inter = (truth & masks.T).sum(1).double()
+    union = (truth | masks.T).sum(1).double().clamp_min(1)
+    truth_iou = (inter / union).tolist()
+    beats = sum(
+        1
+        for unit, e, iou in zip(units, explanations, truth_iou, strict=True)
+        if e.formula
+        and canonical_text(parse_text(e.formula, names), names)
+        != canonical_text(parse_text(unit.formula, names), names)
+        and e.iou > iou + 1e-9
+    )
+    mean = sum(truth_iou) / len(truth_iou)
+    return dataclasses.replace(model, mean_truth_iou=mean, beats_truth=beats)

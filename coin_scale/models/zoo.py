@@ -90,22 +90,52 @@ class ProbeCNN(nn.Module):
             raise ValueError(
                 f"ProbeCNN needs num_classes >= 2 and width >= 8; got {num_classes}, {width}"
             )
-        stem_conv = nn.Conv2d(3, 16, 3, 2, 1)
-        nn.init.kaiming_normal_(stem_conv.weight, nonlinearity="relu")
-        self.stem = nn.Sequential(stem_conv, nn.ReLU(inplace=True))
-        self.layer1 = BasicBlock(16, 32, stride=2)
-        self.layer2 = BasicBlock(32, 64, stride=2)
-        self.layer3 = BasicBlock(64, 96, stride=1)
-        self.layer4 = BasicBlock(96, width, stride=2)
+        add_probe_body(self, width)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(width, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.layer4(self.layer3(self.layer2(self.layer1(self.stem(x)))))
-        return self.fc(torch.flatten(self.avgpool(x), 1))
+        return self.fc(torch.flatten(self.avgpool(probe_body(self, x)), 1))
+
+
+def add_probe_body(module: nn.Module, width: int) -> None:
+    """The probe CNN's stem and four blocks, as `module.stem` and `module.layer1..layer4` (their
+    names are the layer names users dissect; a net built on them shares the probe CNN's layers)."""
+    stem_conv = nn.Conv2d(3, 16, 3, 2, 1)
+    nn.init.kaiming_normal_(stem_conv.weight, nonlinearity="relu")
+    module.stem = nn.Sequential(stem_conv, nn.ReLU(inplace=True))
+    module.layer1 = BasicBlock(16, 32, stride=2)
+    module.layer2 = BasicBlock(32, 64, stride=2)
+    module.layer3 = BasicBlock(64, 96, stride=1)
+    module.layer4 = BasicBlock(96, width, stride=2)
+
+
+def probe_body(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Run the blocks `add_probe_body` added: images -> layer4's maps."""
+    for name in ("stem", "layer1", "layer2", "layer3", "layer4"):
+        x = getattr(module, name)(x)
+    return x
 
 
 @register("probe_cnn")
 def probe_cnn(*, num_classes: int = 10, width: int = 128) -> nn.Module:
     """`ProbeCNN`: the architecture of the ground-truth probe model (`coin-scale train-probe-model`)."""
     return ProbeCNN(num_classes=num_classes, width=width)
+
+
+@register("attribute_net")
+def attribute_net(*, heads: list[list[Any]], width: int = 128) -> nn.Module:
+    """`AttributeNet` (`coin_scale.training.attribute_net`): one logit per scene concept, a
+    softmax group per attribute; not a classifier with an avgpool -> fc head."""
+    from coin_scale.training.attribute_net import AttributeNet
+
+    return AttributeNet(heads=heads, width=width)
+
+
+@register("synthetic_units")
+def synthetic_units(**kwargs: Any) -> nn.Module:
+    """`SyntheticModel` (`coin_scale.eval.synthetic_model`): synthetic units with known formulas
+    computed from pixels through the attribute net; its `units` layer is dissected like neurons."""
+    from coin_scale.eval.synthetic_model import SyntheticModel
+
+    return SyntheticModel(**kwargs)

@@ -135,7 +135,7 @@ class ProbeTrainResult:
     config: ProbeTrainConfig
 
 
-def _seed(seed: int, stream: int) -> int:
+def stream_seed(seed: int, stream: int) -> int:
     """An independent integer seed per stream (0: training scenes, 1: held-out scenes)."""
     return int(np.random.SeedSequence([seed, stream]).generate_state(1)[0])
 
@@ -180,7 +180,7 @@ def torch_threads(n: int | None) -> Iterator[int]:
         torch.set_num_threads(before)
 
 
-def _mean_std(
+def mean_std(
     images: torch.Tensor, chunk: int = 1024
 ) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
     """Per-channel mean and standard deviation in [0, 1] units of uint8 (n, 3, h, w) images,
@@ -227,10 +227,10 @@ def train_probe_model(config: ProbeTrainConfig) -> tuple[nn.Module, ProbeTrainRe
             config.size, config.epochs, threads,
         )  # fmt: skip
         train_x, train_y = render_dataset(
-            task, config.n_train, _seed(config.seed, 0), config.size, progress=config.progress
+            task, config.n_train, stream_seed(config.seed, 0), config.size, progress=config.progress
         )
-        val_x, val_y = render_dataset(task, config.n_val, _seed(config.seed, 1), config.size)
-        mean, std = _mean_std(train_x)
+        val_x, val_y = render_dataset(task, config.n_val, stream_seed(config.seed, 1), config.size)
+        mean, std = mean_std(train_x)
         pre = Preprocess(resize=config.size, crop=config.size, mean=mean, std=std)
         log.info("rendered in %.1fs; mean %s std %s", time.perf_counter() - started, mean, std)
         module = _init_model(config, len(task.class_names))
@@ -272,7 +272,7 @@ def _fit(
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=config.lr, total_steps=steps * config.epochs, pct_start=0.25
     )
-    generator = torch.Generator().manual_seed(_seed(config.seed, 2))
+    generator = torch.Generator().manual_seed(stream_seed(config.seed, 2))
     train_acc = 0.0
     for epoch in range(1, config.epochs + 1):
         module.train()
