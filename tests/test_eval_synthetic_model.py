@@ -241,6 +241,9 @@ def test_synthetic_units_dissected_on_ray_like_neurons(
     assert 0.0 <= report["model"]["mean_truth_iou"] <= 1.0
     assert 0 <= report["model"]["beats_truth"] <= 2
     assert [row["kind"] for row in report["summary"]] == ["mono", "or", "all"]
+    # Each explanation and each true formula scored on held-out scenes through the model.
+    assert report["model"]["scored"] <= 2 and set(report["model"]["truth_auc"]) == {"mono", "or", "all"}
+    assert all(0.0 <= v <= 1.0 for v in report["model"]["truth_auc"].values())
     assert [u["true_formula"] for u in report["units"]] == [
         "color=red",
         "(background=sky OR light=dim)",

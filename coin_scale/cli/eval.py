@@ -272,6 +272,19 @@ def run_synthetic(args: argparse.Namespace) -> int:
             "attribute net's errors, not the explainer's)"
         )
     print(_table(result.summary))
+    if result.model is not None and result.model.predictive_auc:
+        from coin_scale.eval.synthetic import FORMULA_KINDS
+
+        m = result.model
+        shown = [k for k in (*FORMULA_KINDS, "all") if k in m.predictive_auc]
+        print(
+            f"predictive AUC on held-out rendered scenes through the model, median "
+            f"({m.scored} of {len(result.units)} explanations scorable): "
+            + ", ".join(
+                f"{k} {m.predictive_auc[k]:.3f} (true formula {m.truth_auc.get(k, float('nan')):.3f})"
+                for k in shown
+            )
+        )
     return 0
 
 

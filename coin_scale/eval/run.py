@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Literal, get_args
@@ -34,6 +34,7 @@ from coin_scale.eval.synthetic import (
 from coin_scale.explain.concepts import ConceptMatrix
 from coin_scale.explain.formula import parse_text
 from coin_scale.explain.offline import OfflineExplainerConfig, UnitExplanation, explain_units
+from coin_scale.models.loading import ModelPayload
 from coin_scale.sweep.config import EXPLAINERS
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,9 @@ class SyntheticEvalConfig:
     progress: bool = False
     """Show the progress bar while rendering the probe set."""
     through: Through = "truth"
+    scores: bool = True
+    """With `through` 'model': also score each explanation and each true formula (predictive
+    AUC) on held-out rendered scenes through the model."""
     """`truth`: activations from the probe's ground-truth attributes (no model, no Ray);
     `model`: the units as a model on pixels (`synthetic_units` over the cached attribute net),
     dissected on Ray; a rendered probe is then the single-object set the net was trained on
@@ -191,6 +195,13 @@ class ModelRun:
     beats_truth: int = 0
     """Units whose explanation is not the true formula but fits the mask better than it does:
     misses due to the attribute net (the unit does not compute its formula), not the explainer."""
+    predictive_auc: dict[str, float] = field(default_factory=dict)
+    """Median predictive AUC per kind (and 'all') of the explanations, on held-out rendered
+    scenes through the model (`coin_scale.eval.explanation_scores`)."""
+    truth_auc: dict[str, float] = field(default_factory=dict)
+    """The same for the true formulas: what a perfect explanation scores through this model."""
+    scored: int = 0
+    """Units whose explanation could be scored."""
 
 
 def probe_concepts(config: SyntheticEvalConfig) -> tuple[str, ConceptMatrix]:
@@ -245,7 +256,7 @@ def _known_concepts(concepts: ConceptMatrix, names: tuple[str, ...]) -> ConceptM
 
 def model_activations(
     config: SyntheticEvalConfig, units: tuple[SyntheticUnit, ...], root: str, n_images: int
-) -> tuple[torch.Tensor, ModelRun]:
+) -> tuple[torch.Tensor, ModelRun, tuple[torch.nn.Module, ModelPayload] | None]:
     """float32 (image, unit) activations of the units as a `synthetic_units` model over the
     cached attribute net, dissected on Ray over the probe set (layer `units`, kept dense)."""
     import tempfile
@@ -273,6 +284,11 @@ def model_activations(
         result = dissect(dissect_config, progress=config.progress)
         seconds = time.perf_counter() - start
         dense = load_activations(Warehouse(str(work / "warehouse")), result.dissection_id)
+        if config.scores:
+            from coin_scale.models import ModelSource, build_module, resolve_model
+
+            payload = resolve_model(ModelSource(model=str(checkpoint)))
+            scorer = (build_module(payload), payload)
     activations = torch.from_numpy(dense.astype("float32"))
     if activations.shape != (n_images, len(units)) or bool(activations.isnan().any()):
         raise ValueError(
@@ -284,7 +300,7 @@ def model_activations(
         attribute_net=str(net), attribute_accuracy=accuracy,
         dissection_id=result.dissection_id, dissect_seconds=seconds,
     )  # fmt: skip
-    return activations, run
+    return activations, run, scorer if config.scores else None
 
 
 def run_synthetic_eval(config: SyntheticEvalConfig) -> SyntheticEvalResult:
@@ -297,7 +313,7 @@ def run_synthetic_eval(config: SyntheticEvalConfig) -> SyntheticEvalResult:
         drawable = _known_concepts(concepts, concept_names(head_spec()))
         default = config.coverage == DEFAULT_COVERAGE
         units = _units(config, concepts, drawable, MODEL_COVERAGE if default else config.coverage)
-        activations, model = model_activations(config, units, root, concepts.n_images)
+        activations, model, scorer = model_activations(config, units, root, concepts.n_images)
     else:
         units = _units(config, concepts, concepts, config.coverage)
         activations = synthetic_activations(units, concepts, config.seed)
@@ -320,6 +336,8 @@ def run_synthetic_eval(config: SyntheticEvalConfig) -> SyntheticEvalResult:
     )
     if model is not None:
         model = _compare_with_truth(model, activations, concepts, units, explanations, config)
+        if scorer is not None:
+            model = _predictive_through_model(model, scorer, units, explanations, config)
     return SyntheticEvalResult(
         probe=root,
         n_images=concepts.n_images,
@@ -362,3 +380,44 @@ def _compare_with_truth(
     )
     mean = sum(truth_iou) / len(truth_iou)
     return dataclasses.replace(model, mean_truth_iou=mean, beats_truth=beats)
+
+
+def _predictive_through_model(
+    model: ModelRun,
+    scorer: tuple[torch.nn.Module, ModelPayload],
+    units: tuple[SyntheticUnit, ...],
+    explanations: list[UnitExplanation],
+    config: SyntheticEvalConfig,
+) -> ModelRun:
+    """`model` with the median predictive AUC of the explanations and of the true formulas, per
+    kind, on the sweep's held-out rendered scoring set run through the synthetic model."""
+    import dataclasses
+    import statistics
+
+    from coin_scale.eval.explanation_scores import score_explanations
+    from coin_scale.eval.synthetic_model import LAYER
+    from coin_scale.sweep.scoring import load_scoring_set
+
+    module, payload = scorer
+    scoring = load_scoring_set(payload, single_object=True, progress=config.progress)
+    said = score_explanations(
+        module, LAYER, "nc", payload.preprocess,
+        [(i, e.formula or None) for i, e in enumerate(explanations)], scoring, seed=config.seed,
+    )  # fmt: skip
+    truth = score_explanations(
+        module, LAYER, "nc", payload.preprocess,
+        [(i, u.formula) for i, u in enumerate(units)], scoring, seed=config.seed,
+    )  # fmt: skip
+
+    def medians(scores: list) -> dict[str, float]:  # type: ignore[type-arg]
+        by_kind: dict[str, list[float]] = {}
+        for unit, s in zip(units, scores, strict=True):
+            if s.predictive is not None:
+                by_kind.setdefault(unit.kind, []).append(s.predictive.auc)
+                by_kind.setdefault("all", []).append(s.predictive.auc)
+        return {kind: statistics.median(v) for kind, v in by_kind.items()}
+
+    return dataclasses.replace(
+        model, predictive_auc=medians(said), truth_auc=medians(truth),
+        scored=sum(s.predictive is not None for s in said),
+    )  # fmt: skip
