@@ -138,6 +138,10 @@ def print_outcome(outcome) -> None:  # type: ignore[no-untyped-def]
     print()
     print(e.text)
     print()
+    if outcome.phases:
+        total = sum(seconds for _, seconds in outcome.phases)
+        print("time: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in outcome.phases)
+              + f" (after loading the model; {total:.1f} s)")  # fmt: skip
     print(f"report: {outcome.report_path}")
     print(f"warehouse: {outcome.warehouse}  run_id: {e.run_id}  "
           f"(coin-scale query --warehouse {outcome.warehouse} \"SELECT * FROM class_explanations\")")  # fmt: skip

@@ -64,6 +64,7 @@ def test_run_sweep_without_a_probe_prints_the_prediction_and_driving_units(tmp_p
     out = capsys.readouterr().out
     assert "Random weights" in out and "predicted:" in out
     assert out.count("+ unit") == 3 and "sum to" in out and "report.html" in out
+    assert "time: model and attribution" in out and "report and tables" in out  # phase times
 
 
 @pytest.mark.slow

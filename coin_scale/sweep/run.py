@@ -40,6 +40,22 @@ class SweepOutcome:
     explanation: ClassExplanation
     report_path: str | None
     warehouse: str
+    phases: tuple[tuple[str, float], ...] = ()
+    """Wall seconds of each phase, in order (model, attribution, chain, explain, faithfulness,
+    scores, report and tables)."""
+
+
+class PhaseClock:
+    """Wall time per named phase: `lap(name)` closes the phase that ran since the last lap."""
+
+    def __init__(self) -> None:
+        self.last = time.perf_counter()
+        self.phases: list[tuple[str, float]] = []
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.phases.append((name, now - self.last))
+        self.last = now
 
 
 def run_sweep(config: SweepConfig) -> SweepOutcome:
@@ -60,6 +76,7 @@ def run_sweep(config: SweepConfig) -> SweepOutcome:
     model = inputs.probe_model() if config.model == PROBE_MODEL else config.model
     payload = resolve_model(ModelSource(model=model, weights=config.weights, seed=config.seed))
     module = build_module(payload)
+    clock = PhaseClock()
     layers = describe_layers(module, payload.arch, payload.preprocess.crop)
     if config.chain_layers:
         chain = resolve_chain(config.chain_layers, layers, payload, module)
@@ -90,6 +107,7 @@ def run_sweep(config: SweepConfig) -> SweepOutcome:
     positive = _findings(contributions, layer, config.top_k, negative=False)
     negative = _findings(contributions, layer, config.negatives, negative=True) if config.negatives else []
 
+    clock.lap("model and attribution")
     edges: list[Edge] = []
     if len(chain) > 1:
         views: list[tuple[str, Layout | UnitView]] = [(c.name, c.layout) for c in chain]
@@ -102,6 +120,7 @@ def run_sweep(config: SweepConfig) -> SweepOutcome:
         )  # fmt: skip
     nodes = chain_nodes(edges)
 
+    clock.lap("chain edges")
     dissection_ids: dict[str, str] = {}
     probe = None
     if config.probe:
@@ -125,12 +144,14 @@ def run_sweep(config: SweepConfig) -> SweepOutcome:
                     ledger=ledger,
                 )  # fmt: skip
                 nodes = [n for n in nodes if n.layer != earlier.name] + done
+    clock.lap("dissect and explain")
     faithfulness = chain_faithfulness(
         module, inputs_tensor, chain, contributions, nodes, config.top_k,
         sae=sae_model,
         mean_batches=probe_batches(probe, payload) if probe is not None else (),
         draws=config.ablation_draws, seed=config.seed,
     )  # fmt: skip
+    clock.lap("faithfulness")
     unit_scores: list[UnitScores] = []
     scoring_images = 0
     if config.unit_scores and probe is not None and probe.attributes_path:
@@ -167,6 +188,7 @@ def run_sweep(config: SweepConfig) -> SweepOutcome:
         chain_nodes=tuple(nodes), chain_edges=tuple(edges), faithfulness=tuple(faithfulness),
         unit_scores=tuple(unit_scores), scoring_images=scoring_images,
     )  # fmt: skip
+    clock.lap("explanation scores")
     from coin_scale.report import write_report
     from coin_scale.sweep.persist import store_sweep
 
@@ -174,7 +196,11 @@ def run_sweep(config: SweepConfig) -> SweepOutcome:
     store_sweep(
         warehouse, explanation, config, dissection_ids=dissection_ids, started_at=started_at
     )
-    return SweepOutcome(explanation=explanation, report_path=str(report), warehouse=config.warehouse)
+    clock.lap("report and tables")
+    return SweepOutcome(
+        explanation=explanation, report_path=str(report), warehouse=config.warehouse,
+        phases=tuple(clock.phases),
+    )
 
 
 def dry_run_lines(config: SweepConfig) -> list[str]:
