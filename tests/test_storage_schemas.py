@@ -25,6 +25,7 @@ from coin_scale.storage.schemas import (
     scores,
     unit_stats,
     units,
+    visualizations,
 )
 from coin_scale.storage.spec import arrow_to_rows, rows_to_arrow
 
@@ -33,6 +34,7 @@ MODULES = {
     for m in (
         runs, probe_images, dissections, unit_stats, exemplars,
         units, explanations, chain_edges, class_explanations, scores, experiments, llm_calls,
+        visualizations,
     )
 }  # fmt: skip
 DOC = Path(__file__).resolve().parents[1] / "docs" / "storage.md"
@@ -42,7 +44,7 @@ def test_registry_holds_every_table_module() -> None:
     assert list(TABLES) == [
         "runs", "probe_images", "dissections", "unit_stats", "exemplars",
         "units", "explanations", "chain_edges", "class_explanations", "scores", "experiments",
-        "llm_calls",
+        "llm_calls", "visualizations",
     ]  # fmt: skip
     assert all(TABLES[name] is module.SPEC for name, module in MODULES.items())
 

@@ -13,7 +13,7 @@ from coin_scale.errors import UserError
 # `func(args) -> int` on its parser.
 COMMANDS = (
     "layers", "dissect", "query", "compact", "bench", "render", "train_probe_model", "train_sae",
-    "eval", "interpscore",
+    "eval", "interpscore", "visualize",
 )
 
 log = logging.getLogger("coin_scale")

@@ -20,12 +20,14 @@ from coin_scale.storage.schemas import (
     scores,
     unit_stats,
     units,
+    visualizations,
 )
 from coin_scale.storage.spec import TableSpec
 
 _MODULES = (
     runs, probe_images, dissections, unit_stats, exemplars,
     units, explanations, chain_edges, class_explanations, scores, experiments, llm_calls,
+    visualizations,
 )  # fmt: skip
 
 TABLES: dict[str, TableSpec] = {m.SPEC.name: m.SPEC for m in _MODULES}

@@ -1,0 +1,158 @@
+"""The optimisation loop: Adam on an image parameterisation, the objective read through hooks."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from coin_scale.errors import close_matches
+from coin_scale.models.preprocess import Preprocess
+from coin_scale.visualize.objectives import Captured, Objective
+from coin_scale.visualize.param import ImageParam
+from coin_scale.visualize.transforms import Transform, compose
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    """The optimised images and how well they do."""
+
+    images: torch.Tensor
+    """(batch, 3, size, size) float32 in [0, 1], detached, on the CPU."""
+    values: torch.Tensor
+    """(batch,) the objective on each final image, untransformed (one plain forward pass)."""
+    history: tuple[float, ...]
+    """The batch-mean objective (under transforms) at every step."""
+    seconds: float
+    """Wall time of the loop and the final measurement."""
+
+
+@contextmanager
+def capture(model: nn.Module, layers: frozenset[str]) -> Iterator[dict[str, torch.Tensor]]:
+    """Forward hooks that store the output of each of `layers` in the yielded dict."""
+    modules = dict(model.named_modules())
+    missing = sorted(layer for layer in layers if layer not in modules or not layer)
+    if missing:
+        hint = close_matches(missing[0], [n for n in modules if n])
+        raise ValueError(
+            f"the model has no layer {missing[0]!r}" + (f"; close matches: {hint}" if hint else "")
+        )
+    store: dict[str, torch.Tensor] = {}
+    handles = []
+    for layer in sorted(layers):
+
+        def hook(_m: nn.Module, _i: object, out: object, layer: str = layer) -> None:
+            if not isinstance(out, torch.Tensor):
+                raise ValueError(f"layer {layer!r} outputs {type(out).__name__}, not one tensor")
+            store[layer] = out
+
+        handles.append(modules[layer].register_forward_hook(hook))
+    try:
+        yield store
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _normaliser(preprocess: Preprocess | None) -> Callable[[torch.Tensor], torch.Tensor]:
+    if preprocess is None:
+        return lambda x: x
+    mean = torch.tensor(preprocess.mean).view(1, 3, 1, 1)
+    std = torch.tensor(preprocess.std).view(1, 3, 1, 1)
+    return lambda x: (x - mean.to(x)) / std.to(x)
+
+
+def _evaluate(
+    model: nn.Module,
+    objective: Objective,
+    image: torch.Tensor,
+    model_input: torch.Tensor,
+    store: dict[str, torch.Tensor],
+) -> torch.Tensor:
+    store.clear()
+    model(model_input)
+    missing = sorted(objective.layers - set(store))
+    if missing:
+        raise ValueError(f"layer {missing[0]!r} did not run in the forward pass")
+    return objective(Captured(image=image, activations=dict(store)))
+
+
+@contextmanager
+def _frozen(model: nn.Module) -> Iterator[None]:
+    """The model in eval mode with no parameter gradients; both restored afterwards."""
+    was_training = model.training
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    model.eval()
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        model.train(was_training)
+
+
+def measure(
+    model: nn.Module, objective: Objective, images: torch.Tensor, preprocess: Preprocess | None
+) -> torch.Tensor:
+    """(batch,) the objective on `images` (batch, 3, height, width) in [0, 1]: one forward pass,
+    no transforms, no gradients."""
+    normalise = _normaliser(preprocess)
+    device = next(iter(model.parameters()), torch.empty(0)).device
+    images = images.to(device=device, dtype=torch.float32)
+    with _frozen(model), torch.no_grad(), capture(model, objective.layers) as store:
+        return _evaluate(model, objective, images, normalise(images), store).detach().cpu()
+
+
+def render(
+    model: nn.Module,
+    objective: Objective,
+    param: ImageParam,
+    *,
+    steps: int,
+    lr: float = 0.05,
+    transforms: Sequence[Transform] = (),
+    seed: int = 0,
+    preprocess: Preprocess | None = None,
+    on_step: Callable[[int, float], None] | None = None,
+) -> RenderResult:
+    """Maximise `objective` over the images of `param` with Adam for `steps` steps.
+
+    Each step draws the transforms from a generator seeded with `seed`, so on the CPU the same
+    arguments (and a parameterisation built from the same seed) give the same images. The images
+    are normalised with `preprocess`'s mean and std before the model (none: fed as [0, 1]).
+    `on_step(step, value)` is called after every step with the batch-mean objective.
+    """
+    if steps < 1:
+        raise ValueError(f"render needs steps >= 1; got {steps}")
+    if lr <= 0:
+        raise ValueError(f"render needs a positive learning rate; got lr={lr}")
+    start = time.perf_counter()
+    generator = torch.Generator().manual_seed(seed)
+    transform = compose(list(transforms))
+    normalise = _normaliser(preprocess)
+    optimiser = torch.optim.Adam(param.params, lr=lr)
+    history: list[float] = []
+    with _frozen(model), capture(model, objective.layers) as store:
+        for step in range(steps):
+            optimiser.zero_grad(set_to_none=True)
+            image = param()
+            values = _evaluate(
+                model, objective, image, normalise(transform(image, generator)), store
+            )
+            (-values.sum()).backward()
+            optimiser.step()
+            history.append(float(values.detach().mean()))
+            if on_step is not None:
+                on_step(step, history[-1])
+    with torch.no_grad():
+        final = param().detach().float().cpu()
+    values = measure(model, objective, final, preprocess)
+    return RenderResult(
+        images=final, values=values, history=tuple(history), seconds=time.perf_counter() - start
+    )
