@@ -255,3 +255,41 @@ def test_cli_refuses_a_size_the_model_cannot_take(tmp_path, capsys) -> None:
     assert code == 2 and len(lines) == 1, err
     assert "--size 64: vit_b_16 cannot take 64x64 images" in lines[0] and "224" in lines[0]
     assert not out.exists()
+
+
+class SilentUnit(nn.Module):
+    """layer `block`: ReLU(conv) whose channel 0 is negative on a grey image (bias -0.3) and grows
+    with red: zero activation and, through a plain ReLU, zero gradient at the start."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        conv = nn.Conv2d(3, 1, 1)
+        with torch.no_grad():
+            conv.weight[0, :, 0, 0] = torch.tensor([2.0, -1.0, -1.0])
+            conv.bias.fill_(-0.3)
+        self.block = nn.Sequential(conv, nn.ReLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block(x)
+
+
+def test_a_unit_silent_on_the_starting_image_is_still_driven_up(monkeypatch) -> None:
+    from contextlib import nullcontext
+
+    from coin_scale.visualize import optimize
+    from coin_scale.visualize.optimize import redirected_relus
+
+    model = SilentUnit()
+    objective = channel("block", 0)
+    start = pixel_image(16, batch=1, generator=gen())
+    assert float(measure(model, objective, start().detach(), None)[0]) == 0.0
+    result = render(model, objective, pixel_image(16, batch=1, generator=gen()), steps=40, seed=0)
+    assert float(result.values[0]) > 0.01  # the redirected ReLU gave it a direction to move in
+    # Without it the gradient is zero everywhere and the image never leaves the silent region.
+    monkeypatch.setattr(optimize, "redirected_relus", lambda *a, **k: nullcontext(0))
+    plain = render(model, objective, pixel_image(16, batch=1, generator=gen()), steps=40, seed=0)
+    assert float(plain.values[0]) == 0.0
+    monkeypatch.undo()
+    with redirected_relus(model) as swapped:
+        assert swapped == 1
+    assert isinstance(model.block[1], nn.ReLU)  # put back

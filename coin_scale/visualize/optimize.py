@@ -81,6 +81,53 @@ def _evaluate(
     return objective(Captured(image=image, activations=dict(store)))
 
 
+REDIRECT_FRACTION = 0.25
+"""Share of the first steps run with redirected ReLUs (`redirected_relus`); later steps use them
+too while the objective is still not above zero."""
+
+
+class _RedirectedReLUFn(torch.autograd.Function):
+    """ReLU whose gradient also flows where the input is negative if it would raise the input:
+    an image that silences a unit still gets a direction to move in."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x)
+        return x.clamp_min(0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        return grad * ((x > 0) | (grad < 0)).to(grad.dtype)
+
+
+class RedirectedReLU(nn.Module):
+    """Stands in for an `nn.ReLU` during the first steps of `render`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _RedirectedReLUFn.apply(x)
+
+
+@contextmanager
+def redirected_relus(model: nn.Module, keep: frozenset[str] = frozenset()) -> Iterator[int]:
+    """Swap the model's `nn.ReLU` modules (but those named in `keep`, which are hooked) for
+    `RedirectedReLU`, and back on exit; yields how many were swapped. Without it a unit after a
+    ReLU that the starting image does not excite (a trained net's unit on a grey image) has zero
+    gradient everywhere and the image never changes."""
+    swapped: list[tuple[nn.Module, str, nn.Module]] = []
+    for parent_name, parent in model.named_modules():
+        for name, child in list(parent.named_children()):
+            full = f"{parent_name}.{name}" if parent_name else name
+            if isinstance(child, nn.ReLU) and full not in keep:
+                setattr(parent, name, RedirectedReLU())
+                swapped.append((parent, name, child))
+    try:
+        yield len(swapped)
+    finally:
+        for parent, name, child in swapped:
+            setattr(parent, name, child)
+
+
 @contextmanager
 def _frozen(model: nn.Module) -> Iterator[None]:
     """The model in eval mode with no parameter gradients; both restored afterwards."""
@@ -95,6 +142,11 @@ def _frozen(model: nn.Module) -> Iterator[None]:
         for p, flag in flags:
             p.requires_grad_(flag)
         model.train(was_training)
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
 
 
 def measure(
@@ -138,14 +190,18 @@ def render(
     normalise = _normaliser(preprocess)
     optimiser = torch.optim.Adam(param.params, lr=lr)
     history: list[float] = []
+    redirect_steps = max(1, int(steps * REDIRECT_FRACTION)) if steps > 1 else 0
     with _frozen(model), capture(model, objective.layers) as store:
         for step in range(steps):
             optimiser.zero_grad(set_to_none=True)
             image = param()
-            values = _evaluate(
-                model, objective, image, normalise(transform(image, generator)), store
-            )
-            (-values.sum()).backward()
+            silent = bool(history) and history[-1] <= 0.0
+            redirect = step < redirect_steps or silent
+            with redirected_relus(model, objective.layers) if redirect else _nothing():
+                values = _evaluate(
+                    model, objective, image, normalise(transform(image, generator)), store
+                )
+                (-values.sum()).backward()
             optimiser.step()
             history.append(float(values.detach().mean()))
             if on_step is not None:
