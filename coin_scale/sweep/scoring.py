@@ -66,7 +66,8 @@ def score_findings(
     single_object: bool = True,
 ) -> list[UnitScores]:
     """Scores of every explained finding, layer by layer (each unit once). An explanation that
-    too few scoring scenes satisfy gets scenes rendered to satisfy it (`TOP_UP` of them)."""
+    too few scoring scenes satisfy gets scenes rendered to satisfy it (`TOP_UP` of them); the
+    narrow explanations of a layer are scored together on the set extended with all of them."""
     out: list[UnitScores] = []
     for layer, units_of in views.items():
         explained: dict[int, str | None] = {}
@@ -85,13 +86,15 @@ def score_findings(
         scores = score_explanations(
             module, layer, units_of, payload.preprocess, broad, scoring, seed=seed
         ) if broad else []  # fmt: skip
-        for unit, formula in narrow:
-            assert formula is not None
-            extra = render_satisfying(
-                formula, scoring, payload, seed=seed + unit, single_object=single_object
-            )
+        if narrow:  # one set holding every narrow formula's rendered scenes, scored in one pass
+            extended = scoring
+            for unit, formula in narrow:
+                assert formula is not None
+                extended = render_satisfying(
+                    formula, extended, payload, seed=seed + unit, single_object=single_object
+                )
             scores += score_explanations(
-                module, layer, units_of, payload.preprocess, [(unit, formula)], extra, seed=seed
+                module, layer, units_of, payload.preprocess, narrow, extended, seed=seed
             )
         order = {unit: i for i, unit in enumerate(explained)}
         scores.sort(key=lambda s: order[s.unit])
