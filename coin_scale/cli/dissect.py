@@ -31,6 +31,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--address", default=None,
                         help="Ray address: none starts a local Ray; auto or ray://host:10001 joins")  # fmt: skip
     parser.add_argument("--run-id", default=None, help="name of this run in the runs table")
+    parser.add_argument("--checkpoint-batches", type=int, default=16, metavar="N",
+                        help="save the merged state every N batches so a killed run resumes "
+                        "(rerun the same command); 0: never")  # fmt: skip
+    parser.add_argument("--checkpoint-seconds", type=float, default=30.0, metavar="S",
+                        help="...or every S seconds, whichever comes first")  # fmt: skip
     parser.add_argument("--force", action="store_true", help="recompute even if cached")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -58,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
             probe=args.probe, warehouse=args.warehouse, top_k=args.top_k, quantile=args.quantile,
             reduction=args.reduction, batch_size=args.batch_size, replicas=args.replicas,
             address=args.address, force=args.force, run_id=args.run_id, units=args.units,
-            sae=args.sae,
+            sae=args.sae, checkpoint_batches=args.checkpoint_batches,
+            checkpoint_seconds=args.checkpoint_seconds,
         )  # fmt: skip
     except ValueError as err:
         raise UserError(str(err)) from None

@@ -51,6 +51,11 @@ class DissectConfig:
     """neuron: the layer's channels; sae: the latents of the SAE checkpoint `sae` of this layer."""
     sae: str | None = None
     """SAE checkpoint (`train-sae --out`) whose latents are the units; only with units sae."""
+    checkpoint_batches: int = 16
+    """Save the probe pass's merged state (to resume a killed run) after this many batches, or
+    `checkpoint_seconds` since the last save, whichever first; 0 saves none."""
+    checkpoint_seconds: float = 30.0
+    """Seconds after which a resume checkpoint is saved even before `checkpoint_batches`."""
 
     def __post_init__(self) -> None:
         if self.top_k < 1:
@@ -63,6 +68,11 @@ class DissectConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.replicas is not None and self.replicas < 1:
             raise ValueError(f"replicas must be >= 1, got {self.replicas}")
+        if self.checkpoint_batches < 0 or self.checkpoint_seconds < 0:
+            raise ValueError(
+                "checkpoint_batches and checkpoint_seconds must be >= 0, got "
+                f"{self.checkpoint_batches}, {self.checkpoint_seconds}"
+            )
         check_units(self.units, self.sae)
 
     def to_dict(self) -> dict[str, Any]:

@@ -5,20 +5,30 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import sys
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
 import torch
 from tqdm import tqdm
 
 import coin_scale
 from coin_scale.dissect.activations import SAEUnits
+from coin_scale.dissect.checkpoint import (
+    CheckpointClock,
+    DissectCheckpoint,
+    delete_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from coin_scale.dissect.config import DissectConfig, UnitKind
 from coin_scale.dissect.statistics import UnitAccumulator
 from coin_scale.dissect.tables import exemplars_table, probe_images_table, unit_stats_table
@@ -34,6 +44,9 @@ from coin_scale.models import (
 )
 from coin_scale.probe import ProbeSet, scan_probe
 from coin_scale.storage import Warehouse
+
+if TYPE_CHECKING:
+    from coin_scale.actors.replica import BatchResult
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +171,7 @@ def dissect(
     plan = plan or plan_dissection(config)
     run_id = config.run_id or new_run_id()
     cached = not config.force and warehouse.has("dissections", plan.dissection_id)
-    if cached and (not config.keep_activations or activations_path(warehouse, plan.dissection_id).is_file()):
+    if cached and (not config.keep_activations or warehouse.fs.exists(activations_file(plan.dissection_id))):
         return _cached_result(warehouse, plan, run_id)
     started = datetime.now(UTC)
     _write_run(warehouse, plan, run_id, "running", started)
@@ -183,6 +196,8 @@ def _execute(
     from coin_scale.actors.pool import ReplicaPool
 
     config, probe, layer = plan.config, plan.probe, plan.layer
+    items = [(im.index, im.path) for im in probe.images]
+    state = _start_pass(warehouse, plan, len(items))
     session = connect(config.address)
     try:
         replicas, cpus, gpus = cpu_gpu_per_replica(config.replicas)
@@ -195,33 +210,23 @@ def _execute(
         )  # fmt: skip
         pool.wait_ready()
         startup_seconds = time.perf_counter() - startup
-        items = [(im.index, im.path) for im in probe.images]
-        batches = [items[i : i + config.batch_size] for i in range(0, len(items), config.batch_size)]
-        acc = UnitAccumulator(
-            plan.n_units, top_k=config.top_k, quantile=config.quantile, n_images=len(items)
-        )
-        failures: dict[int, str] = {}
-        dense = (
-            np.full((len(items), plan.n_units), np.nan, dtype=np.float16)
-            if config.keep_activations
-            else None
-        )
+        todo = [item for item in items if item[0] not in state.done]
+        batches = [todo[i : i + config.batch_size] for i in range(0, len(todo), config.batch_size)]
+        clock = CheckpointClock(config.checkpoint_batches, config.checkpoint_seconds)
         start = time.perf_counter()
         bar = tqdm(
-            total=len(items), unit="img", desc=f"dissect {layer.name}", disable=not progress,
-            dynamic_ncols=True,
+            total=len(items), initial=len(state.done), unit="img", desc=f"dissect {layer.name}",
+            disable=not progress, dynamic_ncols=True,
         )  # fmt: skip
         try:
             for done, result in enumerate(pool.run(batches), start=1):
-                if len(result.indices):
-                    matrix = result.activations[layer.name][config.reduction]
-                    acc.update(torch.from_numpy(matrix.copy()), torch.from_numpy(result.indices.copy()))
-                    if dense is not None:
-                        dense[result.indices] = matrix
-                failures.update(dict(result.failures))
+                state.merge(result, layer.name, config.reduction)
+                if clock.merged():
+                    save_checkpoint(warehouse.fs, state.checkpoint(plan.dissection_id, len(items)))
+                    clock.written()
                 bar.update(len(result.indices) + len(result.failures))
                 if result.failures:
-                    bar.set_postfix(unreadable=len(failures))
+                    bar.set_postfix(unreadable=len(state.failures))
                 if on_batch:
                     on_batch(done)
         finally:
@@ -230,6 +235,7 @@ def _execute(
         seconds = time.perf_counter() - start
     finally:
         session.close()
+    acc, failures, dense = state.acc, state.failures, state.dense
     if failures:
         log.warning(
             "%d of %d probe images could not be read and were skipped (status 'unreadable' in "
@@ -240,6 +246,7 @@ def _execute(
     if dense is not None:
         _save_activations(warehouse, plan.dissection_id, dense)
     _persist(warehouse, plan, run_id, acc, failures, seconds)
+    delete_checkpoint(warehouse.fs, plan.dissection_id)
     return DissectResult(
         dissection_id=plan.dissection_id, run_id=run_id, cached=False, model=plan.payload.model_id,
         layer=layer.name, n_images=len(items), n_failed=len(failures), n_units=plan.n_units,
@@ -247,26 +254,91 @@ def _execute(
     )  # fmt: skip
 
 
-def activations_path(warehouse: Warehouse, dissection_id: str) -> Path:
-    """Where a dissection's dense (image, unit) float16 activations are kept (NaN: unreadable)."""
-    return Path(warehouse.root) / "_cache" / "activations" / f"{dissection_id}.npy"
+@dataclass
+class _PassState:
+    """What the probe pass has merged so far: the accumulator, unreadable images, the dense
+    activations (when kept) and the image indices done."""
+
+    acc: UnitAccumulator
+    failures: dict[int, str]
+    dense: np.ndarray | None
+    done: set[int]
+
+    def merge(self, result: BatchResult, layer: str, reduction: str) -> None:
+        """Merge one replica batch."""
+        if len(result.indices):
+            matrix = result.activations[layer][reduction]
+            self.acc.update(torch.from_numpy(matrix.copy()), torch.from_numpy(result.indices.copy()))
+            if self.dense is not None:
+                self.dense[result.indices] = matrix
+        self.failures.update(dict(result.failures))
+        self.done.update(int(i) for i in result.indices)
+        self.done.update(int(i) for i, _ in result.failures)
+
+    def checkpoint(self, dissection_id: str, n_images: int) -> DissectCheckpoint:
+        return DissectCheckpoint(
+            dissection_id=dissection_id, n_images=n_images, done=frozenset(self.done),
+            failures=dict(self.failures), accumulator=self.acc.state(), dense=self.dense,
+        )  # fmt: skip
+
+
+def _fresh_pass(plan: DissectPlan, n_images: int) -> _PassState:
+    config = plan.config
+    acc = UnitAccumulator(plan.n_units, top_k=config.top_k, quantile=config.quantile, n_images=n_images)
+    dense = (
+        np.full((n_images, plan.n_units), np.nan, dtype=np.float16) if config.keep_activations else None
+    )
+    return _PassState(acc=acc, failures={}, dense=dense, done=set())
+
+
+def _start_pass(warehouse: Warehouse, plan: DissectPlan, n_images: int) -> _PassState:
+    """A fresh pass state, or the one checkpointed by a killed run of the same dissection
+    (unless --force, which starts over), announced on stderr."""
+    state = _fresh_pass(plan, n_images)
+    if plan.config.force:
+        return state
+    ckpt = load_checkpoint(
+        warehouse.fs, plan.dissection_id, n_images=n_images, need_dense=state.dense is not None
+    )
+    if ckpt is None:
+        return state
+    try:
+        state.acc.restore(ckpt.accumulator)
+    except (KeyError, ValueError) as err:
+        log.warning("ignoring the checkpoint of dissection %s: %s", plan.dissection_id, err)
+        return _fresh_pass(plan, n_images)
+    if state.dense is not None and ckpt.dense is not None:
+        state.dense[:] = ckpt.dense
+    state.failures.update(ckpt.failures)
+    state.done.update(ckpt.done)
+    print(
+        f"resuming dissection {plan.dissection_id}: {len(ckpt.done)}/{n_images} images already done",
+        file=sys.stderr, flush=True,
+    )  # fmt: skip
+    return state
+
+
+def activations_file(dissection_id: str) -> str:
+    """Where, relative to the warehouse, a dissection's dense (image, unit) float16 activations
+    are kept (NaN: unreadable)."""
+    return f"_cache/activations/{dissection_id}.npy"
 
 
 def load_activations(warehouse: Warehouse, dissection_id: str) -> np.ndarray:
-    """The dense activations stored by a dissection run with keep_activations."""
-    return np.load(activations_path(warehouse, dissection_id))
+    """The dense activations stored by a dissection run with keep_activations (any warehouse URI)."""
+    fs = warehouse.fs
+    with fs.fs.open_input_file(fs.path(activations_file(dissection_id))) as handle:
+        return np.load(handle)
 
 
 def _save_activations(warehouse: Warehouse, dissection_id: str, dense: np.ndarray) -> None:
-    path = activations_path(warehouse, dissection_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        with open(tmp, "wb") as handle:
-            np.save(handle, dense)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Write the dense activations atomically through the warehouse's filesystem."""
+
+    def write(tmp: str, filesystem: pafs.FileSystem) -> None:
+        with filesystem.open_output_stream(tmp) as out:
+            np.save(out, dense)
+
+    warehouse.fs.write_atomic(activations_file(dissection_id), write)
 
 
 def _persist(

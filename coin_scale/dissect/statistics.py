@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from coin_scale.dissect.topk import RunningTopK
@@ -127,6 +128,31 @@ class UnitAccumulator:
         self.topk.update(activations, image_indices)
         self.moments.update(activations)
         self.upper.update(activations, image_indices)
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Every running quantity as numpy arrays (for a resume checkpoint); `restore` reads it."""
+        m, up = self.moments, self.upper
+        tensors = {
+            "topk_values": self.topk.values, "topk_indices": self.topk.indices,
+            "mean": m.mean, "m2": m.m2, "min": m.min, "max": m.max,
+            "upper_values": up._top.values, "upper_indices": up._top.indices,
+        }  # fmt: skip
+        state = {name: t.numpy().copy() for name, t in tensors.items()}
+        state["counts"] = np.array([m.count, up.n_seen], dtype=np.int64)
+        return state
+
+    def restore(self, state: dict[str, np.ndarray]) -> None:
+        """Continue from `state()` of an accumulator built with the same units, k and images."""
+        m, up = self.moments, self.upper
+        if state["mean"].shape != m.mean.shape or state["topk_values"].shape[1] > self.topk.k:
+            raise ValueError("checkpoint: accumulator state of another shape (units or top-k)")
+        if state["upper_values"].shape[1] > up._top.k:
+            raise ValueError("checkpoint: quantile state of another probe size")
+        t = {name: torch.from_numpy(np.array(a)) for name, a in state.items()}
+        self.topk.values, self.topk.indices = t["topk_values"], t["topk_indices"]
+        m.mean, m.m2, m.min, m.max = t["mean"], t["m2"], t["min"], t["max"]
+        up._top.values, up._top.indices = t["upper_values"], t["upper_indices"]
+        m.count, up.n_seen = (int(c) for c in state["counts"])
 
     def statistics(self) -> UnitStatistics:
         m = self.moments
