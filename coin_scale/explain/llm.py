@@ -11,7 +11,6 @@ import asyncio
 import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from PIL import Image
@@ -258,5 +257,9 @@ async def _run_all(prepared, subjects, make_tools, complete, *, run_id, progress
 
 
 def default_cache_dir(warehouse: str) -> str:
-    """The request cache of a warehouse: a rerun of a sweep pays only for new requests."""
-    return str(Path(warehouse) / "_cache" / "llm")
+    """The request cache of a warehouse: a rerun of a sweep pays only for new requests.
+
+    Node-local for a warehouse on an object store (see `coin_scale.storage.fs.local_dir`)."""
+    from coin_scale.storage.fs import local_dir
+
+    return str(local_dir(warehouse, "_cache/llm"))

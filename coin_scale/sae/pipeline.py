@@ -298,8 +298,9 @@ def _cache_dir(
         _check_writable(path, f"--cache {path}")
         return path
     from coin_scale.storage import Warehouse
+    from coin_scale.storage.fs import local_dir
 
-    warehouse = Warehouse(request.warehouse)  # creates it and checks it is writable
+    Warehouse(request.warehouse)  # creates it and checks it is writable
     key = {
         "model": payload.model_id, "arch": payload.arch, "arch_kwargs": payload.arch_kwargs,
         "weights": payload.weights_id, "layer": layer.name, "probe": probe.probe_id,
@@ -307,7 +308,7 @@ def _cache_dir(
     }  # fmt: skip
     digest = hashlib.blake2b(json.dumps(key, sort_keys=True).encode(), digest_size=8).hexdigest()
     name = re.sub(r"[^A-Za-z0-9._-]", "_", f"{payload.model_id}-{layer.name}-{digest}")
-    return Path(warehouse.root) / "_cache" / "sae" / name
+    return local_dir(request.warehouse, f"_cache/sae/{name}")  # node-local for an s3:// warehouse
 
 
 def _finished_cache(plan: SAEPlan) -> ActivationCacheReader | None:

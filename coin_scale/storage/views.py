@@ -1,6 +1,8 @@
 """DuckDB views over the warehouse: one VIEW per registered table, read straight from Parquet.
 
-The connection is in memory and only reads Parquet; workers never write DuckDB files.
+The connection is in memory and only reads Parquet; workers never write DuckDB files. A local
+warehouse is read by DuckDB's `read_parquet`; any other (s3://, fsspec) through pyarrow datasets
+registered on the connection, so no DuckDB extension (httpfs) has to be downloaded.
 """
 
 from __future__ import annotations
@@ -72,8 +74,7 @@ def view_sql(wh: Warehouse, spec: TableSpec, conn: duckdb.DuckDBPyConnection) ->
             f"CAST(NULL AS {duckdb_type(f.type)}) AS {quote_ident(f.name)}" for f in spec.schema
         )
         return f"CREATE VIEW {name} AS SELECT {cols} WHERE false"
-    glob = quote_str(wh.fs.url(f"{spec.name}/**/*.parquet"))
-    source = f"read_parquet({glob}, hive_partitioning=true, union_by_name=true, hive_types_autocast=false)"
+    source = _source(wh, spec, conn)
     present = {row[0] for row in conn.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
     cols = ", ".join(
         f"CAST({quote_ident(f.name) if f.name in present else 'NULL'} AS {duckdb_type(f.type)}) "
@@ -83,13 +84,28 @@ def view_sql(wh: Warehouse, spec: TableSpec, conn: duckdb.DuckDBPyConnection) ->
     return f"CREATE VIEW {name} AS SELECT {cols} FROM {source}"
 
 
+def _source(wh: Warehouse, spec: TableSpec, conn: duckdb.DuckDBPyConnection) -> str:
+    """What a table's view selects from: a `read_parquet` glob (local), or a registered dataset.
+
+    The dataset (object stores, fsspec) lists the files present now; a local glob also sees
+    files written after `connect`.
+    """
+    if wh.fs.local:
+        glob = quote_str(f"{wh.fs.path(spec.name)}/**/*.parquet")
+        return f"read_parquet({glob}, hive_partitioning=true, union_by_name=true, hive_types_autocast=false)"
+    arrow_name = f"_arrow_{spec.name}"
+    conn.register(arrow_name, wh.dataset(spec.name))
+    return quote_ident(arrow_name)
+
+
 def connect(
     wh: Warehouse | str | Path, *, threads: int | None = None, sandbox: bool = False
 ) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with one VIEW per registered table of warehouse `wh`.
 
     `threads` caps DuckDB's worker threads (default: all cores). `sandbox=True` then restricts
-    file access to the warehouse directory and locks the configuration (for user-typed SQL).
+    file access to the warehouse directory (to nothing for a warehouse read through pyarrow) and
+    locks the configuration (for user-typed SQL).
     """
     warehouse = as_warehouse(wh)
     config: dict[str, str | bool | int | float | list[str]] = {}
@@ -99,9 +115,10 @@ def connect(
     for spec in TABLES.values():
         conn.execute(view_sql(warehouse, spec, conn))
     if sandbox:
-        root = warehouse.fs.url().rstrip("/") + "/"
-        conn.execute(f"SET allowed_directories=[{quote_str(root)}]")
+        root = warehouse.fs.path().rstrip("/") + "/"
+        allowed = quote_str(root) if warehouse.fs.local else ""
+        conn.execute(f"SET allowed_directories=[{allowed}]")
         conn.execute("SET enable_external_access=false")
         conn.execute("SET lock_configuration=true")
-    log.debug("connected to %s with views %s", warehouse.root, list(TABLES))
+    log.debug("connected to %s with views %s", warehouse.fs.display, list(TABLES))
     return conn

@@ -20,7 +20,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from coin_scale.errors import ResourceError
-from coin_scale.storage.fs import TMP_MARK, FileEntry, WarehouseFS
+from coin_scale.storage.fs import TMP_MARK, FileEntry, WarehouseFS, is_uri
 from coin_scale.storage.schemas import TABLES, get_spec
 from coin_scale.storage.spec import TableSpec, check_safe_name, conform, rows_to_arrow
 
@@ -33,27 +33,33 @@ Where: TypeAlias = Mapping[str, Any] | pc.Expression | None
 
 
 class Warehouse:
-    """A directory (or, later, any pyarrow filesystem URI) of Parquet tables described by `TABLES`."""
+    """A directory or filesystem URI (`s3://...`, any fsspec one) of Parquet tables described by `TABLES`."""
 
     def __init__(self, root: str | Path, *, create: bool = True) -> None:
-        """Open the warehouse at `root`.
+        """Open the warehouse at `root`: a directory, or a URI such as `s3://bucket/prefix`.
 
         `create=True` (writers) makes the directory and checks up front that a file can be
         written there, so a command fails before doing any work; `create=False` (readers) only
-        requires that it exists. Both raise ResourceError with the fix.
+        requires that it exists. Both raise ResourceError with the fix (UserError for a URI no
+        filesystem knows).
         """
         self.fs = WarehouseFS(root)
-        self.root = self.fs.url()
+        self.root = str(root) if is_uri(root) else self.fs.url()
         if create:
             self.check_writable()
-        elif not self.fs.is_dir():
+        elif not self._exists():
+            fix = (
+                "pass --warehouse DIR with the directory a coin-scale command wrote its results to"
+                if self.fs.local
+                else "check that the bucket exists and a coin-scale command wrote results under "
+                "this prefix, and that the endpoint and credentials are right"
+            )
             raise ResourceError(
-                f"warehouse {root} does not exist or is not a directory; pass --warehouse DIR "
-                "with the directory a coin-scale command wrote its results to"
+                f"warehouse {self.fs.display} does not exist or is not a directory; {fix}"
             )
 
     def __repr__(self) -> str:
-        return f"Warehouse({self.root!r})"
+        return f"Warehouse({self.fs.display!r})"
 
     def check_writable(self) -> None:
         """Create the root if needed and write+delete a probe file; ResourceError if that fails."""
@@ -61,9 +67,27 @@ class Warehouse:
             self.fs.probe_writable()
         except OSError as err:
             raise ResourceError(
-                f"warehouse {self.root} is not writable: {err}; "
-                "pass --warehouse DIR with a writable directory"
+                f"warehouse {self.fs.display} is not writable: {_one_line(err)}; {self._fix()}"
             ) from err
+
+    def _exists(self) -> bool:
+        """Whether the root is an existing directory; ResourceError if the store cannot be reached."""
+        try:
+            return self.fs.is_dir()
+        except OSError as err:
+            raise ResourceError(
+                f"warehouse {self.fs.display} cannot be read: {_one_line(err)}; {self._fix()}"
+            ) from err
+
+    def _fix(self) -> str:
+        """What to do about an unusable warehouse, for local paths and object stores."""
+        if self.fs.local:
+            return "pass --warehouse DIR with a writable directory"
+        return (
+            "check that the bucket exists, the endpoint is reachable and the credentials "
+            "(AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY or another standard source) allow it, "
+            "or pass --warehouse DIR with a writable directory"
+        )
 
     def tables(self) -> list[str]:
         """Names of the registered tables that have a directory in this warehouse."""
@@ -139,6 +163,14 @@ class Warehouse:
         cols = list(columns) if columns is not None else None
         return self._dataset(spec, files).to_table(columns=cols, filter=expr)
 
+    def dataset(self, table: str) -> ds.Dataset:
+        """A pyarrow dataset over `table`'s files as they are now, with the full schema.
+
+        What DuckDB scans for a warehouse it cannot open by path (an object store, fsspec).
+        """
+        spec = get_spec(table)
+        return self._dataset(spec, self.parquet_files(table))
+
     def _dataset(self, spec: TableSpec, files: Sequence[FileEntry]) -> ds.Dataset:
         part_schema = pa.schema([spec.schema.field(c) for c in spec.partition_by])
         return ds.dataset(
@@ -163,6 +195,11 @@ def write_parquet_atomic(
         pq.write_table(body, tmp, filesystem=filesystem, compression="zstd")
 
     fs.write_atomic(rel, write)
+
+
+def _one_line(err: BaseException) -> str:
+    """An exception's message on one line (AWS errors span several)."""
+    return " ".join(str(err).split()) or type(err).__name__
 
 
 def _check_key(spec: TableSpec, table: pa.Table, key: str) -> None:

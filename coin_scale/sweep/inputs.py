@@ -48,7 +48,9 @@ def rendered_target(warehouse: str, seed: int, size: int) -> str:
     # A large, centred main object: readable at the probe model's 64 px, like its training scenes.
     main = dataclasses.replace(scene.main, size=0.45, x=0.5, y=0.5)
     scene = dataclasses.replace(scene, objects=(main,))
-    path = Path(warehouse) / "targets" / f"rendered-seed{seed}-{size}.png"
+    from coin_scale.storage.fs import local_dir
+
+    path = local_dir(warehouse, "targets") / f"rendered-seed{seed}-{size}.png"  # PIL needs a file
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         image, attributes = render(scene)

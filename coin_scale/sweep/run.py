@@ -190,9 +190,10 @@ def run_sweep(config: SweepConfig) -> SweepOutcome:
     )  # fmt: skip
     clock.lap("explanation scores")
     from coin_scale.report import write_report
+    from coin_scale.storage.fs import local_dir
     from coin_scale.sweep.persist import store_sweep
 
-    report = write_report(explanation, Path(config.warehouse) / "reports" / run_id)
+    report = write_report(explanation, local_dir(config.warehouse, f"reports/{run_id}"))
     store_sweep(
         warehouse, explanation, config, dissection_ids=dissection_ids, started_at=started_at
     )
