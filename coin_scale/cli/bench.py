@@ -116,6 +116,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--probe-images", type=int, default=1000)
     c.add_argument("--warehouse", default="warehouse")
     c.set_defaults(func=run_chain)
+    v = benches.add_parser(
+        "visualize",
+        help="on the probe-trained model: each unit's visualization vs its top probe exemplar",
+    )
+    v.add_argument("--model", default="probe", help="probe (cached, trained on first use) or PATH")
+    v.add_argument("--weights", default="default")
+    v.add_argument("--layer", default=None, help="layer of the units (default: the last block)")
+    v.add_argument("--units", default=None, metavar="SPEC",
+                   help="units to evaluate, e.g. 0-31,40 (default: every unit of the layer)")  # fmt: skip
+    v.add_argument("--steps", type=int, default=256, help="optimisation steps (default 256)")
+    v.add_argument("--size", type=int, default=None, help="image side (default: the model's crop)")
+    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--lr", type=float, default=0.05, help="Adam learning rate (default 0.05)")
+    v.add_argument("--param", choices=["fft", "pixel"], default="fft")
+    v.add_argument("--probe", default=None, help="probe folder (default: the cached rendered set)")
+    v.add_argument("--probe-images", type=int, default=1000)
+    v.add_argument("--out", default=None, metavar="DIR", help="write each visualization here")
+    v.add_argument("--sheet", default=None, metavar="PNG",
+                   help="write a contact sheet (visualization beside top exemplar) here")  # fmt: skip
+    v.add_argument("--sheet-units", type=int, default=32, help="units on the sheet (default 32)")
+    v.add_argument("--no-progress", action="store_true", help="no per-unit lines on stderr")
+    v.set_defaults(func=run_visualize)
 
 
 def run_dissect(args: argparse.Namespace) -> int:
@@ -256,4 +278,36 @@ def run_chain(args: argparse.Namespace) -> int:
         warehouse=args.warehouse,
     )  # fmt: skip
     print(json.dumps(run_chain_bench(config), indent=2))
+    return 0
+
+
+def run_visualize(args: argparse.Namespace) -> int:
+    from coin_scale.bench.visualize_bench import (
+        VisualizeBenchConfig,
+        VisualizeBenchRun,
+        run_visualize_bench,
+    )
+    from coin_scale.cli.visualize import parse_units
+    from coin_scale.errors import UserError
+    from coin_scale.sweep.inputs import probe_model
+
+    if args.probe_images < 1 or args.sheet_units < 1:
+        raise UserError("--probe-images and --sheet-units must be at least 1")
+    try:
+        config = VisualizeBenchConfig(
+            units=tuple(parse_units(args.units)) if args.units else None, steps=args.steps,
+            size=args.size, seed=args.seed, lr=args.lr, param=args.param,
+        )  # fmt: skip
+    except ValueError as err:
+        raise UserError(f"bench visualize: {err}") from None
+    run = VisualizeBenchRun(
+        model=probe_model() if args.model == "probe" else args.model, weights=args.weights,
+        layer=args.layer, probe=args.probe, probe_images=args.probe_images, out=args.out,
+        sheet=args.sheet, sheet_units=args.sheet_units, progress=not args.no_progress,
+    )  # fmt: skip
+    try:
+        report = run_visualize_bench(run, config)
+    except ValueError as err:
+        raise UserError(f"bench visualize: {str(err).splitlines()[0]}") from None
+    print(json.dumps(report, indent=2))
     return 0
