@@ -171,6 +171,10 @@ class _NoMeter:
         raise RuntimeError("a dry run measures nothing")
 
 
+OnOutcome = Callable[[UnitSubject, AgentOutcome, list[llm_calls.Row]], None]
+"""Called as each subject's agent finishes: its outcome and the ledger rows of its calls."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class AgentsResult:
     outcomes: list[AgentOutcome]
@@ -188,10 +192,12 @@ def explain_subjects(
     address: str | None = None,
     progress: bool = True,
     pool: GatewayPool | None = None,
+    on_outcome: OnOutcome | None = None,
 ) -> AgentsResult:
     """Explain every subject with its own agent, `concurrency` at a time; calls go through
     gateway actors on Ray (started here when not yet connected, unless a started `pool` is
-    given). A failed unit is an outcome with its error, never an exception."""
+    given). A failed unit is an outcome with its error, never an exception. `on_outcome` is
+    called as each subject finishes, with its outcome and its calls (to checkpoint it)."""
     from coin_scale.actors.cluster import connect
 
     session = connect(address)
@@ -199,7 +205,10 @@ def explain_subjects(
     pool = pool or start_gateways(prepared)
     try:
         outcomes = asyncio.run(
-            _run_all(prepared, subjects, make_tools, pool.complete, run_id=run_id, progress=progress)
+            _run_all(
+                prepared, subjects, make_tools, pool.complete, run_id=run_id, progress=progress,
+                on_outcome=on_outcome,
+            )
         )
         calls = pool.ledger()
     finally:
@@ -222,7 +231,7 @@ def start_gateways(prepared: PreparedLLM) -> GatewayPool:
     return GatewayPool(spec, prepared.api_key, actors=prepared.config.gateway_actors)
 
 
-async def _run_all(prepared, subjects, make_tools, complete, *, run_id, progress):  # type: ignore[no-untyped-def]
+async def _run_all(prepared, subjects, make_tools, complete, *, run_id, progress, on_outcome=None):  # type: ignore[no-untyped-def]
     from tqdm import tqdm
 
     cfg = prepared.config
@@ -232,20 +241,30 @@ async def _run_all(prepared, subjects, make_tools, complete, *, run_id, progress
     bar = tqdm(total=len(subjects), desc=f"explaining ({cfg.provider}:{prepared.model})",
                unit="unit", disable=not progress)  # fmt: skip
 
-    async def chat(request: ChatRequest, ctx: CallContext) -> ChatResult:
-        meta = CallMeta(run_id=run_id, layer=ctx.layer, unit=ctx.unit, round=ctx.round)
-        try:
-            reply = await complete(request, meta)
-        except GatewayFailed as failed:
-            raise failed.error from None
-        return ChatResult(response=reply.response, cost_usd=reply.cost_usd, cached=reply.cached)
+    def chat_for(calls: list[llm_calls.Row]):  # type: ignore[no-untyped-def]
+        """A chat function that also keeps the ledger rows of one subject's calls in `calls`."""
+
+        async def chat(request: ChatRequest, ctx: CallContext) -> ChatResult:
+            meta = CallMeta(run_id=run_id, layer=ctx.layer, unit=ctx.unit, round=ctx.round)
+            try:
+                reply = await complete(request, meta)
+            except GatewayFailed as failed:
+                calls.append(failed.call)
+                raise failed.error from None
+            calls.append(reply.call)
+            return ChatResult(response=reply.response, cost_usd=reply.cost_usd, cached=reply.cached)
+
+        return chat
 
     async def one(subject: UnitSubject) -> AgentOutcome:
+        calls: list[llm_calls.Row] = []
         async with gate:
             outcome = await explain_unit(
-                subject, make_tools(subject), chat, config=agent, sweep_budget=budget,
+                subject, make_tools(subject), chat_for(calls), config=agent, sweep_budget=budget,
                 run_id=run_id, explainer=cfg.provider, llm_model=prepared.model,
             )  # fmt: skip
+        if on_outcome is not None:
+            on_outcome(subject, outcome, calls)
         bar.update(1)
         bar.set_postfix(usd=f"{budget.usd:.2f}")
         return outcome

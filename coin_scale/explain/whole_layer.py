@@ -3,13 +3,19 @@ offline explainer over the dissection's dense activations, one `explanations` ro
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 from coin_scale.explain.offline import OfflineExplainerConfig, UnitExplanation, explain_units
+from coin_scale.explain.resume import ExplainCheckpoint, clear_run, scope_name
 from coin_scale.storage import Warehouse
 from coin_scale.storage.schemas import get_spec
 from coin_scale.sweep.evidence import LayerEvidence
+
+CHUNK_UNITS = 128
+"""Units explained (and checkpointed) at a time."""
 
 
 @dataclass(frozen=True)
@@ -42,21 +48,47 @@ def explain_whole_layer(
     layer: str,
     kind: str,
     config: OfflineExplainerConfig | None = None,
+    chunk: int = CHUNK_UNITS,
 ) -> LayerExplanations:
-    """Explain every unit of `evidence` and store the rows under `run_id` (replacing a rerun's)."""
-    explained = tuple(
-        explain_units(evidence.activations, evidence.concepts, config or OfflineExplainerConfig())
-    )
-    rows = [
-        {
-            "run_id": run_id, "model": model, "layer": layer, "unit": e.unit, "kind": kind,
-            "explainer": "offline", "status": "ok" if e.status == "explained" else "empty",
-            "label": e.label or None, "description": e.description, "formula": e.formula or None,
-            "score": e.iou if e.status == "explained" else None,
-            "score_name": "iou" if e.status == "explained" else None,
-            "dissection_id": evidence.dissection_id,
-        }
-        for e in explained
-    ]  # fmt: skip
+    """Explain every unit of `evidence` and store the rows under `run_id` (replacing a rerun's).
+
+    Units are explained `chunk` at a time, each chunk checkpointed, so a rerun of a killed run
+    explains only the units not yet done (the explainer treats every unit on its own, so the
+    result is the same)."""
+    config = config or OfflineExplainerConfig()
+    n_units = int(evidence.activations.shape[1])
+    ckpt = ExplainCheckpoint(warehouse.fs, run_id, scope_name("offline", evidence.dissection_id, repr(config)))
+    done = {e.unit: e for piece in ckpt.pieces().values() for e in map(_from_json, piece)}
+    if done:
+        print(f"resuming run {run_id}: {len(done)}/{n_units} units already explained",
+              file=sys.stderr, flush=True)  # fmt: skip
+    missing = [u for u in range(n_units) if u not in done]
+    for start in range(0, len(missing), chunk):
+        units = missing[start : start + chunk]
+        found = explain_units(evidence.activations[:, units], evidence.concepts, config)
+        explained = [replace(e, unit=u) for u, e in zip(units, found, strict=True)]
+        ckpt.put_json(f"units-{units[0]:07d}", [asdict(e) for e in explained])
+        done.update((e.unit, e) for e in explained)
+    everything = tuple(done[u] for u in range(n_units))
+    rows = [_row(e, run_id, model, layer, kind, evidence.dissection_id) for e in everything]
     warehouse.write("explanations", get_spec("explanations").from_dicts(rows), key=run_id)
-    return LayerExplanations(run_id=run_id, explanations=explained)
+    clear_run(warehouse.fs, run_id)
+    return LayerExplanations(run_id=run_id, explanations=everything)
+
+
+def _from_json(value: dict[str, Any]) -> UnitExplanation:
+    return UnitExplanation(**value)
+
+
+def _row(
+    e: UnitExplanation, run_id: str, model: str, layer: str, kind: str, dissection_id: str
+) -> dict[str, Any]:
+    """The `explanations` row of one unit."""
+    ok = e.status == "explained"
+    return {
+        "run_id": run_id, "model": model, "layer": layer, "unit": e.unit, "kind": kind,
+        "explainer": "offline", "status": "ok" if ok else "empty", "label": e.label or None,
+        "description": e.description, "formula": e.formula or None,
+        "score": e.iou if ok else None, "score_name": "iou" if ok else None,
+        "dissection_id": dissection_id,
+    }  # fmt: skip

@@ -9,7 +9,8 @@ ledger are written as soon as the agents finish (they were paid for), keyed by t
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+import sys
+from dataclasses import asdict, dataclass, field
 
 import torch
 
@@ -22,6 +23,7 @@ from coin_scale.agent import (
 )
 from coin_scale.dissect.activations import SAEUnits, sae_code_maps
 from coin_scale.explain.llm import PreparedLLM, explain_subjects
+from coin_scale.explain.resume import ExplainCheckpoint, scope_name
 from coin_scale.models import ModelPayload
 from coin_scale.models.layers import LayerInfo
 from coin_scale.storage import Warehouse, connect
@@ -99,16 +101,64 @@ def explain_with_agents(
         )
         return ExperimentTools(subject, meter, RenderTools(renderer=LocalRenderer()))
 
-    result = explain_subjects(
-        prepared, subjects, make_tools, run_id=run_id, address=config.address,
-        progress=config.progress,
-    )  # fmt: skip
     ledger = ledger or AgentLedger(Warehouse(config.warehouse), run_id)
-    ledger.add([row for outcome in result.outcomes for row in outcome.experiments], result.calls)
-    failed = sum(o.status != "ok" for o in result.outcomes)
+    ckpt = ExplainCheckpoint(ledger.warehouse.fs, run_id, scope_name(
+        "agents", evidence.dissection_id, layer.name, prepared.config.provider, prepared.model,
+        "sae" if sae else "neuron",
+    ))  # fmt: skip
+    done = load_finished_units(ckpt)
+    if done:
+        print(f"resuming run {run_id}: {sum(u in done for u in units)}/{len(units)} units already "
+              f"explained ({layer.name})", file=sys.stderr, flush=True)  # fmt: skip
+    todo = [s for s in subjects if s.unit not in done]
+    calls: list[llm_calls.Row] = [c for u in units if u in done for c in done[u].calls]
+    if todo:
+        result = explain_subjects(
+            prepared, todo, make_tools, run_id=run_id, address=config.address,
+            progress=config.progress,
+            on_outcome=lambda subject, outcome, mine: save_finished_unit(
+                ckpt, FinishedUnit(subject.unit, outcome, mine)
+            ),
+        )  # fmt: skip
+        done |= {s.unit: FinishedUnit(s.unit, o, []) for s, o in zip(todo, result.outcomes, strict=True)}
+        calls += result.calls
+    outcomes = {u: done[u].outcome for u in units}
+    ledger.add([row for u in units for row in outcomes[u].experiments], calls)
+    failed = sum(o.status != "ok" for o in outcomes.values())
     log.info(
         "%d units explained by %s:%s in %d calls, $%.4f; %d failed",
-        len(units) - failed, prepared.config.provider, prepared.model, len(result.calls),
-        sum(c.cost_usd for c in result.calls), failed,
+        len(units) - failed, prepared.config.provider, prepared.model, len(calls),
+        sum(c.cost_usd for c in calls), failed,
     )  # fmt: skip
-    return dict(zip(units, result.outcomes, strict=True))
+    return outcomes
+
+
+@dataclass(frozen=True)
+class FinishedUnit:
+    """One unit's agent outcome and the ledger rows of its calls, as checkpointed."""
+
+    unit: int
+    outcome: AgentOutcome
+    calls: list[llm_calls.Row]
+
+
+def save_finished_unit(ckpt: ExplainCheckpoint, done: FinishedUnit) -> None:
+    """Checkpoint a unit as soon as its agent finishes: its steps and calls, then its outcome
+    (written last: its presence means the unit is done)."""
+    name = f"unit-{done.unit}"
+    ckpt.put_table(f"{name}-experiments", experiments.to_arrow(done.outcome.experiments))
+    ckpt.put_table(f"{name}-calls", llm_calls.to_arrow(done.calls))
+    scalars = {k: v for k, v in asdict(done.outcome).items() if k != "experiments"}
+    ckpt.put_json(name, {"unit": done.unit, "outcome": scalars})
+
+
+def load_finished_units(ckpt: ExplainCheckpoint) -> dict[int, FinishedUnit]:
+    """The units a killed run of the same run id, layer and explainer finished, by unit."""
+    found = {}
+    for name, piece in ckpt.pieces().items():
+        scalars = dict(piece["outcome"], evidence=tuple(piece["outcome"]["evidence"]))
+        steps = experiments.from_arrow(ckpt.get_table(f"{name}-experiments"))
+        outcome = AgentOutcome(**scalars, experiments=steps)
+        calls = llm_calls.from_arrow(ckpt.get_table(f"{name}-calls"))
+        found[int(piece["unit"])] = FinishedUnit(int(piece["unit"]), outcome, calls)
+    return found

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import pyarrow as pa
 
 import coin_scale
+from coin_scale.explain.resume import clear_run
 from coin_scale.storage import Warehouse
 from coin_scale.storage.schemas import get_spec
 from coin_scale.sweep.config import SweepConfig
@@ -122,3 +123,4 @@ def store_sweep(
         "finished_at": datetime.now(UTC),
         "n_images": 1, "n_failed": 0, "message": None,
     }]), key=run_id)  # fmt: skip
+    clear_run(warehouse.fs, run_id)  # every row is stored: the resume checkpoints are spent
