@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     llm.add_argument("--llm-config", default=None, help="another configs/llm.yaml (prices, limits)")
     llm.add_argument("--dry-run", action="store_true",
                      help="print expected calls, tokens, dollars and minutes; spend nothing")  # fmt: skip
+    p.add_argument("--human-ratings", default=None, metavar="CSV",
+                   help="human judgments of the explanations (columns layer, unit, soft_correct): "
+                   "InterpScore's H for the units rated (default: H null)")  # fmt: skip
     p.add_argument("--warehouse", default="warehouse", help="Parquet warehouse directory")
     p.add_argument("--exemplars", type=int, default=6, help="exemplars shown per unit")
     p.add_argument("--address", default=None, help="Ray address (default: a local Ray)")
@@ -187,7 +190,8 @@ def _print_scores(e) -> None:  # type: ignore[no-untyped-def]
         p, i = s.predictive, s.interp
         print(f"    {s.layer} #{s.unit:<5} AUC {p.auc:.2f}  d {p.cohens_d:+.2f}  F1 {p.detection.f1:.2f}"
               f"  AUPRC {p.detection.auprc:.2f}   S {i.S:.2f} C {i.C:.2f} R {i.R:.2f}"
-              f"  InterpScore({'+'.join(i.parts)}) {i.score:.2f}")  # fmt: skip
+              + (f" H {i.H:.2f}" if i.H is not None else "")
+              + f"  InterpScore({'+'.join(i.parts)}) {i.score:.2f}")  # fmt: skip
     for s in e.unit_scores:
         if s.predictive is None:
             print(f"    {s.layer} #{s.unit:<5} not scored: {s.note}")

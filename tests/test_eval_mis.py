@@ -172,11 +172,20 @@ def test_cli_scores_units_and_writes_the_warehouse(
 
     from coin_scale.storage.warehouse import Warehouse
 
-    rows = Warehouse(warehouse).read("scores").to_pylist()
+    every = Warehouse(warehouse).read("scores").to_pylist()
+    rows = [r for r in every if r["metric"] == "mis"]
     assert sorted(r["unit"] for r in rows) == [0, 1, 2, 7]
     assert {(r["test"], r["metric"], r["layer"], r["k"], r["draws"]) for r in rows} == {
         ("mis", "mis", "layer4", 3, 6)
     }
+    # F1, IoU and AUPRC beside MIS: each unit as a detector of its offline explanation's images
+    # (the probe's folder labels are its concepts here)
+    assert "F1" in out and "AUPRC" in out
+    detected = [r for r in every if r["metric"] != "mis"]
+    assert {r["metric"] for r in detected} == {"f1", "iou", "auprc"}
+    assert all(0.0 <= r["value"] <= 1.0 for r in detected)
+    assert all(json.loads(r["details"])["formula"].startswith("label=") or "label=" in
+               json.loads(r["details"])["formula"] for r in detected)  # fmt: skip
     mean = float(next(line for line in out.splitlines() if line.startswith("mean MIS")).split()[2])
     assert np.mean([r["value"] for r in rows]) == pytest.approx(mean, abs=1e-3)
     details = json.loads(rows[0]["details"])
@@ -200,3 +209,28 @@ def test_cli_rejects_bad_units_and_too_few_images(probe_dir, monkeypatch, capsys
     code = main([*ARGS, "--probe", str(probe_dir), "--similarity", "mean-colour", "--k", "30"])
     assert code == 2
     assert "too few probe images for MIS: 36 images" in capsys.readouterr().err
+
+
+def test_a_unit_that_is_its_concept_detects_it_perfectly():
+    """F1, IoU and AUPRC of the offline explanation: 1.0 for a unit that is a concept's indicator,
+    lower when its activations also fire on other images."""
+    import torch
+
+    from coin_scale.eval.explained_detection import explained_detections
+    from coin_scale.explain.concepts import ConceptMatrix
+
+    rng = np.random.default_rng(0)
+    red = np.zeros(200, dtype=bool)
+    red[rng.permutation(200)[:40]] = True  # exactly the top 20%: the explainer's mask at 0.8
+    star = rng.random(200) < 0.3
+    concepts = ConceptMatrix(
+        names=("color=red", "shape=star"), matrix=torch.from_numpy(np.stack([red, star]))
+    )
+    pure = red.astype(np.float32) + 0.01 * rng.random(200).astype(np.float32)
+    leaky = pure + (rng.random(200) < 0.1).astype(np.float32) * 1.5
+    found = explained_detections(np.stack([pure, leaky], axis=1), concepts, [0, 1], quantile=0.8)
+    assert [d.formula for d in found][0] == "color=red"
+    first = found[0].detection
+    assert first is not None and (first.f1, first.iou, first.auprc) == (1.0, 1.0, 1.0)
+    second = found[1].detection
+    assert second is not None and second.auprc < 1.0

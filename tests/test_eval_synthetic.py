@@ -257,7 +257,7 @@ def test_score_unit_and_summarize() -> None:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--explainer", "openai"], "not yet; label accuracy of LLM explainers"),
+        (["--explainer", "openai"], "add --through model"),
         (["--explainer", "magic"], "expected one of offline"),
         (["--n", "5", "--spec", "x.yaml"], "not both"),
         (["--kinds", "mono,xor"], "kinds: expected some of"),

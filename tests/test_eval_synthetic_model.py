@@ -258,3 +258,62 @@ def test_synthetic_units_dissected_on_ray_like_neurons(
     err = capsys.readouterr().err
     assert "synthetic unit 0 ('unit-000'): unknown concept 'n_objects=1'" in err
     assert "predicts shape, color" in err
+
+
+@pytest.mark.slow
+def test_an_llm_agent_explains_synthetic_units_and_a_rerun_pays_nothing(
+    ray_cluster, tiny_net: Path, single_object_probe: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """`eval synthetic --through model --explainer openai`: an agent per unit experiments through
+    the synthetic model (the real SDK against a fake server), its label is read back to a formula
+    and scored against the truth; a rerun is answered from the request cache."""
+    from coin_scale.agent.policies import ExperimenterPolicy
+    from coin_scale.llm.fakeserver import FakeProviderServer
+
+    key = "sk-planted-synthetic-0042"
+    monkeypatch.setenv("COIN_SCALE_CACHE", str(tiny_net.parent))
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    spec = tmp_path / "units.yaml"
+    spec.write_text("- formula: color=red\n  noise: 0\n- formula: shape=star\n  noise: 0\n")
+    with FakeProviderServer("openai", ExperimenterPolicy(), api_key=key) as server:
+        argv = ["eval", "synthetic", "--through", "model", "--spec", str(spec), "--probe",
+                str(single_object_probe), "--quantile", "0.7", "--explainer", "openai",
+                "--base-url", server.base_url, "--rpm", "6000", "--tpm", "1e9",
+                "--llm-cache", str(tmp_path / "llm-cache"), "--json", "--no-progress"]  # fmt: skip
+        assert main(argv) == 0
+        report = json.loads(capsys.readouterr().out)
+        first = len(server.log)
+        assert main(argv) == 0
+        again = json.loads(capsys.readouterr().out)
+        assert len(server.log) == first  # every request of the rerun came from the cache
+
+    model = report["model"]
+    assert model["llm_requests"] == first >= 2 * 3  # exemplars, render, edit, finish per unit
+    assert model["llm_cached"] == 0 and again["model"]["llm_cached"] == first
+    units = report["units"]
+    assert [u["true_formula"] for u in units] == ["color=red", "shape=star"]
+    assert all(u["status"] in ("explained", "no_overlap") for u in units)
+    # the agent's own words are kept beside the formula the matcher read from them
+    assert all(u["label"] for u in units)
+    read = [u for u in units if u["predicted_formula"]]
+    assert read, "the matcher read no formula from any agent label"
+    assert [u["predicted_formula"] for u in again["units"]] == [u["predicted_formula"] for u in units]
+    # InterpScore parts for the synthetic units, beside the predictive AUC
+    assert set(model["interp_parts"]) <= {"S", "C", "R"} and model["truth_interp_score"]
+    assert key not in json.dumps(report)
+
+
+def test_llm_explainers_need_units_computed_from_pixels(capsys) -> None:
+    assert main(["eval", "synthetic", "--n", "4", "--explainer", "openai"]) == 2
+    err = capsys.readouterr().err
+    assert "add --through model" in err and "Traceback" not in err
+
+
+def test_a_missing_api_key_stops_before_any_rendering_or_training(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.setenv("COIN_SCALE_CACHE", str(tmp_path / "empty-cache"))
+    assert main(["eval", "synthetic", "--n", "4", "--through", "model",
+                 "--explainer", "openai"]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert "OPENAI_API_KEY" in err and "Traceback" not in err
+    assert not (tmp_path / "empty-cache").exists()  # nothing rendered, no net trained

@@ -48,20 +48,38 @@ def test_every_explanation_is_scored_and_predicts_its_unit(ray_cluster, probe_mo
     from coin_scale.storage import run_query
 
     wh = tmp_path / "wh"
+    # Human judgments of the even units' explanations (two each: H = 0.75); odd units have none.
+    ratings = tmp_path / "ratings.csv"
+    ratings.write_text("layer,unit,soft_correct\n" + "".join(
+        f"layer4,{u},1\nlayer4,{u},0.5\n" for u in range(0, 128, 2)))  # fmt: skip
     argv = ["--model", probe_model_path, "--probe-images", "600", "--warehouse", str(wh),
-            "--run-id", "q1", "--no-progress"]  # fmt: skip
+            "--run-id", "q1", "--no-progress", "--human-ratings", str(ratings)]  # fmt: skip
     assert run_sweep.main(argv) == 0
     assert "explanation scores on 256 held-out rendered images" in capsys.readouterr().out
     _, rows = run_query(wh, """
         SELECT unit, max(value) FILTER (WHERE metric = 'auc') AS auc,
                max(value) FILTER (WHERE metric = 'interpscore') AS interp,
-               count(*) AS n, any_value(details) AS details
+               count(*) AS n, any_value(details) AS details,
+               max(value) FILTER (WHERE metric = 'H') AS h,
+               max(value) FILTER (WHERE metric = 'S') * 0.3 + max(value) FILTER (WHERE metric = 'C') * 0.3
+               + max(value) FILTER (WHERE metric = 'R') * 0.2 AS scr
         FROM scores WHERE run_id = 'q1' AND test IN ('predictive', 'interpscore')
         GROUP BY unit ORDER BY unit""")  # fmt: skip
     _, explained = run_query(wh, "SELECT count(*) FROM explanations WHERE run_id = 'q1' AND formula IS NOT NULL")
     assert len(rows) == explained[0][0] == 11  # 8 positive + 3 negative units, each scored
-    assert all(n == 9 and '"parts": ["S", "C", "R"]' in details for *_, n, details in rows)
+    for unit, _, interp, n, details, h, scr in rows:
+        if unit % 2 == 0:  # rated: H is the mean judgment and enters the aggregate
+            assert n == 10 and '"parts": ["S", "C", "R", "H"]' in details and h == 0.75
+            assert interp == pytest.approx(scr + 0.2 * 0.75)
+        else:
+            assert n == 9 and '"parts": ["S", "C", "R"]' in details and h is None
+            assert interp == pytest.approx(scr / 0.8)
     aucs = sorted(auc for _, auc, *_ in rows)
     # The offline explanations of a trained model predict their units on images they never saw.
     assert aucs[len(aucs) // 2] >= 0.75 and aucs[0] > 0.6, aucs
     assert all(0.0 < interp < 1.0 for _, _, interp, *_ in rows)
+    # A malformed ratings file is refused before any work, naming the line.
+    ratings.write_text("layer,unit,soft_correct\nlayer4,3,yes\n")
+    assert run_sweep.main([*argv[:-2], "--human-ratings", str(ratings), "--run-id", "q2"]) == 2
+    err = capsys.readouterr().err
+    assert "ratings.csv line 2" in err and "soft_correct" in err

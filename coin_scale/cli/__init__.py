@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _apply_config(parser, argv)
         args = parser.parse_args(argv)
+        args.argv = argv  # the command as typed, for records such as BENCHMARKS.md rows
         return int(args.func(args) or 0)
     except UserError as err:
         print(f"coin-scale {command}: error: {err}", file=sys.stderr)

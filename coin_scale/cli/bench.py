@@ -138,6 +138,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--sheet-units", type=int, default=32, help="units on the sheet (default 32)")
     v.add_argument("--no-progress", action="store_true", help="no per-unit lines on stderr")
     v.set_defaults(func=run_visualize)
+    from coin_scale.cli.bench_suite import register_suite
+
+    register_suite(benches)
 
 
 def run_dissect(args: argparse.Namespace) -> int:

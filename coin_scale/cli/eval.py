@@ -50,7 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="mono,or,and,and_not",
         help="kinds of random unit, in equal shares (default all four)",
     )
-    s.add_argument("--explainer", default="offline", help="offline (LLM explainers: later)")
+    s.add_argument("--explainer", default="offline",
+                   help="offline (default) or an LLM agent per unit: openai | anthropic | gemini "
+                   "(with --through model; labels read back to formulas by the matcher)")  # fmt: skip
     s.add_argument(
         "--probe",
         default="rendered",
@@ -78,6 +80,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="truth: activations from the ground-truth attributes (default); model: the units "
         "computed from pixels by the attribute net, dissected on Ray",
     )
+    s.add_argument("--address", default=None, help="Ray address (--through model; default local)")
+    llm = s.add_argument_group("LLM explainers (--explainer openai|anthropic|gemini)")
+    llm.add_argument("--llm-model", default=None, help="model name (default: configs/llm.yaml)")
+    llm.add_argument("--base-url", default=None,
+                     help="OpenAI-compatible server (vLLM, Ollama) or proxy")  # fmt: skip
+    llm.add_argument("--rpm", type=float, default=None, help="requests per minute allowed")
+    llm.add_argument("--tpm", type=float, default=None, help="tokens per minute allowed")
+    llm.add_argument("--max-rounds", type=int, default=12, help="LLM rounds per unit at most")
+    llm.add_argument("--budget-usd", type=float, default=20.0, help="dollars in all at most")
+    llm.add_argument("--concurrency", type=int, default=32, help="units explained at once")
+    llm.add_argument("--llm-config", default=None, help="another configs/llm.yaml (prices, limits)")
+    llm.add_argument("--llm-cache", default=None, metavar="DIR",
+                     help="request cache: a rerun pays only for new requests "
+                     "(default $COIN_SCALE_CACHE/llm, else ~/.cache/coin-scale/llm)")  # fmt: skip
     s.add_argument("--json", action="store_true", help="print JSON (summary and every unit)")
     s.add_argument("--no-progress", action="store_true", help="hide the rendering progress bar")
     s.set_defaults(func=run_synthetic)
@@ -197,18 +213,44 @@ def run_mis(args: argparse.Namespace) -> int:
             else ""
         )
     )
-    rows = [("unit", "MIS", "std", "accuracy")] + [
-        (str(u), f"{s.mis:.3f}", f"{s.std:.3f}", f"{s.accuracy:.3f}")
-        for u, s in zip(result.units, result.scores, strict=True)
-    ]
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    for row in rows:
-        print("  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)))
+    for line in _mis_table(result):
+        print(line)
     print(f"mean MIS: {result.mean:.3f} over {len(result.units)} units")
+    if result.detections:
+        print("F1, IoU and AUPRC: each unit as a detector of the images its offline explanation "
+              "covers (at the explainer's threshold; AUPRC over the ranking)")  # fmt: skip
+    elif result.no_detection_reason:
+        print(f"note: {result.no_detection_reason}")
     if args.warehouse is not None:
         print(f"warehouse: {args.warehouse}, scores run_id {run_id!r} (try: coin-scale query "
               f"--warehouse {args.warehouse} \"SELECT unit, value FROM scores WHERE test = 'mis'\")")  # fmt: skip
     return 0
+
+
+def _mis_table(result: Any) -> list[str]:
+    """One line per unit: MIS, std, accuracy, then the offline formula's F1, IoU and AUPRC."""
+    header = ["unit", "MIS", "std", "accuracy"]
+    if result.detections:
+        header += ["F1", "IoU", "AUPRC", "explanation"]
+    rows = [header]
+    found = {d.unit: d for d in result.detections}
+    for u, s in zip(result.units, result.scores, strict=True):
+        row = [str(u), f"{s.mis:.3f}", f"{s.std:.3f}", f"{s.accuracy:.3f}"]
+        d = found.get(u)
+        if d is not None and d.detection is not None:
+            det = d.detection
+            row += [f"{det.f1:.2f}", f"{det.iou:.2f}", f"{det.auprc:.2f}", d.label]
+        elif result.detections:
+            row += ["-", "-", "-", "(no explanation)"]
+        rows.append(row)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    return [
+        "  ".join(
+            cell.ljust(w) if i == len(header) - 1 and result.detections else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+        for row in rows
+    ]
 
 
 def _mis_json(config: Any, result: Any, run_id: str | None) -> dict[str, Any]:
@@ -222,10 +264,26 @@ def _mis_json(config: Any, result: Any, run_id: str | None) -> dict[str, Any]:
         "mean_mis": result.mean,
         "run_id": run_id,
         "units": [
-            {"unit": u, "mis": s.mis, "std": s.std, "accuracy": s.accuracy}
+            {"unit": u, "mis": s.mis, "std": s.std, "accuracy": s.accuracy,
+             **_detection_json(result, u)}
             for u, s in zip(result.units, result.scores, strict=True)
-        ],
+        ],  # fmt: skip
+        "no_detection_reason": result.no_detection_reason or None,
     }
+
+
+def _detection_json(result: Any, unit: int) -> dict[str, Any]:
+    """The unit's offline explanation with its F1, IoU and AUPRC (empty without concepts)."""
+    for d in result.detections:
+        if d.unit == unit:
+            det = d.detection
+            return {
+                "explanation": d.formula or None,
+                "f1": det.f1 if det else None,
+                "iou": det.iou if det else None,
+                "auprc": det.auprc if det else None,
+            }
+    return {}
 
 
 def run_synthetic(args: argparse.Namespace) -> int:
@@ -236,6 +294,7 @@ def run_synthetic(args: argparse.Namespace) -> int:
         raise UserError("eval synthetic: give --n (random units) or --spec (a file), not both")
     kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
     try:
+        llm = _llm_settings(args)
         config = SyntheticEvalConfig(
             n=100 if args.n is None else args.n,
             seed=args.seed,
@@ -248,6 +307,8 @@ def run_synthetic(args: argparse.Namespace) -> int:
             quantile=args.quantile,
             progress=not args.no_progress,
             through=args.through,
+            address=args.address,
+            llm=llm,
         )
         result = run_synthetic_eval(config)
     except ValueError as err:
@@ -271,6 +332,12 @@ def run_synthetic(args: argparse.Namespace) -> int:
             f"{result.model.beats_truth} misses fit the mask better than the truth (the "
             "attribute net's errors, not the explainer's)"
         )
+    if result.model is not None and config.uses_llm:
+        m = result.model
+        print(
+            f"{config.explainer} agents: {m.llm_requests} LLM requests ({m.llm_cached} from the "
+            f"request cache), ${m.llm_cost_usd:.4f}; labels read back to formulas by the matcher"
+        )
     print(_table(result.summary))
     if result.model is not None and result.model.predictive_auc:
         from coin_scale.eval.synthetic import FORMULA_KINDS
@@ -285,7 +352,36 @@ def run_synthetic(args: argparse.Namespace) -> int:
                 for k in shown
             )
         )
+        if m.interp_score:
+            parts = ", ".join(f"{p} {v:.3f}" for p, v in m.interp_parts.items())
+            print(
+                "InterpScore (S, C, R; no human ratings), median: "
+                + ", ".join(
+                    f"{k} {m.interp_score[k]:.3f} (true formula "
+                    f"{m.truth_interp_score.get(k, float('nan')):.3f})"
+                    for k in shown
+                    if k in m.interp_score
+                )
+                + f"; parts over all: {parts}"
+            )
     return 0
+
+
+def _llm_settings(args: argparse.Namespace) -> Any:
+    """The LLM explainer settings of `eval synthetic` (None for the offline explainer)."""
+    from coin_scale.eval.run import LLM_EXPLAINERS
+
+    if args.explainer not in LLM_EXPLAINERS:
+        return None  # the config names the valid explainers
+    from coin_scale.explain.llm import LLMExplainerConfig
+    from coin_scale.sweep.inputs import cache_dir
+
+    return LLMExplainerConfig(
+        provider=args.explainer, model=args.llm_model, base_url=args.base_url,
+        requests_per_minute=args.rpm, tokens_per_minute=args.tpm, max_rounds=args.max_rounds,
+        sweep_budget_usd=args.budget_usd, concurrency=args.concurrency,
+        cache_dir=args.llm_cache or str(cache_dir() / "llm"), settings_path=args.llm_config,
+    )  # fmt: skip
 
 
 def _table(summary: Any) -> str:

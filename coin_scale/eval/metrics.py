@@ -53,6 +53,9 @@ class UnitScore:
     """Harmonic mean of precision and recall; 0.0 when both are 0."""
     iou: float
     """The explainer's IoU between its formula's images and the unit's mask."""
+    label: str = ""
+    """The explainer's words: the formula in words, or an LLM agent's own label (which the
+    matcher read as `predicted_formula`)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -116,6 +119,7 @@ def score_unit(
     matrix: torch.Tensor,
     status: str,
     iou: float,
+    label: str = "",
 ) -> UnitScore:
     """The scores of one unit; `predicted` None when the explainer gave no formula."""
     predicted_concepts = concept_set(predicted, names) if predicted is not None else frozenset()
@@ -132,6 +136,7 @@ def score_unit(
         recall=recall,
         f1=f1,
         iou=iou,
+        label=label,
     )
 
 

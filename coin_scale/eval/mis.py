@@ -37,7 +37,9 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image
 
+    from coin_scale.eval.explained_detection import ExplainedDetection
     from coin_scale.eval.similarity import Similarity
+    from coin_scale.probe import ProbeSet
     from coin_scale.storage.schemas.scores import Row as ScoreRow
 
 log = logging.getLogger(__name__)
@@ -285,6 +287,11 @@ class MISRunResult:
     units: tuple[int, ...]
     scores: tuple[UnitMIS, ...]
     """One per unit, in `units` order."""
+    detections: tuple[ExplainedDetection, ...] = ()
+    """One per unit when the probe set has concepts (rendered attributes or folder labels): the
+    unit's offline explanation and its F1, IoU and AUPRC; empty otherwise."""
+    no_detection_reason: str = ""
+    """Why `detections` is empty."""
 
     @property
     def mean(self) -> float:
@@ -326,8 +333,8 @@ def layer_activations(
     return torch.cat(rows).numpy(), read
 
 
-def probe_paths(config: MISRunConfig) -> list[str]:
-    """The probe images: the cached rendered set (64 px) or the given folder."""
+def probe_set(config: MISRunConfig) -> ProbeSet:
+    """The probe set: the cached rendered set (64 px) or the given folder."""
     from coin_scale.probe import scan_probe
 
     if config.probe == "rendered":
@@ -337,7 +344,26 @@ def probe_paths(config: MISRunConfig) -> list[str]:
         root = rendered_probe(config.probe_images, PROBE_SIZE, progress=False)
     else:
         root = config.probe
-    return [image.path for image in scan_probe(root).images]
+    return scan_probe(root)
+
+
+def probe_paths(config: MISRunConfig) -> list[str]:
+    """The probe images' paths."""
+    return [image.path for image in probe_set(config).images]
+
+
+def _detections(
+    probe: ProbeSet, acts: np.ndarray, read: list[int], units: tuple[int, ...]
+) -> tuple[tuple[ExplainedDetection, ...], str]:
+    """(each unit's offline explanation with F1/IoU/AUPRC, "") or ((), why not)."""
+    from coin_scale.eval.explained_detection import concepts_of_images, explained_detections
+    from coin_scale.explain.concepts import concepts_from_probe
+
+    try:
+        concepts = concepts_of_images(concepts_from_probe(probe), read)
+    except ValueError as err:
+        return (), f"no F1/IoU/AUPRC: the probe set has no concepts to explain units with ({err})"
+    return tuple(explained_detections(acts, concepts, units)), ""
 
 
 def run_mis(config: MISRunConfig, similarity: Similarity | None = None) -> MISRunResult:
@@ -368,7 +394,8 @@ def run_mis(config: MISRunConfig, similarity: Similarity | None = None) -> MISRu
         raise ValueError(
             f"units {bad} out of range: {payload.model_id}/{layer.name} has units 0-{layer.units - 1}"
         )
-    paths = probe_paths(config)
+    probe = probe_set(config)
+    paths = [image.path for image in probe.images]
     acts, read = layer_activations(
         module, payload.preprocess, layer, paths,
         reduction=config.reduction, batch_size=config.batch_size,
@@ -382,9 +409,11 @@ def run_mis(config: MISRunConfig, similarity: Similarity | None = None) -> MISRu
         return cache[i]
 
     scores = tuple(unit_mis(acts[:, u], load, similarity, config.mis) for u in units)
+    detections, why = _detections(probe, acts, read, units)
     return MISRunResult(
         model=payload.model_id, layer=layer.name, n_images=len(read),
         random_weights=payload.random_weights, units=units, scores=scores,
+        detections=detections, no_detection_reason=why,
     )  # fmt: skip
 
 
@@ -419,6 +448,22 @@ def score_rows(result: MISRunResult, run: MISRunConfig, run_id: str) -> list[Sco
                 details=json.dumps(details, sort_keys=True),
             )  # fmt: skip
         )
+    for d in result.detections:
+        if d.detection is None:
+            continue
+        found = d.detection
+        found_details = json.dumps({
+            "model": result.model, "formula": d.formula, "label": d.label,
+            "threshold": found.threshold, "positives": found.positives,
+            "predicted": found.predicted, "explainer": "offline", "probe": run.probe,
+        }, sort_keys=True)  # fmt: skip
+        for metric, value in (("f1", found.f1), ("iou", found.iou), ("auprc", found.auprc)):
+            rows.append(
+                Row(
+                    run_id=run_id, test="mis", metric=metric, value=value, layer=result.layer,
+                    unit=d.unit, kind="neuron", details=found_details,
+                )  # fmt: skip
+            )
     return rows
 
 

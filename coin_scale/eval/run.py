@@ -4,8 +4,9 @@ Probe set -> concepts -> synthetic units (spec file or random) -> their activati
 explainer -> one `UnitScore` per unit -> a `KindSummary` per kind and overall. The activations
 come either straight from the probe's ground-truth concepts (`through` 'truth', the default) or
 from a model that computes the units from pixels (`through` 'model': the attribute net and
-`coin_scale.eval.synthetic_model`), dissected on Ray like any layer (`dissect --layer units`);
-LLM explainers come later (issue 8).
+`coin_scale.eval.synthetic_model`), dissected on Ray like any layer (`dissect --layer units`). LLM explainers (`openai`,
+`anthropic`, `gemini`) run an agent per unit through the model and their labels are read back to
+formulas by the matcher (`coin_scale.eval.llm_units`).
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
 
 import torch
 
@@ -36,6 +37,9 @@ from coin_scale.explain.formula import parse_text
 from coin_scale.explain.offline import OfflineExplainerConfig, UnitExplanation, explain_units
 from coin_scale.models.loading import ModelPayload
 from coin_scale.sweep.config import EXPLAINERS
+
+if TYPE_CHECKING:
+    from coin_scale.explain.llm import LLMExplainerConfig
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +75,11 @@ def _offline(
 
 
 EVAL_EXPLAINERS: Mapping[str, Explain] = MappingProxyType({"offline": _offline})
-"""Explainers `eval synthetic` can score, by `--explainer` name."""
+"""Explainers of activations alone, by `--explainer` name."""
 
-LATER_EXPLAINERS = tuple(name for name in EXPLAINERS if name not in EVAL_EXPLAINERS)
-"""The sweep's other (LLM) explainers: scoring their free-text labels (through a documented
-matcher of text to concepts) is a later increment of issue 8."""
+LLM_EXPLAINERS = tuple(name for name in EXPLAINERS if name not in EVAL_EXPLAINERS)
+"""The sweep's LLM explainers: an agent per unit that experiments through the model, its label
+read back to a formula by the matcher (needs `through` 'model')."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -118,6 +122,8 @@ class SyntheticEvalConfig:
     temporary directory, removed afterwards."""
     address: str | None = None
     """`model` only: the Ray address (None: a local Ray)."""
+    llm: LLMExplainerConfig | None = None
+    """Provider settings of an LLM `explainer` (None: the provider's defaults)."""
 
     def __post_init__(self) -> None:
         if self.through not in THROUGH:
@@ -141,17 +147,28 @@ class SyntheticEvalConfig:
                 f"kinds: expected some of {', '.join(FORMULA_KINDS)}; got "
                 f"{', '.join(self.kinds) or 'none'}. Fix: e.g. mono,or."
             )
-        if self.explainer in LATER_EXPLAINERS:
+        if self.explainer not in (*EVAL_EXPLAINERS, *LLM_EXPLAINERS):
             raise ValueError(
-                f"explainer {self.explainer!r}: not yet; label accuracy of LLM explainers (their "
-                "free-text labels matched to concepts) is a later increment of issue 8. Fix: use "
-                "--explainer offline."
+                f"explainer: expected one of {', '.join((*EVAL_EXPLAINERS, *LLM_EXPLAINERS))}; "
+                f"got {self.explainer!r}. Fix: use --explainer offline."
             )
-        if self.explainer not in EVAL_EXPLAINERS:
+        if self.explainer in LLM_EXPLAINERS and self.through != "model":
             raise ValueError(
-                f"explainer: expected one of {', '.join(EVAL_EXPLAINERS)}; got "
-                f"{self.explainer!r}. Fix: use --explainer offline."
+                f"explainer {self.explainer!r}: an LLM agent experiments on new images, so the "
+                "units must be computed from pixels. Fix: add --through model."
             )
+
+    @property
+    def uses_llm(self) -> bool:
+        return self.explainer in LLM_EXPLAINERS
+
+    def llm_explainer(self) -> LLMExplainerConfig:
+        """The LLM settings for `explainer` (the config's, else the provider's defaults)."""
+        from coin_scale.explain.llm import LLMExplainerConfig
+
+        if self.llm is not None:
+            return replace(self.llm, provider=self.explainer)
+        return LLMExplainerConfig(provider=self.explainer)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -202,6 +219,18 @@ class ModelRun:
     """The same for the true formulas: what a perfect explanation scores through this model."""
     scored: int = 0
     """Units whose explanation could be scored."""
+    interp_score: dict[str, float] = field(default_factory=dict)
+    """Median InterpScore (S, C, R; no human ratings) per kind and 'all' of the explanations."""
+    truth_interp_score: dict[str, float] = field(default_factory=dict)
+    """The same for the true formulas."""
+    interp_parts: dict[str, float] = field(default_factory=dict)
+    """Median S, C and R over all scored explanations."""
+    llm_requests: int = 0
+    """LLM explainers: requests made (answered from the cache or paid)."""
+    llm_cached: int = 0
+    """Of those, answered from the request cache (nothing paid)."""
+    llm_cost_usd: float = 0.0
+    """Dollars paid for them."""
 
 
 def probe_concepts(config: SyntheticEvalConfig) -> tuple[str, ConceptMatrix]:
@@ -284,7 +313,7 @@ def model_activations(
         result = dissect(dissect_config, progress=config.progress)
         seconds = time.perf_counter() - start
         dense = load_activations(Warehouse(str(work / "warehouse")), result.dissection_id)
-        if config.scores:
+        if config.scores or config.uses_llm:
             from coin_scale.models import ModelSource, build_module, resolve_model
 
             payload = resolve_model(ModelSource(model=str(checkpoint)))
@@ -300,13 +329,19 @@ def model_activations(
         attribute_net=str(net), attribute_accuracy=accuracy,
         dissection_id=result.dissection_id, dissect_seconds=seconds,
     )  # fmt: skip
-    return activations, run, scorer if config.scores else None
+    return activations, run, scorer if config.scores or config.uses_llm else None
 
 
 def run_synthetic_eval(config: SyntheticEvalConfig) -> SyntheticEvalResult:
     """Build the units, explain them, score each one against its true formula."""
+    prepared = None
+    if config.uses_llm:
+        from coin_scale.explain.llm import prepare
+
+        prepared = prepare(config.llm_explainer())  # a missing key stops here, before any work
     root, concepts = probe_concepts(config)
     model: ModelRun | None = None
+    scorer = None
     if config.through == "model":
         from coin_scale.training.attribute_net import concept_names, head_spec
 
@@ -318,7 +353,13 @@ def run_synthetic_eval(config: SyntheticEvalConfig) -> SyntheticEvalResult:
         units = _units(config, concepts, concepts, config.coverage)
         activations = synthetic_activations(units, concepts, config.seed)
     start = time.perf_counter()
-    explanations = EVAL_EXPLAINERS[config.explainer](activations, concepts, config.quantile)
+    if prepared is not None:
+        assert model is not None and scorer is not None
+        explanations, model = _explain_with_llm(
+            prepared, scorer, model, root, activations, concepts, config
+        )
+    else:
+        explanations = EVAL_EXPLAINERS[config.explainer](activations, concepts, config.quantile)
     seconds = time.perf_counter() - start
     names = concepts.names
     scores = tuple(
@@ -331,12 +372,13 @@ def run_synthetic_eval(config: SyntheticEvalConfig) -> SyntheticEvalResult:
             matrix=concepts.matrix,
             status=e.status,
             iou=e.iou,
+            label=e.label,
         )
         for unit, e in zip(units, explanations, strict=True)
     )
     if model is not None:
         model = _compare_with_truth(model, activations, concepts, units, explanations, config)
-        if scorer is not None:
+        if scorer is not None and config.scores:
             model = _predictive_through_model(model, scorer, units, explanations, config)
     return SyntheticEvalResult(
         probe=root,
@@ -348,6 +390,37 @@ def run_synthetic_eval(config: SyntheticEvalConfig) -> SyntheticEvalResult:
         seconds=seconds,
         model=model,
     )
+
+
+def _explain_with_llm(
+    prepared: object,
+    scorer: tuple[torch.nn.Module, ModelPayload],
+    model: ModelRun,
+    root: str,
+    activations: torch.Tensor,
+    concepts: ConceptMatrix,
+    config: SyntheticEvalConfig,
+) -> tuple[list[UnitExplanation], ModelRun]:
+    """An agent per unit through the synthetic model; labels read back to formulas."""
+    import dataclasses
+
+    from coin_scale.eval.llm_units import explain_synthetic_with_llm
+    from coin_scale.eval.synthetic_model import LAYER
+    from coin_scale.explain.llm import PreparedLLM
+    from coin_scale.probe import scan_probe
+
+    assert isinstance(prepared, PreparedLLM)
+    module, payload = scorer
+    result = explain_synthetic_with_llm(
+        prepared, module, payload, LAYER, scan_probe(root), activations, concepts,
+        config.quantile, run_id=f"eval-synthetic-seed{config.seed}-{config.explainer}",
+        address=config.address, progress=config.progress,
+    )  # fmt: skip
+    model = dataclasses.replace(
+        model, llm_requests=result.requests, llm_cached=result.cached,
+        llm_cost_usd=result.cost_usd,
+    )  # fmt: skip
+    return result.explanations, model
 
 
 def _compare_with_truth(
@@ -394,7 +467,7 @@ def _predictive_through_model(
     import dataclasses
     import statistics
 
-    from coin_scale.eval.explanation_scores import score_explanations
+    from coin_scale.eval.explanation_scores import UnitScores, score_explanations
     from coin_scale.eval.synthetic_model import LAYER
     from coin_scale.sweep.scoring import load_scoring_set
 
@@ -409,15 +482,28 @@ def _predictive_through_model(
         [(i, u.formula) for i, u in enumerate(units)], scoring, seed=config.seed,
     )  # fmt: skip
 
-    def medians(scores: list) -> dict[str, float]:  # type: ignore[type-arg]
+    def medians(scores: list, value: Callable) -> dict[str, float]:  # type: ignore[type-arg]
         by_kind: dict[str, list[float]] = {}
         for unit, s in zip(units, scores, strict=True):
-            if s.predictive is not None:
-                by_kind.setdefault(unit.kind, []).append(s.predictive.auc)
-                by_kind.setdefault("all", []).append(s.predictive.auc)
+            v = value(s)
+            if v is not None:
+                by_kind.setdefault(unit.kind, []).append(v)
+                by_kind.setdefault("all", []).append(v)
         return {kind: statistics.median(v) for kind, v in by_kind.items()}
 
+    def auc(s: UnitScores) -> float | None:
+        return s.predictive.auc if s.predictive is not None else None
+
+    def interp(s: UnitScores) -> float | None:
+        return s.interp.score if s.interp is not None else None
+
+    parts = {
+        name: values["all"]
+        for name in ("S", "C", "R")
+        if "all" in (values := medians(said, lambda s, n=name: s.interp and s.interp.part(n)))
+    }
     return dataclasses.replace(
-        model, predictive_auc=medians(said), truth_auc=medians(truth),
-        scored=sum(s.predictive is not None for s in said),
+        model, predictive_auc=medians(said, auc), truth_auc=medians(truth, auc),
+        interp_score=medians(said, interp), truth_interp_score=medians(truth, interp),
+        interp_parts=parts, scored=sum(s.predictive is not None for s in said),
     )  # fmt: skip

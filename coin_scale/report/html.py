@@ -381,7 +381,7 @@ def _scores_section(e: ClassExplanation) -> str:
         return ""
     labels = {(u.layer, u.unit): u.label for u in (*e.positive, *e.negative, *e.chain_nodes)}
     head = "".join(f"<th>{h}</th>" for h in (
-        "unit", "label", "AUC", "Cohen's d", "F1", "AUPRC", "S", "C", "R", "InterpScore",
+        "unit", "label", "AUC", "Cohen's d", "F1", "AUPRC", "S", "C", "R", "H", "InterpScore",
     ))  # fmt: skip
     rows = [f"<tr>{head}</tr>"]
     for s in e.unit_scores:
@@ -391,11 +391,11 @@ def _scores_section(e: ClassExplanation) -> str:
             label += f' <span class="kv">(read as <code>{_esc(s.formula or "")}</code>)</span>'
         if s.predictive is None or s.interp is None:
             rows.append(
-                f'<tr><td>{unit}</td><td>{label}</td><td colspan="8">not scored: {_esc(s.note or "")}</td></tr>'
+                f'<tr><td>{unit}</td><td>{label}</td><td colspan="9">not scored: {_esc(s.note or "")}</td></tr>'
             )
             continue
         p, i = s.predictive, s.interp
-        cells = [p.auc, p.cohens_d, p.detection.f1, p.detection.auprc, i.S, i.C, i.R, i.score]
+        cells = [p.auc, p.cohens_d, p.detection.f1, p.detection.auprc, i.S, i.C, i.R, i.H, i.score]
         numbers = "".join(
             f'<td class="mono">{"—" if v is None else f"{v:.2f}"}</td>' for v in cells
         )
@@ -406,8 +406,9 @@ def _scores_section(e: ClassExplanation) -> str:
         "never saw (plus scenes rendered to satisfy a narrow one): AUC and Cohen's d of the unit's "
         "activations between the scenes that satisfy its formula and the rest; F1 at the cut that "
         "marks as many scenes as satisfy it; AUPRC. InterpScore: S selectivity, C causality (the "
-        "logits' move when the unit is zeroed and doubled), R robustness (noise and blur); H needs "
-        "human ratings and is not measured here, so the aggregate is over S, C and R.</p>"
+        "logits' move when the unit is zeroed and doubled), R robustness (noise and blur), H human "
+        "alignment (the mean of the `--human-ratings` judgments; — when a unit has none, and the "
+        "aggregate is then over S, C and R).</p>"
         f'<table class="faith-table">{"".join(rows)}</table>'
     )
 

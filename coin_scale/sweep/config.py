@@ -48,6 +48,9 @@ class SweepConfig:
     unit_scores: bool = True
     """Score every explanation over rendered attributes: predictive AUC and Cohen's d, InterpScore
     (S, C, R) on a held-out rendered set (needs the `rendered` probe)."""
+    human_ratings: str | None = None
+    """A ratings CSV (`layer`, `unit`, `soft_correct`; `coin_scale.eval.human_ratings`) giving
+    InterpScore's H for the units it rates; None: H stays null."""
     units: UnitKind = "neuron"
     """What the layer's units are: `neuron` (its channels) or `sae` (the features of the SAE
     checkpoint `sae`, trained on this layer by `coin-scale train-sae`)."""

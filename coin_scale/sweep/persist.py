@@ -40,7 +40,7 @@ def unit_score_rows(run_id: str, e: ClassExplanation) -> list[dict]:
             ("predictive", "f1", p.detection.f1), ("predictive", "iou", p.detection.iou),
             ("predictive", "auprc", p.detection.auprc),
             ("interpscore", "S", i.S), ("interpscore", "C", i.C), ("interpscore", "R", i.R),
-            ("interpscore", "interpscore", i.score),
+            ("interpscore", "H", i.H), ("interpscore", "interpscore", i.score),
         ]  # fmt: skip
         rows += [
             {"run_id": run_id, "test": test, "metric": metric, "value": float(value),

@@ -71,6 +71,14 @@ def run_sweep(config: SweepConfig) -> SweepOutcome:
         from coin_scale.explain.llm import prepare
 
         prepared = prepare(config.llm_explainer())
+    ratings = None
+    if config.human_ratings is not None:  # bad ratings are reported before any work too
+        from coin_scale.eval.human_ratings import load_human_ratings
+
+        try:
+            ratings = load_human_ratings(config.human_ratings)
+        except ValueError as err:
+            raise UserError(f"--human-ratings: {err}") from None
     warehouse = Warehouse(config.warehouse)
     run_id = config.run_id or new_run_id()
     model = inputs.probe_model() if config.model == PROBE_MODEL else config.model
@@ -170,6 +178,10 @@ def run_sweep(config: SweepConfig) -> SweepOutcome:
             module, payload, scored, positive + negative + nodes, scoring, seed=config.seed
         )
         log.info("scored %d explanations in %.1f s", len(unit_scores), time.perf_counter() - began)
+        if ratings is not None:
+            from coin_scale.eval.human_ratings import with_human_alignment
+
+            unit_scores = with_human_alignment(unit_scores, ratings)
     cls = contributions.class_index
     explanation = ClassExplanation(
         run_id=run_id, image_path=str(Path(image_path).resolve()), model=payload.model_id,

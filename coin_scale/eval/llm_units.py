@@ -1,0 +1,136 @@
+"""LLM agents explain synthetic units the way they explain neurons, and their free-text labels are
+read back to formulas by the documented matcher (`coin_scale.eval.matcher`), so `eval synthetic`
+scores them like the offline explainer's formulas.
+
+The agents see each unit's strongest probe images (with their ground-truth attributes, as in a
+sweep over a rendered probe set) and measure new renders and edits through the synthetic model, so
+this needs units computed from pixels (`through` 'model').
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from coin_scale.agent import AgentOutcome, ExperimentTools, TorchUnitMeter, UnitSubject
+from coin_scale.agent.subject import exemplars_from_paths
+from coin_scale.eval.matcher import text_formula_text
+from coin_scale.explain.concepts import ConceptMatrix
+from coin_scale.explain.formula import evaluate, parse_text
+from coin_scale.explain.llm import PreparedLLM, explain_subjects
+from coin_scale.explain.offline import UnitExplanation, unit_masks
+from coin_scale.models import ModelPayload
+from coin_scale.probe import ProbeSet
+
+AGENT_EXEMPLARS = 12
+"""Exemplars each agent can see, as in a sweep (`coin_scale.sweep.agents.AGENT_EXEMPLARS`)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class LLMUnitsResult:
+    """The agents' explanations, read back to formulas, and what they cost."""
+
+    explanations: list[UnitExplanation]
+    """One per unit; `formula` is the matcher's reading of the label ("" when it names no
+    concept), `label` the agent's own words."""
+    outcomes: list[AgentOutcome]
+    """The agents' raw outcomes, one per unit."""
+    requests: int
+    """LLM requests in the ledger (answered from the cache or paid)."""
+    cached: int
+    """Of those, answered from the request cache."""
+    cost_usd: float
+
+
+def top_exemplars(
+    activations: torch.Tensor, probe: ProbeSet, k: int = AGENT_EXEMPLARS
+) -> list[list[tuple[str, float]]]:
+    """Per unit, its `k` most activating probe images as (path, activation), strongest first."""
+    k = min(k, activations.shape[0])
+    values, rows = torch.topk(activations.float(), k, dim=0)  # (k, unit)
+    return [
+        [(probe.images[int(r)].path, float(v)) for r, v in zip(rows[:, u], values[:, u], strict=True)]
+        for u in range(activations.shape[1])
+    ]
+
+
+def read_back(
+    outcome: AgentOutcome,
+    unit: int,
+    activations: torch.Tensor,
+    concepts: ConceptMatrix,
+    quantile: float,
+) -> UnitExplanation:
+    """An agent's answer as a `UnitExplanation`: the matcher's formula for its label (the
+    description only when the label names no concept) and that formula's IoU with the mask."""
+    masks, thresholds = unit_masks(activations[:, unit : unit + 1], quantile)
+    mask = masks[:, 0]
+    label = outcome.label or ""
+    if outcome.status != "ok":
+        return UnitExplanation(
+            unit=unit, formula="", label="", description=outcome.error or outcome.status, iou=0.0,
+            mask_size=int(mask.sum()), threshold=float(thresholds[0]), status="no_overlap",
+        )  # fmt: skip
+    names = concepts.names
+    formula = text_formula_text(label, names) or text_formula_text(outcome.description or "", names)
+    iou = 0.0
+    if formula:
+        images = evaluate(parse_text(formula, names), concepts.matrix)
+        union = int((images | mask).sum())
+        iou = int((images & mask).sum()) / union if union else 0.0
+    return UnitExplanation(
+        unit=unit, formula=formula or "", label=label, description=outcome.description or "",
+        iou=iou, mask_size=int(mask.sum()), threshold=float(thresholds[0]),
+        status="explained" if formula else "no_overlap",
+    )  # fmt: skip
+
+
+def explain_synthetic_with_llm(
+    prepared: PreparedLLM,
+    module: torch.nn.Module,
+    payload: ModelPayload,
+    layer: str,
+    probe: ProbeSet,
+    activations: torch.Tensor,
+    concepts: ConceptMatrix,
+    quantile: float,
+    *,
+    run_id: str,
+    address: str | None = None,
+    progress: bool = False,
+) -> LLMUnitsResult:
+    """Explain every unit (column of `activations`) with its own agent on Ray's gateway actors,
+    then read each label back to a formula over the probe's concepts."""
+    from unity_pool.tools import LocalRenderer, RenderTools
+
+    exemplars = top_exemplars(activations, probe)
+    subjects = [
+        UnitSubject(
+            model=payload.model_id, layer=layer, unit=u, kind="synthetic",
+            exemplars=exemplars_from_paths(
+                exemplars[u], attributes_path=probe.attributes_path, max_side=256
+            ),
+        )  # fmt: skip
+        for u in range(activations.shape[1])
+    ]
+
+    def make_tools(subject: UnitSubject) -> ExperimentTools:
+        meter = TorchUnitMeter(module, payload.preprocess, layer, "nc", subject.unit)
+        return ExperimentTools(subject, meter, RenderTools(renderer=LocalRenderer()))
+
+    result = explain_subjects(
+        prepared, subjects, make_tools, run_id=run_id, address=address, progress=progress
+    )
+    explanations = [
+        read_back(outcome, u, activations, concepts, quantile)
+        for u, outcome in enumerate(result.outcomes)
+    ]
+    return LLMUnitsResult(
+        explanations=explanations,
+        outcomes=result.outcomes,
+        requests=len(result.calls),
+        cached=sum(c.status == "cached" for c in result.calls),
+        cost_usd=sum(c.cost_usd for c in result.calls),
+    )
+
