@@ -218,6 +218,10 @@ def test_synthetic_units_dissected_on_ray_like_neurons(
     result = dissect(config, progress=False)
     assert (result.n_units, result.n_images, result.n_failed) == (3, 48, 0)
     dense = load_activations(Warehouse(str(tmp_path / "wh")), result.dissection_id)
+    # stored as what they are: units with known formulas, not a network's neurons
+    for table in ("unit_stats", "exemplars"):
+        kinds = set(Warehouse(str(tmp_path / "wh")).read(table).column("kind").to_pylist())
+        assert kinds == {"synthetic"}, (table, kinds)
     payload = resolve_model(ModelSource(model=str(path)))
     module = build_module(payload)
     probe = scan_probe(str(single_object_probe))

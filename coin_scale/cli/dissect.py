@@ -77,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
     if args.explain:
         from coin_scale.explain.whole_layer import explain_whole_layer
         from coin_scale.models import ModelSource, resolve_model
+        from coin_scale.models.zoo import SYNTHETIC_UNITS_ARCH
         from coin_scale.storage import Warehouse
         from coin_scale.sweep.evidence import layer_evidence
 
@@ -86,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
         result = evidence.result
         layer_explanations = explain_whole_layer(
             evidence, Warehouse(args.warehouse), run_id=config.run_id or result.run_id,
-            model=result.model, layer=result.layer, kind=args.units,
+            model=result.model, layer=result.layer,
+            kind="synthetic" if payload.arch == SYNTHETIC_UNITS_ARCH else args.units,
         )  # fmt: skip
     else:
         result = dissect(config, progress=not args.no_progress)

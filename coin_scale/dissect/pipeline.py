@@ -29,7 +29,7 @@ from coin_scale.dissect.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from coin_scale.dissect.config import DissectConfig, UnitKind
+from coin_scale.dissect.config import DissectConfig
 from coin_scale.dissect.statistics import UnitAccumulator
 from coin_scale.dissect.tables import exemplars_table, probe_images_table, unit_stats_table
 from coin_scale.errors import UserError
@@ -42,7 +42,9 @@ from coin_scale.models import (
     find_layer,
     resolve_model,
 )
+from coin_scale.models.zoo import SYNTHETIC_UNITS_ARCH
 from coin_scale.probe import ProbeSet, scan_probe
+from coin_scale.records import UnitKind as StoredKind
 from coin_scale.storage import Warehouse
 
 if TYPE_CHECKING:
@@ -91,8 +93,12 @@ class DissectPlan:
         return self.sae.config.d_sae if self.sae else self.layer.units
 
     @property
-    def unit_kind(self) -> UnitKind:
-        return "sae" if self.sae else "neuron"
+    def unit_kind(self) -> StoredKind:
+        """What the rows call the units: `sae` latents, `synthetic` units (a checkpoint of
+        `coin_scale.eval.synthetic_model`, whose formulas are known) or `neuron` channels."""
+        if self.sae:
+            return "sae"
+        return "synthetic" if self.payload.arch == SYNTHETIC_UNITS_ARCH else "neuron"
 
 
 def plan_dissection(
@@ -373,7 +379,7 @@ def _persist(
     warehouse.write("dissections", pa.Table.from_pylist([row]), key=did)
 
 
-def _with_kind(table: pa.Table, kind: UnitKind) -> pa.Table:
+def _with_kind(table: pa.Table, kind: StoredKind) -> pa.Table:
     """`table` with every row's `kind` set to `kind` (the table builders write 'neuron')."""
     if kind == "neuron":
         return table

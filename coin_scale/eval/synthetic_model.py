@@ -25,9 +25,10 @@ from torch import nn
 
 from coin_scale.eval.synthetic import SyntheticUnit, parse_formula
 from coin_scale.explain.formula import And, AndNot, Formula, Leaf, Or
+from coin_scale.models.zoo import SYNTHETIC_UNITS_ARCH
 from coin_scale.training.attribute_net import AttributeNet, Probabilities, concept_names
 
-ARCH = "synthetic_units"
+ARCH = SYNTHETIC_UNITS_ARCH
 """The zoo architecture of a synthetic-units model."""
 
 LAYER = "units"

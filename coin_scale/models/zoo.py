@@ -132,7 +132,11 @@ def attribute_net(*, heads: list[list[Any]], width: int = 128) -> nn.Module:
     return AttributeNet(heads=heads, width=width)
 
 
-@register("synthetic_units")
+SYNTHETIC_UNITS_ARCH = "synthetic_units"
+"""The zoo name of synthetic units: their rows are stored as kind `synthetic`, not `neuron`."""
+
+
+@register(SYNTHETIC_UNITS_ARCH)
 def synthetic_units(**kwargs: Any) -> nn.Module:
     """`SyntheticModel` (`coin_scale.eval.synthetic_model`): synthetic units with known formulas
     computed from pixels through the attribute net; its `units` layer is dissected like neurons."""
