@@ -381,3 +381,34 @@ def test_image_parts_never_exceed_image_size(subject, meter) -> None:
     assert len(sizes) == 10 and max(max(s) for s in sizes) <= 24
     pixels = np.asarray(Image.open(io.BytesIO(outcomes[1].result.images[0].data)))
     assert pixels.shape == (24, 24, 3)
+
+
+# --- visualize(n) ----------------------------------------------------------------------------
+
+
+def test_visualize_offers_synthesised_images_that_drive_the_unit(model, meter, subject) -> None:
+    """The tool is offered only with a visualizer; its images are stored, measured by the meter
+    like any image, attached, new on every call; a bad n is refused before anything runs."""
+    from coin_scale.agent.visualizer import TorchUnitVisualizer
+
+    assert "visualize" not in [s.name for s in _tools(subject, meter).specs()]
+    visualizer = TorchUnitVisualizer(model, PREPROCESS, "layer4", "nchw", UNIT, steps=24)
+    tools = _tools(subject, meter, visualizer=visualizer)
+    assert "visualize" in [s.name for s in tools.specs()]
+
+    first = _call(tools, "visualize", {"n": 2})
+    assert first.status == "ok" and len(first.result.images) == 2
+    entries = _content(first)["images"]
+    assert [e["source"] for e in entries] == ["visualization", "visualization"]
+    ids = [e["id"] for e in entries]
+    # the activations are the meter's, measured on the stored (8-bit) images
+    stored = [tools.render_tools.store.image(i) for i in ids]
+    assert [e["activation"] for e in entries] == pytest.approx(meter.measure(stored), rel=1e-4)
+    # what the unit wants most beats its best probe scene
+    assert max(e["activation"] for e in entries) > subject.exemplars[0].activation
+    # a second call continues the seeds: new images; measure and edit-free reuse work on the ids
+    second = _call(tools, "visualize", {})
+    assert len(_content(second)["images"]) == 2 and second.result.images != first.result.images
+    assert _call(tools, "measure", {"images": ids}).status == "ok"
+    refused = _call(tools, "visualize", {"n": 9})
+    assert refused.status == "invalid" and "n: expected a number in [1, 4]" in _content(refused)["error"]

@@ -89,3 +89,41 @@ def test_an_exhausted_spend_limit_fails_units_without_retrying(subjects, ray_clu
     assert [o.status for o in result.outcomes] == ["failed", "failed"]
     assert all("spend_limit" in (o.error or "") for o in result.outcomes)
     assert len(log) == 2 and {c.error_kind for c in result.calls} == {"spend_limit"}
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_an_llm_agent_can_ask_for_feature_visualizations(provider, ray_cluster, monkeypatch):
+    """`visualize(n)` is offered through each SDK; its images and activations reach the model."""
+    from coin_scale.agent import ExperimentTools, TorchUnitMeter, UnitSubject
+    from coin_scale.agent.visualizer import TorchUnitVisualizer
+    from coin_scale.llm.fakeserver import CallTool, Scripted
+    from tests.test_agent_tools import PREPROCESS, UNIT, _model
+
+    model = _model()
+    finish = {"label": "red blobs", "description": "what its visualizations show", "confidence": 0.4,
+              "evidence": []}  # fmt: skip
+    policy = Scripted((CallTool(name="visualize", arguments={"n": 2}),
+                       CallTool(name="finish", arguments=finish)))  # fmt: skip
+    monkeypatch.setenv(KEYS[provider], "test-key-0123456789")
+    with FakeProviderServer(provider, policy) as server:
+        prepared = prepare(LLMExplainerConfig(
+            provider=provider, model="fake-model", base_url=server.base_url,
+            requests_per_minute=60000, tokens_per_minute=1e12,
+        ))  # fmt: skip
+        result = explain_subjects(
+            prepared, [UnitSubject(model="probe_cnn", layer="layer4", unit=UNIT)],
+            lambda s: ExperimentTools(
+                s, TorchUnitMeter(model, PREPROCESS, "layer4", "nchw", s.unit),
+                RenderTools(renderer=LocalRenderer()),
+                visualizer=TorchUnitVisualizer(model, PREPROCESS, "layer4", "nchw", s.unit, steps=16),
+            ),
+            run_id="viz", progress=False,
+        )  # fmt: skip
+        log = server.log
+    (outcome,) = result.outcomes
+    assert outcome.status == "ok" and outcome.label == "red blobs"
+    assert [(r.tool, r.status) for r in outcome.experiments] == [("visualize", "ok"), ("finish", "finished")]
+    assert log[0].view is not None and "visualize" in log[0].view.tools
+    seen = log[1].view.tool_results[-1]
+    assert seen.name == "visualize" and seen.images == 2
+    assert [e["source"] for e in seen.json()["images"]] == ["visualization"] * 2

@@ -29,7 +29,7 @@ from unity_pool.procedural.backend import encode_png
 from unity_pool.procedural.draw import render as draw
 from unity_pool.scene import Scene, SceneError
 
-Source = Literal["render", "edit", "text2image"]
+Source = Literal["render", "edit", "text2image", "visualization"]
 
 MAX_PROMPT_CHARS = 1000
 """Longest text2image prompt accepted."""

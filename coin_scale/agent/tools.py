@@ -13,6 +13,7 @@ unit's activation on every new image and attaches the images, downscaled to `ima
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -24,6 +25,7 @@ from PIL import Image
 
 from coin_scale.agent.context import fit
 from coin_scale.agent.subject import UnitMeter, UnitSubject
+from coin_scale.agent.visualizer import MAX_VISUALIZATIONS, Visualizer
 from coin_scale.llm.messages import ImagePart, ToolCall, ToolResult, ToolSpec
 from unity_pool.client import RenderFailed
 from unity_pool.scene import SceneError
@@ -225,7 +227,7 @@ class ExperimentTools:
 
     `specs()` describes them for the LLM; `call(tool_call)` runs one. `text2image` is offered only
     when `render_tools` has a text-to-image backend, `describe` only with a `describer`,
-    `exemplars` only when the subject has exemplars.
+    `visualize` only with a `visualizer`, `exemplars` only when the subject has exemplars.
     """
 
     def __init__(
@@ -238,6 +240,7 @@ class ExperimentTools:
         *,
         max_attached_images: int = 16,
         max_measure: int = 64,
+        visualizer: Visualizer | None = None,
     ) -> None:
         if image_size < 8 or max_attached_images < 1 or max_measure < 1:
             raise ValueError(
@@ -251,6 +254,8 @@ class ExperimentTools:
         self.image_size = image_size
         self.max_attached_images = max_attached_images
         self.max_measure = max_measure
+        self.visualizer = visualizer
+        self._visualize_calls = 0
         self._activations: dict[str, float] = {}
         """Activation by image id: images never change, so each is measured once."""
         handlers: dict[str, Callable[[Mapping[str, Any]], _Done]] = {}
@@ -261,6 +266,8 @@ class ExperimentTools:
             handlers["text2image"] = self._text2image
         if describer is not None:
             handlers["describe"] = self._describe
+        if visualizer is not None:
+            handlers["visualize"] = self._visualize
         handlers.update(measure=self._measure, finish=self._finish)
         self._handlers = handlers
         self._specs = self._build_specs()
@@ -316,6 +323,22 @@ class ExperimentTools:
                     "additionalProperties": False,
                 },
             )
+        if "visualize" in self._handlers:
+            specs["visualize"] = ToolSpec(
+                name="visualize",
+                description="Feature visualization: n images synthesised to drive the unit as "
+                "hard as possible (optimised pixels, not a photo or a scene; free of the probe "
+                "set's correlations). Use them to see what the unit wants most, then test that "
+                "with renders and edits." + measured,
+                parameters={
+                    "type": "object",
+                    "properties": {
+                        "n": {"type": "integer", "minimum": 1, "maximum": MAX_VISUALIZATIONS,
+                              "default": 2},
+                    },
+                    "additionalProperties": False,
+                },
+            )  # fmt: skip
         specs["measure"] = ToolSpec(
             name="measure",
             description="The unit's activation on images already made or shown (no new images).",
@@ -448,6 +471,8 @@ class ExperimentTools:
         entries = []
         for ref, value in zip(refs, self.activations(ids), strict=True):
             entry: dict[str, Any] = {"id": ref["id"], "activation": _value(value)}
+            if ref.get("source") == "visualization":  # no scene behind it: say what it is
+                entry["source"] = "visualization"
             for key in ("attributes", "parent", "prompt"):
                 if ref.get(key) is not None:
                     entry[key] = ref[key]
@@ -501,6 +526,21 @@ class ExperimentTools:
     def _text2image(self, args: Mapping[str, Any]) -> _Done:
         refs = self.render_tools.call("text2image", args)["images"]
         return self._made(refs, what="generated images")
+
+    def _visualize(self, args: Mapping[str, Any]) -> _Done:
+        assert self.visualizer is not None  # offered only with a visualizer
+        n = int(args.get("n", 2))
+        images = self.visualizer.visualize(n, seed=self._visualize_calls)
+        self._visualize_calls += 1  # a second call gives new images
+        refs = []
+        for image in images:
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG")
+            ref = self.render_tools.store.add(
+                buffer.getvalue(), source="visualization", width=image.width, height=image.height
+            )
+            refs.append(ref.to_dict())
+        return self._made(refs, what="visualizations")
 
     def _measure(self, args: Mapping[str, Any]) -> _Done:
         ids = list(args["images"])

@@ -15,6 +15,7 @@ import torch
 
 from coin_scale.agent import AgentOutcome, ExperimentTools, TorchUnitMeter, UnitSubject
 from coin_scale.agent.subject import exemplars_from_paths
+from coin_scale.agent.visualizer import TorchUnitVisualizer
 from coin_scale.eval.matcher import text_formula_text
 from coin_scale.explain.concepts import ConceptMatrix
 from coin_scale.explain.formula import evaluate, parse_text
@@ -117,7 +118,10 @@ def explain_synthetic_with_llm(
 
     def make_tools(subject: UnitSubject) -> ExperimentTools:
         meter = TorchUnitMeter(module, payload.preprocess, layer, "nc", subject.unit)
-        return ExperimentTools(subject, meter, RenderTools(renderer=LocalRenderer()))
+        visualizer = TorchUnitVisualizer(module, payload.preprocess, layer, "nc", subject.unit)
+        return ExperimentTools(
+            subject, meter, RenderTools(renderer=LocalRenderer()), visualizer=visualizer
+        )
 
     result = explain_subjects(
         prepared, subjects, make_tools, run_id=run_id, address=address, progress=progress

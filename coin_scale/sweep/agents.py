@@ -21,6 +21,7 @@ from coin_scale.agent import (
     UnitSubject,
     exemplars_from_paths,
 )
+from coin_scale.agent.visualizer import TorchUnitVisualizer
 from coin_scale.dissect.activations import SAEUnits, sae_code_maps
 from coin_scale.explain.llm import PreparedLLM, explain_subjects
 from coin_scale.explain.resume import ExplainCheckpoint, scope_name
@@ -93,13 +94,20 @@ def explain_with_agents(
         for unit in units
     ]
 
-    transform = sae_code_maps(sae.build()) if sae else None
+    built = sae.build() if sae else None
+    transform = sae_code_maps(built) if built is not None else None
 
     def make_tools(subject: UnitSubject) -> ExperimentTools:
         meter = TorchUnitMeter(
             module, payload.preprocess, layer.name, layer.layout, subject.unit, transform=transform
         )
-        return ExperimentTools(subject, meter, RenderTools(renderer=LocalRenderer()))
+        visualizer = TorchUnitVisualizer(
+            module, payload.preprocess, layer.name, layer.layout, subject.unit,
+            direction=built.w_dec[subject.unit].detach() if built is not None else None,
+        )  # fmt: skip
+        return ExperimentTools(
+            subject, meter, RenderTools(renderer=LocalRenderer()), visualizer=visualizer
+        )
 
     ledger = ledger or AgentLedger(Warehouse(config.warehouse), run_id)
     ckpt = ExplainCheckpoint(ledger.warehouse.fs, run_id, scope_name(

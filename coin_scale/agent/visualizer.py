@@ -1,0 +1,91 @@
+"""The agent's `visualize(n)` tool backend: n feature visualizations of the unit it explains.
+
+Exemplars show what drives a unit among images that exist; a visualization shows what drives it
+most, free of the probe set's correlations (Olah et al., Distill 2017). `TorchUnitVisualizer`
+optimises images for the unit with `coin_scale.visualize` (decorrelated Fourier parameterisation,
+transformation robustness, a diversity term when n > 1), a few dozen steps so an agent can afford
+it on a CPU, under the module's lock, since meters of the same module share it.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+from PIL import Image
+from torch import nn
+
+from coin_scale.agent.subject import module_lock
+from coin_scale.models.layers import Layout
+from coin_scale.models.preprocess import Preprocess
+
+MAX_VISUALIZATIONS = 4
+"""Images one `visualize` call may ask for."""
+
+
+class Visualizer(Protocol):
+    """Synthesises images that drive one unit."""
+
+    def visualize(self, n: int, seed: int) -> list[Image.Image]:
+        """`n` images, deterministic for `seed`."""
+        ...
+
+
+class TorchUnitVisualizer:
+    """A channel of a layer (or, with `direction`, a direction in its activation space such as an
+    SAE feature's decoder column), visualised through a torch module."""
+
+    def __init__(
+        self,
+        module: nn.Module,
+        preprocess: Preprocess,
+        layer_name: str,
+        layout: Layout,
+        unit: int,
+        *,
+        direction: torch.Tensor | None = None,
+        steps: int = 48,
+        size: int | None = None,
+        lr: float = 0.05,
+        diversity_weight: float = 0.05,
+    ) -> None:
+        if steps < 1:
+            raise ValueError(f"steps: expected >= 1; got {steps}")
+        self.module = module
+        self.preprocess = preprocess
+        self.layer_name = layer_name
+        self.layout = layout
+        self.unit = unit
+        self.direction = direction
+        self.steps = steps
+        self.size = size or preprocess.crop
+        self.lr = lr
+        self.diversity_weight = diversity_weight
+
+    def _objective(self, n: int):  # type: ignore[no-untyped-def]
+        from coin_scale.visualize import channel, direction, diversity
+
+        if self.direction is not None:
+            objective = direction(self.layer_name, self.direction, layout=self.layout)
+        else:
+            objective = channel(self.layer_name, self.unit, layout=self.layout)
+        if n > 1 and self.diversity_weight > 0:
+            objective = objective + self.diversity_weight * diversity(
+                self.layer_name, layout=self.layout
+            )
+        return objective
+
+    def visualize(self, n: int, seed: int) -> list[Image.Image]:
+        """`n` images optimised for the unit, 8-bit RGB at `size` pixels."""
+        from coin_scale.visualize import make_param, render, standard_transforms
+
+        if not 1 <= n <= MAX_VISUALIZATIONS:
+            raise ValueError(f"n: expected 1 to {MAX_VISUALIZATIONS}; got {n}")
+        param = make_param("fft", self.size, batch=n, generator=torch.Generator().manual_seed(seed))
+        with module_lock(self.module):
+            result = render(
+                self.module, self._objective(n), param, steps=self.steps, lr=self.lr,
+                transforms=standard_transforms(self.size), seed=seed, preprocess=self.preprocess,
+            )  # fmt: skip
+        pixels = (result.images.clamp(0, 1) * 255).round().to(torch.uint8)
+        return [Image.fromarray(p.permute(1, 2, 0).contiguous().numpy(), mode="RGB") for p in pixels]
