@@ -1,0 +1,89 @@
+"""Actors killed on the worker nodes of a multi-node Ray cluster (`ray.cluster_utils.Cluster`: a
+head with no CPUs, two one-CPU workers) in the middle of their work: model replicas during a
+dissection, a renderer, the LLM gateway actors. Every result is complete and exact.
+
+The cluster runs in one subprocess (`multinode_fault_run.py`, all three scenarios in turn), so it
+never meets the session's `ray_cluster`; each test checks its scenario's report."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from coin_scale.storage import connect
+from tests.test_dissect_cli import exemplar_tensors, reference_top5
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def faults(probe_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The scenarios' reports by name, plus the dissection's warehouse and the driver's stderr."""
+    tmp = tmp_path_factory.mktemp("multinode-faults")
+    warehouse = tmp / "wh"
+    env = os.environ | {"PYTHONPATH": str(ROOT), "RAY_DEDUP_LOGS": "0"}
+    argv = [sys.executable, str(ROOT / "tests" / "multinode_fault_run.py"),
+            "replicas", str(probe_dir), str(warehouse), "render", "gateway", str(tmp / "cache")]  # fmt: skip
+    run = subprocess.run(argv, capture_output=True, text=True, timeout=540, env=env, cwd=ROOT)
+    assert run.returncode == 0, run.stderr[-3000:]
+    reports = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
+    return {r["scenario"]: r for r in reports} | {"warehouse": warehouse, "stderr": run.stderr}
+
+
+@pytest.mark.timeout(600)
+def test_model_replicas_killed_on_two_nodes_lose_nothing(faults, probe_dir):
+    report = faults["replicas"]
+    assert [k["node"] for k in report["kills"]] == ["worker0", "worker1"]  # one per node
+    assert (report["images"], report["failed"]) == (37, 1)
+    assert "lost batch" in faults["stderr"]  # the killed replicas' batches were resubmitted
+
+    warehouse = faults["warehouse"]
+    want_values, want_indices, _ = reference_top5(probe_dir)
+    got_values, got_indices = exemplar_tensors(warehouse)
+    torch.testing.assert_close(got_values, want_values, rtol=1e-4, atol=1e-5)
+    assert torch.equal(got_indices, want_indices)
+    con = connect(warehouse)
+    assert con.sql("SELECT count(*), count(DISTINCT (unit, rank)) FROM exemplars").fetchall()[
+        0
+    ] == (2560, 2560)
+    assert con.sql("SELECT count(*) FROM unit_stats").fetchall()[0][0] == 512
+    assert con.sql("SELECT status FROM runs").fetchall() == [("complete",)]
+
+
+@pytest.mark.timeout(600)
+def test_a_renderer_killed_on_a_worker_node_loses_no_image(faults):
+    report = faults["render"]
+    assert sorted(report["worker_nodes"]) == ["worker0", "worker1"]  # one worker per node
+    assert report["returned"] == report["requested"] == 64
+    assert report["equal"]  # byte for byte the un-faulted render of each spec, in order
+    assert report["distinct"] == 64
+    assert report["resubmitted"] >= 1  # the killed actor's batches went to the other worker
+    assert report["killed_worker_replaced"]  # Ray restarted the actor
+    assert report["killed_backend_replaced"] and report["backend_restarts"] == 1
+
+
+@pytest.mark.timeout(600)
+def test_gateway_actors_killed_on_worker_nodes_lose_no_unit_and_pay_little_twice(faults):
+    reference, faulted = faults["gateway"]["reference"], faults["gateway"]["faulted"]
+    assert sorted(faulted["gateway_nodes"]) == ["worker0", "worker1"]  # one actor per node
+    assert len(faulted["killed"]) == 2 and faulted["restarted"]
+    assert faulted["resubmitted"] >= 1  # the calls in flight at the kill were sent again
+    # Every unit ends as without the fault: status, label, rounds, tokens and every step.
+    assert [o["status"] for o in faulted["outcomes"]] == ["ok"] * 4
+    assert faulted["outcomes"] == reference["outcomes"]
+    # Every call has its one ledger row; none was lost with the dead actors.
+    assert faulted["ledger"] == reference["ledger"] and len(faulted["ledger"]) == 16
+    # The same requests; paid twice at most: those in flight at the server at the kill.
+    assert reference["requests"] == reference["distinct_requests"] == 16
+    assert faulted["request_views"] == reference["request_views"]
+    extra = faulted["requests"] - faulted["distinct_requests"]
+    assert 0 <= extra <= faulted["in_flight_at_kill"] <= 4
