@@ -113,13 +113,16 @@ def test_visualizations_beat_their_exemplars_under_the_same_reduction(probe: Pat
     assert summary["beats_top_exemplar_mean"]["count"] == 2
     assert summary["colour_units"] == summary["colour_mentioning_units"] == {
         "evaluated": 2, "hue_matches_label": 2, "fraction": 1.0, "achromatic_labels_skipped": 0,
+        "chance_fraction": 0.5,  # of the two visualizations one is red, one blue
     }  # fmt: skip
     assert summary["headline_reduction"] == "max" and summary["size"] == SIZE
     assert [row["unit"] for row in summary["per_unit"]] == [0, 1]
 
 
 def test_contact_sheet_and_unit_subset(probe: Path, tmp_path: Path) -> None:
-    config = VisualizeBenchConfig(units=(1,), steps=4, quantile=0.5, batch_size=6)
+    config = VisualizeBenchConfig(
+        units=(1,), steps=4, quantile=0.5, batch_size=6, transforms="none"
+    )
     result = visualize_bench(
         OpponentNet(), PREPROCESS, LAYER, scan_probe(probe), _concepts(), config
     )
@@ -127,6 +130,9 @@ def test_contact_sheet_and_unit_subset(probe: Path, tmp_path: Path) -> None:
     path = save_png(contact_sheet(result, [0, 1], columns=2, tile=32), tmp_path / "s" / "sheet.png")
     with Image.open(path) as sheet:
         assert sheet.size[0] > 2 * 32 and sheet.size[1] > 32
+    assert report(result, config)["transforms"] == "none"
+    with pytest.raises(ValueError, match="transforms"):
+        VisualizeBenchConfig(transforms="jitter")
     with pytest.raises(ValueError, match="out of range"):
         visualize_bench(OpponentNet(), PREPROCESS, LAYER, scan_probe(probe), _concepts(),
                         VisualizeBenchConfig(units=(2,), steps=1))  # fmt: skip

@@ -46,6 +46,8 @@ HUE_BINS = 36
 """Bins of the hue histogram (10 degrees each)."""
 SAME_HUE_DEGREES = 8.0
 """Named colours whose hues are this close (orange and brown) count as one hue."""
+TRANSFORMS = ("standard", "none")
+"""Transform sets the bench can render under."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,6 +62,8 @@ class VisualizeBenchConfig:
     seed: int = 0
     lr: float = 0.05
     param: str = "fft"
+    transforms: str = "standard"
+    """`standard` (jitter, zoom, rotation, as `coin-scale visualize`) or `none`."""
     batch_size: int = 64
     """Probe images per forward pass of the dissection."""
     quantile: float = 0.9
@@ -75,6 +79,8 @@ class VisualizeBenchConfig:
             raise ValueError(f"size must be at least 2 pixels; got {self.size}")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive; got {self.lr}")
+        if self.transforms not in TRANSFORMS:
+            raise ValueError(f"transforms must be one of {TRANSFORMS}; got {self.transforms!r}")
         if self.reduction not in REDUCTIONS:
             raise ValueError(f"reduction must be one of {REDUCTIONS}; got {self.reduction!r}")
 
@@ -139,8 +145,8 @@ class VisualizeBenchResult:
                 "count": wins,
                 "median_ratio": _round(statistics.median(ratios)) if ratios else None,
             }
-        out["colour_units"] = _colour_summary([u for u in self.units if u.colour_only])
-        out["colour_mentioning_units"] = _colour_summary(self.units)
+        out["colour_units"] = _colour_summary([u for u in self.units if u.colour_only], self.units)
+        out["colour_mentioning_units"] = _colour_summary(self.units, self.units)
         seconds = [u.seconds for u in self.units]
         out["seconds_per_visualization"] = {
             "median": round(statistics.median(seconds), 3) if seconds else None,
@@ -149,14 +155,24 @@ class VisualizeBenchResult:
         return out
 
 
-def _colour_summary(units: Sequence[UnitComparison]) -> dict[str, Any]:
-    """How many of `units` with a chromatic colour in their label show that hue."""
+def _colour_summary(
+    units: Sequence[UnitComparison], population: Sequence[UnitComparison]
+) -> dict[str, Any]:
+    """How many of `units` with a chromatic colour in their label show that hue, and the chance
+    rate: the mean share of all of `population`'s visualizations that show each label's hue."""
     coloured = [u for u in units if u.colour_match is not None]
     matched = sum(bool(u.colour_match) for u in coloured)
+    chromatic = named_hues()
+    hues = [set((p.dominant_hue or "").split("/")) for p in population]
+    chance = [
+        sum(bool(h & {c for c in u.label_colours if c in chromatic}) for h in hues) / len(hues)
+        for u in coloured
+    ]
     return {
         "evaluated": len(coloured),
         "hue_matches_label": matched,
         "fraction": round(matched / len(coloured), 4) if coloured else None,
+        "chance_fraction": round(statistics.fmean(chance), 4) if chance else None,
         "achromatic_labels_skipped": sum(
             1 for u in units if u.label_colours and u.colour_match is None
         ),
@@ -338,7 +354,8 @@ def _compare_unit(
     param = make_param(config.param, size, batch=1,
                        generator=torch.Generator().manual_seed(config.seed))  # fmt: skip
     result = render(module, channel(layer.name, unit, layout=layer.layout), param,
-                    steps=config.steps, lr=config.lr, transforms=standard_transforms(size),
+                    steps=config.steps, lr=config.lr,
+                    transforms=standard_transforms(size) if config.transforms == "standard" else (),
                     seed=config.seed, preprocess=preprocess)  # fmt: skip
     image = to_uint8(result.images[0])
     exemplar: dict[str, float] = {
@@ -437,7 +454,7 @@ def report(
         "benchmark": "visualize",
         **extra,
         "steps": config.steps, "size": result.size, "seed": config.seed, "lr": config.lr,
-        "param": config.param, "objective": "channel mean (what coin-scale visualize maximises)",
+        "param": config.param, "transforms": config.transforms, "objective": "channel mean (what coin-scale visualize maximises)",
         "measured": "both images through the dissection's hooks, 8-bit pixels, same normalisation; "
                     "each reduction compares against the top exemplar under that reduction",
         **result.summary(),

@@ -130,6 +130,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--seed", type=int, default=0)
     v.add_argument("--lr", type=float, default=0.05, help="Adam learning rate (default 0.05)")
     v.add_argument("--param", choices=["fft", "pixel"], default="fft")
+    v.add_argument("--transforms", choices=["standard", "none"], default="standard",
+                   help="standard: jitter, zoom and rotation while optimising (as coin-scale "
+                        "visualize); none: the plain image")  # fmt: skip
     v.add_argument("--probe", default=None, help="probe folder (default: the cached rendered set)")
     v.add_argument("--probe-images", type=int, default=1000)
     v.add_argument("--out", default=None, metavar="DIR", help="write each visualization here")
@@ -300,6 +303,7 @@ def run_visualize(args: argparse.Namespace) -> int:
         config = VisualizeBenchConfig(
             units=tuple(parse_units(args.units)) if args.units else None, steps=args.steps,
             size=args.size, seed=args.seed, lr=args.lr, param=args.param,
+            transforms=args.transforms,
         )  # fmt: skip
     except ValueError as err:
         raise UserError(f"bench visualize: {err}") from None
