@@ -165,3 +165,39 @@ def test_dry_run_prints_the_work_and_writes_nothing(probe_dir, tmp_path, capsys)
     assert "dissect 512 units of resnet18/layer4 over 37 probe images: 5 batches of 8" in out
     assert "img/s in this process" in out and "0 LLM calls" in out and "dry run" in out
     assert not warehouse.exists()
+
+
+@pytest.mark.slow
+def test_dissect_explain_with_llm_agents_explains_every_unit(ray_cluster, probe_dir, tmp_path, capsys, monkeypatch):
+    """`dissect --explain openai`: an agent per unit of the layer through the real SDK and a fake
+    server; one row per unit, the agents' steps and requests stored, the dry run priced first."""
+    from coin_scale.agent.policies import ExperimenterPolicy
+    from coin_scale.llm.fakeserver import FakeProviderServer
+
+    key = "sk-planted-dissect-7731"
+    warehouse = str(tmp_path / "wh")
+    argv = ["dissect", "--model", "mobilenet_v3_small", "--weights", "none", "--layer",
+            "features.0", "--batch-size", "8", "--no-progress", "--probe", str(probe_dir),
+            "--warehouse", warehouse, "--run-id", "agents", "--explain", "openai",
+            "--rpm", "60000", "--tpm", "1e12"]  # fmt: skip
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    assert main(argv) == 2  # no key: stops before any work
+    assert "OPENAI_API_KEY" in capsys.readouterr().err and not (tmp_path / "wh").exists()
+    assert main([*argv, "--dry-run"]) == 0  # the plan needs no key
+    plan = capsys.readouterr().out
+    assert "every one of the 16 units by an LLM agent" in plan and "$" in plan
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    with FakeProviderServer("openai", ExperimenterPolicy(), api_key=key) as server:
+        assert main([*argv, "--base-url", server.base_url]) == 0
+        requests = len(server.log)
+    out = capsys.readouterr().out
+    assert "explained every unit with openai agents: 16 ok" in out and "RANDOM" not in out
+    assert "random weights (--weights none)" in out
+    con = connect(warehouse)
+    rows = con.sql("SELECT count(*), count(DISTINCT unit), min(status), min(explainer), "
+                   "count(label) FROM explanations WHERE run_id = 'agents'").fetchall()[0]  # fmt: skip
+    assert rows == (16, 16, "ok", "openai", 16)
+    calls = con.sql("SELECT count(*) FROM llm_calls WHERE run_id = 'agents'").fetchall()[0][0]
+    steps = con.sql("SELECT count(DISTINCT unit) FROM experiments WHERE run_id = 'agents'").fetchall()
+    assert calls == requests >= 16 * 2 and steps[0][0] == 16
+    assert not any(key.encode() in p.read_bytes() for p in (tmp_path / "wh").rglob("*") if p.is_file())

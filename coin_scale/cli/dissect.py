@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 from coin_scale.cli.common import add_config_arg, add_model_args, add_warehouse_arg
 
@@ -40,10 +41,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument(
-        "--explain", choices=["offline"], default=None,
-        help="also explain every unit of the layer (offline: formulas over the probe's concepts) "
-        "into the explanations table",
+        "--explain", choices=["offline", "openai", "anthropic", "gemini"], default=None,
+        help="also explain every unit of the layer into the explanations table: offline "
+        "(formulas over the probe's concepts) or an LLM agent per unit (openai | anthropic | "
+        "gemini; --dry-run first shows the calls, tokens and dollars)",
     )  # fmt: skip
+    llm = parser.add_argument_group("LLM explainers (--explain openai|anthropic|gemini)")
+    llm.add_argument("--llm-model", default=None, help="model name (default: configs/llm.yaml)")
+    llm.add_argument("--base-url", default=None,
+                     help="OpenAI-compatible server (vLLM, Ollama) or proxy")  # fmt: skip
+    llm.add_argument("--rpm", type=float, default=None, help="requests per minute allowed")
+    llm.add_argument("--tpm", type=float, default=None, help="tokens per minute allowed")
+    llm.add_argument("--max-rounds", type=int, default=12, help="LLM rounds per unit at most")
+    llm.add_argument("--unit-budget-usd", type=float, default=1.0, help="dollars per unit at most")
+    llm.add_argument("--budget-usd", type=float, default=20.0, help="dollars in all at most")
+    llm.add_argument("--concurrency", type=int, default=32, help="units explained at once")
+    llm.add_argument("--llm-config", default=None, help="another configs/llm.yaml (prices, limits)")
     parser.add_argument(
         "--dry-run", action="store_true",
         help="print the work (images, forward passes, batches, explainer calls, expected time) "
@@ -68,13 +81,29 @@ def run(args: argparse.Namespace) -> int:
         )  # fmt: skip
     except ValueError as err:
         raise UserError(str(err)) from None
+    prepared = None
+    if args.explain not in (None, "offline"):
+        from coin_scale.explain.llm import prepare
+
+        # a missing key stops here, before any work (a dry run needs none)
+        try:
+            prepared = prepare(_llm_settings(args), require_key=not args.dry_run)
+        except ValueError as err:
+            raise UserError(f"--explain {args.explain}: {err}") from None
     if args.dry_run:
         from coin_scale.dissect.dry_run import estimate_dissection
 
-        print("\n".join(estimate_dissection(config, explainer=args.explain).lines()))
+        estimate = estimate_dissection(config, explainer=args.explain)
+        lines = estimate.lines()
+        if prepared is not None:
+            lines[-1:-1] = _llm_plan(prepared, estimate, args.explain)
+        print("\n".join(lines))
         return 0
     layer_explanations = None
-    if args.explain:
+    agent_explanations = None
+    if prepared is not None:
+        agent_explanations, result, payload = _explain_with_agents(args, config, prepared)
+    elif args.explain:
         from coin_scale.explain.whole_layer import explain_whole_layer
         from coin_scale.models import ModelSource, resolve_model
         from coin_scale.models.zoo import SYNTHETIC_UNITS_ARCH
@@ -101,6 +130,13 @@ def run(args: argparse.Namespace) -> int:
         "startup_s": round(result.startup_seconds, 2),
         "warehouse": args.warehouse,
     }  # fmt: skip
+    if agent_explanations is not None:
+        summary |= {
+            "explained": agent_explanations.statuses.get("ok", 0),
+            "unexplained": sum(n for s, n in agent_explanations.statuses.items() if s != "ok"),
+            "cost_usd": round(agent_explanations.cost_usd, 6),
+            "explanations_run_id": agent_explanations.run_id,
+        }
     if layer_explanations is not None:
         summary |= {
             "explained": layer_explanations.statuses.get("explained", 0),
@@ -122,6 +158,8 @@ def run(args: argparse.Namespace) -> int:
         )
     if layer_explanations is not None:
         _print_explanations(layer_explanations, args.warehouse, payload.random_weights)
+    if agent_explanations is not None:
+        _print_agents(agent_explanations, args, payload.random_weights)
     print(f"warehouse: {args.warehouse}  (try: coin-scale query --warehouse {args.warehouse} "
           f"\"SELECT * FROM unit_stats ORDER BY threshold DESC LIMIT 5\")")  # fmt: skip
     return 0
@@ -136,3 +174,66 @@ def _print_explanations(layer, warehouse: str, random_weights: bool) -> None:  #
         print(f"  unit {e.unit:>5}  IoU {e.iou:.3f}  {e.label}")
     print(f"  all of them: coin-scale query --warehouse {warehouse} \"SELECT unit, label, score FROM "
           f"explanations WHERE run_id = '{layer.run_id}' ORDER BY score DESC\"")
+
+
+def _llm_settings(args: argparse.Namespace) -> Any:
+    from coin_scale.explain.llm import LLMExplainerConfig, default_cache_dir
+
+    return LLMExplainerConfig(
+        provider=args.explain, model=args.llm_model, base_url=args.base_url,
+        requests_per_minute=args.rpm, tokens_per_minute=args.tpm, max_rounds=args.max_rounds,
+        unit_budget_usd=args.unit_budget_usd, sweep_budget_usd=args.budget_usd,
+        concurrency=args.concurrency, cache_dir=default_cache_dir(args.warehouse),
+        settings_path=args.llm_config,
+    )  # fmt: skip
+
+
+def _llm_plan(prepared: Any, estimate: Any, provider: str) -> list[str]:
+    """The LLM part of a dry run: calls, tokens, dollars and minutes for every unit."""
+    from coin_scale.explain.llm import dry_run
+    from coin_scale.sweep.agents import AGENT_EXEMPLARS
+
+    llm = dry_run(prepared, units=estimate.units, exemplars=AGENT_EXEMPLARS,
+                  layer=estimate.layer, model=estimate.model)  # fmt: skip
+    return [f"explain: every one of the {estimate.units} units by an LLM agent:", *(
+        f"  {line}" for line in llm.lines(provider, prepared.model))]  # fmt: skip
+
+
+def _explain_with_agents(args: argparse.Namespace, config: Any, prepared: Any) -> tuple[Any, Any, Any]:
+    """(the agents' explanations, the dissection's result, the model payload)."""
+    from coin_scale.dissect.pipeline import load_sae_units
+    from coin_scale.explain.whole_layer_agents import explain_whole_layer_with_agents
+    from coin_scale.models import (
+        ModelSource,
+        build_module,
+        describe_layers,
+        find_layer,
+        resolve_model,
+    )
+    from coin_scale.models.zoo import SYNTHETIC_UNITS_ARCH
+    from coin_scale.sweep.evidence import layer_evidence
+
+    payload = resolve_model(ModelSource(model=args.model, weights=args.weights, seed=args.seed))
+    module = build_module(payload)
+    layer = find_layer(describe_layers(module, payload.arch, payload.preprocess.crop), args.layer,
+                       payload.model_id)  # fmt: skip
+    sae = load_sae_units(args.sae, payload, layer) if args.units == "sae" else None
+    evidence = layer_evidence(config, payload, progress=not args.no_progress)
+    assert evidence.result is not None
+    kind = "synthetic" if payload.arch == SYNTHETIC_UNITS_ARCH else args.units
+    explained = explain_whole_layer_with_agents(
+        prepared, evidence, payload, module, layer, args.warehouse,
+        run_id=config.run_id or evidence.result.run_id, kind=kind, sae=sae, address=args.address,
+        progress=not args.no_progress,
+    )  # fmt: skip
+    return explained, evidence.result, payload
+
+
+def _print_agents(layer: Any, args: argparse.Namespace, random_weights: bool) -> None:
+    statuses = ", ".join(f"{n} {s}" for s, n in layer.statuses.most_common())
+    print(f"explained every unit with {args.explain} agents: {statuses}; {layer.tokens} tokens, "
+          f"${layer.cost_usd:.4f} (run {layer.run_id})")  # fmt: skip
+    if random_weights:
+        print("NOTE: random weights (--weights none): these labels describe noise, not a trained network")
+    print(f"  all of them: coin-scale query --warehouse {args.warehouse} \"SELECT unit, label, "
+          f"score FROM explanations WHERE run_id = '{layer.run_id}' ORDER BY unit\"")
