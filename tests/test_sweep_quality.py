@@ -67,6 +67,7 @@ def test_every_explanation_is_scored_and_predicts_its_unit(ray_cluster, probe_mo
         GROUP BY unit ORDER BY unit""")  # fmt: skip
     _, explained = run_query(wh, "SELECT count(*) FROM explanations WHERE run_id = 'q1' AND formula IS NOT NULL")
     assert len(rows) == explained[0][0] == 11  # 8 positive + 3 negative units, each scored
+    assert {unit % 2 for unit, *_ in rows} == {0, 1}  # rated and unrated units both scored
     for unit, _, interp, n, details, h, scr in rows:
         if unit % 2 == 0:  # rated: H is the mean judgment and enters the aggregate
             assert n == 10 and '"parts": ["S", "C", "R", "H"]' in details and h == 0.75
