@@ -12,6 +12,7 @@ import argparse
 import logging
 import sys
 
+from coin_scale.cli.common import add_llm_args
 from coin_scale.errors import UserError
 
 
@@ -47,21 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--probe-images", type=int, default=1000, help="size of the rendered probe set")
     p.add_argument("--explainer", default="offline",
                    help="offline (default, no network) or an LLM agent per unit: openai | anthropic | gemini")  # fmt: skip
-    llm = p.add_argument_group("LLM explainers (--explainer openai|anthropic|gemini)")
-    llm.add_argument("--llm-model", default=None, help="model name (default: configs/llm.yaml)")
-    llm.add_argument("--base-url", default=None,
-                     help="OpenAI-compatible server (vLLM, Ollama: http://localhost:11434/v1) or proxy")  # fmt: skip
-    llm.add_argument("--rpm", type=float, default=None, help="requests per minute allowed")
-    llm.add_argument("--tpm", type=float, default=None, help="tokens per minute allowed")
-    llm.add_argument("--max-rounds", type=int, default=12, help="LLM rounds per unit at most")
-    llm.add_argument("--unit-budget-usd", type=float, default=1.0, help="dollars per unit at most")
-    llm.add_argument("--budget-usd", type=float, default=20.0, help="dollars per sweep at most")
-    llm.add_argument("--unit-budget-tokens", type=int, default=200_000, help="tokens per unit at most")
-    llm.add_argument("--budget-tokens", type=int, default=None, help="tokens per sweep at most")
-    llm.add_argument("--concurrency", type=int, default=32, help="units explained at once")
-    llm.add_argument("--llm-config", default=None, help="another configs/llm.yaml (prices, limits)")
-    llm.add_argument("--dry-run", action="store_true",
-                     help="print expected calls, tokens, dollars and minutes; spend nothing")  # fmt: skip
+    add_llm_args(p, flag="--explainer")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print expected calls, tokens, dollars and minutes; spend nothing")  # fmt: skip
     p.add_argument("--human-ratings", default=None, metavar="CSV",
                    help="human judgments of the explanations (columns layer, unit, soft_correct): "
                    "InterpScore's H for the units rated (default: H null)")  # fmt: skip

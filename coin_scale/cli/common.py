@@ -22,6 +22,37 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of random weights (--weights none)")
 
 
+def add_llm_args(parser: argparse.ArgumentParser, *, flag: str) -> None:
+    """The LLM explainers' flags (provider model, endpoint, rate limits, budgets), in a group
+    named after the flag that picks the provider (`--explainer` or `--explain`)."""
+    llm = parser.add_argument_group(f"LLM explainers ({flag} openai|anthropic|gemini)")
+    llm.add_argument("--llm-model", default=None, help="model name (default: configs/llm.yaml)")
+    llm.add_argument("--base-url", default=None,
+                     help="OpenAI-compatible server (vLLM, Ollama: http://localhost:11434/v1) or proxy")  # fmt: skip
+    llm.add_argument("--rpm", type=float, default=None, help="requests per minute allowed")
+    llm.add_argument("--tpm", type=float, default=None, help="tokens per minute allowed")
+    llm.add_argument("--max-rounds", type=int, default=12, help="LLM rounds per unit at most")
+    llm.add_argument("--unit-budget-usd", type=float, default=1.0, help="dollars per unit at most")
+    llm.add_argument("--budget-usd", type=float, default=20.0, help="dollars in all at most")
+    llm.add_argument("--unit-budget-tokens", type=int, default=200_000, help="tokens per unit at most")
+    llm.add_argument("--budget-tokens", type=int, default=None, help="tokens in all at most")
+    llm.add_argument("--concurrency", type=int, default=32, help="units explained at once")
+    llm.add_argument("--llm-config", default=None, help="another configs/llm.yaml (prices, limits)")
+
+
+def llm_settings(args: argparse.Namespace, provider: str, cache_dir: str) -> Any:
+    """The `LLMExplainerConfig` of `add_llm_args`' flags (never the key)."""
+    from coin_scale.explain.llm import LLMExplainerConfig
+
+    return LLMExplainerConfig(
+        provider=provider, model=args.llm_model, base_url=args.base_url,
+        requests_per_minute=args.rpm, tokens_per_minute=args.tpm, max_rounds=args.max_rounds,
+        unit_budget_usd=args.unit_budget_usd, sweep_budget_usd=args.budget_usd,
+        unit_budget_tokens=args.unit_budget_tokens, sweep_budget_tokens=args.budget_tokens,
+        concurrency=args.concurrency, cache_dir=cache_dir, settings_path=args.llm_config,
+    )  # fmt: skip
+
+
 def add_warehouse_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--warehouse", default="warehouse", help="Parquet warehouse directory (default ./warehouse)"

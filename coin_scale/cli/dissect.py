@@ -6,7 +6,13 @@ import argparse
 import json
 from typing import Any
 
-from coin_scale.cli.common import add_config_arg, add_model_args, add_warehouse_arg
+from coin_scale.cli.common import (
+    add_config_arg,
+    add_llm_args,
+    add_model_args,
+    add_warehouse_arg,
+    llm_settings,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -46,17 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(formulas over the probe's concepts) or an LLM agent per unit (openai | anthropic | "
         "gemini; --dry-run first shows the calls, tokens and dollars)",
     )  # fmt: skip
-    llm = parser.add_argument_group("LLM explainers (--explain openai|anthropic|gemini)")
-    llm.add_argument("--llm-model", default=None, help="model name (default: configs/llm.yaml)")
-    llm.add_argument("--base-url", default=None,
-                     help="OpenAI-compatible server (vLLM, Ollama) or proxy")  # fmt: skip
-    llm.add_argument("--rpm", type=float, default=None, help="requests per minute allowed")
-    llm.add_argument("--tpm", type=float, default=None, help="tokens per minute allowed")
-    llm.add_argument("--max-rounds", type=int, default=12, help="LLM rounds per unit at most")
-    llm.add_argument("--unit-budget-usd", type=float, default=1.0, help="dollars per unit at most")
-    llm.add_argument("--budget-usd", type=float, default=20.0, help="dollars in all at most")
-    llm.add_argument("--concurrency", type=int, default=32, help="units explained at once")
-    llm.add_argument("--llm-config", default=None, help="another configs/llm.yaml (prices, limits)")
+    add_llm_args(parser, flag="--explain")
     parser.add_argument(
         "--dry-run", action="store_true",
         help="print the work (images, forward passes, batches, explainer calls, expected time) "
@@ -177,15 +173,9 @@ def _print_explanations(layer, warehouse: str, random_weights: bool) -> None:  #
 
 
 def _llm_settings(args: argparse.Namespace) -> Any:
-    from coin_scale.explain.llm import LLMExplainerConfig, default_cache_dir
+    from coin_scale.explain.llm import default_cache_dir
 
-    return LLMExplainerConfig(
-        provider=args.explain, model=args.llm_model, base_url=args.base_url,
-        requests_per_minute=args.rpm, tokens_per_minute=args.tpm, max_rounds=args.max_rounds,
-        unit_budget_usd=args.unit_budget_usd, sweep_budget_usd=args.budget_usd,
-        concurrency=args.concurrency, cache_dir=default_cache_dir(args.warehouse),
-        settings_path=args.llm_config,
-    )  # fmt: skip
+    return llm_settings(args, args.explain, default_cache_dir(args.warehouse))
 
 
 def _llm_plan(prepared: Any, estimate: Any, provider: str) -> list[str]:

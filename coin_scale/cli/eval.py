@@ -32,6 +32,8 @@ name and noise, e.g.:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from coin_scale.cli.common import add_llm_args
+
     parser = sub.add_parser("eval", help="label accuracy of explainers on units with ground truth")
     evals = parser.add_subparsers(dest="evaluation", metavar="EVALUATION", required=True)
     s = evals.add_parser(
@@ -81,19 +83,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "computed from pixels by the attribute net, dissected on Ray",
     )
     s.add_argument("--address", default=None, help="Ray address (--through model; default local)")
-    llm = s.add_argument_group("LLM explainers (--explainer openai|anthropic|gemini)")
-    llm.add_argument("--llm-model", default=None, help="model name (default: configs/llm.yaml)")
-    llm.add_argument("--base-url", default=None,
-                     help="OpenAI-compatible server (vLLM, Ollama) or proxy")  # fmt: skip
-    llm.add_argument("--rpm", type=float, default=None, help="requests per minute allowed")
-    llm.add_argument("--tpm", type=float, default=None, help="tokens per minute allowed")
-    llm.add_argument("--max-rounds", type=int, default=12, help="LLM rounds per unit at most")
-    llm.add_argument("--budget-usd", type=float, default=20.0, help="dollars in all at most")
-    llm.add_argument("--concurrency", type=int, default=32, help="units explained at once")
-    llm.add_argument("--llm-config", default=None, help="another configs/llm.yaml (prices, limits)")
-    llm.add_argument("--llm-cache", default=None, metavar="DIR",
-                     help="request cache: a rerun pays only for new requests "
-                     "(default $COIN_SCALE_CACHE/llm, else ~/.cache/coin-scale/llm)")  # fmt: skip
+    add_llm_args(s, flag="--explainer")
+    s.add_argument("--llm-cache", default=None, metavar="DIR",
+                   help="request cache: a rerun pays only for new requests "
+                   "(default $COIN_SCALE_CACHE/llm, else ~/.cache/coin-scale/llm)")  # fmt: skip
     s.add_argument("--json", action="store_true", help="print JSON (summary and every unit)")
     s.add_argument("--no-progress", action="store_true", help="hide the rendering progress bar")
     s.set_defaults(func=run_synthetic)
@@ -373,15 +366,10 @@ def _llm_settings(args: argparse.Namespace) -> Any:
 
     if args.explainer not in LLM_EXPLAINERS:
         return None  # the config names the valid explainers
-    from coin_scale.explain.llm import LLMExplainerConfig
+    from coin_scale.cli.common import llm_settings
     from coin_scale.sweep.inputs import cache_dir
 
-    return LLMExplainerConfig(
-        provider=args.explainer, model=args.llm_model, base_url=args.base_url,
-        requests_per_minute=args.rpm, tokens_per_minute=args.tpm, max_rounds=args.max_rounds,
-        sweep_budget_usd=args.budget_usd, concurrency=args.concurrency,
-        cache_dir=args.llm_cache or str(cache_dir() / "llm"), settings_path=args.llm_config,
-    )  # fmt: skip
+    return llm_settings(args, args.explainer, args.llm_cache or str(cache_dir() / "llm"))
 
 
 def _table(summary: Any) -> str:
