@@ -157,6 +157,23 @@ def test_neuron_and_direction_objectives_increase() -> None:
         assert float(result.values[0]) > float(before[0]) + 0.05, objective.name
 
 
+def test_polish_drops_the_transforms_for_the_last_steps() -> None:
+    """polish=1 is a render without transforms; a partial one is neither."""
+    model = SmallConv()
+
+    def run(transforms: list, polish: float, steps: int = 8) -> torch.Tensor:
+        param = fft_image(24, batch=1, generator=gen(5))
+        return render(model, channel("b", 2), param, steps=steps, transforms=transforms,
+                      seed=5, polish=polish).images  # fmt: skip
+
+    standard = standard_transforms(24)
+    torch.testing.assert_close(run(standard, 1.0), run([], 0.0), rtol=0, atol=0)
+    half = run(standard, 0.5)
+    assert not torch.equal(half, run(standard, 0.0)) and not torch.equal(half, run([], 0.0))
+    with pytest.raises(ValueError, match="polish in"):
+        run(standard, 1.5)
+
+
 def test_render_refuses_bad_arguments() -> None:
     model = SmallConv()
     with pytest.raises(ValueError, match="steps >= 1"):

@@ -18,6 +18,7 @@ from torch import nn
 from coin_scale.agent.subject import module_lock
 from coin_scale.models.layers import Layout
 from coin_scale.models.preprocess import Preprocess
+from coin_scale.visualize.optimize import DEFAULT_POLISH
 
 MAX_VISUALIZATIONS = 4
 """Images one `visualize` call may ask for."""
@@ -48,6 +49,7 @@ class TorchUnitVisualizer:
         size: int | None = None,
         lr: float = 0.05,
         diversity_weight: float = 0.05,
+        polish: float = DEFAULT_POLISH,
     ) -> None:
         if steps < 1:
             raise ValueError(f"steps: expected >= 1; got {steps}")
@@ -61,6 +63,7 @@ class TorchUnitVisualizer:
         self.size = size or preprocess.crop
         self.lr = lr
         self.diversity_weight = diversity_weight
+        self.polish = polish
 
     def _objective(self, n: int):  # type: ignore[no-untyped-def]
         from coin_scale.visualize import channel, direction, diversity
@@ -86,6 +89,7 @@ class TorchUnitVisualizer:
             result = render(
                 self.module, self._objective(n), param, steps=self.steps, lr=self.lr,
                 transforms=standard_transforms(self.size), seed=seed, preprocess=self.preprocess,
+                polish=self.polish,
             )  # fmt: skip
         pixels = (result.images.clamp(0, 1) * 255).round().to(torch.uint8)
         return [Image.fromarray(p.permute(1, 2, 0).contiguous().numpy(), mode="RGB") for p in pixels]

@@ -35,6 +35,7 @@ from coin_scale.models.layers import LayerInfo
 from coin_scale.models.preprocess import Preprocess
 from coin_scale.probe import ProbeSet
 from coin_scale.visualize import channel, make_param, render, standard_transforms
+from coin_scale.visualize.optimize import DEFAULT_POLISH
 
 HUE_MIN_SATURATION = 0.25
 """Pixels less saturated than this (HSV, 0-1) have no reliable hue and are left out."""
@@ -64,6 +65,9 @@ class VisualizeBenchConfig:
     param: str = "fft"
     transforms: str = "standard"
     """`standard` (jitter, zoom, rotation, as `coin-scale visualize`) or `none`."""
+    polish: float = DEFAULT_POLISH
+    """Fraction of the last steps run without the transforms (`render`'s `polish`), as
+    `coin-scale visualize`."""
     batch_size: int = 64
     """Probe images per forward pass of the dissection."""
     quantile: float = 0.9
@@ -79,6 +83,8 @@ class VisualizeBenchConfig:
             raise ValueError(f"size must be at least 2 pixels; got {self.size}")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive; got {self.lr}")
+        if not 0.0 <= self.polish <= 1.0:
+            raise ValueError(f"polish must be between 0 and 1; got {self.polish}")
         if self.transforms not in TRANSFORMS:
             raise ValueError(f"transforms must be one of {TRANSFORMS}; got {self.transforms!r}")
         if self.reduction not in REDUCTIONS:
@@ -356,7 +362,7 @@ def _compare_unit(
     result = render(module, channel(layer.name, unit, layout=layer.layout), param,
                     steps=config.steps, lr=config.lr,
                     transforms=standard_transforms(size) if config.transforms == "standard" else (),
-                    seed=config.seed, preprocess=preprocess)  # fmt: skip
+                    seed=config.seed, preprocess=preprocess, polish=config.polish)  # fmt: skip
     image = to_uint8(result.images[0])
     exemplar: dict[str, float] = {
         r: measure_pixels(module, preprocess, layer, unit, exemplar_pixels[r])[r]
@@ -454,7 +460,7 @@ def report(
         "benchmark": "visualize",
         **extra,
         "steps": config.steps, "size": result.size, "seed": config.seed, "lr": config.lr,
-        "param": config.param, "transforms": config.transforms, "objective": "channel mean (what coin-scale visualize maximises)",
+        "param": config.param, "transforms": config.transforms, "polish": config.polish, "objective": "channel mean (what coin-scale visualize maximises)",
         "measured": "both images through the dissection's hooks, 8-bit pixels, same normalisation; "
                     "each reduction compares against the top exemplar under that reduction",
         **result.summary(),

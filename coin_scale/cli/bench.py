@@ -133,6 +133,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--transforms", choices=["standard", "none"], default="standard",
                    help="standard: jitter, zoom and rotation while optimising (as coin-scale "
                         "visualize); none: the plain image")  # fmt: skip
+    v.add_argument("--polish", type=float, default=0.75,
+                   help="fraction of the last steps optimised without the transforms (as "
+                   "coin-scale visualize --polish; default 0.75)")  # fmt: skip
     v.add_argument("--probe", default=None, help="probe folder (default: the cached rendered set)")
     v.add_argument("--probe-images", type=int, default=1000)
     v.add_argument("--out", default=None, metavar="DIR", help="write each visualization here")
@@ -303,7 +306,7 @@ def run_visualize(args: argparse.Namespace) -> int:
         config = VisualizeBenchConfig(
             units=tuple(parse_units(args.units)) if args.units else None, steps=args.steps,
             size=args.size, seed=args.seed, lr=args.lr, param=args.param,
-            transforms=args.transforms,
+            transforms=args.transforms, polish=args.polish,
         )  # fmt: skip
     except ValueError as err:
         raise UserError(f"bench visualize: {err}") from None

@@ -39,6 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--param", choices=["fft", "pixel"], default="fft",
                         help="image parameterisation: fft (decorrelated-colour Fourier) or pixel")  # fmt: skip
     parser.add_argument("--lr", type=float, default=0.05, help="Adam learning rate (default 0.05)")
+    parser.add_argument("--polish", type=float, default=None,
+                        help="fraction of the last steps optimised without jitter, zoom and "
+                        "rotation (default 0.75; 0: transforms throughout, more legible, weaker)")  # fmt: skip
     parser.add_argument("--tv", type=float, default=0.0,
                         help="weight of the total-variation penalty (default 0)")  # fmt: skip
     parser.add_argument("--diversity", type=float, default=0.0,
@@ -118,6 +121,12 @@ def _check_numbers(args: argparse.Namespace) -> None:
         raise UserError(f"--size must be at least 2 pixels; got {args.size}")
     if args.lr <= 0:
         raise UserError(f"--lr must be positive; got {args.lr}")
+    if args.polish is None:
+        from coin_scale.visualize.optimize import DEFAULT_POLISH
+
+        args.polish = DEFAULT_POLISH
+    if not 0.0 <= args.polish <= 1.0:
+        raise UserError(f"--polish must be between 0 and 1; got {args.polish}")
 
 
 def _check_size(module: nn.Module, objective: Objective, payload: ModelPayload, size: int) -> None:
@@ -206,7 +215,7 @@ def run(args: argparse.Namespace) -> int:
         param = make_param(args.param, size, batch=args.batch,
                            generator=torch.Generator().manual_seed(args.seed))  # fmt: skip
         result = render(module, objective, param, steps=args.steps, lr=args.lr,
-                        transforms=standard_transforms(size), seed=args.seed,
+                        transforms=standard_transforms(size), seed=args.seed, polish=args.polish,
                         preprocess=payload.preprocess, on_step=lambda _s, _v: bar.update(1))  # fmt: skip
         for i, image in enumerate(result.images):
             path = out / f"{layer.name}_{target.kind}_{unit}_{i}.png"

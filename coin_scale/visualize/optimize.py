@@ -81,6 +81,13 @@ def _evaluate(
     return objective(Captured(image=image, activations=dict(store)))
 
 
+DEFAULT_POLISH = 0.75
+"""Transforms for the first quarter of the steps, none for the rest (`render`'s `polish`, the
+default of `coin-scale visualize`): on the probe model's layer4 (BENCHMARKS.md) transforms
+throughout leave half the units' images weaker than their best probe image (51% beat it), a
+quarter of transformed steps keeps the shapes' outlines and beats it for 96%; less polish is more
+legible and weaker (0.5: 90%)."""
+
 REDIRECT_FRACTION = 0.25
 """Share of the first steps run with redirected ReLUs (`redirected_relus`); later steps use them
 too while the objective is still not above zero."""
@@ -172,18 +179,23 @@ def render(
     seed: int = 0,
     preprocess: Preprocess | None = None,
     on_step: Callable[[int, float], None] | None = None,
+    polish: float = 0.0,
 ) -> RenderResult:
     """Maximise `objective` over the images of `param` with Adam for `steps` steps.
 
     Each step draws the transforms from a generator seeded with `seed`, so on the CPU the same
     arguments (and a parameterisation built from the same seed) give the same images. The images
     are normalised with `preprocess`'s mean and std before the model (none: fed as [0, 1]).
-    `on_step(step, value)` is called after every step with the batch-mean objective.
+    `on_step(step, value)` is called after every step with the batch-mean objective. The last
+    `polish` fraction of the steps drops the transforms: the image keeps the structure that
+    transformation robustness gave it, then is tuned to the exact input the unit will see.
     """
     if steps < 1:
         raise ValueError(f"render needs steps >= 1; got {steps}")
     if lr <= 0:
         raise ValueError(f"render needs a positive learning rate; got lr={lr}")
+    if not 0.0 <= polish <= 1.0:
+        raise ValueError(f"render needs polish in [0, 1]; got {polish}")
     start = time.perf_counter()
     generator = torch.Generator().manual_seed(seed)
     transform = compose(list(transforms))
@@ -191,16 +203,16 @@ def render(
     optimiser = torch.optim.Adam(param.params, lr=lr)
     history: list[float] = []
     redirect_steps = max(1, int(steps * REDIRECT_FRACTION)) if steps > 1 else 0
+    polish_from = steps - int(round(steps * polish))
     with _frozen(model), capture(model, objective.layers) as store:
         for step in range(steps):
             optimiser.zero_grad(set_to_none=True)
             image = param()
             silent = bool(history) and history[-1] <= 0.0
             redirect = step < redirect_steps or silent
+            shown = transform(image, generator) if step < polish_from else image
             with redirected_relus(model, objective.layers) if redirect else _nothing():
-                values = _evaluate(
-                    model, objective, image, normalise(transform(image, generator)), store
-                )
+                values = _evaluate(model, objective, image, normalise(shown), store)
                 (-values.sum()).backward()
             optimiser.step()
             history.append(float(values.detach().mean()))
