@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_llm_args(p, flag="--explainer")
     p.add_argument("--dry-run", action="store_true",
                    help="print expected calls, tokens, dollars and minutes; spend nothing")  # fmt: skip
+    p.add_argument("--visualize", type=int, default=0, metavar="STEPS",
+                   help="also render one feature visualization per explained unit with this many "
+                   "steps (e.g. 256), shown in the report beside its exemplars (default: none)")  # fmt: skip
     p.add_argument("--human-ratings", default=None, metavar="CSV",
                    help="human judgments of the explanations (columns layer, unit, soft_correct): "
                    "InterpScore's H for the units rated (default: H null)")  # fmt: skip

@@ -506,3 +506,20 @@ def test_explanation_scores_are_tabled_with_reasons_for_the_unscored(tmp_path):
     assert "not scored: 0 of 256 scoring images satisfy" in doc
     assert "read as <code>(color=red AND shape=&lt;star&gt;)</code>" in doc
     assert "Explanation scores" not in render_report(e)
+
+
+def test_a_units_visualization_is_shown_first_beside_its_exemplars(tmp_path):
+    e = make_explanation(tmp_path / "img")
+    vis = _png(tmp_path / "img" / "vis" / "layer4_117.png", (240, 120, 0))
+    first = dataclasses.replace(
+        e.positive[0], visualization=Exemplar(image_path=vis, activation=14.25, label="visualization")
+    )
+    e = dataclasses.replace(e, positive=(first, *e.positive[1:]))
+    doc = write_report(e, tmp_path / "out").read_text(encoding="utf-8")
+    dom = _parse(doc)
+    assert len(dom.img_srcs) == 5  # the visualization is embedded like the exemplars
+    start = doc.index('<section class="unit">')
+    card = doc[start : doc.index('<section class="unit">', start + 1)]
+    assert "unit 117" in card and "act 14.250<br>visualization" in card
+    assert card.index('class="exemplar visualization"') < card.index("act 9.810")  # first
+    assert doc.count('class="exemplar visualization"') == 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from PIL import Image
 
@@ -144,3 +146,22 @@ def test_a_layer_without_exact_attribution_falls_back_and_says_so(tmp_path, caps
     assert run_sweep.main(argv) == 0
     out = capsys.readouterr().out
     assert "no exact attribution" in out and "gradient x activation" in out
+
+
+@pytest.mark.slow
+def test_run_sweep_visualizes_every_explained_unit_in_the_report(ray_cluster, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COIN_SCALE_CACHE", str(tmp_path / "cache"))
+    wh = tmp_path / "wh"
+    argv = ["--model", "resnet18", "--weights", "none", "--top-k", "2", "--negatives", "1",
+            "--probe-images", "60", "--warehouse", str(wh), "--run-id", "v1", "--no-progress",
+            "--no-unit-scores", "--visualize", "2"]  # fmt: skip
+    assert run_sweep.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "visualizations" in out  # its own phase in the timing line
+    rows = connect(wh).sql(
+        "SELECT layer, unit, steps, kind, image_path FROM visualizations WHERE run_id = 'v1'"
+    ).fetchall()
+    assert len(rows) == 3 and {r[2] for r in rows} == {2} and {r[3] for r in rows} == {"neuron"}
+    assert all(Path(r[4]).is_file() and "/reports/v1/visualizations/" in r[4] for r in rows)
+    report = (wh / "reports" / "v1" / "report.html").read_text(encoding="utf-8")
+    assert report.count('class="exemplar visualization"') == 2  # the two positive units' cards

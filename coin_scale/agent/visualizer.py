@@ -65,7 +65,8 @@ class TorchUnitVisualizer:
         self.diversity_weight = diversity_weight
         self.polish = polish
 
-    def _objective(self, n: int):  # type: ignore[no-untyped-def]
+    def objective(self, n: int = 1):  # type: ignore[no-untyped-def]
+        """What the images maximise: the unit (channel mean or direction), plus diversity for n > 1."""
         from coin_scale.visualize import channel, direction, diversity
 
         if self.direction is not None:
@@ -87,7 +88,7 @@ class TorchUnitVisualizer:
         param = make_param("fft", self.size, batch=n, generator=torch.Generator().manual_seed(seed))
         with module_lock(self.module):
             result = render(
-                self.module, self._objective(n), param, steps=self.steps, lr=self.lr,
+                self.module, self.objective(n), param, steps=self.steps, lr=self.lr,
                 transforms=standard_transforms(self.size), seed=seed, preprocess=self.preprocess,
                 polish=self.polish,
             )  # fmt: skip

@@ -77,6 +77,7 @@ code, .mono { font-family:"DejaVu Sans Mono", Menlo, Consolas, monospace; font-s
 .error { color:var(--neg); font-weight:600; margin:6px 0; }
 .exemplars { display:flex; flex-wrap:wrap; gap:10px; margin-top:8px; }
 .exemplar { width:104px; font-size:12px; text-align:center; color:var(--muted); }
+.exemplar.visualization img { outline:2px dashed var(--muted); outline-offset:1px; }
 .exemplar img, .placeholder.thumb { width:96px; height:96px; object-fit:cover; border-radius:4px;
                                     border:1px solid var(--line); display:block; margin:0 auto 2px; }
 .placeholder { background:#c9ccd1; color:#3d4148; font-size:10px; display:flex; align-items:center;
@@ -252,10 +253,20 @@ def _unit_card(u: UnitFinding, noun: str = "unit", edges: Sequence[Edge] | None 
         body.append(f'<code class="formula">{_esc(u.formula)}</code>')
     if u.error:
         body.append(f'<div class="error">error: {_esc(u.error)}</div>')
-    if u.exemplars:
-        thumbs = "".join(_exemplar(x) for x in u.exemplars)
+    if u.exemplars or u.visualization:
+        thumbs = _visualization(u.visualization) if u.visualization else ""
+        thumbs += "".join(_exemplar(x) for x in u.exemplars)
         body.append(f'<div class="exemplars">{thumbs}</div>')
     return f'<section class="unit">{"".join(body)}</section>'
+
+
+def _visualization(x: Exemplar) -> str:
+    """The unit's feature visualization, first in the strip, framed apart from the exemplars."""
+    alt = f"feature visualization {x.image_path} activation {x.activation:.3f}"
+    return (
+        f'<div class="exemplar visualization">{_image(x.image_path, EXEMPLAR_SIZE, "thumb", alt)}'
+        f"act {x.activation:.3f}<br>visualization</div>"
+    )
 
 
 def _exemplar(x: Exemplar) -> str:

@@ -45,6 +45,9 @@ class SweepConfig:
     """Integrated-gradients steps (chain_method integrated_gradients)."""
     ablation_draws: int = 20
     """Random unit sets averaged in the faithfulness test."""
+    visualize: int = 0
+    """Steps of one feature visualization per explained unit, shown in the report beside its
+    exemplars (0: none)."""
     unit_scores: bool = True
     """Score every explanation over rendered attributes: predictive AUC and Cohen's d, InterpScore
     (S, C, R) on a held-out rendered set (needs the `rendered` probe)."""
@@ -107,6 +110,8 @@ class SweepConfig:
     def __post_init__(self) -> None:
         if self.top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {self.top_k}")
+        if self.visualize < 0:
+            raise ValueError(f"--visualize takes optimisation steps >= 1 (0: none), got {self.visualize}")
         if self.negatives < 0 or self.exemplars < 1:
             raise ValueError(
                 f"negatives must be >= 0 and exemplars >= 1, got {self.negatives}, {self.exemplars}"

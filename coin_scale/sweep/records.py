@@ -44,6 +44,8 @@ class UnitFinding:
     exemplars: tuple[Exemplar, ...] = ()
     error: str | None = None
     """Why the unit could not be explained, when it could not (stored, never hidden)."""
+    visualization: Exemplar | None = None
+    """A feature visualization of the unit (`--visualize`), measured like the exemplars."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -182,6 +182,21 @@ def run_sweep(config: SweepConfig) -> SweepOutcome:
             from coin_scale.eval.human_ratings import with_human_alignment
 
             unit_scores = with_human_alignment(unit_scores, ratings)
+    clock.lap("explanation scores")
+    visualizations: list[dict] = []
+    if config.visualize:
+        from coin_scale.storage.fs import local_dir
+        from coin_scale.sweep.visualizing import visualize_findings
+
+        shown = positive + negative + nodes
+        drawn, visualizations = visualize_findings(
+            module, payload, {c.name: c for c in chain}, shown, steps=config.visualize,
+            out_dir=Path(local_dir(config.warehouse, f"reports/{run_id}")) / "visualizations",
+            sae_layer=layer.name if sae_model is not None else None, sae_model=sae_model,
+        )  # fmt: skip
+        positive, negative = drawn[: len(positive)], drawn[len(positive) : len(shown) - len(nodes)]
+        nodes = drawn[len(shown) - len(nodes) :]
+        clock.lap("visualizations")
     cls = contributions.class_index
     explanation = ClassExplanation(
         run_id=run_id, image_path=str(Path(image_path).resolve()), model=payload.model_id,
@@ -200,7 +215,6 @@ def run_sweep(config: SweepConfig) -> SweepOutcome:
         chain_nodes=tuple(nodes), chain_edges=tuple(edges), faithfulness=tuple(faithfulness),
         unit_scores=tuple(unit_scores), scoring_images=scoring_images,
     )  # fmt: skip
-    clock.lap("explanation scores")
     from coin_scale.report import write_report
     from coin_scale.storage.fs import local_dir
     from coin_scale.sweep.persist import store_sweep
@@ -209,6 +223,11 @@ def run_sweep(config: SweepConfig) -> SweepOutcome:
     store_sweep(
         warehouse, explanation, config, dissection_ids=dissection_ids, started_at=started_at
     )
+    if visualizations:
+        from coin_scale.storage import get_spec
+
+        rows = [{"run_id": run_id, **row} for row in visualizations]
+        warehouse.write("visualizations", get_spec("visualizations").from_dicts(rows), key=run_id)
     clock.lap("report and tables")
     return SweepOutcome(
         explanation=explanation, report_path=str(report), warehouse=config.warehouse,
