@@ -180,13 +180,14 @@ def _llm_settings(args: argparse.Namespace) -> Any:
 
 def _llm_plan(prepared: Any, estimate: Any, provider: str) -> list[str]:
     """The LLM part of a dry run: calls, tokens, dollars and minutes for every unit."""
-    from coin_scale.explain.llm import dry_run
+    from coin_scale.explain.llm import dry_run, limit_lines
     from coin_scale.sweep.agents import AGENT_EXEMPLARS
 
     llm = dry_run(prepared, units=estimate.units, exemplars=AGENT_EXEMPLARS,
                   layer=estimate.layer, model=estimate.model)  # fmt: skip
-    return [f"explain: every one of the {estimate.units} units by an LLM agent:", *(
-        f"  {line}" for line in llm.lines(provider, prepared.model))]  # fmt: skip
+    lines = llm.lines(provider, prepared.model) + limit_lines(prepared, "run")
+    return [f"explain: every one of the {estimate.units} units by an LLM agent:",
+            *(f"  {line}" for line in lines)]  # fmt: skip
 
 
 def _explain_with_agents(args: argparse.Namespace, config: Any, prepared: Any) -> tuple[Any, Any, Any]:

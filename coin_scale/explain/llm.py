@@ -134,6 +134,20 @@ def prepare(config: LLMExplainerConfig, *, require_key: bool = True) -> Prepared
     )  # fmt: skip
 
 
+def limit_lines(prepared: PreparedLLM, scope: str) -> list[str]:
+    """A dry run's last lines: the rate limits, the budgets (per unit and per `scope`, e.g.
+    'sweep') and whether the API key was found."""
+    limits, cfg = prepared.limits, prepared.config
+    lines = [
+        f"  limits         {limits.requests_per_minute:g} requests/min"
+        + (f", {limits.tokens_per_minute:g} tokens/min" if limits.tokens_per_minute else "")
+        + f"; budgets ${cfg.unit_budget_usd} per unit, ${cfg.sweep_budget_usd} per {scope}"
+    ]
+    key = "found" if prepared.api_key else "MISSING (the real run will stop before any work)"
+    lines.append(f"  API key        {' or '.join(prepared.key_env)}: {key}")
+    return lines
+
+
 def _blank_png(size: int) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (size, size), (128, 128, 128)).save(buf, format="PNG")

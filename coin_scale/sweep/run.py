@@ -237,7 +237,7 @@ def run_sweep(config: SweepConfig) -> SweepOutcome:
 
 def dry_run_lines(config: SweepConfig) -> list[str]:
     """What an LLM-explained sweep of `config` would cost; nothing is loaded or sent."""
-    from coin_scale.explain.llm import dry_run, prepare
+    from coin_scale.explain.llm import dry_run, limit_lines, prepare
 
     prepared = prepare(config.llm_explainer(), require_key=False)
     units, targets = config.top_k + config.negatives, config.top_k
@@ -247,16 +247,7 @@ def dry_run_lines(config: SweepConfig) -> list[str]:
     estimate = dry_run(
         prepared, units=units, exemplars=12, layer=config.layer or "last block", model=config.model
     )
-    lines = estimate.lines(config.explainer, prepared.model)
-    limits = prepared.limits
-    lines.append(
-        f"  limits         {limits.requests_per_minute:g} requests/min"
-        + (f", {limits.tokens_per_minute:g} tokens/min" if limits.tokens_per_minute else "")
-        + f"; budgets ${config.unit_budget_usd} per unit, ${config.budget_usd} per sweep"
-    )
-    key = "found" if prepared.api_key else "MISSING (the real run will stop before any work)"
-    lines.append(f"  API key        {' or '.join(prepared.key_env)}: {key}")
-    return lines
+    return estimate.lines(config.explainer, prepared.model) + limit_lines(prepared, "sweep")
 
 
 def _notes(
