@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def print_outcome(outcome) -> None:  # type: ignore[no-untyped-def]
+    from coin_scale.agent.budget import budget_hint
     from coin_scale.sweep.text import TERM_WORDS
 
     e = outcome.explanation
@@ -121,6 +122,9 @@ def print_outcome(outcome) -> None:  # type: ignore[no-untyped-def]
             if f.error:
                 label = f"- ({f.error[:100]})"
             print(f"  {sign} {e.unit_noun.split()[-1]} {f.unit:>5}  {f.contribution:+.4f}  {label}")
+    hint = budget_hint(f.error for f in (*e.positive, *e.negative, *e.chain_nodes))
+    if hint:
+        print(f"  note: {hint}")
     for name, value in e.terms:
         print(f"  = {TERM_WORDS.get(name, name)}: {value:+.4f}  (in no {e.unit_noun})")
     if e.bias is not None:

@@ -262,6 +262,12 @@ def test_the_sweep_dollar_budget_is_shared_by_units(red_subject) -> None:
     assert 1 <= second.rounds < 4
     assert sweep.usd == pytest.approx(first.cost_usd + second.cost_usd)
     assert sweep.usd <= sweep.max_usd  # type: ignore[operator]
+    # the command then tells the user how to finish: a larger budget, the cache pays the rest
+    from coin_scale.agent.budget import budget_hint
+
+    hint = budget_hint([first.error, second.error])
+    assert hint is not None and hint.startswith("1 unit(s) stopped at a budget") and "cache" in hint
+    assert budget_hint([first.error, "timed out"]) is None
 
 
 def test_concurrent_units_never_overrun_the_sweep_budget(red_subject) -> None:

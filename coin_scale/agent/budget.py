@@ -9,6 +9,7 @@ After the call the reservation is replaced by what the call really cost.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 
@@ -34,6 +35,19 @@ def _over(
             f"(used ${usd:.4f}, next call about ${more_usd:.4f})"
         )
     return None
+
+
+def budget_hint(errors: Iterable[str | None]) -> str | None:
+    """What to do when units stopped at a budget: a rerun with a larger one pays only for new
+    requests (the request cache answers the rest); None when no unit did."""
+    stopped = sum(1 for e in errors if e and "budget of" in e and "would be exceeded" in e)
+    if not stopped:
+        return None
+    return (
+        f"{stopped} unit(s) stopped at a budget; rerun with a larger --budget-usd / "
+        "--unit-budget-usd (or the token budgets): requests already answered come from the request "
+        "cache and are not paid again"
+    )
 
 
 def _check_limits(max_tokens: int | None, max_usd: float | None) -> None:

@@ -224,6 +224,11 @@ def _print_agents(layer: Any, args: argparse.Namespace, random_weights: bool) ->
     statuses = ", ".join(f"{n} {s}" for s, n in layer.statuses.most_common())
     print(f"explained every unit with {args.explain} agents: {statuses}; {layer.tokens} tokens, "
           f"${layer.cost_usd:.4f} (run {layer.run_id})")  # fmt: skip
+    from coin_scale.agent.budget import budget_hint
+
+    hint = budget_hint(o.error for o in layer.outcomes.values())
+    if hint:
+        print(f"note: {hint}")
     if random_weights:
         print("NOTE: random weights (--weights none): these labels describe noise, not a trained network")
     print(f"  all of them: coin-scale query --warehouse {args.warehouse} \"SELECT unit, label, "
