@@ -82,8 +82,10 @@ def test_gateway_actors_killed_on_worker_nodes_lose_no_unit_and_pay_little_twice
     assert faulted["outcomes"] == reference["outcomes"]
     # Every call has its one ledger row; none was lost with the dead actors.
     assert faulted["ledger"] == reference["ledger"] and len(faulted["ledger"]) == 16
-    # The same requests; paid twice at most: those in flight at the server at the kill.
+    # The same requests; paid twice at most: the calls outstanding on the dead actors, which were
+    # resubmitted (one per unit at most). Counting only those still at the server is too tight:
+    # a reply already on its way back dies with its actor too (seen in a fresh-clone CI run).
     assert reference["requests"] == reference["distinct_requests"] == 16
     assert faulted["request_views"] == reference["request_views"]
     extra = faulted["requests"] - faulted["distinct_requests"]
-    assert 0 <= extra <= faulted["in_flight_at_kill"] <= 4
+    assert faulted["in_flight_at_kill"] >= 1 and 0 <= extra <= min(faulted["resubmitted"], 4)
