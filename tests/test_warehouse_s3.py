@@ -43,13 +43,19 @@ def endpoint() -> Iterator[str]:
         server.start()
         try:
             host, port = server.get_host_and_port()
-            yield f"{host}:{port}"
+            assert host == "127.0.0.1"
+            yield f"127.0.0.1:{port}"
         finally:
             server.stop()
 
 
+def local_url(endpoint: str) -> str:
+    """The moto server's URL; never anything but this machine."""
+    return f"http://127.0.0.1:{endpoint.removeprefix('127.0.0.1:')}"
+
+
 def s3_client(endpoint: str):  # type: ignore[no-untyped-def]
-    return boto3.client("s3", endpoint_url=f"http://{endpoint}", region_name="us-east-1")
+    return boto3.client("s3", endpoint_url=local_url(endpoint), region_name="us-east-1")
 
 
 @pytest.fixture
@@ -134,7 +140,7 @@ def test_query_cli_reads_s3_and_stays_read_only(
 def test_plain_s3_uri_with_endpoint_from_the_environment(
     bucket: str, endpoint: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://{endpoint}")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", local_url(endpoint))
     wh = Warehouse(f"s3://{bucket}/shared")
     wh.write("runs", example_rows("runs", key="r1", n=1), key="r1")
     assert object_keys(endpoint, bucket) == ["shared/runs/r1.parquet"]
