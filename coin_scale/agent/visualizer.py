@@ -81,7 +81,7 @@ class TorchUnitVisualizer:
 
     def visualize(self, n: int, seed: int) -> list[Image.Image]:
         """`n` images optimised for the unit, 8-bit RGB at `size` pixels."""
-        from coin_scale.visualize import make_param, render, standard_transforms
+        from coin_scale.visualize import make_param, render, standard_transforms, to_pil
 
         if not 1 <= n <= MAX_VISUALIZATIONS:
             raise ValueError(f"n: expected 1 to {MAX_VISUALIZATIONS}; got {n}")
@@ -92,5 +92,4 @@ class TorchUnitVisualizer:
                 transforms=standard_transforms(self.size), seed=seed, preprocess=self.preprocess,
                 polish=self.polish,
             )  # fmt: skip
-        pixels = (result.images.clamp(0, 1) * 255).round().to(torch.uint8)
-        return [Image.fromarray(p.permute(1, 2, 0).contiguous().numpy(), mode="RGB") for p in pixels]
+        return [to_pil(image) for image in result.images]

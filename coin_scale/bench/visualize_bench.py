@@ -34,7 +34,7 @@ from coin_scale.explain import ConceptMatrix, OfflineExplainerConfig, explain_un
 from coin_scale.models.layers import LayerInfo
 from coin_scale.models.preprocess import Preprocess
 from coin_scale.probe import ProbeSet
-from coin_scale.visualize import channel, make_param, render, standard_transforms
+from coin_scale.visualize import channel, make_param, render, standard_transforms, to_uint8
 from coin_scale.visualize.optimize import DEFAULT_POLISH
 
 HUE_MIN_SATURATION = 0.25
@@ -228,11 +228,6 @@ def measure_pixels(
     with torch.inference_mode():
         values = capture(preprocess.normalize(pixels.unsqueeze(0)))[layer.name]
     return {r: float(values[r][0, unit]) for r in REDUCTIONS}
-
-
-def to_uint8(image: torch.Tensor) -> torch.Tensor:
-    """(3, h, w) float in [0, 1] -> uint8, rounded as a saved PNG is."""
-    return (image.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
 _CONCEPT = re.compile(r"(AND NOT )?([A-Za-z_]+)=([^\s()]+)")

@@ -156,13 +156,10 @@ def _load_png(path: Path) -> torch.Tensor:
 
 def _save_png(path: Path, image: torch.Tensor) -> None:
     """(3, height, width) in [0, 1] -> an 8-bit PNG at `path`, written atomically."""
-    import torch
-    from PIL import Image
-
     from coin_scale.sae.cache import write_atomic
+    from coin_scale.visualize import to_pil
 
-    array = (image.clamp(0, 1) * 255).round().to(dtype=torch.uint8)
-    pixels = Image.fromarray(array.permute(1, 2, 0).contiguous().numpy(), mode="RGB")
+    pixels = to_pil(image)
     write_atomic(path, lambda tmp: pixels.save(tmp, format="PNG"))
 
 

@@ -15,7 +15,6 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-import pyarrow.fs as pafs
 
 from coin_scale.storage.fs import WarehouseFS
 
@@ -80,13 +79,7 @@ def decode(data: bytes) -> DissectCheckpoint:
 
 def save_checkpoint(fs: WarehouseFS, ckpt: DissectCheckpoint) -> None:
     """Replace the dissection's checkpoint atomically (readers see the old one or the new one)."""
-    data = encode(ckpt)
-
-    def write(tmp: str, filesystem: pafs.FileSystem) -> None:
-        with filesystem.open_output_stream(tmp) as out:
-            out.write(data)
-
-    fs.write_atomic(checkpoint_rel(ckpt.dissection_id), write)
+    fs.write_bytes(checkpoint_rel(ckpt.dissection_id), encode(ckpt))
 
 
 def load_checkpoint(
@@ -98,8 +91,7 @@ def load_checkpoint(
     if not fs.exists(rel):
         return None
     try:
-        with fs.fs.open_input_stream(fs.path(rel)) as stream:
-            ckpt = decode(stream.read())
+        ckpt = decode(fs.read_bytes(rel))
     except (OSError, ValueError, KeyError) as err:
         log.warning("ignoring the unreadable dissection checkpoint %s: %s", rel, err)
         return None

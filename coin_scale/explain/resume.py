@@ -49,13 +49,7 @@ class ExplainCheckpoint:
 
     def put_json(self, name: str, value: Any) -> None:
         """Save piece `name` (JSON-able `value`), replacing it atomically."""
-        data = json.dumps(value, sort_keys=True).encode()
-
-        def write(tmp: str, filesystem: pafs.FileSystem) -> None:
-            with filesystem.open_output_stream(tmp) as out:
-                out.write(data)
-
-        self.fs.write_atomic(f"{self.prefix}/{name}.json", write)
+        self.fs.write_bytes(f"{self.prefix}/{name}.json", json.dumps(value, sort_keys=True).encode())
 
     def put_table(self, name: str, table: pa.Table) -> None:
         """Save an Arrow table beside the pieces (Parquet), replacing it atomically."""
@@ -76,8 +70,7 @@ class ExplainCheckpoint:
             if not base.endswith(".json"):
                 continue
             try:
-                with self.fs.fs.open_input_stream(self.fs.path(entry.rel)) as stream:
-                    found[base.removesuffix(".json")] = json.loads(stream.read())
+                found[base.removesuffix(".json")] = json.loads(self.fs.read_bytes(entry.rel))
             except (OSError, ValueError) as err:
                 log.warning("ignoring the unreadable explanation checkpoint %s: %s", entry.rel, err)
         return found

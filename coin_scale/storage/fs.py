@@ -8,7 +8,6 @@ host:port&scheme=http`, `gs://...`, `file:///...`) and, when fsspec is installed
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,6 +18,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from coin_scale.cache import cache_root
 from coin_scale.errors import UserError
 
 TMP_MARK = ".tmp-"
@@ -202,8 +202,5 @@ def local_dir(root: str | Path, rel: str) -> Path:
     """
     if not is_uri(root):
         return Path(str(root)).expanduser().resolve() / rel
-    cache = Path(os.environ.get("COIN_SCALE_CACHE", Path.home() / ".cache" / "coin-scale"))
-    digest = hashlib.sha256(redact(str(root).split("?", 1)[0].rstrip("/")).encode()).hexdigest()[
-        :16
-    ]
-    return cache / "remote" / digest / rel
+    where = redact(str(root).split("?", 1)[0].rstrip("/"))
+    return cache_root() / "remote" / hashlib.sha256(where.encode()).hexdigest()[:16] / rel

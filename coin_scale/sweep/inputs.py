@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from coin_scale.cache import cache_root
 from coin_scale.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -16,9 +16,8 @@ MAX_PIXELS = 200_000_000
 """Images up to this many pixels are resized like any other; beyond it PIL's bomb guard refuses."""
 
 
-def cache_dir() -> Path:
-    """`$COIN_SCALE_CACHE`, else ~/.cache/coin-scale."""
-    return Path(os.environ.get("COIN_SCALE_CACHE", Path.home() / ".cache" / "coin-scale"))
+cache_dir = cache_root
+"""`$COIN_SCALE_CACHE`, else ~/.cache/coin-scale (`coin_scale.cache.cache_root`)."""
 
 
 def load_image(path: str) -> Image.Image:

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from coin_scale.cache import cache_root
 from coin_scale.models.checkpoint import save_checkpoint
 from coin_scale.models.preprocess import Preprocess
 from coin_scale.models.zoo import build
@@ -329,10 +330,8 @@ def save_probe_model(path: str | Path, module: nn.Module, result: ProbeTrainResu
     )  # fmt: skip
 
 
-def default_cache_dir() -> Path:
-    """`$COIN_SCALE_CACHE`, else `~/.cache/coin-scale`."""
-    env = os.environ.get("COIN_SCALE_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "coin-scale"
+default_cache_dir = cache_root
+"""`$COIN_SCALE_CACHE`, else `~/.cache/coin-scale` (`coin_scale.cache.cache_root`)."""
 
 
 def ensure_probe_model(

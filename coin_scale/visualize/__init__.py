@@ -19,7 +19,15 @@ from coin_scale.visualize.objectives import (
     tv,
 )
 from coin_scale.visualize.optimize import RenderResult, measure, render
-from coin_scale.visualize.param import PARAMS, ImageParam, fft_image, make_param, pixel_image
+from coin_scale.visualize.param import (
+    PARAMS,
+    ImageParam,
+    fft_image,
+    make_param,
+    pixel_image,
+    to_pil,
+    to_uint8,
+)
 from coin_scale.visualize.transforms import (
     Transform,
     compose,
@@ -46,6 +54,8 @@ __all__ = [
     "measure",
     "neuron",
     "pixel_image",
+    "to_pil",
+    "to_uint8",
     "random_rotate",
     "random_scale",
     "render",

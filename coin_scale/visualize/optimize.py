@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -151,11 +151,6 @@ def _frozen(model: nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield
-
-
 def measure(
     model: nn.Module, objective: Objective, images: torch.Tensor, preprocess: Preprocess | None
 ) -> torch.Tensor:
@@ -211,7 +206,7 @@ def render(
             silent = bool(history) and history[-1] <= 0.0
             redirect = step < redirect_steps or silent
             shown = transform(image, generator) if step < polish_from else image
-            with redirected_relus(model, objective.layers) if redirect else _nothing():
+            with redirected_relus(model, objective.layers) if redirect else nullcontext():
                 values = _evaluate(model, objective, image, normalise(shown), store)
                 (-values.sum()).backward()
             optimiser.step()

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
+from PIL import Image
 
 Param = Literal["fft", "pixel"]
 PARAMS: tuple[Param, ...] = ("fft", "pixel")
@@ -113,3 +114,13 @@ def make_param(kind: str, size: int, *, batch: int, generator: torch.Generator) 
     if kind not in builders:
         raise ValueError(f"unknown parameterisation {kind!r}; choose one of {', '.join(PARAMS)}")
     return builders[kind](size, batch=batch, generator=generator)
+
+
+def to_uint8(image: torch.Tensor) -> torch.Tensor:
+    """(..., 3, h, w) float in [0, 1] -> uint8, rounded as a saved 8-bit PNG is."""
+    return (image.detach().clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def to_pil(image: torch.Tensor) -> Image.Image:
+    """(3, h, w) float in [0, 1] -> an 8-bit RGB PIL image."""
+    return Image.fromarray(to_uint8(image).permute(1, 2, 0).contiguous().cpu().numpy(), mode="RGB")
