@@ -40,7 +40,8 @@ class UnitScore:
     predicted_formula: str
     """The explainer's formula, machine form; "" when it explained nothing (see `status`)."""
     status: str
-    """The explainer's status for the unit (`explained`, `constant`, ...)."""
+    """The explainer's status for the unit (`explained`, `constant`, ...; an LLM agent that
+    failed: `failed` or `parse_failure`)."""
     exact: bool
     """Same canonical formula."""
     same_images: bool

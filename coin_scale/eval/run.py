@@ -353,9 +353,10 @@ def run_synthetic_eval(config: SyntheticEvalConfig) -> SyntheticEvalResult:
         units = _units(config, concepts, concepts, config.coverage)
         activations = synthetic_activations(units, concepts, config.seed)
     start = time.perf_counter()
+    failed: dict[int, str] = {}
     if prepared is not None:
         assert model is not None and scorer is not None
-        explanations, model = _explain_with_llm(
+        explanations, failed, model = _explain_with_llm(
             prepared, scorer, model, root, activations, concepts, config
         )
     else:
@@ -370,7 +371,7 @@ def run_synthetic_eval(config: SyntheticEvalConfig) -> SyntheticEvalResult:
             predicted=parse_text(e.formula, names) if e.formula else None,
             names=names,
             matrix=concepts.matrix,
-            status=e.status,
+            status=failed.get(e.unit, e.status),
             iou=e.iou,
             label=e.label,
         )
@@ -400,8 +401,10 @@ def _explain_with_llm(
     activations: torch.Tensor,
     concepts: ConceptMatrix,
     config: SyntheticEvalConfig,
-) -> tuple[list[UnitExplanation], ModelRun]:
-    """An agent per unit through the synthetic model; labels read back to formulas."""
+) -> tuple[list[UnitExplanation], dict[int, str], ModelRun]:
+    """An agent per unit through the synthetic model; labels read back to formulas. Also the
+    agents' own status for the units whose agent failed (so they are not reported as labels that
+    matched nothing)."""
     import dataclasses
 
     from coin_scale.eval.llm_units import explain_synthetic_with_llm
@@ -420,7 +423,8 @@ def _explain_with_llm(
         model, llm_requests=result.requests, llm_cached=result.cached,
         llm_cost_usd=result.cost_usd,
     )  # fmt: skip
-    return result.explanations, model
+    failed: dict[int, str] = {u: o.status for u, o in enumerate(result.outcomes) if o.status != "ok"}
+    return result.explanations, failed, model
 
 
 def _compare_with_truth(
