@@ -90,7 +90,9 @@ def main(argv: list[str] | None = None) -> int:
 
             print("\n".join(dry_run_lines(config)))
             return 0
-        outcome = run_sweep(config)
+        from coin_scale.report import write_report
+
+        outcome = run_sweep(config, reporter=write_report)
     except UserError as err:
         print(f"run_sweep.py: error: {err}", file=sys.stderr)
         return err.exit_code

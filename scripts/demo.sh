@@ -5,6 +5,10 @@
 # explains them with the offline explainer, and writes the tables and an HTML report.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The demo starts its own local Ray. Ray 2.60 turns token authentication on for a new local
+# cluster and logs a warning saying so whenever RAY_AUTH_MODE is unset; choosing that default
+# explicitly keeps it (see README.md, "Dissection on Ray") without the warning.
+export RAY_AUTH_MODE="${RAY_AUTH_MODE:-token}"
 .venv/bin/python run_sweep.py --warehouse demo/warehouse "$@"
 .venv/bin/coin-scale query --warehouse demo/warehouse \
   "SELECT c.class_name, e.unit, e.label, round(e.score, 2) AS iou, round(u.contribution, 3) AS contribution

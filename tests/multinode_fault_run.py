@@ -59,7 +59,7 @@ def actors_named(node: Any, class_name: str) -> list[int]:
 def replicas(nodes: dict[str, Any], probe: str, warehouse: str) -> dict[str, Any]:
     """A dissection whose replicas are SIGKILLed, one per node, after batches 1 and 6."""
     from coin_scale.dissect.config import DissectConfig
-    from coin_scale.dissect.pipeline import dissect
+    from coin_scale.runtime.dissect import run_dissection
 
     kills: list[dict[str, Any]] = []
     plan = {1: "worker0", 6: "worker1"}
@@ -73,7 +73,7 @@ def replicas(nodes: dict[str, Any], probe: str, warehouse: str) -> dict[str, Any
 
     config = DissectConfig(model="resnet18", weights="none", layer="layer4", probe=probe,
                            warehouse=warehouse, top_k=5, batch_size=2, replicas=2)  # fmt: skip
-    result = dissect(config, progress=False, on_batch=kill)
+    result = run_dissection(config, progress=False, on_batch=kill)
     return {"kills": kills, "images": result.n_images, "failed": result.n_failed}
 
 
@@ -142,9 +142,9 @@ def _explain(cache: str, at: int | None, nodes: dict[str, Any]) -> dict[str, Any
     with `at`, every gateway actor is killed while the server answers request `at`."""
     from coin_scale.actors.llm_gateway import GatewayPool, GatewaySpec
     from coin_scale.agent import ExperimentTools
-    from coin_scale.agent.policies import ExperimenterPolicy
     from coin_scale.explain.llm import LLMExplainerConfig, explain_subjects, prepare
-    from coin_scale.llm.fakeserver import FakeProviderServer, Faults
+    from coin_scale.testing.agent_policies import ExperimenterPolicy
+    from coin_scale.testing.fakeserver import FakeProviderServer, Faults
     from tests.test_agent_loop import Redness, _subject
     from unity_pool.tools import LocalRenderer, RenderTools
 
@@ -176,7 +176,7 @@ def _explain(cache: str, at: int | None, nodes: dict[str, Any]) -> dict[str, Any
             result = explain_subjects(
                 prepared, subjects,
                 lambda s: ExperimentTools(s, Redness(), RenderTools(renderer=LocalRenderer())),
-                run_id="faults", progress=False, pool=pool,
+                run_id="faults", gateways=pool, progress=False,
             )  # fmt: skip
             restarted = pool.pids()
         finally:

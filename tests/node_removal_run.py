@@ -11,7 +11,7 @@ import ray
 from ray.cluster_utils import Cluster
 
 from coin_scale.dissect.config import DissectConfig
-from coin_scale.dissect.pipeline import dissect
+from coin_scale.runtime.dissect import run_dissection
 
 
 def main(probe: str, warehouse: str) -> None:
@@ -31,7 +31,7 @@ def main(probe: str, warehouse: str) -> None:
     config = DissectConfig(model="resnet18", weights="none", layer="layer4", probe=probe,
                            warehouse=warehouse, top_k=5, batch_size=2, replicas=2)  # fmt: skip
     try:
-        result = dissect(config, progress=False, on_batch=remove_a_node)
+        result = run_dissection(config, progress=False, on_batch=remove_a_node)
         print(json.dumps({"events": events, "images": result.n_images, "failed": result.n_failed}))
     finally:
         ray.shutdown()

@@ -25,18 +25,9 @@ from coin_scale.agent import (
     UnitSubject,
     explain_unit,
     parse_final_text,
-    policy_chat,
 )
 from coin_scale.agent.context import SUMMARY_HEADER, RoundRecord, build_request
-from coin_scale.agent.policies import (
-    ExperimenterPolicy,
-    Garbage,
-    InvalidThenValid,
-    NeverFinishes,
-    TextAnswer,
-)
 from coin_scale.agent.prompts import FINAL_ROUND_NOTICE, NUDGE, first_message, system_prompt
-from coin_scale.llm.fakeserver.policy import CallTool, Scripted
 from coin_scale.llm.messages import (
     ChatRequest,
     ChatResponse,
@@ -48,8 +39,17 @@ from coin_scale.llm.messages import (
     Usage,
 )
 from coin_scale.models.preprocess import Preprocess
-from coin_scale.models.zoo import probe_cnn
+from coin_scale.models.probe_cnn import probe_cnn
 from coin_scale.storage.schemas import experiments
+from coin_scale.testing.agent_policies import (
+    ExperimenterPolicy,
+    Garbage,
+    InvalidThenValid,
+    NeverFinishes,
+    TextAnswer,
+)
+from coin_scale.testing.chat import policy_chat
+from coin_scale.testing.policy import CallTool, Scripted
 from unity_pool.sampling import sample_scenes
 from unity_pool.tools import LocalRenderer, RenderTools
 

@@ -20,24 +20,23 @@ from coin_scale.agent import (
     UnitSubject,
     explain_unit,
     parse_final_text,
-    policy_chat,
-    view_from_request,
 )
-from coin_scale.agent.policies import (
+from coin_scale.llm.messages import ChatRequest, ImagePart, Message, ToolCall, ToolResult, ToolSpec
+from coin_scale.testing.agent_policies import (
     ExperimenterPolicy,
     Garbage,
     InvalidThenValid,
     NeverFinishes,
     TextAnswer,
 )
-from coin_scale.llm.fakeserver.policy import (
+from coin_scale.testing.chat import policy_chat, view_from_request
+from coin_scale.testing.policy import (
     CallTool,
     ConversationView,
     Reply,
     Scripted,
     SeenToolResult,
 )
-from coin_scale.llm.messages import ChatRequest, ImagePart, Message, ToolCall, ToolResult, ToolSpec
 from unity_pool import vocab
 from unity_pool.sampling import sample_scenes
 from unity_pool.scene import Scene

@@ -22,10 +22,10 @@ from coin_scale.agent.subject import (
     exemplars_from_paths,
 )
 from coin_scale.agent.tools import ExperimentTools, ToolOutcome
-from coin_scale.dissect.activations import ActivationCapture
 from coin_scale.llm.messages import ToolCall
+from coin_scale.models.activations import ActivationCapture
 from coin_scale.models.preprocess import Preprocess
-from coin_scale.models.zoo import probe_cnn
+from coin_scale.models.probe_cnn import probe_cnn
 from unity_pool.client import RenderFailed
 from unity_pool.sampling import sample_scenes
 from unity_pool.tools import LocalRenderer, RenderTools

@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from coin_scale.cli import main
-from coin_scale.dissect.activations import ActivationCapture, decode_batch
 from coin_scale.dissect.config import DissectConfig
-from coin_scale.dissect.pipeline import dissect
 from coin_scale.models import ModelSource, build_module, resolve_model
+from coin_scale.models.activations import ActivationCapture, decode_batch
 from coin_scale.probe import scan_probe
+from coin_scale.runtime.dissect import run_dissection
 from coin_scale.storage import connect
 
 pytestmark = pytest.mark.slow
@@ -92,7 +92,7 @@ def test_killed_replica_is_replaced_and_the_result_is_exact(ray_cluster, probe_d
 
     config = DissectConfig(model="resnet18", weights="none", layer="layer4", probe=str(probe_dir),
                            warehouse=str(tmp_path / "wh"), top_k=5, batch_size=4, replicas=1)  # fmt: skip
-    result = dissect(config, progress=False, on_batch=kill_once)
+    result = run_dissection(config, progress=False, on_batch=kill_once)
     assert killed and result.n_images == 37 and result.n_failed == 1
     want_values, want_indices, _ = reference_top5(probe_dir)
     got_values, got_indices = exemplar_tensors(config.warehouse)
@@ -118,7 +118,7 @@ def test_dense_activations_are_kept_for_explainers(ray_cluster, probe_dir, tmp_p
 
     config = DissectConfig(model="resnet18", weights="none", layer="layer4", probe=str(probe_dir),
                            warehouse=str(tmp_path / "wh"), top_k=5, keep_activations=True)  # fmt: skip
-    result = dissect(config, progress=False)
+    result = run_dissection(config, progress=False)
     dense = load_activations(Warehouse(config.warehouse), result.dissection_id)
     _, _, acts = reference_top5(probe_dir)
     probe = scan_probe(probe_dir)
@@ -128,7 +128,7 @@ def test_dense_activations_are_kept_for_explainers(ray_cluster, probe_dir, tmp_p
     torch.testing.assert_close(
         torch.from_numpy(dense[readable]).float(), acts, rtol=2e-3, atol=2e-2
     )
-    again = dissect(config, progress=False)  # activations present: the cache is used
+    again = run_dissection(config, progress=False)  # activations present: the cache is used
     assert again.cached
 
 
@@ -171,8 +171,8 @@ def test_dry_run_prints_the_work_and_writes_nothing(probe_dir, tmp_path, capsys)
 def test_dissect_explain_with_llm_agents_explains_every_unit(ray_cluster, probe_dir, tmp_path, capsys, monkeypatch):
     """`dissect --explain openai`: an agent per unit of the layer through the real SDK and a fake
     server; one row per unit, the agents' steps and requests stored, the dry run priced first."""
-    from coin_scale.agent.policies import ExperimenterPolicy
-    from coin_scale.llm.fakeserver import FakeProviderServer
+    from coin_scale.testing.agent_policies import ExperimenterPolicy
+    from coin_scale.testing.fakeserver import FakeProviderServer
 
     key = "sk-planted-dissect-7731"
     warehouse = str(tmp_path / "wh")

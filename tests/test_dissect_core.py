@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from coin_scale.dissect.activations import reduce_units
 from coin_scale.dissect.statistics import RunningMoments, RunningUpperQuantile, UnitAccumulator
 from coin_scale.dissect.topk import RunningTopK
+from coin_scale.models.activations import reduce_units
 
 
 def _batches(n_images: int, n_units: int, batch: int, seed: int = 0):

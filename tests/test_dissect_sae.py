@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from coin_scale.cli import main
-from coin_scale.dissect.activations import decode_batch
 from coin_scale.models import ModelSource, build_module, resolve_model
+from coin_scale.models.activations import decode_batch
 from coin_scale.probe import scan_probe
 from coin_scale.sae import (
     SAEConfig,

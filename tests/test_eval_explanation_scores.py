@@ -10,11 +10,12 @@ from torch import nn
 
 from coin_scale.chain.faithfulness import ablated_logits
 from coin_scale.chain.units import SAEFeatures
-from coin_scale.eval.explanation_scores import MIN_IMAGES, ScoringSet, score_explanations
+from coin_scale.concepts.formula import parse_text
+from coin_scale.eval.explanation_scores import MIN_IMAGES, score_explanations
 from coin_scale.eval.interventions import perturbed, scaled_logits, unit_activations
 from coin_scale.eval.predictive import attribute_concepts, auc, predictive_score, satisfies
-from coin_scale.explain.formula import parse_text
 from coin_scale.models.preprocess import Preprocess
+from coin_scale.probe.scoring_set import ScoringSet
 from tests.test_sae_attribution import _identity_sae, _resnet
 
 RGB = {"red": (220, 38, 38), "blue": (35, 80, 220), "green": (40, 165, 60)}
@@ -145,8 +146,8 @@ def test_perturbations_are_seeded_clipped_and_grow_in_strength():
 def test_a_narrow_explanation_gets_scenes_rendered_to_satisfy_it():
     from types import SimpleNamespace
 
+    from coin_scale.concepts.formula import parse_text
     from coin_scale.eval.predictive import satisfying_targets
-    from coin_scale.explain.formula import parse_text
     from coin_scale.sweep.scoring import TOP_UP, _too_narrow, render_satisfying
     from unity_pool import vocab
 

@@ -6,9 +6,9 @@ import random
 
 import pytest
 
+from coin_scale.concepts.formula import And, AndNot, Leaf, Or, canonical_text, parse_text, to_words
 from coin_scale.eval.matcher import CONCEPTS, PHRASES, match_concepts, text_formula_text
 from coin_scale.eval.metrics import concept_prf, concept_set
-from coin_scale.explain.formula import And, AndNot, Leaf, Or, canonical_text, parse_text, to_words
 
 
 def test_every_concept_has_a_phrase_and_every_phrase_a_known_concept():

@@ -216,8 +216,8 @@ def test_a_unit_that_is_its_concept_detects_it_perfectly():
     lower when its activations also fire on other images."""
     import torch
 
+    from coin_scale.concepts.matrix import ConceptMatrix
     from coin_scale.eval.explained_detection import explained_detections
-    from coin_scale.explain.concepts import ConceptMatrix
 
     rng = np.random.default_rng(0)
     red = np.zeros(200, dtype=bool)

@@ -10,6 +10,17 @@ import torch
 
 from coin_scale.bench.explain_bench import synthetic_concepts
 from coin_scale.cli import main
+from coin_scale.concepts.formula import And, AndNot, Leaf, Or, evaluate, parse_text
+from coin_scale.concepts.matrix import ConceptMatrix
+from coin_scale.concepts.synthetic import (
+    FORMULA_KINDS,
+    SyntheticUnit,
+    load_spec,
+    parse_formula,
+    parse_spec,
+    random_units,
+    synthetic_activations,
+)
 from coin_scale.eval.metrics import (
     UnitScore,
     concept_prf,
@@ -19,17 +30,6 @@ from coin_scale.eval.metrics import (
     score_unit,
     summarize,
 )
-from coin_scale.eval.synthetic import (
-    FORMULA_KINDS,
-    SyntheticUnit,
-    load_spec,
-    parse_formula,
-    parse_spec,
-    random_units,
-    synthetic_activations,
-)
-from coin_scale.explain.concepts import ConceptMatrix
-from coin_scale.explain.formula import And, AndNot, Leaf, Or, evaluate, parse_text
 
 
 @pytest.fixture(scope="module")

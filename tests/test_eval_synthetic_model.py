@@ -11,20 +11,19 @@ import pytest
 import torch
 
 from coin_scale.cli import main
-from coin_scale.eval.synthetic import SyntheticUnit
-from coin_scale.eval.synthetic_model import (
+from coin_scale.concepts.formula import And, AndNot, Leaf, Or, evaluate, parse_text
+from coin_scale.concepts.synthetic import SyntheticUnit
+from coin_scale.models.attribute_net import concept_names, head_spec
+from coin_scale.models.synthetic_model import (
     PixelNoise,
     SoftFormulaUnits,
     build_synthetic_model,
     save_synthetic_model,
     soft_evaluate,
 )
-from coin_scale.explain.formula import And, AndNot, Leaf, Or, evaluate, parse_text
 from coin_scale.training.attribute_net import (
     AttributeTrainConfig,
     attribute_net_path,
-    concept_names,
-    head_spec,
     render_attribute_dataset,
     save_attribute_net,
     train_attribute_net,
@@ -205,9 +204,10 @@ def test_synthetic_units_dissected_on_ray_like_neurons(
     """`dissect --layer units` of a synthetic checkpoint gives each image the model's own
     activation, and `eval synthetic --through model` explains and scores the units from it."""
     from coin_scale.dissect.config import DissectConfig
-    from coin_scale.dissect.pipeline import dissect, load_activations
+    from coin_scale.dissect.pipeline import load_activations
     from coin_scale.models import ModelSource, build_module, resolve_model
     from coin_scale.probe import scan_probe
+    from coin_scale.runtime.dissect import run_dissection
     from coin_scale.storage import Warehouse
 
     path = save_synthetic_model(tmp_path / "synthetic.pt", UNITS, tiny_net, noise_seed=1)
@@ -215,7 +215,7 @@ def test_synthetic_units_dissected_on_ray_like_neurons(
         model=str(path), layer="units", probe=str(single_object_probe),
         warehouse=str(tmp_path / "wh"), top_k=4, batch_size=16, keep_activations=True,
     )  # fmt: skip
-    result = dissect(config, progress=False)
+    result = run_dissection(config, progress=False)
     assert (result.n_units, result.n_images, result.n_failed) == (3, 48, 0)
     dense = load_activations(Warehouse(str(tmp_path / "wh")), result.dissection_id)
     # stored as what they are: units with known formulas, not a network's neurons
@@ -271,8 +271,8 @@ def test_an_llm_agent_explains_synthetic_units_and_a_rerun_pays_nothing(
     """`eval synthetic --through model --explainer openai`: an agent per unit experiments through
     the synthetic model (the real SDK against a fake server), its label is read back to a formula
     and scored against the truth; a rerun is answered from the request cache."""
-    from coin_scale.agent.policies import ExperimenterPolicy
-    from coin_scale.llm.fakeserver import FakeProviderServer
+    from coin_scale.testing.agent_policies import ExperimenterPolicy
+    from coin_scale.testing.fakeserver import FakeProviderServer
 
     key = "sk-planted-synthetic-0042"
     monkeypatch.setenv("COIN_SCALE_CACHE", str(tiny_net.parent))

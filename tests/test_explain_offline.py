@@ -9,23 +9,22 @@ import pytest
 import torch
 from PIL import Image
 
-from coin_scale.explain import (
+from coin_scale.concepts import (
     And,
     AndNot,
     ConceptMatrix,
     Formula,
     Leaf,
-    OfflineExplainerConfig,
     Or,
     canonical_text,
-    concepts_from_probe,
     evaluate,
-    explain_units,
     to_text,
     to_words,
 )
-from coin_scale.explain.formula import OPERATORS, parse_text
+from coin_scale.concepts.formula import OPERATORS, parse_text
+from coin_scale.explain import OfflineExplainerConfig, explain_units
 from coin_scale.explain.offline import search_formulas, unit_masks
+from coin_scale.probe.concepts import concepts_from_probe
 from coin_scale.probe.folder import scan_probe
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from coin_scale.llm.fakeserver import (
+from coin_scale.testing.fakeserver import (
     POLICIES,
     CallTool,
     ConversationView,
@@ -26,7 +26,7 @@ from coin_scale.llm.fakeserver import (
     Scripted,
     max_in_window,
 )
-from coin_scale.llm.fakeserver.faults import FaultInjector
+from coin_scale.testing.fakeserver.faults import FaultInjector
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "fake-key-for-tests-0123456789"
@@ -256,7 +256,7 @@ def test_main_prints_ready_and_serves() -> None:
         [
             sys.executable,
             "-m",
-            "coin_scale.llm.fakeserver",
+            "coin_scale.testing.fakeserver",
             "--provider",
             "openai",
             "--port",

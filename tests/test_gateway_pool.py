@@ -12,13 +12,13 @@ from dataclasses import dataclass
 
 import pytest
 
-from coin_scale.llm.fakeserver import FakeProviderServer, Faults
-from coin_scale.llm.fakeserver.policy import Action, ConversationView, Reply
 from coin_scale.llm.gateway import CallMeta, GatewayConfig
 from coin_scale.llm.messages import ChatRequest, Message
 from coin_scale.llm.ratelimit import RateLimits
 from coin_scale.llm.retry import RetryPolicy
 from coin_scale.llm.settings import Price
+from coin_scale.testing.fakeserver import FakeProviderServer, Faults
+from coin_scale.testing.policy import Action, ConversationView, Reply
 
 pytestmark = pytest.mark.slow
 KEY = "sk-test-gateway-pool"

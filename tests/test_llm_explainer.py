@@ -5,9 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from coin_scale.agent.policies import ExperimenterPolicy, Garbage, InvalidThenValid, NeverFinishes
 from coin_scale.explain.llm import LLMExplainerConfig, explain_subjects, prepare
-from coin_scale.llm.fakeserver import FakeProviderServer, Faults
+from coin_scale.runtime.pools import gateway_pool
+from coin_scale.testing.agent_policies import (
+    ExperimenterPolicy,
+    Garbage,
+    InvalidThenValid,
+    NeverFinishes,
+)
+from coin_scale.testing.fakeserver import FakeProviderServer, Faults
 from tests.test_agent_loop import Redness, _subject
 from unity_pool.tools import LocalRenderer, RenderTools
 
@@ -31,11 +37,12 @@ def _explain(provider, policy, subjects, monkeypatch, faults=None, **config):  #
                 requests_per_minute=60000, tokens_per_minute=1e12, **config,
             )  # fmt: skip
         )
-        result = explain_subjects(
-            prepared, subjects,
-            lambda s: ExperimentTools(s, Redness(), RenderTools(renderer=LocalRenderer())),
-            run_id="t", progress=False,
-        )  # fmt: skip
+        with gateway_pool(prepared, address=None) as gateways:
+            result = explain_subjects(
+                prepared, subjects,
+                lambda s: ExperimentTools(s, Redness(), RenderTools(renderer=LocalRenderer())),
+                run_id="t", gateways=gateways, progress=False,
+            )  # fmt: skip
         return result, server.log
 
 
@@ -96,7 +103,7 @@ def test_an_llm_agent_can_ask_for_feature_visualizations(provider, ray_cluster, 
     """`visualize(n)` is offered through each SDK; its images and activations reach the model."""
     from coin_scale.agent import ExperimentTools, TorchUnitMeter, UnitSubject
     from coin_scale.agent.visualizer import TorchUnitVisualizer
-    from coin_scale.llm.fakeserver import CallTool, Scripted
+    from coin_scale.testing.fakeserver import CallTool, Scripted
     from tests.test_agent_tools import PREPROCESS, UNIT, _model
 
     model = _model()
@@ -110,15 +117,16 @@ def test_an_llm_agent_can_ask_for_feature_visualizations(provider, ray_cluster, 
             provider=provider, model="fake-model", base_url=server.base_url,
             requests_per_minute=60000, tokens_per_minute=1e12,
         ))  # fmt: skip
-        result = explain_subjects(
-            prepared, [UnitSubject(model="probe_cnn", layer="layer4", unit=UNIT)],
-            lambda s: ExperimentTools(
-                s, TorchUnitMeter(model, PREPROCESS, "layer4", "nchw", s.unit),
-                RenderTools(renderer=LocalRenderer()),
-                visualizer=TorchUnitVisualizer(model, PREPROCESS, "layer4", "nchw", s.unit, steps=16),
-            ),
-            run_id="viz", progress=False,
-        )  # fmt: skip
+        with gateway_pool(prepared, address=None) as gateways:
+            result = explain_subjects(
+                prepared, [UnitSubject(model="probe_cnn", layer="layer4", unit=UNIT)],
+                lambda s: ExperimentTools(
+                    s, TorchUnitMeter(model, PREPROCESS, "layer4", "nchw", s.unit),
+                    RenderTools(renderer=LocalRenderer()),
+                    visualizer=TorchUnitVisualizer(model, PREPROCESS, "layer4", "nchw", s.unit, steps=16),
+                ),
+                run_id="viz", gateways=gateways, progress=False,
+            )  # fmt: skip
         log = server.log
     (outcome,) = result.outcomes
     assert outcome.status == "ok" and outcome.label == "red blobs"

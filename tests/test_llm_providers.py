@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from coin_scale.llm.fakeserver import CallTool, FakeProviderServer, Faults, Reply, Scripted
 from coin_scale.llm.messages import (
     ChatRequest,
     ChatResponse,
@@ -30,6 +29,7 @@ from coin_scale.llm.providers._errors import (
     scrub,
 )
 from coin_scale.llm.providers.gemini_genai import SYNTHETIC_ID_PREFIX, synthetic_id
+from coin_scale.testing.fakeserver import CallTool, FakeProviderServer, Faults, Reply, Scripted
 
 KEY = "sk-test-0123456789abcdefSECRET"
 IMAGE = ImagePart(data=b"\x89PNG\r\n\x1a\n not really a png", media_type="image/png")

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 import run_sweep
-from coin_scale.agent.policies import ExperimenterPolicy
-from coin_scale.llm.fakeserver import FakeProviderServer, Faults
 from coin_scale.storage import connect
+from coin_scale.testing.agent_policies import ExperimenterPolicy
+from coin_scale.testing.fakeserver import FakeProviderServer, Faults
 
 PLANTED_KEY = "sk-planted-7f3a9c1e5b2d4f6a8c0e"
 KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY", "gemini": "GEMINI_API_KEY"}

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 import torchvision
@@ -105,7 +103,7 @@ def test_unknown_layer_lists_close_matches():
         find_layer(layers, "layer44", "resnet18")
 
 
-@pytest.mark.skipif(os.environ.get("CI_FAST") == "1", reason="slow architecture walk")
+@pytest.mark.slow  # a whole ViT-B/16 built and walked
 def test_vit_layers_are_tokens():
     payload = resolve_model(ModelSource(model="vit_b_16", weights="none"))
     layers = describe_layers(build_module(payload), "vit_b_16", 224)

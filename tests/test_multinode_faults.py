@@ -89,3 +89,11 @@ def test_gateway_actors_killed_on_worker_nodes_lose_no_unit_and_pay_little_twice
     assert faulted["request_views"] == reference["request_views"]
     extra = faulted["requests"] - faulted["distinct_requests"]
     assert faulted["in_flight_at_kill"] >= 1 and 0 <= extra <= min(faulted["resubmitted"], 4)
+
+
+@pytest.mark.timeout(600)
+def test_no_actor_takes_its_constructor_arguments_from_the_object_store(faults):
+    # Ray logs an error (once per driver) for an actor with max_restarts > 0 whose constructor
+    # arguments are in the object store, since a restart could not rebuild it (ray#53727). All
+    # three actor kinds were created, and restarted, in that driver.
+    assert "constructor arguments in the object store" not in faults["stderr"]

@@ -6,9 +6,9 @@ import pytest
 import torch
 from PIL import Image
 
-from coin_scale.dissect.activations import decode_batch
 from coin_scale.errors import UserError
 from coin_scale.models import Preprocess
+from coin_scale.models.activations import decode_batch
 from coin_scale.probe import scan_probe
 
 

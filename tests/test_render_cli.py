@@ -2,39 +2,23 @@
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import importlib
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from coin_scale.errors import UserError
+from coin_scale.cli import main
 from unity_pool import probeset, vocab
 
 
 def _cli(argv: list[str]) -> int:
-    """`coin_scale.cli.main`, or the same error handling around `render` alone while other
-    subcommand modules are still being written (their import may fail)."""
-    try:
-        cli = importlib.import_module("coin_scale.cli")
-        cli.build_parser()
-    except Exception:
-        parser = argparse.ArgumentParser(prog="coin-scale")
-        sub = parser.add_subparsers(dest="command", required=True)
-        importlib.import_module("coin_scale.cli.render").register(sub)
-        args = parser.parse_args(argv)
-        try:
-            return int(args.func(args) or 0)
-        except UserError as err:
-            print(f"coin-scale {args.command}: error: {err}", file=sys.stderr)
-            return err.exit_code
-    return int(cli.main(argv))
+    """The real `coin-scale` entry point (its parser, every subcommand's registration, its error
+    handling): these tests fail when the CLI does not import or `render` is not wired into it."""
+    return main(argv)
 
 
 def _hashes(root: Path) -> dict[str, str]:

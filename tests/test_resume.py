@@ -160,11 +160,11 @@ def _rows(warehouse: Path, sql: str) -> list[tuple]:
 @pytest.mark.slow
 def test_a_killed_dissection_resumes_where_it_stopped_and_equals_a_clean_run(ray_cluster, big_probe, tmp_path):
     from coin_scale.dissect.config import DissectConfig
-    from coin_scale.dissect.pipeline import dissect
+    from coin_scale.runtime.dissect import run_dissection
 
     address = ray_cluster.get_runtime_context().gcs_address
     clean, wh = tmp_path / "clean", tmp_path / "wh"
-    reference = dissect(
+    reference = run_dissection(
         DissectConfig(model="resnet18", weights="none", layer="layer4", probe=str(big_probe),
                       warehouse=str(clean), top_k=5, batch_size=2, replicas=1),  # fmt: skip
         progress=False,
@@ -210,13 +210,13 @@ def test_a_killed_dissection_resumes_where_it_stopped_and_equals_a_clean_run(ray
 def test_whole_layer_explanations_skip_the_checkpointed_units(tmp_path, capsys):
     from dataclasses import asdict, replace
 
-    from coin_scale.explain.concepts import ConceptMatrix
+    from coin_scale.concepts.matrix import ConceptMatrix
+    from coin_scale.explain.evidence import LayerEvidence
     from coin_scale.explain.offline import OfflineExplainerConfig
     from coin_scale.explain.resume import ExplainCheckpoint, scope_name
     from coin_scale.explain.whole_layer import explain_whole_layer
     from coin_scale.probe import ProbeSet
     from coin_scale.storage import Warehouse
-    from coin_scale.sweep.evidence import LayerEvidence
 
     gen = torch.Generator().manual_seed(3)
     concepts = ConceptMatrix(names=tuple(f"label=c{i}" for i in range(8)),
@@ -253,8 +253,8 @@ SWEEP = ["--model", "resnet18", "--weights", "none", "--top-k", "3", "--negative
 @pytest.mark.slow
 def test_a_killed_llm_sweep_resumes_without_paying_twice(ray_cluster, tmp_path, monkeypatch):
     import run_sweep
-    from coin_scale.agent.policies import ExperimenterPolicy
-    from coin_scale.llm.fakeserver import FakeProviderServer, Faults
+    from coin_scale.testing.agent_policies import ExperimenterPolicy
+    from coin_scale.testing.fakeserver import FakeProviderServer, Faults
 
     cache = tmp_path.parent / "resume-shared-cache"  # the rendered probe, shared by the three runs
     monkeypatch.setenv("COIN_SCALE_CACHE", str(cache))

@@ -11,7 +11,7 @@ from coin_scale.chain.attribution import unit_contributions
 from coin_scale.chain.faithfulness import ablated_logits, faithfulness_scores
 from coin_scale.chain.sae_attribution import DECODER_BIAS_TERM, ERROR_TERM, sae_contributions
 from coin_scale.chain.units import SAEFeatures
-from coin_scale.sae.model import SparseAutoencoder, tokens_from_conv
+from coin_scale.models.sae import SparseAutoencoder, tokens_from_conv
 from tests.test_attribution import _seeded
 
 

@@ -21,12 +21,12 @@ from coin_scale.bench.sae_bench import (
     top_n_masks,
 )
 from coin_scale.cli import main
+from coin_scale.concepts.matrix import ConceptMatrix
 from coin_scale.eval.detection import Detection
 from coin_scale.eval.explanation_scores import UnitScores
 from coin_scale.eval.interpscore import InterpScore
 from coin_scale.eval.predictive import PredictiveScore
 from coin_scale.explain import OfflineExplainerConfig
-from coin_scale.explain.concepts import ConceptMatrix
 from coin_scale.explain.offline import UnitExplanation
 from coin_scale.sae import SparseAutoencoder
 

@@ -130,8 +130,8 @@ def test_replica_core_returns_whole_fp16_maps_and_skips_unreadable(probe_dir):
     import torch
 
     from coin_scale.actors.replica import ReplicaCore
-    from coin_scale.dissect.activations import decode_batch
     from coin_scale.models import ModelSource, build_module, resolve_model
+    from coin_scale.models.activations import decode_batch
     from coin_scale.probe import scan_probe
 
     payload = resolve_model(ModelSource(model="resnet18", weights="none"))

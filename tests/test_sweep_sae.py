@@ -7,12 +7,12 @@ import pytest
 import torch
 
 import run_sweep
-from coin_scale.agent.policies import ExperimenterPolicy
 from coin_scale.chain.sae_attribution import sae_contributions
-from coin_scale.llm.fakeserver import FakeProviderServer
 from coin_scale.models import ModelSource, build_module, resolve_model
 from coin_scale.sae import load_sae
 from coin_scale.storage import connect
+from coin_scale.testing.agent_policies import ExperimenterPolicy
+from coin_scale.testing.fakeserver import FakeProviderServer
 from tests.test_dissect_sae import write_sae
 
 BASE = ["--model", "resnet18", "--weights", "none", "--top-k", "3", "--negatives", "1",

@@ -22,7 +22,7 @@ from coin_scale.bench.visualize_bench import (
     save_png,
     visualize_bench,
 )
-from coin_scale.explain import ConceptMatrix
+from coin_scale.concepts import ConceptMatrix
 from coin_scale.models.layers import LayerInfo
 from coin_scale.models.preprocess import Preprocess
 from coin_scale.probe import scan_probe

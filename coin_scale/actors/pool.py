@@ -10,14 +10,13 @@ from typing import Any
 import ray
 from ray.exceptions import ActorUnavailableError, RayActorError
 
-from coin_scale.actors.replica import BatchResult, MapsResult, ModelReplica
-from coin_scale.dissect.activations import SAEUnits
+from coin_scale.actors.replica import ModelReplica, ReplicaSpec, SpecRef
+from coin_scale.models.activations import SAEUnits
+from coin_scale.models.batches import Batch, BatchResult, MapsResult
 from coin_scale.models.layers import Layout
 from coin_scale.models.loading import ModelPayload
 
 log = logging.getLogger(__name__)
-
-Batch = list[tuple[int, str]]
 
 
 class SlotHealth:
@@ -65,13 +64,13 @@ class ReplicaPool:
         unit_transforms: dict[str, SAEUnits] | None = None,
     ) -> None:
         """`unit_transforms` {layer: SAEUnits}: those layers' units are the SAE's latents."""
-        self.payload_ref = payload_ref = ray.put(payload)  # kept alive for actor restarts
-        self.transforms_ref = transforms_ref = ray.put(unit_transforms) if unit_transforms else None
+        spec = ReplicaSpec(payload, layers, tuple(reductions), unit_transforms)
+        # Shipped once; every call carries this reference (not the constructor: see ModelReplica),
+        # and the pool holds it while it lives, so a replica that Ray restarts can rebuild.
+        self.spec = SpecRef(ray.put(spec))
         options = {"num_cpus": cpus_each, "num_gpus": gpus_each}
         self.actors = [
-            ModelReplica.options(**options).remote(  # type: ignore[attr-defined]
-                payload_ref, layers, list(reductions), transforms_ref
-            )
+            ModelReplica.options(**options).remote()  # type: ignore[attr-defined]
             for _ in range(replicas)
         ]
         self.in_flight_each = in_flight_each
@@ -111,7 +110,9 @@ class ReplicaPool:
             ready = health.ready_slots()
             slot = min(ready, key=lambda i: (load[i], (batch_id + i) % len(load)))
             attempts[batch_id] += 1
-            ref = getattr(self.actors[slot], method).remote(batch_id, batches[batch_id], *extra)
+            ref = getattr(self.actors[slot], method).remote(
+                self.spec, batch_id, batches[batch_id], *extra
+            )
             pending[ref] = (batch_id, slot)
             load[slot] += 1
 
@@ -149,7 +150,7 @@ class ReplicaPool:
 
     def wait_ready(self) -> None:
         """Block until every replica has loaded its model (start-up is timed apart from throughput)."""
-        ray.get([actor.pid.remote() for actor in self.actors])
+        ray.get([actor.load.remote(self.spec) for actor in self.actors])
 
     def pids(self) -> list[int]:
         return ray.get([actor.pid.remote() for actor in self.actors])

@@ -13,41 +13,16 @@ import numpy as np
 import ray
 import torch
 
-from coin_scale.dissect.activations import (
+from coin_scale.models.activations import (
     ActivationCapture,
     Reduction,
     SAEUnits,
     decode_batch,
     sae_code_maps,
 )
+from coin_scale.models.batches import BatchResult, MapsResult
 from coin_scale.models.layers import Layout
 from coin_scale.models.loading import ModelPayload, build_module
-
-
-@dataclass(frozen=True, slots=True)
-class BatchResult:
-    """What a replica returns for one batch: small pooled matrices, never feature maps."""
-
-    batch_id: int
-    indices: np.ndarray
-    """int64 (batch,) image indices that decoded and ran."""
-    activations: dict[str, dict[str, np.ndarray]]
-    """{layer: {reduction: float32 (batch, unit)}}."""
-    failures: list[tuple[int, str]]
-    seconds: float
-
-
-@dataclass(frozen=True, slots=True)
-class MapsResult:
-    """What a replica returns for one batch of `run_maps`: a layer's whole conv maps (for SAEs)."""
-
-    batch_id: int
-    indices: np.ndarray
-    """int64 (batch,) image indices that decoded and ran."""
-    maps: np.ndarray
-    """float16 (batch, channel, height, width), contiguous; (0, 0, 0, 0) when nothing decoded."""
-    failures: list[tuple[int, str]]
-    seconds: float
 
 
 class _StopAfterLayer(Exception):
@@ -151,29 +126,68 @@ class ReplicaCore:
         return contextlib.nullcontext()
 
 
+@dataclass(frozen=True, slots=True)
+class ReplicaSpec:
+    """Everything a replica builds its core from; put in Ray's object store once per pool."""
+
+    payload: ModelPayload
+    layers: dict[str, Layout]
+    reductions: tuple[str, ...]
+    unit_transforms: dict[str, SAEUnits] | None = None
+
+    def build(self, threads: int | None = None) -> ReplicaCore:
+        return ReplicaCore(
+            self.payload, self.layers, self.reductions, threads=threads,  # type: ignore[arg-type]
+            unit_transforms=self.unit_transforms,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class SpecRef:
+    """A `ReplicaSpec` in the object store, passed with every replica call. Ray resolves only the
+    top-level `ObjectRef` arguments of a call, so nested here the reference travels as is (a few
+    bytes, kept alive for the call by Ray's reference counting) and is fetched only by a replica
+    that has no core yet."""
+
+    ref: ray.ObjectRef
+
+
 @ray.remote(max_restarts=4, max_task_retries=0, max_concurrency=2)  # type: ignore[call-overload]
 class ModelReplica:
     """Thin actor around ReplicaCore. Two calls run at once: one decodes while the other computes
-    (measured: +4% on synthetic JPEGs, +8% on ImageNet photos with 2 CPU cores)."""
+    (measured: +4% on synthetic JPEGs, +8% on ImageNet photos with 2 CPU cores).
 
-    def __init__(
-        self,
-        payload: ModelPayload,
-        layers: dict[str, Layout],
-        reductions: list[str],
-        unit_transforms: dict[str, SAEUnits] | None = None,
-    ):
-        cpus = int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)) or 1
-        self.core = ReplicaCore(
-            payload, layers, reductions, threads=cpus,  # type: ignore[arg-type]
-            unit_transforms=unit_transforms,
-        )  # fmt: skip
+    The model is not a constructor argument. Ray re-runs `__init__` with the same arguments when
+    it restarts a dead actor but does not pin the ones held in the object store for that (a
+    model's weights always are: Ray puts any large argument there), so it logs an error for every
+    such actor with max_restarts > 0 (ray-project/ray#53727). Instead every call carries the
+    pool's `SpecRef`, and the first call after a start or a restart (`load`, or the first batch)
+    fetches the spec and builds the core; the pool holds the reference while it lives, so a
+    restarted replica can always rebuild."""
 
-    def run(self, batch_id: int, items: list[tuple[int, str]]) -> BatchResult:
-        return self.core.run(batch_id, items)
+    def __init__(self) -> None:
+        self.core: ReplicaCore | None = None
+        self._building = threading.Lock()
 
-    def run_maps(self, batch_id: int, items: list[tuple[int, str]], layer: str) -> MapsResult:
-        return self.core.run_maps(batch_id, items, layer)
+    def _core(self, spec: SpecRef) -> ReplicaCore:
+        with self._building:  # two calls may arrive at once: build one core
+            if self.core is None:
+                cpus = int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)) or 1
+                self.core = ray.get(spec.ref).build(threads=cpus)
+            return self.core
+
+    def load(self, spec: SpecRef) -> int:
+        """Build the core now (so start-up is timed apart from the work); the process id."""
+        self._core(spec)
+        return os.getpid()
+
+    def run(self, spec: SpecRef, batch_id: int, items: list[tuple[int, str]]) -> BatchResult:
+        return self._core(spec).run(batch_id, items)
+
+    def run_maps(
+        self, spec: SpecRef, batch_id: int, items: list[tuple[int, str]], layer: str
+    ) -> MapsResult:
+        return self._core(spec).run_maps(batch_id, items, layer)
 
     def pid(self) -> int:
         return os.getpid()

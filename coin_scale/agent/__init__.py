@@ -19,7 +19,6 @@ from coin_scale.agent.subject import (
     exemplars_from_paths,
 )
 from coin_scale.agent.tools import Describer, ExperimentTools, FinishAnswer, ToolOutcome
-from coin_scale.agent.view import policy_chat, view_from_request
 
 __all__ = [
     "AgentConfig",
@@ -40,6 +39,4 @@ __all__ = [
     "exemplars_from_paths",
     "explain_unit",
     "parse_final_text",
-    "policy_chat",
-    "view_from_request",
 ]

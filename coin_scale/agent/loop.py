@@ -104,7 +104,8 @@ class ChatResult:
 
 
 Chat = Callable[[ChatRequest, CallContext], Awaitable[ChatResult]]
-"""One LLM call (the gateway implements it; `view.policy_chat` for scripted policies)."""
+"""One LLM call (the gateway implements it; `coin_scale.testing.chat.policy_chat` for scripted
+policies)."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from coin_scale.dissect.activations import ActivationCapture, Reduction, UnitTransform
+from coin_scale.models.activations import ActivationCapture, Reduction, UnitTransform
 from coin_scale.models.layers import Layout
 from coin_scale.models.preprocess import Preprocess
 from coin_scale.records import UnitId, UnitKind

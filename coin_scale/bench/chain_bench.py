@@ -47,8 +47,8 @@ def run_chain_bench(config: ChainBenchConfig) -> dict[str, Any]:
     """Figures over `config.targets` rendered single-object targets (a seed the model never saw)."""
     from coin_scale.dissect.config import DissectConfig
     from coin_scale.explain import OfflineExplainerConfig, explain_units
+    from coin_scale.probe.rendered import rendered_probe
     from coin_scale.sweep.evidence import layer_evidence
-    from coin_scale.sweep.inputs import rendered_probe
     from coin_scale.training.probe_model import get_task, render_dataset
 
     start = time.perf_counter()

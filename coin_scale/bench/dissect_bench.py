@@ -14,8 +14,8 @@ import torch
 
 from coin_scale.bench.images import write_synthetic_images
 from coin_scale.dissect.config import DissectConfig
-from coin_scale.dissect.pipeline import dissect
 from coin_scale.models import ModelSource, build_module, resolve_model
+from coin_scale.runtime.dissect import run_dissection
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def run_dissect_bench(config: DissectBenchConfig) -> dict[str, Any]:
                 bare.append(
                     bare_forward_img_s(module, config.batch_size, n_images, payload.preprocess.crop)
                 )
-                result = dissect(
+                result = run_dissection(
                     DissectConfig(
                         model=config.model, weights=config.weights, layer=config.layer,
                         probe=probe, warehouse=str(Path(tmp) / f"wh{repeat}"),

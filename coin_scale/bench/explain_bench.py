@@ -17,9 +17,9 @@ from typing import Any
 
 import torch
 
+from coin_scale.concepts.formula import OPERATORS, Formula, Leaf, evaluate, parse_text
+from coin_scale.concepts.matrix import ConceptMatrix
 from coin_scale.eval.metrics import covers_same_images, exact_match
-from coin_scale.explain.concepts import ConceptMatrix
-from coin_scale.explain.formula import OPERATORS, Formula, Leaf, evaluate, parse_text
 from coin_scale.explain.offline import OfflineExplainerConfig, explain_units
 
 log = logging.getLogger(__name__)

@@ -83,9 +83,14 @@ def run_llm_bench(config: LLMBenchConfig) -> dict[str, Any]:
 
 def _rate(config: LLMBenchConfig) -> dict[str, Any]:
     from coin_scale.actors.llm_gateway import GatewayPool, GatewaySpec
-    from coin_scale.llm.fakeserver import FakeProviderServer, Faults, ReplyPolicy, max_in_window
     from coin_scale.llm.gateway import GatewayConfig
     from coin_scale.llm.ratelimit import RateLimits
+    from coin_scale.testing.fakeserver import (
+        FakeProviderServer,
+        Faults,
+        ReplyPolicy,
+        max_in_window,
+    )
 
     faults = Faults(latency_s=config.latency_s, rpm_limit=config.rpm)
     with FakeProviderServer("openai", ReplyPolicy(), faults=faults) as server:
@@ -162,7 +167,7 @@ def _subjects(n_units: int):  # type: ignore[no-untyped-def]
     from coin_scale.agent import ExemplarImage, ExperimentTools, TorchUnitMeter, UnitSubject
     from coin_scale.models.layers import describe_layers, last_block
     from coin_scale.models.preprocess import Preprocess
-    from coin_scale.models.zoo import probe_cnn
+    from coin_scale.models.probe_cnn import probe_cnn
     from unity_pool.sampling import sample_scenes
     from unity_pool.tools import LocalRenderer, RenderTools
 
@@ -199,7 +204,7 @@ def _subjects(n_units: int):  # type: ignore[no-untyped-def]
 
 
 class _ServerProcess:
-    """`python -m coin_scale.llm.fakeserver` in its own process, as a real server would be (an
+    """`python -m coin_scale.testing.fakeserver` in its own process, as a real server would be (an
     in-process server would compete with the agents for this interpreter's lock)."""
 
     def __init__(self, *args: str) -> None:
@@ -207,7 +212,7 @@ class _ServerProcess:
         import sys
 
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "coin_scale.llm.fakeserver", "--provider", "openai", *args],
+            [sys.executable, "-m", "coin_scale.testing.fakeserver", "--provider", "openai", *args],
             stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         line = self.proc.stdout.readline() if self.proc.stdout else ""
@@ -222,12 +227,8 @@ class _ServerProcess:
 
 
 def _explain(config: LLMBenchConfig, subjects, make_tools, *, concurrency: int, server_args):  # type: ignore[no-untyped-def]
-    from coin_scale.explain.llm import (
-        LLMExplainerConfig,
-        explain_subjects,
-        prepare,
-        start_gateways,
-    )
+    from coin_scale.explain.llm import LLMExplainerConfig, explain_subjects, prepare
+    from coin_scale.runtime.pools import gateway_pool
 
     server = _ServerProcess("--policy", "experimenter", *server_args)
     try:
@@ -239,18 +240,14 @@ def _explain(config: LLMBenchConfig, subjects, make_tools, *, concurrency: int, 
                 gateway_actors=config.gateway_actors,
             )  # fmt: skip
         )
-        pool = start_gateways(prepared)
-        try:
+        with gateway_pool(prepared, address=config.address) as pool:
             asyncio.run(_warm(pool))  # actor start-up is not what is measured
             pool.ledger()
             start = time.perf_counter()
             result = explain_subjects(
-                prepared, subjects, make_tools, run_id="bench-llm", address=config.address,
-                progress=False, pool=pool,
-            )  # fmt: skip
+                prepared, subjects, make_tools, run_id="bench-llm", gateways=pool, progress=False
+            )
             seconds = time.perf_counter() - start
-        finally:
-            pool.shutdown()
     finally:
         server.stop()
     return result, seconds

@@ -31,12 +31,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from coin_scale.dissect.activations import reduce_units, sae_code_maps
-from coin_scale.explain import OfflineExplainerConfig, concepts_from_probe, explain_units
-from coin_scale.explain.concepts import ConceptMatrix
+from coin_scale.concepts.matrix import ConceptMatrix
+from coin_scale.explain import OfflineExplainerConfig, explain_units
 from coin_scale.explain.offline import UnitExplanation, search_formulas
-from coin_scale.sae.config import SAE_KINDS, SAEKind
-from coin_scale.sae.model import SparseAutoencoder, tokens_from_conv
+from coin_scale.models.activations import reduce_units, sae_code_maps
+from coin_scale.models.sae import SparseAutoencoder, tokens_from_conv
+from coin_scale.models.sae_config import SAE_KINDS, SAEKind
+from coin_scale.probe.concepts import concepts_from_probe
 
 if TYPE_CHECKING:
     from coin_scale.eval.explanation_scores import UnitScores
@@ -128,7 +129,7 @@ class SAEBenchConfig:
                 f"--train-seed and --heldout-seed are both {self.train_seed}: the held-out images "
                 "would be the training images; pass different seeds"
             )
-        from coin_scale.sweep.scoring import SCORING_SEED
+        from coin_scale.probe.scoring_set import SCORING_SEED
 
         if self.scores and (self.heldout_seed, self.heldout_images) == (
             SCORING_SEED,
@@ -440,10 +441,11 @@ def layer_maps(
 
 def run_sae_bench(config: SAEBenchConfig, *, progress: bool = True) -> dict[str, Any]:
     """Train one SAE on the training probe set, measure it on the held-out one; a JSON-able dict."""
+    from coin_scale.cache import cache_root
     from coin_scale.models import ModelSource, resolve_model
-    from coin_scale.sweep.inputs import cache_dir, rendered_probe
+    from coin_scale.probe.rendered import rendered_probe
 
-    root = Path(config.work_dir).expanduser() if config.work_dir else cache_dir()
+    root = Path(config.work_dir).expanduser() if config.work_dir else cache_root()
     size = resolve_model(ModelSource(model=config.model)).preprocess.crop
     train_probe, heldout_probe = (
         Path(rendered_probe(n, size, progress=progress, single_object=True, seed=seed, root_dir=root))
@@ -475,7 +477,8 @@ def _train(
     config: SAEBenchConfig, probe: Path, root: Path, out: Path, *, progress: bool
 ) -> dict[str, Any]:
     """The `train-sae` pipeline on the training probe set; its cache is kept under `root`."""
-    from coin_scale.sae.pipeline import TrainSAERequest, run_train_sae
+    from coin_scale.runtime.sae import run_train_sae
+    from coin_scale.sae.pipeline import TrainSAERequest
 
     request = TrainSAERequest(
         model=config.model, seed=config.sae_seed, layer=config.layer, probe=str(probe),
@@ -505,8 +508,8 @@ def _measure(
 ) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]], dict[str, Any] | None]:
     """Held-out reconstruction, replacement, IoU comparison, the same-size comparison and the
     explanations' scores (None with `scores` off), in the driver."""
-    from coin_scale.dissect.activations import decode_batch
     from coin_scale.models import ModelSource, build_module, resolve_model
+    from coin_scale.models.activations import decode_batch
     from coin_scale.probe import scan_probe
     from coin_scale.sae import evaluate_sae, load_sae, replacement_metrics
 
@@ -595,7 +598,7 @@ def score_units(
     )
     from coin_scale.eval.interpscore import InterpWeights
     from coin_scale.models.layers import Layout
-    from coin_scale.sweep.scoring import SCORING_SEED, load_scoring_set
+    from coin_scale.probe.scoring_set import SCORING_SEED, load_scoring_set
 
     start = time.perf_counter()
     scoring = load_scoring_set(

@@ -132,6 +132,7 @@ def _llm(config: SuiteConfig) -> dict[str, Any]:
 
 def _sweep(config: SuiteConfig) -> dict[str, Any]:
     """One default-style sweep (offline explainer, scores on), timed phase by phase."""
+    from coin_scale.report import write_report
     from coin_scale.sweep.config import SweepConfig
     from coin_scale.sweep.run import run_sweep
 
@@ -141,7 +142,7 @@ def _sweep(config: SuiteConfig) -> dict[str, Any]:
             model=config.sweep_model, weights=config.sweep_weights,
             probe_images=config.sweep_probe_images, warehouse=str(Path(tmp) / "wh"),
             run_id="bench-suite", progress=False, address=config.address,
-        ))  # fmt: skip
+        ), reporter=write_report)  # fmt: skip
         total = time.perf_counter() - began
     phases = {name: round(seconds, 2) for name, seconds in outcome.phases}
     return {
@@ -164,9 +165,9 @@ def _probe_dir(root: str, n: int) -> str:
 def _dissect_img_s(config: SuiteConfig, probe: str, work: str, replicas: int, address: str | None) -> tuple[float, float]:
     """(images/s of the probe pass, replica start-up seconds) of one forced dissection."""
     from coin_scale.dissect.config import DissectConfig
-    from coin_scale.dissect.pipeline import dissect
+    from coin_scale.runtime.dissect import run_dissection
 
-    result = dissect(DissectConfig(
+    result = run_dissection(DissectConfig(
         model=config.model, weights=config.weights, layer=config.layer, probe=probe,
         warehouse=str(Path(work) / "wh"), batch_size=config.batch_size, force=True,
         address=address, replicas=replicas,

@@ -24,13 +24,14 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import nn
 
-from coin_scale.dissect.activations import (
+from coin_scale.concepts import ConceptMatrix
+from coin_scale.explain import OfflineExplainerConfig, explain_units
+from coin_scale.models.activations import (
     REDUCTIONS,
     ActivationCapture,
     Reduction,
     decode_batch,
 )
-from coin_scale.explain import ConceptMatrix, OfflineExplainerConfig, explain_units
 from coin_scale.models.layers import LayerInfo
 from coin_scale.models.preprocess import Preprocess
 from coin_scale.probe import ProbeSet
@@ -489,7 +490,6 @@ def run_visualize_bench(run: VisualizeBenchRun, config: VisualizeBenchConfig) ->
     the contact sheet, and return the report."""
     import sys
 
-    from coin_scale.explain import concepts_from_probe
     from coin_scale.models import (
         ModelSource,
         build_module,
@@ -499,7 +499,8 @@ def run_visualize_bench(run: VisualizeBenchRun, config: VisualizeBenchConfig) ->
     )
     from coin_scale.models.layers import last_block
     from coin_scale.probe import scan_probe
-    from coin_scale.sweep.inputs import rendered_probe
+    from coin_scale.probe.concepts import concepts_from_probe
+    from coin_scale.probe.rendered import rendered_probe
 
     payload = resolve_model(ModelSource(model=run.model, weights=run.weights))
     module = build_module(payload)

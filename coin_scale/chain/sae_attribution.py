@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from coin_scale.chain.attribution import UnitContributions, forward_keeping, pooled_linear_head
-from coin_scale.sae.model import SparseAutoencoder, tokens_from_conv
+from coin_scale.models.sae import SparseAutoencoder, tokens_from_conv
 
 DECODER_BIAS_TERM = "sae_decoder_bias"
 ERROR_TERM = "sae_error"

@@ -8,9 +8,9 @@ from typing import Protocol
 
 import torch
 
-from coin_scale.dissect.activations import Reduction, reduce_units, sae_code_maps
+from coin_scale.models.activations import Reduction, reduce_units, sae_code_maps
 from coin_scale.models.layers import SPATIAL_DIMS, Layout
-from coin_scale.sae.model import SparseAutoencoder, conv_from_tokens, tokens_from_conv
+from coin_scale.models.sae import SparseAutoencoder, conv_from_tokens, tokens_from_conv
 
 
 def pool_units(output: torch.Tensor, layout: Layout) -> torch.Tensor:

@@ -63,8 +63,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from coin_scale.dissect.config import DissectConfig
-    from coin_scale.dissect.pipeline import dissect
     from coin_scale.errors import UserError
+    from coin_scale.runtime.dissect import run_dissection
 
     try:
         config = DissectConfig(
@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
             kind="synthetic" if payload.arch == SYNTHETIC_UNITS_ARCH else args.units,
         )  # fmt: skip
     else:
-        result = dissect(config, progress=not args.no_progress)
+        result = run_dissection(config, progress=not args.no_progress)
     summary = {
         "dissection_id": result.dissection_id, "run_id": result.run_id, "cached": result.cached,
         "model": result.model, "layer": result.layer, "units": result.n_units,
@@ -193,7 +193,6 @@ def _llm_plan(prepared: Any, estimate: Any, provider: str) -> list[str]:
 def _explain_with_agents(args: argparse.Namespace, config: Any, prepared: Any) -> tuple[Any, Any, Any]:
     """(the agents' explanations, the dissection's result, the model payload)."""
     from coin_scale.dissect.pipeline import load_sae_units
-    from coin_scale.explain.whole_layer_agents import explain_whole_layer_with_agents
     from coin_scale.models import (
         ModelSource,
         build_module,
@@ -203,6 +202,7 @@ def _explain_with_agents(args: argparse.Namespace, config: Any, prepared: Any) -
     )
     from coin_scale.models.zoo import SYNTHETIC_UNITS_ARCH
     from coin_scale.sweep.evidence import layer_evidence
+    from coin_scale.sweep.whole_layer_agents import explain_whole_layer_with_agents
 
     payload = resolve_model(ModelSource(model=args.model, weights=args.weights, seed=args.seed))
     module = build_module(payload)

@@ -281,7 +281,7 @@ def _detection_json(result: Any, unit: int) -> dict[str, Any]:
 
 def run_synthetic(args: argparse.Namespace) -> int:
     from coin_scale.errors import UserError
-    from coin_scale.eval.run import SyntheticEvalConfig, run_synthetic_eval
+    from coin_scale.runtime.eval_synthetic import SyntheticEvalConfig, run_synthetic_eval
 
     if args.spec is not None and args.n is not None:
         raise UserError("eval synthetic: give --n (random units) or --spec (a file), not both")
@@ -333,7 +333,7 @@ def run_synthetic(args: argparse.Namespace) -> int:
         )
     print(_table(result.summary))
     if result.model is not None and result.model.predictive_auc:
-        from coin_scale.eval.synthetic import FORMULA_KINDS
+        from coin_scale.concepts.synthetic import FORMULA_KINDS
 
         m = result.model
         shown = [k for k in (*FORMULA_KINDS, "all") if k in m.predictive_auc]
@@ -362,14 +362,14 @@ def run_synthetic(args: argparse.Namespace) -> int:
 
 def _llm_settings(args: argparse.Namespace) -> Any:
     """The LLM explainer settings of `eval synthetic` (None for the offline explainer)."""
-    from coin_scale.eval.run import LLM_EXPLAINERS
+    from coin_scale.runtime.eval_synthetic import LLM_EXPLAINERS
 
     if args.explainer not in LLM_EXPLAINERS:
         return None  # the config names the valid explainers
+    from coin_scale.cache import cache_root
     from coin_scale.cli.common import llm_settings
-    from coin_scale.sweep.inputs import cache_dir
 
-    return llm_settings(args, args.explainer, args.llm_cache or str(cache_dir() / "llm"))
+    return llm_settings(args, args.explainer, args.llm_cache or str(cache_root() / "llm"))
 
 
 def _table(summary: Any) -> str:

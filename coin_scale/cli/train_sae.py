@@ -38,7 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from coin_scale.sae.pipeline import TrainSAERequest, metrics_line, run_train_sae
+    from coin_scale.runtime.sae import run_train_sae
+    from coin_scale.sae.pipeline import TrainSAERequest, metrics_line
 
     request = TrainSAERequest(
         model=args.model, weights=args.weights, seed=args.seed, layer=args.layer,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from coin_scale.dissect.activations import REDUCTIONS, Reduction
+from coin_scale.models.activations import REDUCTIONS, Reduction
 
 UnitKind = Literal["neuron", "sae"]
 """What a layer's units are: its channels (neurons) or the latents of an SAE trained on it."""

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 
 import torch
 
-from coin_scale.dissect.activations import ActivationCapture, decode_batch
 from coin_scale.dissect.config import DissectConfig
 from coin_scale.dissect.pipeline import plan_dissection
 from coin_scale.errors import ResourceError
 from coin_scale.models import build_module
+from coin_scale.models.activations import ActivationCapture, decode_batch
 from coin_scale.storage import Warehouse
 
 

@@ -1,4 +1,7 @@
-"""Whole-layer dissection: probe set -> replicas on Ray -> per-unit top-k and statistics -> Parquet."""
+"""Whole-layer dissection: probe set -> model replicas -> per-unit top-k and statistics -> Parquet.
+
+The replicas come from the caller (`open_pool`; on Ray through `coin_scale.runtime.dissect`):
+this module plans, merges, checkpoints and persists, and never starts Ray itself."""
 
 from __future__ import annotations
 
@@ -12,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -21,7 +23,6 @@ import torch
 from tqdm import tqdm
 
 import coin_scale
-from coin_scale.dissect.activations import SAEUnits
 from coin_scale.dissect.checkpoint import (
     CheckpointClock,
     DissectCheckpoint,
@@ -42,13 +43,12 @@ from coin_scale.models import (
     find_layer,
     resolve_model,
 )
+from coin_scale.models.activations import SAEUnits
+from coin_scale.models.batches import BatchResult, BatchRunner, OpenReplicas, ReplicaWork
 from coin_scale.models.zoo import SYNTHETIC_UNITS_ARCH
 from coin_scale.probe import ProbeSet, scan_probe
 from coin_scale.records import UnitKind as StoredKind
 from coin_scale.storage import Warehouse
-
-if TYPE_CHECKING:
-    from coin_scale.actors.replica import BatchResult
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class DissectPlan:
     @property
     def unit_kind(self) -> StoredKind:
         """What the rows call the units: `sae` latents, `synthetic` units (a checkpoint of
-        `coin_scale.eval.synthetic_model`, whose formulas are known) or `neuron` channels."""
+        `coin_scale.models.synthetic_model`, whose formulas are known) or `neuron` channels."""
         if self.sae:
             return "sae"
         return "synthetic" if self.payload.arch == SYNTHETIC_UNITS_ARCH else "neuron"
@@ -166,13 +166,16 @@ def new_run_id() -> str:
 def dissect(
     config: DissectConfig,
     *,
+    open_pool: OpenReplicas,
     progress: bool = True,
     on_batch: Callable[[int], None] | None = None,
     plan: DissectPlan | None = None,
 ) -> DissectResult:
     """Run (or reuse) a dissection and store it; `on_batch(done)` is called after every batch.
 
-    `plan` (from `plan_dissection(config, ...)`) skips planning again."""
+    `open_pool` starts the model replicas, called only when there is work (the driver,
+    `coin_scale.runtime.dissect.run_dissection`, passes replicas on Ray). `plan` (from
+    `plan_dissection(config, ...)`) skips planning again."""
     warehouse = Warehouse(config.warehouse)
     plan = plan or plan_dissection(config)
     run_id = config.run_id or new_run_id()
@@ -182,7 +185,7 @@ def dissect(
     started = datetime.now(UTC)
     _write_run(warehouse, plan, run_id, "running", started)
     try:
-        result = _execute(warehouse, plan, run_id, progress=progress, on_batch=on_batch)
+        result = _execute(warehouse, plan, run_id, open_pool, progress=progress, on_batch=on_batch)
     except BaseException as err:
         _write_run(warehouse, plan, run_id, "failed", started, message=str(err)[:500])
         raise
@@ -190,57 +193,33 @@ def dissect(
     return result
 
 
+def replica_work(plan: DissectPlan) -> ReplicaWork:
+    """What every replica computes for `plan`: its layer, reduced, through its SAE if any."""
+    layer = plan.layer
+    return ReplicaWork(
+        plan.payload, {layer.name: layer.layout}, (plan.config.reduction,),
+        {layer.name: plan.sae} if plan.sae else None,
+    )  # fmt: skip
+
+
 def _execute(
     warehouse: Warehouse,
     plan: DissectPlan,
     run_id: str,
+    open_pool: OpenReplicas,
     *,
     progress: bool,
     on_batch: Callable[[int], None] | None,
 ) -> DissectResult:
-    from coin_scale.actors.cluster import connect, cpu_gpu_per_replica
-    from coin_scale.actors.pool import ReplicaPool
-
-    config, probe, layer = plan.config, plan.probe, plan.layer
+    """The probe pass on replicas from `open_pool` (resuming a checkpoint), then the tables."""
+    probe, layer = plan.probe, plan.layer
     items = [(im.index, im.path) for im in probe.images]
     state = _start_pass(warehouse, plan, len(items))
-    session = connect(config.address)
-    try:
-        replicas, cpus, gpus = cpu_gpu_per_replica(config.replicas)
-        log.info("%d replica(s), %s CPU and %s GPU each", replicas, cpus, gpus)
-        startup = time.perf_counter()
-        pool = ReplicaPool(
-            plan.payload, {layer.name: layer.layout}, [config.reduction],
-            replicas=replicas, cpus_each=cpus, gpus_each=gpus,
-            unit_transforms={layer.name: plan.sae} if plan.sae else None,
-        )  # fmt: skip
-        pool.wait_ready()
-        startup_seconds = time.perf_counter() - startup
-        todo = [item for item in items if item[0] not in state.done]
-        batches = [todo[i : i + config.batch_size] for i in range(0, len(todo), config.batch_size)]
-        clock = CheckpointClock(config.checkpoint_batches, config.checkpoint_seconds)
+    with open_pool(replica_work(plan)) as replicas:
         start = time.perf_counter()
-        bar = tqdm(
-            total=len(items), initial=len(state.done), unit="img", desc=f"dissect {layer.name}",
-            disable=not progress, dynamic_ncols=True,
-        )  # fmt: skip
-        try:
-            for done, result in enumerate(pool.run(batches), start=1):
-                state.merge(result, layer.name, config.reduction)
-                if clock.merged():
-                    save_checkpoint(warehouse.fs, state.checkpoint(plan.dissection_id, len(items)))
-                    clock.written()
-                bar.update(len(result.indices) + len(result.failures))
-                if result.failures:
-                    bar.set_postfix(unreadable=len(state.failures))
-                if on_batch:
-                    on_batch(done)
-        finally:
-            bar.close()
-            pool.shutdown()
+        _probe_pass(warehouse, plan, replicas, items, state, progress=progress, on_batch=on_batch)
         seconds = time.perf_counter() - start
-    finally:
-        session.close()
+        startup_seconds = replicas.startup_seconds
     acc, failures, dense = state.acc, state.failures, state.dense
     if failures:
         log.warning(
@@ -258,6 +237,41 @@ def _execute(
         layer=layer.name, n_images=len(items), n_failed=len(failures), n_units=plan.n_units,
         seconds=seconds, startup_seconds=startup_seconds,
     )  # fmt: skip
+
+
+def _probe_pass(
+    warehouse: Warehouse,
+    plan: DissectPlan,
+    replicas: BatchRunner,
+    items: list[tuple[int, str]],
+    state: _PassState,
+    *,
+    progress: bool,
+    on_batch: Callable[[int], None] | None,
+) -> None:
+    """Every image not yet in `state` through `replicas`, merged into `state` as batches finish
+    and checkpointed every few batches or seconds."""
+    config, layer = plan.config, plan.layer
+    todo = [item for item in items if item[0] not in state.done]
+    batches = [todo[i : i + config.batch_size] for i in range(0, len(todo), config.batch_size)]
+    clock = CheckpointClock(config.checkpoint_batches, config.checkpoint_seconds)
+    bar = tqdm(
+        total=len(items), initial=len(state.done), unit="img", desc=f"dissect {layer.name}",
+        disable=not progress, dynamic_ncols=True,
+    )  # fmt: skip
+    try:
+        for done, result in enumerate(replicas.run(batches), start=1):
+            state.merge(result, layer.name, config.reduction)
+            if clock.merged():
+                save_checkpoint(warehouse.fs, state.checkpoint(plan.dissection_id, len(items)))
+                clock.written()
+            bar.update(len(result.indices) + len(result.failures))
+            if result.failures:
+                bar.set_postfix(unreadable=len(state.failures))
+            if on_batch:
+                on_batch(done)
+    finally:
+        bar.close()
 
 
 @dataclass

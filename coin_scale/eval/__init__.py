@@ -1,9 +1,7 @@
 """Evaluation of explainers against ground truth: synthetic units and label accuracy, and the
 Machine Interpretability Score of units (issue 8)."""
 
-from coin_scale.eval.metrics import KindSummary, UnitScore, concept_prf, summarize
-from coin_scale.eval.mis import MISConfig, MISTask, TaskAnswer, UnitMIS, build_tasks, score_tasks
-from coin_scale.eval.synthetic import (
+from coin_scale.concepts.synthetic import (
     FORMULA_KINDS,
     FormulaKind,
     SyntheticUnit,
@@ -12,6 +10,8 @@ from coin_scale.eval.synthetic import (
     random_units,
     synthetic_activations,
 )
+from coin_scale.eval.metrics import KindSummary, UnitScore, concept_prf, summarize
+from coin_scale.eval.mis import MISConfig, MISTask, TaskAnswer, UnitMIS, build_tasks, score_tasks
 
 __all__ = [
     "FORMULA_KINDS",

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from coin_scale.concepts.formula import evaluate, parse_text
+from coin_scale.concepts.matrix import ConceptMatrix
 from coin_scale.eval.detection import Detection, detection
-from coin_scale.explain.concepts import ConceptMatrix
-from coin_scale.explain.formula import evaluate, parse_text
 from coin_scale.explain.offline import OfflineExplainerConfig, explain_units
 
 

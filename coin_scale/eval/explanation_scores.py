@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from coin_scale.chain.units import UnitView
+from coin_scale.concepts.formula import parse_text
 from coin_scale.eval.interpscore import (
     InterpScore,
     InterpWeights,
@@ -25,9 +25,9 @@ from coin_scale.eval.interpscore import (
 )
 from coin_scale.eval.interventions import perturbed, scaled_logits, unit_activations
 from coin_scale.eval.predictive import PredictiveScore, predictive_score, satisfies
-from coin_scale.explain.formula import parse_text
 from coin_scale.models.layers import Layout
 from coin_scale.models.preprocess import Preprocess
+from coin_scale.probe.scoring_set import ScoringSet
 
 MIN_IMAGES = 8
 """Fewest satisfying (and other) images for a score; below it the unit gets a note instead."""
@@ -38,27 +38,6 @@ CAUSAL_IMAGES = 16
 BATCH = 64
 
 NO_HUMANS = "H not measured: no human ratings in a model run"
-
-
-@dataclass(frozen=True)
-class ScoringSet:
-    """Rendered images (uint8, model crop) with their ground-truth attributes."""
-
-    pixels: torch.Tensor
-    attributes: tuple[dict[str, Any], ...]
-    names: tuple[str, ...]
-    """Concept names `<attribute>=<value>` that formulas may use."""
-    source: str
-    """Where the images came from (a probe set directory)."""
-
-    def extended(self, pixels: torch.Tensor, attributes: Sequence[dict[str, Any]]) -> ScoringSet:
-        """This set plus more images (rendered for one explanation)."""
-        return ScoringSet(
-            pixels=torch.cat([self.pixels, pixels]),
-            attributes=self.attributes + tuple(attributes),
-            names=self.names,
-            source=f"{self.source} + {len(attributes)} rendered to satisfy a formula",
-        )
 
 
 @dataclass(frozen=True)

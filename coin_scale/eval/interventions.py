@@ -11,7 +11,7 @@ import torchvision.transforms.functional as TF
 from torch import nn
 
 from coin_scale.chain.units import UnitView, as_view
-from coin_scale.dissect.activations import Reduction
+from coin_scale.models.activations import Reduction
 from coin_scale.models.layers import Layout
 
 NOISE_STDS = (0.05, 0.1, 0.2)

@@ -16,10 +16,10 @@ import torch
 from coin_scale.agent import AgentOutcome, ExperimentTools, TorchUnitMeter, UnitSubject
 from coin_scale.agent.subject import exemplars_from_paths
 from coin_scale.agent.visualizer import TorchUnitVisualizer
+from coin_scale.concepts.formula import evaluate, parse_text
+from coin_scale.concepts.matrix import ConceptMatrix
 from coin_scale.eval.matcher import text_formula_text
-from coin_scale.explain.concepts import ConceptMatrix
-from coin_scale.explain.formula import evaluate, parse_text
-from coin_scale.explain.llm import PreparedLLM, explain_subjects
+from coin_scale.explain.llm import Gateways, PreparedLLM, explain_subjects
 from coin_scale.explain.offline import UnitExplanation, unit_masks
 from coin_scale.models import ModelPayload
 from coin_scale.probe import ProbeSet
@@ -98,11 +98,12 @@ def explain_synthetic_with_llm(
     quantile: float,
     *,
     run_id: str,
-    address: str | None = None,
+    gateways: Gateways,
     progress: bool = False,
 ) -> LLMUnitsResult:
-    """Explain every unit (column of `activations`) with its own agent on Ray's gateway actors,
-    then read each label back to a formula over the probe's concepts."""
+    """Explain every unit (column of `activations`) with its own agent, its calls through
+    `gateways` (the caller's gateway actors), then read each label back to a formula over the
+    probe's concepts."""
     from unity_pool.tools import LocalRenderer, RenderTools
 
     exemplars = top_exemplars(activations, probe)
@@ -124,7 +125,7 @@ def explain_synthetic_with_llm(
         )
 
     result = explain_subjects(
-        prepared, subjects, make_tools, run_id=run_id, address=address, progress=progress
+        prepared, subjects, make_tools, run_id=run_id, gateways=gateways, progress=progress
     )
     explanations = [
         read_back(outcome, u, activations, concepts, quantile)

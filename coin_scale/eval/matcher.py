@@ -22,7 +22,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from coin_scale.explain.formula import And, AndNot, Formula, Leaf, Or, to_text
+from coin_scale.concepts.formula import And, AndNot, Formula, Leaf, Or, to_text
 from unity_pool import vocab
 
 _SYNONYMS: dict[str, tuple[str, ...]] = {

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import torch
 
-from coin_scale.eval.synthetic import FORMULA_KINDS
-from coin_scale.explain.formula import Formula, Leaf, canonical_text, evaluate, to_text
+from coin_scale.concepts.formula import Formula, Leaf, canonical_text, evaluate, to_text
+from coin_scale.concepts.synthetic import FORMULA_KINDS
 
 ALL = "all"
 """`KindSummary.kind` of the row over every unit."""

@@ -312,7 +312,7 @@ def layer_activations(
     dissection's decoding, hooks and reduction; unreadable images are skipped and logged."""
     import torch
 
-    from coin_scale.dissect.activations import ActivationCapture, decode_batch
+    from coin_scale.models.activations import ActivationCapture, decode_batch
 
     capture = ActivationCapture(module.eval(), {layer.name: layer.layout}, (reduction,))  # type: ignore[arg-type]
     rows: list[torch.Tensor] = []
@@ -338,8 +338,7 @@ def probe_set(config: MISRunConfig) -> ProbeSet:
     from coin_scale.probe import scan_probe
 
     if config.probe == "rendered":
-        from coin_scale.eval.run import PROBE_SIZE
-        from coin_scale.sweep.inputs import rendered_probe
+        from coin_scale.probe.rendered import PROBE_SIZE, rendered_probe
 
         root = rendered_probe(config.probe_images, PROBE_SIZE, progress=False)
     else:
@@ -357,7 +356,7 @@ def _detections(
 ) -> tuple[tuple[ExplainedDetection, ...], str]:
     """(each unit's offline explanation with F1/IoU/AUPRC, "") or ((), why not)."""
     from coin_scale.eval.explained_detection import concepts_of_images, explained_detections
-    from coin_scale.explain.concepts import concepts_from_probe
+    from coin_scale.probe.concepts import concepts_from_probe
 
     try:
         concepts = concepts_of_images(concepts_from_probe(probe), read)

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from coin_scale.concepts.formula import Formula, evaluate
 from coin_scale.eval.detection import Detection, detection
 from coin_scale.eval.interpscore import cohens_d
-from coin_scale.explain.formula import Formula, evaluate
 
 
 @dataclass(frozen=True)

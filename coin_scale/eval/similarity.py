@@ -74,9 +74,9 @@ class DreamSimSimilarity:
 
 def dreamsim_cache(cache: str | None = None) -> Path:
     """Where DreamSim's weights are read from (downloaded to on first use with a network)."""
-    from coin_scale.sweep.inputs import cache_dir
+    from coin_scale.cache import cache_root
 
-    return Path(cache) if cache else cache_dir() / "dreamsim"
+    return Path(cache) if cache else cache_root() / "dreamsim"
 
 
 def load_dreamsim(cache: str | None = None) -> Similarity:

@@ -1,8 +1,10 @@
-"""LLM explainers: many units explained at once by agents whose calls go through Ray gateway actors.
+"""LLM explainers: many units explained at once by agents whose calls go through gateways.
 
 `prepare` resolves the provider, model, limits, price and API key before any work starts (a
 missing key is a `UserError` naming the variable and `--explainer offline`); `explain_subjects`
 runs one agent per unit, `concurrency` at a time, and returns their outcomes with the ledger.
+The gateways (`Gateways`: the rate-limited gateway actors on Ray) are started by the caller, in
+the driver layer (`coin_scale.runtime.pools.gateway_pool`).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import asyncio
 import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from PIL import Image
 
@@ -27,9 +29,8 @@ from coin_scale.agent import (
     explain_unit,
 )
 from coin_scale.agent.prompts import first_message, system_prompt
-from coin_scale.errors import UserError
 from coin_scale.llm.estimate import Estimate, estimate_sweep
-from coin_scale.llm.gateway import CallMeta, GatewayConfig, GatewayFailed
+from coin_scale.llm.gateway import CallMeta, GatewayConfig, GatewayFailed, GatewayReply
 from coin_scale.llm.keys import MissingKey, find_key
 from coin_scale.llm.messages import ChatRequest
 from coin_scale.llm.providers import PROVIDERS
@@ -37,9 +38,6 @@ from coin_scale.llm.ratelimit import RateLimits
 from coin_scale.llm.retry import RetryPolicy
 from coin_scale.llm.settings import Price, load_settings
 from coin_scale.storage.schemas import llm_calls
-
-if TYPE_CHECKING:
-    from coin_scale.actors.llm_gateway import GatewayPool
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -197,52 +195,40 @@ class AgentsResult:
     """The ledger of every LLM request made."""
 
 
+class Gateways(Protocol):
+    """Where the agents' LLM calls go: the gateway actors on Ray
+    (`coin_scale.runtime.pools.gateway_pool`), or any object answering the same way."""
+
+    async def complete(self, request: ChatRequest, meta: CallMeta) -> GatewayReply:
+        """One request; raises `GatewayFailed` (with its ledger row) when it fails."""
+        ...
+
+    def ledger(self) -> list[llm_calls.Row]:
+        """The ledger rows of every call answered since the last time it was asked."""
+        ...
+
+
 def explain_subjects(
     prepared: PreparedLLM,
     subjects: Sequence[UnitSubject],
     make_tools: Callable[[UnitSubject], ExperimentTools],
     *,
     run_id: str,
-    address: str | None = None,
+    gateways: Gateways,
     progress: bool = True,
-    pool: GatewayPool | None = None,
     on_outcome: OnOutcome | None = None,
 ) -> AgentsResult:
     """Explain every subject with its own agent, `concurrency` at a time; calls go through
-    gateway actors on Ray (started here when not yet connected, unless a started `pool` is
-    given). A failed unit is an outcome with its error, never an exception. `on_outcome` is
-    called as each subject finishes, with its outcome and its calls (to checkpoint it)."""
-    from coin_scale.actors.cluster import connect
-
-    session = connect(address)
-    own_pool = pool is None
-    pool = pool or start_gateways(prepared)
-    try:
-        outcomes = asyncio.run(
-            _run_all(
-                prepared, subjects, make_tools, pool.complete, run_id=run_id, progress=progress,
-                on_outcome=on_outcome,
-            )
+    `gateways` (started by the caller). A failed unit is an outcome with its error, never an
+    exception. `on_outcome` is called as each subject finishes, with its outcome and its calls
+    (to checkpoint it)."""
+    outcomes = asyncio.run(
+        _run_all(
+            prepared, subjects, make_tools, gateways.complete, run_id=run_id, progress=progress,
+            on_outcome=on_outcome,
         )
-        calls = pool.ledger()
-    finally:
-        if own_pool:
-            pool.shutdown()
-        session.close()
-    return AgentsResult(outcomes=outcomes, calls=calls)
-
-
-def start_gateways(prepared: PreparedLLM) -> GatewayPool:
-    """The gateway actors for `prepared` (Ray must be connected)."""
-    from coin_scale.actors.llm_gateway import GatewayPool, GatewaySpec
-
-    if prepared.api_key is None:
-        raise UserError("the LLM gateway needs an API key (prepare(require_key=True))")
-    spec = GatewaySpec(
-        config=prepared.gateway_config(), limits=prepared.limits,
-        base_url=prepared.config.base_url,
-    )  # fmt: skip
-    return GatewayPool(spec, prepared.api_key, actors=prepared.config.gateway_actors)
+    )
+    return AgentsResult(outcomes=outcomes, calls=gateways.ledger())
 
 
 async def _run_all(prepared, subjects, make_tools, complete, *, run_id, progress, on_outcome=None):  # type: ignore[no-untyped-def]

@@ -20,8 +20,7 @@ from typing import Literal
 
 import torch
 
-from coin_scale.explain.concepts import ConceptMatrix
-from coin_scale.explain.formula import (
+from coin_scale.concepts.formula import (
     OPERATORS,
     Formula,
     Leaf,
@@ -30,6 +29,7 @@ from coin_scale.explain.formula import (
     to_text,
     to_words,
 )
+from coin_scale.concepts.matrix import ConceptMatrix
 
 log = logging.getLogger(__name__)
 

@@ -8,11 +8,11 @@ from collections import Counter
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from coin_scale.explain.evidence import LayerEvidence
 from coin_scale.explain.offline import OfflineExplainerConfig, UnitExplanation, explain_units
 from coin_scale.explain.resume import ExplainCheckpoint, clear_run, scope_name
 from coin_scale.storage import Warehouse
 from coin_scale.storage.schemas import get_spec
-from coin_scale.sweep.evidence import LayerEvidence
 
 CHUNK_UNITS = 128
 """Units explained (and checkpointed) at a time."""

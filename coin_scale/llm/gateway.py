@@ -1,5 +1,6 @@
 """The gateway core: one provider client behind the cache, the rate limiter and retries, with a
-ledger row for every request. Pure asyncio; `coin_scale.actors.llm_gateway` holds it in Ray."""
+ledger row for every request. Pure asyncio; the gateway actors (`actors/llm_gateway.py`) hold
+it in Ray."""
 
 from __future__ import annotations
 

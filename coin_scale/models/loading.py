@@ -65,7 +65,7 @@ def _instantiate(arch: str, arch_kwargs: dict[str, Any]) -> nn.Module:
     """A randomly initialised model: a coin-scale zoo architecture, else a torchvision one."""
     from coin_scale.models import zoo
 
-    if arch in zoo.ARCHITECTURES:
+    if arch in zoo.architectures():
         return zoo.build(arch, **arch_kwargs)
     return torchvision.models.get_model(arch, weights=None, **arch_kwargs)
 
@@ -186,7 +186,7 @@ def _from_checkpoint(path: Path) -> ModelPayload:
     arch = payload["arch"]
     from coin_scale.models import zoo
 
-    if arch not in classification_models() and arch not in zoo.ARCHITECTURES:
+    if arch not in classification_models() and arch not in zoo.architectures():
         raise UserError(f"checkpoint {path} names an unknown architecture {arch!r}")
     state_dict = payload["state_dict"]
     module = _instantiate(arch, payload["arch_kwargs"])

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from coin_scale.sae.model import input_scale_for, tokens_from_conv
+from coin_scale.models.sae import input_scale_for, tokens_from_conv
 from coin_scale.storage.fs import TMP_MARK
 
 MANIFEST = "manifest.json"

@@ -11,9 +11,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from coin_scale.models.sae import SparseAutoencoder
+from coin_scale.models.sae_config import SAEConfig
 from coin_scale.sae.cache import write_atomic
-from coin_scale.sae.config import SAEConfig
-from coin_scale.sae.model import SparseAutoencoder
 
 CHECKPOINT_FORMAT = "coin-scale-sae"
 CHECKPOINT_VERSION = "1"

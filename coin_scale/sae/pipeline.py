@@ -1,5 +1,8 @@
 """`train-sae` on the driver: plan (validate every input before any work), the activation pass
-through the model replicas on Ray into the fp16 cache, training, replacement metrics, checkpoint."""
+through the model replicas into the fp16 cache, training, replacement metrics, checkpoint.
+
+The replicas come from the caller (`open_pool`; on Ray through `coin_scale.runtime.sae`): this
+module never starts Ray itself."""
 
 from __future__ import annotations
 
@@ -30,11 +33,12 @@ from coin_scale.models import (
     find_layer,
     resolve_model,
 )
+from coin_scale.models.batches import MapsResult, OpenReplicas, ReplicaWork
+from coin_scale.models.sae import SparseAutoencoder
+from coin_scale.models.sae_config import SAEConfig, SAEKind
 from coin_scale.probe import ProbeSet, scan_probe
 from coin_scale.sae.cache import MANIFEST, ActivationCacheReader, ActivationCacheWriter
 from coin_scale.sae.checkpoint import save_sae
-from coin_scale.sae.config import SAEConfig, SAEKind
-from coin_scale.sae.model import SparseAutoencoder
 from coin_scale.sae.replace import replacement_metrics
 from coin_scale.sae.train import Metrics, train_sae
 
@@ -134,12 +138,17 @@ def plan_train_sae(request: TrainSAERequest) -> SAEPlan:
     return SAEPlan(request, config, payload, layer, probe, cache_dir, out)
 
 
-def run_train_sae(request: TrainSAERequest, *, progress: bool = True) -> TrainSAEResult:
-    """Plan, fill (or reuse) the activation cache, train, measure the replacement, save."""
+def train_sae_on_probe(
+    request: TrainSAERequest, *, open_pool: OpenReplicas, progress: bool = True
+) -> TrainSAEResult:
+    """Plan, fill (or reuse) the activation cache, train, measure the replacement, save.
+
+    `open_pool` starts the model replicas of the activation pass, only when the cache is not
+    already full (the driver, `coin_scale.runtime.sae.run_train_sae`, passes replicas on Ray)."""
     plan = plan_train_sae(request)
     start = time.perf_counter()
     reused = _finished_cache(plan) is not None
-    n_ok, n_failed = (0, 0) if reused else activation_pass(plan, progress=progress)
+    n_ok, n_failed = (0, 0) if reused else activation_pass(plan, open_pool, progress=progress)
     pass_seconds = time.perf_counter() - start
     reader = _open_cache(plan)
     tokens_per_image = plan.layer.shape[1] * plan.layer.shape[2]
@@ -193,14 +202,14 @@ def metrics_line(metrics: Metrics, steps: int | None = None) -> str:
     return "  ".join(parts)
 
 
-def activation_pass(plan: SAEPlan, *, progress: bool = True) -> tuple[int, int]:
-    """Every probe image through the replicas on Ray; every batch's conv maps into the cache.
+def activation_pass(
+    plan: SAEPlan, open_pool: OpenReplicas, *, progress: bool = True
+) -> tuple[int, int]:
+    """Every probe image through the replicas from `open_pool`; every batch's conv maps into
+    the cache.
 
     Returns (images that ran, unreadable images). The cache's manifest is written only at the
     end, so an interrupted pass leaves an unfinished cache that the next run clears."""
-    from coin_scale.actors.cluster import connect, cpu_gpu_per_replica
-    from coin_scale.actors.pool import ReplicaPool
-
     request, layer, probe = plan.request, plan.layer, plan.probe
     items = [(im.index, im.path) for im in probe.images]
     size = request.batch_size
@@ -208,30 +217,15 @@ def activation_pass(plan: SAEPlan, *, progress: bool = True) -> tuple[int, int]:
     writer: ActivationCacheWriter | None = None
     failures: dict[int, str] = {}
     n_ok = 0
-    session = connect(request.address)
-    try:
-        replicas, cpus, gpus = cpu_gpu_per_replica(request.replicas)
-        log.info("%d replica(s), %s CPU and %s GPU each", replicas, cpus, gpus)
-        pool = ReplicaPool(
-            plan.payload, {layer.name: layer.layout}, ["max"],
-            replicas=replicas, cpus_each=cpus, gpus_each=gpus,
-        )  # fmt: skip
+    with open_pool(ReplicaWork(plan.payload, {layer.name: layer.layout}, ("max",))) as replicas:
         bar = tqdm(
             total=len(items), unit="img", desc=f"activations {layer.name}", disable=not progress,
             dynamic_ncols=True,
         )  # fmt: skip
         try:
-            for result in pool.run_maps(batches, layer.name):
+            for result in replicas.run_maps(batches, layer.name):
                 if len(result.indices):
-                    if writer is None:
-                        writer = ActivationCacheWriter(
-                            plan.cache_dir, layer.units, seed=request.seed,
-                            model=plan.config.model, layer=layer.name, probe_id=probe.probe_id,
-                        )  # fmt: skip
-                    try:
-                        writer.add(torch.from_numpy(result.maps.copy()))  # Ray returns it read-only
-                    except ValueError as err:
-                        raise UserError(f"{layer.name} of {plan.config.model}: {err}") from None
+                    writer = _cache_maps(plan, writer, result)
                     n_ok += len(result.indices)
                 failures.update(dict(result.failures))
                 bar.update(len(result.indices) + len(result.failures))
@@ -239,9 +233,6 @@ def activation_pass(plan: SAEPlan, *, progress: bool = True) -> tuple[int, int]:
                     bar.set_postfix(unreadable=len(failures))
         finally:
             bar.close()
-            pool.shutdown()
-    finally:
-        session.close()
     if failures:
         log.warning(
             "%d of %d probe images could not be read and were skipped; first: %s",
@@ -257,10 +248,27 @@ def activation_pass(plan: SAEPlan, *, progress: bool = True) -> tuple[int, int]:
     return n_ok, len(failures)
 
 
+def _cache_maps(
+    plan: SAEPlan, writer: ActivationCacheWriter | None, result: MapsResult
+) -> ActivationCacheWriter:
+    """Add one batch's maps to the cache, opening it on the first batch; returns the writer."""
+    layer = plan.layer
+    if writer is None:
+        writer = ActivationCacheWriter(
+            plan.cache_dir, layer.units, seed=plan.request.seed,
+            model=plan.config.model, layer=layer.name, probe_id=plan.probe.probe_id,
+        )  # fmt: skip
+    try:
+        writer.add(torch.from_numpy(result.maps.copy()))  # Ray returns it read-only
+    except ValueError as err:
+        raise UserError(f"{layer.name} of {plan.config.model}: {err}") from None
+    return writer
+
+
 def measure_replacement(plan: SAEPlan, sae: SparseAutoencoder) -> dict[str, Any]:
     """Top-1 agreement and KL with the layer replaced by the SAE, on up to
     `replacement_images` evenly spaced probe images, with the model built in the driver."""
-    from coin_scale.dissect.activations import decode_batch
+    from coin_scale.models.activations import decode_batch
 
     images = plan.probe.images
     count = min(plan.request.replacement_images, len(images))

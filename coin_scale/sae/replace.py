@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from coin_scale.models.sae import SparseAutoencoder, conv_from_tokens, tokens_from_conv
 from coin_scale.sae.metrics import replacement_agreement
-from coin_scale.sae.model import SparseAutoencoder, conv_from_tokens, tokens_from_conv
 
 if TYPE_CHECKING:  # coin_scale.models imports torchvision's model zoo (seconds)
     from coin_scale.models.layers import Layout

@@ -12,9 +12,9 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from coin_scale.sae.config import SAEConfig
+from coin_scale.models.sae import SparseAutoencoder, input_scale_for
+from coin_scale.models.sae_config import SAEConfig
 from coin_scale.sae.metrics import DeadLatents, ReconstructionMetrics
-from coin_scale.sae.model import SparseAutoencoder, input_scale_for
 
 log = logging.getLogger(__name__)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -22,15 +23,15 @@ from coin_scale.agent import (
     exemplars_from_paths,
 )
 from coin_scale.agent.visualizer import TorchUnitVisualizer
-from coin_scale.dissect.activations import SAEUnits, sae_code_maps
+from coin_scale.explain.evidence import LayerEvidence
 from coin_scale.explain.llm import PreparedLLM, explain_subjects
 from coin_scale.explain.resume import ExplainCheckpoint, scope_name
 from coin_scale.models import ModelPayload
+from coin_scale.models.activations import SAEUnits, sae_code_maps
 from coin_scale.models.layers import LayerInfo
+from coin_scale.runtime.pools import gateway_pool
 from coin_scale.storage import Warehouse, connect
 from coin_scale.storage.schemas import experiments, llm_calls
-from coin_scale.sweep.config import SweepConfig
-from coin_scale.sweep.evidence import LayerEvidence
 from unity_pool.tools import LocalRenderer, RenderTools
 
 log = logging.getLogger(__name__)
@@ -57,24 +58,80 @@ class AgentLedger:
         self.warehouse.write("llm_calls", llm_calls.to_arrow(self.calls), key=self.run_id)
 
 
+@dataclass(frozen=True, kw_only=True)
+class AgentRun:
+    """What the agents of one run need besides the layer and its units: the resolved LLM, the
+    warehouse their rows go to, the run they belong to, the Ray cluster of the gateway actors
+    (None: a local Ray) and whether to show the progress bar."""
+
+    prepared: PreparedLLM
+    warehouse: str
+    run_id: str
+    address: str | None = None
+    progress: bool = True
+
+
 def explain_with_agents(
-    config: SweepConfig,
-    prepared: PreparedLLM,
+    run: AgentRun,
     evidence: LayerEvidence,
     payload: ModelPayload,
     module: torch.nn.Module,
     layer: LayerInfo,
     units: list[int],
     *,
-    run_id: str,
     sae: SAEUnits | None = None,
     ledger: AgentLedger | None = None,
 ) -> dict[int, AgentOutcome]:
     """Each unit's agent outcome (a label or an error, never both); stores `experiments` and
     `llm_calls` (through `ledger`, which keeps the rows of earlier calls in the same run). With
-    `sae` the units are its features: agents measure them through it."""
+    `sae` the units are its features: agents measure them through it. The gateway actors are
+    started for the units not yet finished by a killed run of the same run id."""
+    prepared, run_id = run.prepared, run.run_id
+    subjects = _subjects(run.warehouse, evidence, payload, layer, units, sae)
+    ledger = ledger or AgentLedger(Warehouse(run.warehouse), run_id)
+    ckpt = ExplainCheckpoint(ledger.warehouse.fs, run_id, scope_name(
+        "agents", evidence.dissection_id, layer.name, prepared.config.provider, prepared.model,
+        "sae" if sae else "neuron",
+    ))  # fmt: skip
+    done = load_finished_units(ckpt)
+    if done:
+        print(f"resuming run {run_id}: {sum(u in done for u in units)}/{len(units)} units already "
+              f"explained ({layer.name})", file=sys.stderr, flush=True)  # fmt: skip
+    todo = [s for s in subjects if s.unit not in done]
+    calls: list[llm_calls.Row] = [c for u in units if u in done for c in done[u].calls]
+    if todo:
+        with gateway_pool(prepared, address=run.address) as gateways:
+            result = explain_subjects(
+                prepared, todo, _tool_maker(payload, module, layer, sae), run_id=run_id,
+                gateways=gateways, progress=run.progress,
+                on_outcome=lambda subject, outcome, mine: save_finished_unit(
+                    ckpt, FinishedUnit(subject.unit, outcome, mine)
+                ),
+            )  # fmt: skip
+        done |= {s.unit: FinishedUnit(s.unit, o, []) for s, o in zip(todo, result.outcomes, strict=True)}
+        calls += result.calls
+    outcomes = {u: done[u].outcome for u in units}
+    ledger.add([row for u in units for row in outcomes[u].experiments], calls)
+    failed = sum(o.status != "ok" for o in outcomes.values())
+    log.info(
+        "%d units explained by %s:%s in %d calls, $%.4f; %d failed",
+        len(units) - failed, prepared.config.provider, prepared.model, len(calls),
+        sum(c.cost_usd for c in calls), failed,
+    )  # fmt: skip
+    return outcomes
+
+
+def _subjects(
+    warehouse: str,
+    evidence: LayerEvidence,
+    payload: ModelPayload,
+    layer: LayerInfo,
+    units: list[int],
+    sae: SAEUnits | None,
+) -> list[UnitSubject]:
+    """Each unit as an agent's subject, with its strongest exemplars from the dissection."""
     rows = (
-        connect(config.warehouse)
+        connect(warehouse)
         .execute(
             "SELECT unit, image_path, activation FROM exemplars "
             "WHERE dissection_id = ? AND rank < ? ORDER BY unit, rank",
@@ -86,7 +143,7 @@ def explain_with_agents(
     for unit, path, activation in rows:
         top.setdefault(int(unit), []).append((str(path), float(activation)))
     attributes = evidence.probe.attributes_path
-    subjects = [
+    return [
         UnitSubject(
             model=payload.model_id, layer=layer.name, unit=unit, kind="sae" if sae else "neuron",
             exemplars=exemplars_from_paths(top.get(unit, []), attributes_path=attributes, max_side=256),
@@ -94,6 +151,11 @@ def explain_with_agents(
         for unit in units
     ]
 
+
+def _tool_maker(
+    payload: ModelPayload, module: torch.nn.Module, layer: LayerInfo, sae: SAEUnits | None
+) -> Callable[[UnitSubject], ExperimentTools]:
+    """A subject's tools: measured and visualized through `module` (and `sae`'s features)."""
     built = sae.build() if sae else None
     transform = sae_code_maps(built) if built is not None else None
 
@@ -109,36 +171,7 @@ def explain_with_agents(
             subject, meter, RenderTools(renderer=LocalRenderer()), visualizer=visualizer
         )
 
-    ledger = ledger or AgentLedger(Warehouse(config.warehouse), run_id)
-    ckpt = ExplainCheckpoint(ledger.warehouse.fs, run_id, scope_name(
-        "agents", evidence.dissection_id, layer.name, prepared.config.provider, prepared.model,
-        "sae" if sae else "neuron",
-    ))  # fmt: skip
-    done = load_finished_units(ckpt)
-    if done:
-        print(f"resuming run {run_id}: {sum(u in done for u in units)}/{len(units)} units already "
-              f"explained ({layer.name})", file=sys.stderr, flush=True)  # fmt: skip
-    todo = [s for s in subjects if s.unit not in done]
-    calls: list[llm_calls.Row] = [c for u in units if u in done for c in done[u].calls]
-    if todo:
-        result = explain_subjects(
-            prepared, todo, make_tools, run_id=run_id, address=config.address,
-            progress=config.progress,
-            on_outcome=lambda subject, outcome, mine: save_finished_unit(
-                ckpt, FinishedUnit(subject.unit, outcome, mine)
-            ),
-        )  # fmt: skip
-        done |= {s.unit: FinishedUnit(s.unit, o, []) for s, o in zip(todo, result.outcomes, strict=True)}
-        calls += result.calls
-    outcomes = {u: done[u].outcome for u in units}
-    ledger.add([row for u in units for row in outcomes[u].experiments], calls)
-    failed = sum(o.status != "ok" for o in outcomes.values())
-    log.info(
-        "%d units explained by %s:%s in %d calls, $%.4f; %d failed",
-        len(units) - failed, prepared.config.provider, prepared.model, len(calls),
-        sum(c.cost_usd for c in calls), failed,
-    )  # fmt: skip
-    return outcomes
+    return make_tools
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ from coin_scale.errors import UserError
 from coin_scale.models import find_layer
 from coin_scale.models.layers import LayerInfo, Layout
 from coin_scale.models.loading import ModelPayload
+from coin_scale.models.sae import SparseAutoencoder
 from coin_scale.probe import ProbeSet
-from coin_scale.sae.model import SparseAutoencoder
 from coin_scale.sweep.records import UnitFinding
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ def chain_faithfulness(
 
 def probe_batches(probe: ProbeSet, payload: ModelPayload, n: int = MEAN_IMAGES) -> list[torch.Tensor]:
     """Up to `n` readable probe images, preprocessed, in batches of 32 (for mean ablation)."""
-    from coin_scale.dissect.activations import decode_batch
+    from coin_scale.models.activations import decode_batch
 
     images = probe.images
     step = max(1, len(images) // n)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from coin_scale.dissect.activations import SAEUnits
+from coin_scale.models.activations import SAEUnits
 from coin_scale.models.layers import LayerInfo
 from coin_scale.models.loading import ModelPayload
 from coin_scale.probe import ProbeSet
@@ -69,11 +69,14 @@ def explain_layer(
             shown.setdefault(unit, []).append(Exemplar(image_path=path, activation=float(activation), label=label))
 
     if prepared is not None:
-        from coin_scale.sweep.agents import explain_with_agents
+        from coin_scale.sweep.agents import AgentRun, explain_with_agents
 
+        run = AgentRun(
+            prepared=prepared, warehouse=config.warehouse, run_id=run_id, address=config.address,
+            progress=config.progress,
+        )  # fmt: skip
         outcomes = explain_with_agents(
-            config, prepared, evidence, payload, module, layer, units, run_id=run_id, sae=sae,
-            ledger=ledger,
+            run, evidence, payload, module, layer, units, sae=sae, ledger=ledger
         )
 
         def explained_finding(f: UnitFinding) -> UnitFinding:

@@ -16,8 +16,6 @@ MAX_PIXELS = 200_000_000
 """Images up to this many pixels are resized like any other; beyond it PIL's bomb guard refuses."""
 
 
-cache_dir = cache_root
-"""`$COIN_SCALE_CACHE`, else ~/.cache/coin-scale (`coin_scale.cache.cache_root`)."""
 
 
 def load_image(path: str) -> Image.Image:
@@ -58,36 +56,8 @@ def rendered_target(warehouse: str, seed: int, size: int) -> str:
     return str(path)
 
 
-def rendered_probe(
-    n: int,
-    size: int,
-    *,
-    progress: bool,
-    single_object: bool = False,
-    seed: int = 0,
-    root_dir: Path | None = None,
-) -> str:
-    """A rendered probe set with ground-truth attributes, rendered once and cached under
-    `root_dir/probes` (default: the coin-scale cache); `seed` picks the scenes.
-
-    `single_object` draws one large object per image and no distractors, like the scenes the
-    probe model was trained on: every image's attributes then describe everything in it, and
-    object size (a nuisance that model never saw vary) does not dominate the units' masks."""
-    from unity_pool.probeset import ProbeSetParams, write_probe_set
-
-    probes = (root_dir or cache_dir()) / "probes"
-    name = f"single-large-n{n}-seed{seed}-{size}" if single_object else f"rendered-n{n}-seed{seed}-{size}"
-    root = probes / name
-    if not (root / "attributes.parquet").is_file():
-        log.info("rendering a %d-image probe set at %dpx into %s (once)", n, size, root)
-        fixed = (("n_objects", 1), ("size", "large")) if single_object else ()
-        params = ProbeSetParams(n=n, seed=seed, size=size, fixed=fixed)
-        write_probe_set(root, params, progress=progress)
-    return str(root)
-
-
 def probe_model() -> str:
     """The probe-trained CNN's checkpoint, trained on first use (a few minutes) and cached."""
     from coin_scale.training.probe_model import ensure_probe_model
 
-    return str(ensure_probe_model(cache_dir()))
+    return str(ensure_probe_model(cache_root()))

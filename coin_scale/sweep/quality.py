@@ -42,8 +42,8 @@ def evaluate_label_quality(config: QualityConfig) -> dict[str, Any]:
     """Fraction of targets whose top units' formulas mention `attribute=<predicted class>`."""
     from coin_scale.dissect.config import DissectConfig
     from coin_scale.explain import OfflineExplainerConfig, explain_units
+    from coin_scale.probe.rendered import rendered_probe
     from coin_scale.sweep.evidence import layer_evidence
-    from coin_scale.sweep.inputs import rendered_probe
     from coin_scale.training.probe_model import get_task, render_dataset
 
     start = time.perf_counter()

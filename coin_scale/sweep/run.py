@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,14 +16,15 @@ from coin_scale.chain.attribution import UnitContributions, unit_contributions
 from coin_scale.chain.graph import Edge, chain_edges
 from coin_scale.chain.sae_attribution import sae_contributions
 from coin_scale.chain.units import SAEFeatures, UnitView
-from coin_scale.dissect.activations import SAEUnits
 from coin_scale.dissect.pipeline import load_sae_units
 from coin_scale.errors import UserError
 from coin_scale.eval.explanation_scores import UnitScores
 from coin_scale.models import ModelSource, build_module, describe_layers, find_layer, resolve_model
+from coin_scale.models.activations import SAEUnits
 from coin_scale.models.layers import LayerInfo, Layout, last_block
 from coin_scale.models.loading import ModelPayload
 from coin_scale.probe import scan_probe
+from coin_scale.probe.rendered import rendered_probe
 from coin_scale.sweep import inputs
 from coin_scale.sweep.chain import chain_faithfulness, chain_nodes, probe_batches, resolve_chain
 from coin_scale.sweep.config import PROBE_MODEL, RENDERED, SweepConfig
@@ -58,8 +60,14 @@ class PhaseClock:
         self.last = now
 
 
-def run_sweep(config: SweepConfig) -> SweepOutcome:
-    """The whole pipeline for one image; user errors are raised before any work is stored."""
+Reporter = Callable[[ClassExplanation, Path], Path]
+"""Writes a sweep's report into a directory and returns its path (`coin_scale.report.write_report`:
+the report stands above the sweep, so the caller hands it in)."""
+
+
+def run_sweep(config: SweepConfig, *, reporter: Reporter | None = None) -> SweepOutcome:
+    """The whole pipeline for one image; user errors are raised before any work is stored.
+    `reporter` writes the HTML report (none is written without it)."""
     from datetime import UTC, datetime
 
     from coin_scale.dissect.pipeline import new_run_id
@@ -163,7 +171,8 @@ def run_sweep(config: SweepConfig) -> SweepOutcome:
     unit_scores: list[UnitScores] = []
     scoring_images = 0
     if config.unit_scores and probe is not None and probe.attributes_path:
-        from coin_scale.sweep.scoring import load_scoring_set, score_findings
+        from coin_scale.probe.scoring_set import load_scoring_set
+        from coin_scale.sweep.scoring import score_findings
 
         scoring = load_scoring_set(
             payload, single_object=payload.arch == "probe_cnn", progress=config.progress
@@ -215,11 +224,10 @@ def run_sweep(config: SweepConfig) -> SweepOutcome:
         chain_nodes=tuple(nodes), chain_edges=tuple(edges), faithfulness=tuple(faithfulness),
         unit_scores=tuple(unit_scores), scoring_images=scoring_images,
     )  # fmt: skip
-    from coin_scale.report import write_report
     from coin_scale.storage.fs import local_dir
     from coin_scale.sweep.persist import store_sweep
 
-    report = write_report(explanation, local_dir(config.warehouse, f"reports/{run_id}"))
+    report = reporter(explanation, local_dir(config.warehouse, f"reports/{run_id}")) if reporter else None
     store_sweep(
         warehouse, explanation, config, dissection_ids=dissection_ids, started_at=started_at
     )
@@ -230,7 +238,7 @@ def run_sweep(config: SweepConfig) -> SweepOutcome:
         warehouse.write("visualizations", get_spec("visualizations").from_dicts(rows), key=run_id)
     clock.lap("report and tables")
     return SweepOutcome(
-        explanation=explanation, report_path=str(report), warehouse=config.warehouse,
+        explanation=explanation, report_path=str(report) if report else None, warehouse=config.warehouse,
         phases=tuple(clock.phases),
     )
 
@@ -289,7 +297,7 @@ def _findings(c: UnitContributions, layer: LayerInfo, k: int, *, negative: bool)
 
 def _probe_path(config: SweepConfig, payload: ModelPayload, *, single_object: bool) -> str:
     if config.probe == RENDERED:
-        return inputs.rendered_probe(
+        return rendered_probe(
             config.probe_images, payload.preprocess.crop, progress=config.progress,
             single_object=single_object,
         )  # fmt: skip

@@ -20,7 +20,7 @@ import torch
 
 from coin_scale.agent.subject import TorchUnitMeter
 from coin_scale.agent.visualizer import TorchUnitVisualizer
-from coin_scale.dissect.activations import sae_code_maps
+from coin_scale.models.activations import sae_code_maps
 from coin_scale.models.layers import LayerInfo
 from coin_scale.models.loading import ModelPayload
 from coin_scale.sweep.records import Exemplar, UnitFinding

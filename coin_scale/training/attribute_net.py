@@ -6,7 +6,7 @@ light). n_objects and size are fixed (`ATTRIBUTE_NET_FIXED`): which object of a 
 "the main one" cannot be seen, and a small object's shape and texture are a few pixels at 64 px.
 Its output is one logit per concept (`attribute=value`, vocabulary order), one softmax group per
 attribute. The synthetic units of
-`coin_scale.eval.synthetic_model` read their formulas' concepts from it, so they respond to
+`coin_scale.models.synthetic_model` read their formulas' concepts from it, so they respond to
 pixels and can be dissected, edited and rendered for like any model.
 
 Training follows the probe model's recipe (`coin_scale.training.probe_model`: rendered scenes,
@@ -27,87 +27,24 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 from torch.nn import functional as F
 
+from coin_scale.cache import cache_root
+from coin_scale.models.attribute_net import (
+    ARCH,
+    ATTRIBUTE_NET_FIXED,
+    AttributeNet,
+    concept_names,
+    head_spec,
+)
 from coin_scale.models.checkpoint import save_checkpoint
 from coin_scale.models.preprocess import Preprocess
-from coin_scale.models.zoo import add_probe_body, probe_body
-from coin_scale.training.probe_model import default_cache_dir, mean_std, stream_seed, torch_threads
-from unity_pool import vocab
+from coin_scale.training.common import mean_std, stream_seed, torch_threads
 
 log = logging.getLogger(__name__)
 
-ARCH = "attribute_net"
-"""The zoo architecture of the attribute net."""
-
 ATTRIBUTE_NET_VERSION = 1
 """Bumped when the data, architecture or recipe change, so cached checkpoints are retrained."""
-
-ATTRIBUTE_HEADS: tuple[str, ...] = ("shape", "color", "texture", "background", "position", "light")
-"""Attributes the net predicts: those of `vocab.ATTRIBUTES` that vary in single-object scenes."""
-
-ATTRIBUTE_NET_FIXED: tuple[tuple[str, Any], ...] = (("n_objects", 1), ("size", "large"))
-"""Attributes pinned in the training scenes: one large object, as in the single-object probe."""
-
-
-def head_spec(attributes: Sequence[str] = ATTRIBUTE_HEADS) -> list[list[Any]]:
-    """[[attribute, [values...]], ...] in vocabulary order: the net's `heads` argument (plain
-    lists, so it travels in a checkpoint's `arch_kwargs`)."""
-    unknown = [a for a in attributes if a not in vocab.ATTRIBUTES]
-    if unknown or not attributes:
-        raise ValueError(
-            f"attributes: expected some of {', '.join(vocab.ATTRIBUTES)}; got {list(attributes)}."
-        )
-    return [[a, [str(v) for v in vocab.ATTRIBUTES[a]]] for a in attributes]
-
-
-def concept_names(heads: Sequence[Sequence[Any]]) -> tuple[str, ...]:
-    """`attribute=value` per output logit, heads in order: the probe's concept names."""
-    return tuple(f"{attribute}={value}" for attribute, values in heads for value in values)
-
-
-class AttributeNet(nn.Module):
-    """The probe model's body (`ProbeCNN`'s stem and four normalisation-free residual blocks)
-    -> features -> one logit per concept.
-
-    At 64 px: stem -> (16, 32, 32), layer1 -> (32, 16, 16), layer2 -> (64, 8, 8),
-    layer3 -> (96, 8, 8), layer4 -> (width, 4, 4); the features are its average (what) and a 4x4 map of 8 channels
-    (where), flattened: (width + 128,); `heads` -> (concept,) logits, one softmax group per
-    attribute (`group_sizes`).
-    """
-
-    def __init__(self, *, heads: Sequence[Sequence[Any]], width: int = 128) -> None:
-        super().__init__()
-        if width < 8:
-            raise ValueError(f"width: expected >= 8 channels; got {width}. Fix: e.g. 64.")
-        self.group_sizes = [len(values) for _, values in heads]
-        if not self.group_sizes or min(self.group_sizes) < 2:
-            raise ValueError(f"heads: expected attributes with >= 2 values each; got {heads}.")
-        add_probe_body(self, width)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.where = nn.Sequential(nn.Conv2d(width, 8, 1), nn.AdaptiveAvgPool2d(4))
-        self.heads = nn.Linear(width + 8 * 16, sum(self.group_sizes))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalised images (batch, 3, h, w) -> float (batch, concept) logits."""
-        x = probe_body(self, x)
-        what = torch.flatten(self.avgpool(x), 1)
-        where = torch.flatten(self.where(x), 1)
-        return self.heads(torch.cat([what, where], dim=1))
-
-
-class Probabilities(nn.Module):
-    """An attribute net's (batch, concept) logits -> probabilities, a softmax per attribute."""
-
-    def __init__(self, group_sizes: Sequence[int]) -> None:
-        super().__init__()
-        self.group_sizes = list(group_sizes)
-
-    def forward(self, logits: torch.Tensor) -> torch.Tensor:
-        groups = torch.split(logits.float(), self.group_sizes, dim=1)
-        return torch.cat([g.softmax(dim=1) for g in groups], dim=1)
-
 
 @dataclass(frozen=True, kw_only=True)
 class AttributeTrainConfig:
@@ -281,7 +218,7 @@ def _fit(
 
 def save_attribute_net(path: str | Path, net: AttributeNet, result: AttributeTrainResult) -> Path:
     """A coin-scale checkpoint (arch `attribute_net`; classes: the concept names) that
-    `--model PATH` loads and `coin_scale.eval.synthetic_model` builds synthetic units on."""
+    `--model PATH` loads and `coin_scale.models.synthetic_model` builds synthetic units on."""
     config = result.config
     extra: dict[str, Any] = {
         "val_accuracy": dict(result.val_accuracy),
@@ -303,7 +240,7 @@ def save_attribute_net(path: str | Path, net: AttributeNet, result: AttributeTra
 
 def attribute_net_path(cache_dir: Path | None = None) -> Path:
     """Where the default attribute net is cached: `<cache>/attribute_net_v<N>.pt`."""
-    return Path(cache_dir or default_cache_dir()) / f"attribute_net_v{ATTRIBUTE_NET_VERSION}.pt"
+    return Path(cache_dir or cache_root()) / f"attribute_net_v{ATTRIBUTE_NET_VERSION}.pt"
 
 
 def ensure_attribute_net(

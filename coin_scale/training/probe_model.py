@@ -10,12 +10,9 @@ thread count.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
-import os
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +26,7 @@ from coin_scale.cache import cache_root
 from coin_scale.models.checkpoint import save_checkpoint
 from coin_scale.models.preprocess import Preprocess
 from coin_scale.models.zoo import build
+from coin_scale.training.common import mean_std, stream_seed, torch_threads
 from unity_pool import vocab
 
 log = logging.getLogger(__name__)
@@ -136,11 +134,6 @@ class ProbeTrainResult:
     config: ProbeTrainConfig
 
 
-def stream_seed(seed: int, stream: int) -> int:
-    """An independent integer seed per stream (0: training scenes, 1: held-out scenes)."""
-    return int(np.random.SeedSequence([seed, stream]).generate_state(1)[0])
-
-
 def render_dataset(
     task: ProbeTask, n: int, seed: int, size: int, *, progress: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -166,39 +159,6 @@ def render_dataset(
         bar.update()
     bar.close()
     return torch.from_numpy(images).permute(0, 3, 1, 2), torch.tensor(labels, dtype=torch.int64)
-
-
-@contextlib.contextmanager
-def torch_threads(n: int | None) -> Iterator[int]:
-    """Run with n torch intra-op threads (None: the CPUs this process may use), then restore."""
-    before = torch.get_num_threads()
-    if n is None:
-        n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    torch.set_num_threads(max(1, n or 1))
-    try:
-        yield torch.get_num_threads()
-    finally:
-        torch.set_num_threads(before)
-
-
-def mean_std(
-    images: torch.Tensor, chunk: int = 1024
-) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
-    """Per-channel mean and standard deviation in [0, 1] units of uint8 (n, 3, h, w) images,
-    rounded to 4 decimals; summed a chunk at a time to keep memory flat."""
-    total = torch.zeros(3, dtype=torch.float64)
-    squares = torch.zeros(3, dtype=torch.float64)
-    for start in range(0, len(images), chunk):
-        x = images[start : start + chunk].to(torch.float64).div_(255.0)
-        total += x.sum(dim=(0, 2, 3))
-        squares += x.square().sum(dim=(0, 2, 3))
-    count = images.numel() / 3
-    mean = total / count
-    std = (squares / count - mean.square()).clamp_min(0).sqrt()
-    return (
-        tuple(round(float(v), 4) for v in mean),  # type: ignore[return-value]
-        tuple(round(float(v), 4) for v in std),
-    )
 
 
 @torch.inference_mode()
@@ -330,8 +290,6 @@ def save_probe_model(path: str | Path, module: nn.Module, result: ProbeTrainResu
     )  # fmt: skip
 
 
-default_cache_dir = cache_root
-"""`$COIN_SCALE_CACHE`, else `~/.cache/coin-scale` (`coin_scale.cache.cache_root`)."""
 
 
 def ensure_probe_model(
@@ -348,7 +306,7 @@ def ensure_probe_model(
     config = config or ProbeTrainConfig(task=task, progress=False)
     if config.task != task:
         raise ValueError(f"config.task {config.task!r} differs from task {task!r}")
-    path = Path(cache_dir or default_cache_dir()) / f"probe_model_{task}_v{PROBE_MODEL_VERSION}.pt"
+    path = Path(cache_dir or cache_root()) / f"probe_model_{task}_v{PROBE_MODEL_VERSION}.pt"
     if path.is_file():
         try:
             read_checkpoint(path)

@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from coin_scale.llm.fakeserver.policy import Action, CallTool, ConversationView, SeenToolResult
+from coin_scale.testing.policy import Action, CallTool, ConversationView, SeenToolResult
 
 PROVIDER = "openai"
 PATHS = ("/v1/chat/completions", "/chat/completions")

@@ -1,4 +1,4 @@
-"""Scripted stand-ins for the LLM (the `Policy` protocol of the fake provider servers).
+"""Scripted stand-ins for the LLM that drives the agent (the `Policy` protocol of `policy.py`).
 
 Deterministic and driven only by what a `ConversationView` exposes: the tools offered, the JSON of
 the tool results, the user texts. `ExperimenterPolicy` does what a careful agent would on rendered
@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from coin_scale.llm.fakeserver.policy import Action, CallTool, ConversationView, Policy, Reply
+from coin_scale.testing.policy import Action, CallTool, ConversationView, Policy, Reply
 from unity_pool import vocab
 
 VARIED: tuple[str, ...] = ("color", "shape", "texture")

@@ -11,13 +11,13 @@ import json
 from collections.abc import Awaitable, Callable
 
 from coin_scale.agent.loop import CallContext, ChatResult
-from coin_scale.llm.fakeserver.policy import (
+from coin_scale.llm.messages import CHARS_PER_TOKEN, ChatRequest, ChatResponse, ToolCall, Usage
+from coin_scale.testing.policy import (
     CallTool,
     ConversationView,
     Policy,
     SeenToolResult,
 )
-from coin_scale.llm.messages import CHARS_PER_TOKEN, ChatRequest, ChatResponse, ToolCall, Usage
 
 
 def view_from_request(

@@ -1,5 +1,6 @@
-"""What a fake provider server answers: a policy looks at the conversation (provider-neutral) and
-returns the next action, which the server encodes in its API's wire format.
+"""What a stand-in for the LLM answers: a policy looks at the conversation (provider-neutral) and
+returns the next action, which a fake provider server encodes in its API's wire format (or
+`chat.policy_chat` hands to the agent loop in process).
 
 Policies stand in for the LLM in tests and benchmarks; they are scripted, deterministic Python.
 """

@@ -14,14 +14,15 @@ from typing import Any
 import torch
 
 from coin_scale.agent import AgentOutcome
-from coin_scale.dissect.activations import SAEUnits
+from coin_scale.explain.evidence import LayerEvidence
 from coin_scale.explain.llm import PreparedLLM
 from coin_scale.explain.resume import clear_run
 from coin_scale.models import ModelPayload
+from coin_scale.models.activations import SAEUnits
 from coin_scale.models.layers import LayerInfo
 from coin_scale.storage import Warehouse
 from coin_scale.storage.schemas import get_spec
-from coin_scale.sweep.evidence import LayerEvidence
+from coin_scale.sweep.agents import AgentRun, explain_with_agents
 
 
 @dataclass(frozen=True)
@@ -60,17 +61,11 @@ def explain_whole_layer_with_agents(
 ) -> LayerAgentExplanations:
     """Explain every unit of `evidence` with its own agent and store the rows under `run_id`
     (with the agents' steps in `experiments` and their requests in `llm_calls`)."""
-    from coin_scale.sweep.agents import explain_with_agents
-    from coin_scale.sweep.config import SweepConfig
-
     units = list(range(int(evidence.activations.shape[1])))
-    settings = SweepConfig(
-        explainer=prepared.config.provider, warehouse=warehouse, address=address,
-        progress=progress,
-    )  # fmt: skip
-    outcomes = explain_with_agents(
-        settings, prepared, evidence, payload, module, layer, units, run_id=run_id, sae=sae
+    run = AgentRun(
+        prepared=prepared, warehouse=warehouse, run_id=run_id, address=address, progress=progress
     )
+    outcomes = explain_with_agents(run, evidence, payload, module, layer, units, sae=sae)
     rows = [
         _row(outcomes[u], u, run_id, payload.model_id, layer.name, kind, prepared, evidence)
         for u in units

@@ -21,10 +21,10 @@ from types import TracebackType
 from typing import Any, Protocol, Self
 from urllib.parse import parse_qsl
 
-from coin_scale.llm.fakeserver import wire_anthropic, wire_gemini, wire_openai
-from coin_scale.llm.fakeserver.faults import WINDOW_S, Decision, FaultInjector, Faults
-from coin_scale.llm.fakeserver.policy import Action, CallTool, ConversationView, Policy
 from coin_scale.llm.messages import TOKENS_PER_IMAGE
+from coin_scale.testing.fakeserver import wire_anthropic, wire_gemini, wire_openai
+from coin_scale.testing.fakeserver.faults import WINDOW_S, Decision, FaultInjector, Faults
+from coin_scale.testing.policy import Action, CallTool, ConversationView, Policy
 
 HOST = "127.0.0.1"
 

@@ -15,8 +15,8 @@ from coin_scale.models.layers import SPATIAL_DIMS, Layout
 from coin_scale.models.preprocess import Preprocess
 
 if TYPE_CHECKING:
-    from coin_scale.sae.config import SAEConfig
-    from coin_scale.sae.model import SparseAutoencoder
+    from coin_scale.models.sae import SparseAutoencoder
+    from coin_scale.models.sae_config import SAEConfig
 
 Reduction = Literal["max", "mean"]
 REDUCTIONS: tuple[Reduction, ...] = ("max", "mean")
@@ -52,7 +52,7 @@ class SAEUnits:
 
     def build(self, device: str | torch.device = "cpu") -> SparseAutoencoder:
         """The SAE in eval mode on `device`."""
-        from coin_scale.sae.model import SparseAutoencoder
+        from coin_scale.models.sae import SparseAutoencoder
 
         c = self.config
         sae = SparseAutoencoder(c.d_in, c.d_sae, c.k, c.kind)
@@ -63,7 +63,7 @@ class SAEUnits:
 def sae_code_maps(sae: SparseAutoencoder) -> UnitTransform:
     """A transform of conv maps (batch, C, H, W) to SAE code maps (batch, d_sae, H, W), encoded in
     float32 even under autocast (codes are compared against thresholds and top-k)."""
-    from coin_scale.sae.model import conv_from_tokens, tokens_from_conv
+    from coin_scale.models.sae import conv_from_tokens, tokens_from_conv
 
     def transform(maps: torch.Tensor) -> torch.Tensor:
         batch, _, height, width = maps.shape

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from coin_scale.llm.fakeserver.policy import Action, CallTool, ConversationView, SeenToolResult
+from coin_scale.testing.policy import Action, CallTool, ConversationView, SeenToolResult
 
 PROVIDER = "anthropic"
 PATHS = ("/v1/messages",)

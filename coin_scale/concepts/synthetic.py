@@ -26,9 +26,9 @@ from typing import Literal, get_args
 
 import torch
 
+from coin_scale.concepts.formula import OPERATORS, Formula, Leaf, evaluate, parse_text, to_text
+from coin_scale.concepts.matrix import ConceptMatrix
 from coin_scale.errors import close_matches
-from coin_scale.explain.concepts import ConceptMatrix
-from coin_scale.explain.formula import OPERATORS, Formula, Leaf, evaluate, parse_text, to_text
 
 log = logging.getLogger(__name__)
 

@@ -23,10 +23,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from coin_scale.eval.synthetic import SyntheticUnit, parse_formula
-from coin_scale.explain.formula import And, AndNot, Formula, Leaf, Or
-from coin_scale.models.zoo import SYNTHETIC_UNITS_ARCH
-from coin_scale.training.attribute_net import AttributeNet, Probabilities, concept_names
+from coin_scale.concepts.formula import And, AndNot, Formula, Leaf, Or
+from coin_scale.concepts.synthetic import SyntheticUnit, parse_formula
+from coin_scale.models.attribute_net import AttributeNet, Probabilities, concept_names
+from coin_scale.models.zoo import SYNTHETIC_UNITS_ARCH, register
 
 ARCH = SYNTHETIC_UNITS_ARCH
 """The zoo architecture of a synthetic-units model."""
@@ -218,3 +218,10 @@ def save_synthetic_model(
         path, model, arch=ARCH, class_names=list(model.unit_names), preprocess=pre,
         arch_kwargs=kwargs, extra={"attribute_net": str(attribute_net)},
     )  # fmt: skip
+
+
+@register(SYNTHETIC_UNITS_ARCH)
+def synthetic_units(**kwargs: Any) -> nn.Module:
+    """`SyntheticModel`: synthetic units with known formulas computed from pixels through the
+    attribute net; its `units` layer is dissected like neurons."""
+    return SyntheticModel(**kwargs)

@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from coin_scale.llm.fakeserver.policy import Action, CallTool, ConversationView, SeenToolResult
+from coin_scale.testing.policy import Action, CallTool, ConversationView, SeenToolResult
 
 PROVIDER = "gemini"
 

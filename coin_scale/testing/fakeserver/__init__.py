@@ -2,7 +2,7 @@
 Gemini wire formats closely enough for their official SDKs, answer with a scripted `Policy`, and
 inject faults (latency, 429 with Retry-After, 5xx, malformed bodies, spend limits, an RPM limit).
 
-`POLICIES` names the policies `python -m coin_scale.llm.fakeserver --policy NAME` can serve.
+`POLICIES` names the policies `python -m coin_scale.testing.fakeserver --policy NAME` can serve.
 """
 
 from __future__ import annotations
@@ -10,8 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from coin_scale.llm.fakeserver.faults import Faults
-from coin_scale.llm.fakeserver.policy import (
+from coin_scale.testing import agent_policies
+from coin_scale.testing.fakeserver.faults import Faults
+from coin_scale.testing.fakeserver.server import FakeProviderServer, RequestRecord, max_in_window
+from coin_scale.testing.policy import (
     Action,
     CallTool,
     ConversationView,
@@ -20,7 +22,6 @@ from coin_scale.llm.fakeserver.policy import (
     Scripted,
     SeenToolResult,
 )
-from coin_scale.llm.fakeserver.server import FakeProviderServer, RequestRecord, max_in_window
 
 FINISH_LABEL = "fake label"
 """The label the `finish` policy gives every unit."""
@@ -55,25 +56,13 @@ class ReplyPolicy:
         return Reply(text=self.text)
 
 
-def _agent_policy(name: str) -> Callable[[], Policy]:
-    """A scripted agent policy of `coin_scale.agent.policies`, imported when first made (that
-    module imports this package's contract, so it cannot be imported here)."""
-
-    def make() -> Policy:
-        from coin_scale.agent import policies
-
-        return getattr(policies, name)()
-
-    return make
-
-
 POLICIES: dict[str, Callable[[], Policy]] = {
     "finish": FinishPolicy,
     "reply": ReplyPolicy,
-    "experimenter": _agent_policy("ExperimenterPolicy"),
-    "never-finishes": _agent_policy("NeverFinishes"),
-    "text-answer": _agent_policy("TextAnswer"),
-    "garbage": _agent_policy("Garbage"),
+    "experimenter": agent_policies.ExperimenterPolicy,
+    "never-finishes": agent_policies.NeverFinishes,
+    "text-answer": agent_policies.TextAnswer,
+    "garbage": agent_policies.Garbage,
 }
 """Policies by name, each a factory (register more with `POLICIES[name] = factory`)."""
 

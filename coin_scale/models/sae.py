@@ -13,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-from coin_scale.sae.config import SAE_KINDS, SAEKind
+from coin_scale.models.sae_config import SAE_KINDS, SAEKind
 
 THRESHOLD_RATE = 0.01
 """Weight of each training batch in BatchTopK's inference threshold (an exponential moving mean:

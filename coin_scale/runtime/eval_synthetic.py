@@ -4,9 +4,12 @@ Probe set -> concepts -> synthetic units (spec file or random) -> their activati
 explainer -> one `UnitScore` per unit -> a `KindSummary` per kind and overall. The activations
 come either straight from the probe's ground-truth concepts (`through` 'truth', the default) or
 from a model that computes the units from pixels (`through` 'model': the attribute net and
-`coin_scale.eval.synthetic_model`), dissected on Ray like any layer (`dissect --layer units`). LLM explainers (`openai`,
+`coin_scale.models.synthetic_model`), dissected on Ray like any layer (`dissect --layer units`). LLM explainers (`openai`,
 `anthropic`, `gemini`) run an agent per unit through the model and their labels are read back to
 formulas by the matcher (`coin_scale.eval.llm_units`).
+
+A driver: it dissects through `coin_scale.runtime.dissect` and starts the LLM gateway actors
+(`coin_scale.runtime.pools.gateway_pool`) for the agents; the stages it calls never start Ray.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ from typing import TYPE_CHECKING, Literal, get_args
 
 import torch
 
-from coin_scale.eval.metrics import KindSummary, UnitScore, score_unit, summarize
-from coin_scale.eval.synthetic import (
+from coin_scale.concepts.formula import parse_text
+from coin_scale.concepts.matrix import ConceptMatrix
+from coin_scale.concepts.synthetic import (
     DEFAULT_COVERAGE,
     DEFAULT_NOISE,
     FORMULA_KINDS,
@@ -32,11 +36,11 @@ from coin_scale.eval.synthetic import (
     random_units,
     synthetic_activations,
 )
-from coin_scale.explain.concepts import ConceptMatrix
-from coin_scale.explain.formula import parse_text
+from coin_scale.eval.metrics import KindSummary, UnitScore, score_unit, summarize
 from coin_scale.explain.offline import OfflineExplainerConfig, UnitExplanation, explain_units
+from coin_scale.llm.providers import PROVIDERS
 from coin_scale.models.loading import ModelPayload
-from coin_scale.sweep.config import EXPLAINERS
+from coin_scale.probe.rendered import PROBE_SIZE
 
 if TYPE_CHECKING:
     from coin_scale.explain.llm import LLMExplainerConfig
@@ -44,12 +48,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RENDERED = "rendered"
-"""`probe`: the cached rendered probe set (`coin_scale.sweep.inputs.rendered_probe`)."""
-
-PROBE_SIZE = 64
-"""Side of the rendered probe images, pixels: the probe model's and the attribute net's input
-size. With `through` 'truth' synthetic units read the ground-truth attributes, not the pixels,
-so the size only picks the cached set."""
+"""`probe`: the cached rendered probe set (`coin_scale.probe.rendered.rendered_probe`)."""
 
 Through = Literal["truth", "model"]
 THROUGH: tuple[Through, ...] = get_args(Through)
@@ -77,7 +76,7 @@ def _offline(
 EVAL_EXPLAINERS: Mapping[str, Explain] = MappingProxyType({"offline": _offline})
 """Explainers of activations alone, by `--explainer` name."""
 
-LLM_EXPLAINERS = tuple(name for name in EXPLAINERS if name not in EVAL_EXPLAINERS)
+LLM_EXPLAINERS: tuple[str, ...] = PROVIDERS
 """The sweep's LLM explainers: an agent per unit that experiments through the model, its label
 read back to a formula by the matcher (needs `through` 'model')."""
 
@@ -91,7 +90,7 @@ class SyntheticEvalConfig:
     seed: int = 0
     """Seed of the random formulas and of the activation noise."""
     spec: str | None = None
-    """YAML spec file of the units (see `coin_scale.eval.synthetic.parse_spec`); None: random."""
+    """YAML spec file of the units (see `coin_scale.concepts.synthetic.parse_spec`); None: random."""
     kinds: tuple[FormulaKind, ...] = FORMULA_KINDS
     """Kinds of random unit, in equal shares."""
     noise: float = DEFAULT_NOISE
@@ -235,11 +234,11 @@ class ModelRun:
 
 def probe_concepts(config: SyntheticEvalConfig) -> tuple[str, ConceptMatrix]:
     """(probe directory, its concepts): the cached rendered set, or the given directory."""
-    from coin_scale.explain.concepts import concepts_from_probe
     from coin_scale.probe import scan_probe
+    from coin_scale.probe.concepts import concepts_from_probe
 
     if config.probe == RENDERED:
-        from coin_scale.sweep.inputs import rendered_probe
+        from coin_scale.probe.rendered import rendered_probe
 
         root = rendered_probe(
             config.probe_images, PROBE_SIZE, progress=config.progress,
@@ -291,9 +290,10 @@ def model_activations(
     import tempfile
 
     from coin_scale.dissect.config import DissectConfig
-    from coin_scale.dissect.pipeline import dissect, load_activations
-    from coin_scale.eval.synthetic_model import LAYER, save_synthetic_model
+    from coin_scale.dissect.pipeline import load_activations
     from coin_scale.models.checkpoint import read_checkpoint
+    from coin_scale.models.synthetic_model import LAYER, save_synthetic_model
+    from coin_scale.runtime.dissect import run_dissection
     from coin_scale.storage import Warehouse
     from coin_scale.training.attribute_net import ensure_attribute_net
 
@@ -310,7 +310,7 @@ def model_activations(
             address=config.address,
         )  # fmt: skip
         start = time.perf_counter()
-        result = dissect(dissect_config, progress=config.progress)
+        result = run_dissection(dissect_config, progress=config.progress)
         seconds = time.perf_counter() - start
         dense = load_activations(Warehouse(str(work / "warehouse")), result.dissection_id)
         if config.scores or config.uses_llm:
@@ -343,7 +343,7 @@ def run_synthetic_eval(config: SyntheticEvalConfig) -> SyntheticEvalResult:
     model: ModelRun | None = None
     scorer = None
     if config.through == "model":
-        from coin_scale.training.attribute_net import concept_names, head_spec
+        from coin_scale.models.attribute_net import concept_names, head_spec
 
         drawable = _known_concepts(concepts, concept_names(head_spec()))
         default = config.coverage == DEFAULT_COVERAGE
@@ -408,17 +408,19 @@ def _explain_with_llm(
     import dataclasses
 
     from coin_scale.eval.llm_units import explain_synthetic_with_llm
-    from coin_scale.eval.synthetic_model import LAYER
     from coin_scale.explain.llm import PreparedLLM
+    from coin_scale.models.synthetic_model import LAYER
     from coin_scale.probe import scan_probe
+    from coin_scale.runtime.pools import gateway_pool
 
     assert isinstance(prepared, PreparedLLM)
     module, payload = scorer
-    result = explain_synthetic_with_llm(
-        prepared, module, payload, LAYER, scan_probe(root), activations, concepts,
-        config.quantile, run_id=f"eval-synthetic-seed{config.seed}-{config.explainer}",
-        address=config.address, progress=config.progress,
-    )  # fmt: skip
+    with gateway_pool(prepared, address=config.address) as gateways:
+        result = explain_synthetic_with_llm(
+            prepared, module, payload, LAYER, scan_probe(root), activations, concepts,
+            config.quantile, run_id=f"eval-synthetic-seed{config.seed}-{config.explainer}",
+            gateways=gateways, progress=config.progress,
+        )  # fmt: skip
     model = dataclasses.replace(
         model, llm_requests=result.requests, llm_cached=result.cached,
         llm_cost_usd=result.cost_usd,
@@ -438,7 +440,7 @@ def _compare_with_truth(
     """`model` with `mean_truth_iou` and `beats_truth` filled in."""
     import dataclasses
 
-    from coin_scale.explain.formula import canonical_text, evaluate
+    from coin_scale.concepts.formula import canonical_text, evaluate
     from coin_scale.explain.offline import unit_masks
 
     masks, _ = unit_masks(activations, config.quantile)  # (image, unit)
@@ -472,8 +474,8 @@ def _predictive_through_model(
     import statistics
 
     from coin_scale.eval.explanation_scores import UnitScores, score_explanations
-    from coin_scale.eval.synthetic_model import LAYER
-    from coin_scale.sweep.scoring import load_scoring_set
+    from coin_scale.models.synthetic_model import LAYER
+    from coin_scale.probe.scoring_set import load_scoring_set
 
     module, payload = scorer
     scoring = load_scoring_set(payload, single_object=True, progress=config.progress)

@@ -1,4 +1,4 @@
-"""`python -m coin_scale.llm.fakeserver --provider openai --port 0 --latency 0.3 --policy finish`:
+"""`python -m coin_scale.testing.fakeserver --provider openai --port 0 --latency 0.3 --policy finish`:
 serve a fake provider until killed, after printing one line `READY <base_url>`.
 
 The expected API key, if any, is read from the environment variable `--api-key-env` names (a key
@@ -14,13 +14,15 @@ import sys
 import threading
 from types import FrameType
 
-from coin_scale.llm.fakeserver import POLICIES
-from coin_scale.llm.fakeserver.faults import FAULT_NAMES, Faults
-from coin_scale.llm.fakeserver.server import WIRES, FakeProviderServer
+from coin_scale.testing.fakeserver import POLICIES
+from coin_scale.testing.fakeserver.faults import FAULT_NAMES, Faults
+from coin_scale.testing.fakeserver.server import WIRES, FakeProviderServer
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m coin_scale.llm.fakeserver", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="python -m coin_scale.testing.fakeserver", description=__doc__
+    )
     p.add_argument("--provider", required=True, choices=sorted(WIRES))
     p.add_argument("--port", type=int, default=0, help="0: any free port (default)")
     p.add_argument("--policy", default="finish", choices=sorted(POLICIES))

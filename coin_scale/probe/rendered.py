@@ -1,0 +1,42 @@
+"""Rendered probe sets: scenes with ground-truth attributes, rendered once and cached."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from coin_scale.cache import cache_root
+
+log = logging.getLogger(__name__)
+
+PROBE_SIZE = 64
+"""Side of the rendered probe images of `eval synthetic` and `eval mis`, pixels: the probe
+model's and the attribute net's input size."""
+
+
+def rendered_probe(
+    n: int,
+    size: int,
+    *,
+    progress: bool,
+    single_object: bool = False,
+    seed: int = 0,
+    root_dir: Path | None = None,
+) -> str:
+    """A rendered probe set with ground-truth attributes, rendered once and cached under
+    `root_dir/probes` (default: the coin-scale cache); `seed` picks the scenes.
+
+    `single_object` draws one large object per image and no distractors, like the scenes the
+    probe model was trained on: every image's attributes then describe everything in it, and
+    object size (a nuisance that model never saw vary) does not dominate the units' masks."""
+    from unity_pool.probeset import ProbeSetParams, write_probe_set
+
+    probes = (root_dir or cache_root()) / "probes"
+    name = f"single-large-n{n}-seed{seed}-{size}" if single_object else f"rendered-n{n}-seed{seed}-{size}"
+    root = probes / name
+    if not (root / "attributes.parquet").is_file():
+        log.info("rendering a %d-image probe set at %dpx into %s (once)", n, size, root)
+        fixed = (("n_objects", 1), ("size", "large")) if single_object else ()
+        params = ProbeSetParams(n=n, seed=seed, size=size, fixed=fixed)
+        write_probe_set(root, params, progress=progress)
+    return str(root)

@@ -1,0 +1,66 @@
+"""The dissection stage without Ray: `dissect` takes its replicas from the caller (`open_pool`),
+so an in-process `ReplicaCore` gives the same exemplars as the Ray pipeline's reference, and a
+dissection already in the warehouse opens no replicas at all."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import pytest
+import torch
+
+from coin_scale.actors.replica import ReplicaCore
+from coin_scale.dissect.config import DissectConfig
+from coin_scale.dissect.pipeline import dissect
+from coin_scale.models.batches import Batch, BatchResult, MapsResult, ReplicaWork
+from tests.test_dissect_cli import exemplar_tensors, reference_top5
+
+
+class InProcessReplicas:
+    """One `ReplicaCore` in this process, as a `BatchRunner` (batches run in order)."""
+
+    startup_seconds = 0.0
+
+    def __init__(self, work: ReplicaWork) -> None:
+        self.core = ReplicaCore(
+            work.payload, dict(work.layers), list(work.reductions), device="cpu",  # type: ignore[arg-type]
+            unit_transforms=work.unit_transforms,
+        )  # fmt: skip
+
+    def run(self, batches: Sequence[Batch]) -> Iterator[BatchResult]:
+        return (self.core.run(i, batch) for i, batch in enumerate(batches))
+
+    def run_maps(self, batches: Sequence[Batch], layer: str) -> Iterator[MapsResult]:
+        return (self.core.run_maps(i, batch, layer) for i, batch in enumerate(batches))
+
+
+def test_dissect_runs_on_the_replicas_it_is_given_and_reuses_a_stored_result(probe_dir, tmp_path):
+    opened: list[ReplicaWork] = []
+
+    @contextmanager
+    def in_process(work: ReplicaWork) -> Iterator[InProcessReplicas]:
+        opened.append(work)
+        yield InProcessReplicas(work)
+
+    warehouse = str(tmp_path / "wh")
+    config = DissectConfig(
+        model="resnet18", weights="none", layer="layer4", probe=str(probe_dir),
+        warehouse=warehouse, top_k=5, batch_size=8,
+    )  # fmt: skip
+    result = dissect(config, open_pool=in_process, progress=False)
+    assert (result.cached, result.n_units, result.n_images, result.n_failed) == (False, 512, 37, 1)
+    (work,) = opened
+    assert dict(work.layers) == {"layer4": "nchw"} and tuple(work.reductions) == ("max",)
+    assert work.unit_transforms is None
+
+    want_values, want_indices, _ = reference_top5(probe_dir)
+    got_values, got_indices = exemplar_tensors(warehouse)
+    torch.testing.assert_close(got_values, want_values, rtol=1e-4, atol=1e-4)
+    assert torch.equal(got_indices, want_indices)
+
+    def no_replicas(work: ReplicaWork) -> InProcessReplicas:
+        pytest.fail("a stored dissection must not start replicas")
+
+    again = dissect(config, open_pool=no_replicas, progress=False)  # type: ignore[arg-type]
+    assert again.cached and again.dissection_id == result.dissection_id
