@@ -42,7 +42,7 @@ RANKS: dict[str, int] = {
 RANK_NAMES = {5: "face", 4: "drivers", 3: "actors", 2: "stages", 1: "foundations", 0: "ground"}
 CORE_RANK = 2          # stages and below: never import actors or ray
 TEST_DOUBLES = "testing"
-MAY_IMPORT_TEST_DOUBLES = {"bench", "cli"}
+MAY_IMPORT_TEST_DOUBLES = {"bench"}
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,8 @@ from typing import Any
 import ray
 from ray.exceptions import ActorUnavailableError, RayActorError
 
-from coin_scale.actors.replica import ModelReplica, ReplicaSpec, SpecRef
-from coin_scale.models.activations import SAEUnits
-from coin_scale.models.batches import Batch, BatchResult, MapsResult
-from coin_scale.models.layers import Layout
-from coin_scale.models.loading import ModelPayload
+from coin_scale.actors.replica import ModelReplica, WorkRef
+from coin_scale.models.batches import Batch, BatchResult, MapsResult, ReplicaWork
 
 log = logging.getLogger(__name__)
 
@@ -52,22 +49,21 @@ class ReplicaPool:
 
     def __init__(
         self,
-        payload: ModelPayload,
-        layers: dict[str, Layout],
-        reductions: Sequence[str],
+        work: ReplicaWork,
         *,
         replicas: int,
         cpus_each: float,
         gpus_each: float,
         in_flight_each: int = 3,
         max_attempts: int = 8,
-        unit_transforms: dict[str, SAEUnits] | None = None,
     ) -> None:
-        """`unit_transforms` {layer: SAEUnits}: those layers' units are the SAE's latents."""
-        spec = ReplicaSpec(payload, layers, tuple(reductions), unit_transforms)
+        """`work`: what every replica computes (model, layers, reductions, SAE transforms)."""
+        self._created = time.perf_counter()
+        self.startup_seconds = 0.0
+        """Seconds from creating the pool until `wait_ready` saw every replica's model built."""
         # Shipped once; every call carries this reference (not the constructor: see ModelReplica),
         # and the pool holds it while it lives, so a replica that Ray restarts can rebuild.
-        self.spec = SpecRef(ray.put(spec))
+        self.work = WorkRef(ray.put(work))
         options = {"num_cpus": cpus_each, "num_gpus": gpus_each}
         self.actors = [
             ModelReplica.options(**options).remote()  # type: ignore[attr-defined]
@@ -111,7 +107,7 @@ class ReplicaPool:
             slot = min(ready, key=lambda i: (load[i], (batch_id + i) % len(load)))
             attempts[batch_id] += 1
             ref = getattr(self.actors[slot], method).remote(
-                self.spec, batch_id, batches[batch_id], *extra
+                self.work, batch_id, batches[batch_id], *extra
             )
             pending[ref] = (batch_id, slot)
             load[slot] += 1
@@ -150,7 +146,8 @@ class ReplicaPool:
 
     def wait_ready(self) -> None:
         """Block until every replica has loaded its model (start-up is timed apart from throughput)."""
-        ray.get([actor.load.remote(self.spec) for actor in self.actors])
+        ray.get([actor.load.remote(self.work) for actor in self.actors])
+        self.startup_seconds = time.perf_counter() - self._created
 
     def pids(self) -> list[int]:
         return ray.get([actor.pid.remote() for actor in self.actors])

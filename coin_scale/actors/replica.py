@@ -20,7 +20,7 @@ from coin_scale.models.activations import (
     decode_batch,
     sae_code_maps,
 )
-from coin_scale.models.batches import BatchResult, MapsResult
+from coin_scale.models.batches import BatchResult, MapsResult, ReplicaWork
 from coin_scale.models.layers import Layout
 from coin_scale.models.loading import ModelPayload, build_module
 
@@ -127,24 +127,8 @@ class ReplicaCore:
 
 
 @dataclass(frozen=True, slots=True)
-class ReplicaSpec:
-    """Everything a replica builds its core from; put in Ray's object store once per pool."""
-
-    payload: ModelPayload
-    layers: dict[str, Layout]
-    reductions: tuple[str, ...]
-    unit_transforms: dict[str, SAEUnits] | None = None
-
-    def build(self, threads: int | None = None) -> ReplicaCore:
-        return ReplicaCore(
-            self.payload, self.layers, self.reductions, threads=threads,  # type: ignore[arg-type]
-            unit_transforms=self.unit_transforms,
-        )  # fmt: skip
-
-
-@dataclass(frozen=True, slots=True)
-class SpecRef:
-    """A `ReplicaSpec` in the object store, passed with every replica call. Ray resolves only the
+class WorkRef:
+    """The pool's `ReplicaWork` in the object store, passed with every replica call. Ray resolves only the
     top-level `ObjectRef` arguments of a call, so nested here the reference travels as is (a few
     bytes, kept alive for the call by Ray's reference counting) and is fetched only by a replica
     that has no core yet."""
@@ -161,33 +145,37 @@ class ModelReplica:
     it restarts a dead actor but does not pin the ones held in the object store for that (a
     model's weights always are: Ray puts any large argument there), so it logs an error for every
     such actor with max_restarts > 0 (ray-project/ray#53727). Instead every call carries the
-    pool's `SpecRef`, and the first call after a start or a restart (`load`, or the first batch)
-    fetches the spec and builds the core; the pool holds the reference while it lives, so a
+    pool's `WorkRef`, and the first call after a start or a restart (`load`, or the first batch)
+    fetches the work and builds the core; the pool holds the reference while it lives, so a
     restarted replica can always rebuild."""
 
     def __init__(self) -> None:
         self.core: ReplicaCore | None = None
         self._building = threading.Lock()
 
-    def _core(self, spec: SpecRef) -> ReplicaCore:
+    def _core(self, work: WorkRef) -> ReplicaCore:
         with self._building:  # two calls may arrive at once: build one core
             if self.core is None:
                 cpus = int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)) or 1
-                self.core = ray.get(spec.ref).build(threads=cpus)
+                w: ReplicaWork = ray.get(work.ref)
+                self.core = ReplicaCore(
+                    w.payload, dict(w.layers), w.reductions, threads=cpus,  # type: ignore[arg-type]
+                    unit_transforms=w.unit_transforms,
+                )  # fmt: skip
             return self.core
 
-    def load(self, spec: SpecRef) -> int:
+    def load(self, work: WorkRef) -> int:
         """Build the core now (so start-up is timed apart from the work); the process id."""
-        self._core(spec)
+        self._core(work)
         return os.getpid()
 
-    def run(self, spec: SpecRef, batch_id: int, items: list[tuple[int, str]]) -> BatchResult:
-        return self._core(spec).run(batch_id, items)
+    def run(self, work: WorkRef, batch_id: int, items: list[tuple[int, str]]) -> BatchResult:
+        return self._core(work).run(batch_id, items)
 
     def run_maps(
-        self, spec: SpecRef, batch_id: int, items: list[tuple[int, str]], layer: str
+        self, work: WorkRef, batch_id: int, items: list[tuple[int, str]], layer: str
     ) -> MapsResult:
-        return self._core(spec).run_maps(batch_id, items, layer)
+        return self._core(work).run_maps(batch_id, items, layer)
 
     def pid(self) -> int:
         return os.getpid()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import torch
 from PIL import Image, UnidentifiedImageError
@@ -13,10 +13,8 @@ from torch import nn
 
 from coin_scale.models.layers import SPATIAL_DIMS, Layout
 from coin_scale.models.preprocess import Preprocess
-
-if TYPE_CHECKING:
-    from coin_scale.models.sae import SparseAutoencoder
-    from coin_scale.models.sae_config import SAEConfig
+from coin_scale.models.sae import SparseAutoencoder, conv_from_tokens, tokens_from_conv
+from coin_scale.models.sae_config import SAEConfig
 
 Reduction = Literal["max", "mean"]
 REDUCTIONS: tuple[Reduction, ...] = ("max", "mean")
@@ -52,8 +50,6 @@ class SAEUnits:
 
     def build(self, device: str | torch.device = "cpu") -> SparseAutoencoder:
         """The SAE in eval mode on `device`."""
-        from coin_scale.models.sae import SparseAutoencoder
-
         c = self.config
         sae = SparseAutoencoder(c.d_in, c.d_sae, c.k, c.kind)
         sae.load_state_dict(self.state)
@@ -63,8 +59,6 @@ class SAEUnits:
 def sae_code_maps(sae: SparseAutoencoder) -> UnitTransform:
     """A transform of conv maps (batch, C, H, W) to SAE code maps (batch, d_sae, H, W), encoded in
     float32 even under autocast (codes are compared against thresholds and top-k)."""
-    from coin_scale.models.sae import conv_from_tokens, tokens_from_conv
-
     def transform(maps: torch.Tensor) -> torch.Tensor:
         batch, _, height, width = maps.shape
         with torch.autocast(maps.device.type, enabled=False):

@@ -34,8 +34,6 @@ SYNTHETIC_UNITS_ARCH = "synthetic_units"
 """The zoo name of synthetic units: their rows are stored as kind `synthetic`, not `neuron`."""
 
 
-
-
 def architectures() -> dict[str, Callable[..., nn.Module]]:
     """Every registered architecture by name, the built-in ones included."""
     for module in BUILTIN_MODULES:

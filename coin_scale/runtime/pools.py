@@ -7,25 +7,14 @@ this process did not start is left open).
 
 from __future__ import annotations
 
+import functools
 import logging
-import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from coin_scale.errors import UserError
-from coin_scale.models.activations import SAEUnits
-from coin_scale.models.batches import (
-    Batch,
-    BatchResult,
-    BatchRunner,
-    MapsResult,
-    OpenReplicas,
-    ReplicaWork,
-)
-from coin_scale.models.layers import Layout
-from coin_scale.models.loading import ModelPayload
+from coin_scale.models.batches import OpenReplicas, ReplicaWork
 
 if TYPE_CHECKING:  # Ray is imported only when a pool starts (a dry run or a cached result never)
     from coin_scale.actors.llm_gateway import GatewayPool
@@ -35,32 +24,12 @@ if TYPE_CHECKING:  # Ray is imported only when a pool starts (a dry run or a cac
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class StartedReplicas:
-    """A ready `ReplicaPool` as the stages see it (`BatchRunner`), with its start-up time."""
-
-    pool: ReplicaPool
-    startup_seconds: float
-
-    def run(self, batches: Sequence[Batch]) -> Iterator[BatchResult]:
-        return self.pool.run(batches)
-
-    def run_maps(self, batches: Sequence[Batch], layer: str) -> Iterator[MapsResult]:
-        return self.pool.run_maps(batches, layer)
-
-
 @contextmanager
 def replica_pool(
-    payload: ModelPayload,
-    layers: Mapping[str, Layout],
-    reductions: Sequence[str],
-    *,
-    address: str | None,
-    replicas: int | None,
-    unit_transforms: Mapping[str, SAEUnits] | None = None,
-) -> Iterator[StartedReplicas]:
-    """Model replicas on Ray (one per GPU, else one using every core, unless `replicas`),
-    ready; `startup_seconds` times their start alone, not Ray's."""
+    work: ReplicaWork, *, address: str | None, replicas: int | None
+) -> Iterator[ReplicaPool]:
+    """Model replicas doing `work` on Ray (one per GPU, else one using every core, unless
+    `replicas`), ready; their `startup_seconds` times their start alone, not Ray's."""
     from coin_scale.actors.cluster import connect, cpu_gpu_per_replica
     from coin_scale.actors.pool import ReplicaPool
 
@@ -68,14 +37,10 @@ def replica_pool(
     try:
         n, cpus, gpus = cpu_gpu_per_replica(replicas)
         log.info("%d replica(s), %s CPU and %s GPU each", n, cpus, gpus)
-        startup = time.perf_counter()
-        pool = ReplicaPool(
-            payload, dict(layers), list(reductions), replicas=n, cpus_each=cpus, gpus_each=gpus,
-            unit_transforms=dict(unit_transforms) if unit_transforms else None,
-        )  # fmt: skip
+        pool = ReplicaPool(work, replicas=n, cpus_each=cpus, gpus_each=gpus)
         try:
             pool.wait_ready()
-            yield StartedReplicas(pool, time.perf_counter() - startup)
+            yield pool
         finally:
             pool.shutdown()
     finally:
@@ -84,14 +49,7 @@ def replica_pool(
 
 def replica_opener(*, address: str | None, replicas: int | None) -> OpenReplicas:
     """The `OpenReplicas` a stage calls when it has work: `replica_pool` at `address`."""
-
-    def open_replicas(work: ReplicaWork) -> AbstractContextManager[BatchRunner]:
-        return replica_pool(
-            work.payload, work.layers, work.reductions, address=address, replicas=replicas,
-            unit_transforms=work.unit_transforms,
-        )  # fmt: skip
-
-    return open_replicas
+    return functools.partial(replica_pool, address=address, replicas=replicas)
 
 
 def start_gateways(prepared: PreparedLLM) -> GatewayPool:

@@ -16,8 +16,6 @@ MAX_PIXELS = 200_000_000
 """Images up to this many pixels are resized like any other; beyond it PIL's bomb guard refuses."""
 
 
-
-
 def load_image(path: str) -> Image.Image:
     """An RGB image; a missing, corrupt or non-image file is a one-line UserError."""
     file = Path(path)
