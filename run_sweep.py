@@ -9,11 +9,17 @@ a local Ray and ./warehouse. Nothing is downloaded and no API key is needed.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
+from typing import TYPE_CHECKING
 
 from coin_scale.cli.common import add_llm_args
 from coin_scale.errors import UserError
+from coin_scale.explain.registry import explainer_help
+
+if TYPE_CHECKING:
+    from coin_scale.sweep.config import SweepConfig
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,12 +29,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="probe",
                    help="torchvision model name, a coin-scale checkpoint, or probe (default)")  # fmt: skip
     p.add_argument("--weights", default="default", help="default | none | enum name | PATH")
-    p.add_argument("--seed", type=int, default=0, help="seed of random weights and of the default target")
-    p.add_argument("--layer", default=None, help="layer (default: last block before the classifier)")
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of random weights and of the default target"
+    )
+    p.add_argument(
+        "--layer", default=None, help="layer (default: last block before the classifier)"
+    )
     chain = p.add_argument_group("chains across layers")
     chain.add_argument("--layers", default=None,
                        help="a chain of layers, input side first: layer2,layer3,layer4 (replaces --layer)")  # fmt: skip
-    chain.add_argument("--fanout", type=int, default=3, help="drivers kept per chain unit (default 3)")
+    chain.add_argument(
+        "--fanout", type=int, default=3, help="drivers kept per chain unit (default 3)"
+    )
     chain.add_argument("--chain-method", default="grad_x_activation",
                        choices=("grad_x_activation", "integrated_gradients"),
                        help="how a unit's drivers in the layer before are ranked")  # fmt: skip
@@ -47,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rendered (default, cached), a folder of images, or none")  # fmt: skip
     p.add_argument("--probe-images", type=int, default=1000, help="size of the rendered probe set")
     p.add_argument("--explainer", default="offline",
-                   help="offline (default, no network) or an LLM agent per unit: openai | anthropic | gemini")  # fmt: skip
+                   help=f"how units are explained (default offline). {explainer_help()}")  # fmt: skip
     add_llm_args(p, flag="--explainer")
     p.add_argument("--dry-run", action="store_true",
                    help="print expected calls, tokens, dollars and minutes; spend nothing")  # fmt: skip
@@ -61,13 +73,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exemplars", type=int, default=6, help="exemplars shown per unit")
     p.add_argument("--address", default=None, help="Ray address (default: a local Ray)")
     p.add_argument("--run-id", default=None, help="name of this run (default: generated)")
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="hide progress bars")
+    p.add_argument(
+        "--no-progress", dest="progress", action="store_false", help="hide progress bars"
+    )
     return p
+
+
+def sweep_config(args: argparse.Namespace) -> SweepConfig:
+    """The flags (and YAML keys) grouped into the sweep stages' configs."""
+    from coin_scale.cli.common import llm_settings
+    from coin_scale.explain.llm import default_cache_dir
+    from coin_scale.explain.registry import get_explainer
+    from coin_scale.sweep import config as c
+
+    flags = vars(args)
+
+    def group(cls: type) -> object:
+        return cls(**{f.name: flags[f.name] for f in dataclasses.fields(cls)})
+
+    probe = None if str(args.probe).lower() == "none" else args.probe
+    entry = get_explainer(args.explainer)
+    llm = (
+        llm_settings(args, args.explainer, default_cache_dir(args.warehouse))
+        if entry.uses_llm
+        else None
+    )
+    return c.SweepConfig(
+        target=group(c.TargetConfig), selection=group(c.SelectionConfig),  # type: ignore[arg-type]
+        chain=group(c.ChainConfig),  # type: ignore[arg-type]
+        probe=c.ProbeConfig(probe=probe, probe_images=args.probe_images, exemplars=args.exemplars),
+        explainer=args.explainer, llm=llm, scoring=group(c.ScoringConfig),  # type: ignore[arg-type]
+        run=group(c.RunConfig), dry_run=args.dry_run,  # type: ignore[arg-type]
+    )  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
     from coin_scale.cli.common import load_config
-    from coin_scale.sweep.config import SweepConfig
     from coin_scale.sweep.run import run_sweep
 
     argv = sys.argv[1:] if argv is None else argv
@@ -78,11 +119,8 @@ def main(argv: list[str] | None = None) -> int:
             values = load_config(argv[argv.index("--config") + 1], parser)
             parser.set_defaults(**values)
         args = parser.parse_args(argv)
-        fields = {k: v for k, v in vars(args).items() if k != "config"}
-        if str(fields["probe"]).lower() == "none":
-            fields["probe"] = None
         try:
-            config = SweepConfig(**fields)
+            config = sweep_config(args)
         except ValueError as err:
             raise UserError(str(err)) from None
         if config.dry_run:
@@ -118,11 +156,15 @@ def print_outcome(outcome) -> None:  # type: ignore[no-untyped-def]
     print(f"{noun} of {e.layer} driving logit {e.logit:.3f} ({how}):")
     for sign, findings in (("+", e.positive), ("-", e.negative)):
         for f in findings:
-            label = f"{f.label!r} (IoU {f.iou:.2f})" if f.label and f.iou is not None else (f.label or "-")
+            label = (
+                f"{f.label!r} (IoU {f.iou:.2f})"
+                if f.label and f.iou is not None
+                else (f.label or "-")
+            )
             if f.label and f.confidence is not None:
                 label = f"{f.label!r} ({f.explainer}, confidence {f.confidence:.2f})"
-            if f.error:
-                label = f"- ({f.error[:100]})"
+            if f.status == "failed":
+                label = f"- ({f.reason}: {(f.error or '')[:100]})"
             print(f"  {sign} {e.unit_noun.split()[-1]} {f.unit:>5}  {f.contribution:+.4f}  {label}")
     hint = budget_hint(f.error for f in (*e.positive, *e.negative, *e.chain_nodes))
     if hint:

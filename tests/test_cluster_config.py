@@ -31,6 +31,6 @@ def test_the_head_takes_no_work_and_gpu_workers_offer_renderer_slots():
 
 def test_the_cluster_guide_names_every_step():
     guide = (ROOT / "docs" / "cluster.md").read_text()
-    for step in ("ray up cluster.yaml", "ray job submit", "--explain offline", "--dry-run",
+    for step in ("ray up cluster.yaml", "ray job submit", "--explainer offline", "--dry-run",
                  "ray job logs", "ray down cluster.yaml", "coin-scale query"):  # fmt: skip
         assert step in guide, step

@@ -10,10 +10,10 @@ from contextlib import contextmanager
 import pytest
 import torch
 
-from coin_scale.actors.replica import ReplicaCore
 from coin_scale.dissect.config import DissectConfig
 from coin_scale.dissect.pipeline import dissect
 from coin_scale.models.batches import Batch, BatchResult, MapsResult, ReplicaWork
+from coin_scale.models.replica_core import ReplicaCore
 from tests.test_dissect_cli import exemplar_tensors, reference_top5
 
 
@@ -64,3 +64,32 @@ def test_dissect_runs_on_the_replicas_it_is_given_and_reuses_a_stored_result(pro
 
     again = dissect(config, open_pool=no_replicas, progress=False)  # type: ignore[arg-type]
     assert again.cached and again.dissection_id == result.dissection_id
+
+
+def test_a_dissection_that_fails_leaves_a_failed_run_row(probe_dir, tmp_path):
+    """The `runs` row is 'running' once the replicas are asked for, and 'failed' with the error
+    when they cannot be started; the error propagates."""
+    from coin_scale.storage import Warehouse
+
+    warehouse = Warehouse(tmp_path / "wh")
+    statuses: list[str] = []
+
+    @contextmanager
+    def dead(work: ReplicaWork) -> Iterator[InProcessReplicas]:
+        statuses.extend(warehouse.read("runs").column("status").to_pylist())
+        raise RuntimeError("no GPU left\nfor the replicas")
+        yield  # pragma: no cover
+
+    config = DissectConfig(
+        model="resnet18", weights="none", layer="layer4", probe=str(probe_dir),
+        warehouse=str(tmp_path / "wh"), top_k=5, batch_size=8, run_id="dead-run",
+    )  # fmt: skip
+    with pytest.raises(RuntimeError, match="no GPU left"):
+        dissect(config, open_pool=dead, progress=False)
+    assert statuses == ["running"]
+    (run,) = warehouse.read("runs").to_pylist()
+    assert (run["run_id"], run["command"], run["status"], run["message"]) == (
+        "dead-run", "dissect", "failed", "RuntimeError: no GPU left for the replicas",
+    )  # fmt: skip
+    assert run["finished_at"] is not None and run["n_images"] is None
+    assert warehouse.read("dissections").num_rows == 0

@@ -243,3 +243,22 @@ def test_results_go_to_an_existing_directory_only(tmp_path, capsys):
     rc = main(["interpscore", str(tmp_path / "data.csv"), str(tmp_path / "map.json"),
                str(tmp_path / "missing" / "r.csv")])  # fmt: skip
     assert rc == 2 and "does not exist" in capsys.readouterr().err
+
+
+def test_the_run_row_says_failed_when_the_results_cannot_be_written(tmp_path, capsys):
+    """With --warehouse the run is recorded once the inputs are read and scored: 'running', then
+    'failed' with the error when the results CSV cannot be written (and no scores are stored)."""
+    write_trials(tmp_path / "data.csv")
+    write_map(tmp_path / "map.json", {"1": "fire"})
+    rc = main(["interpscore", str(tmp_path / "data.csv"), str(tmp_path / "map.json"),
+               str(tmp_path / "missing" / "r.csv"), "--warehouse", str(tmp_path / "wh"),
+               "--run-id", "is-broken"])  # fmt: skip
+    assert rc == 2 and "does not exist" in capsys.readouterr().err
+    _, runs = run_query(tmp_path / "wh", "SELECT run_id, command, status, message FROM runs")
+    assert len(runs) == 1 and runs[0][:3] == ("is-broken", "interpscore", "failed")
+    assert runs[0][3].startswith("cannot write ") and "does not exist" in runs[0][3]
+    assert run_query(tmp_path / "wh", "SELECT count(*) FROM scores")[1] == [(0,)]
+    assert main(["interpscore", str(tmp_path / "data.csv"), str(tmp_path / "map.json"),
+                 str(tmp_path / "r.csv"), "--warehouse", str(tmp_path / "wh"), "--run-id",
+                 "../x"]) == 2  # fmt: skip
+    assert "--run-id '../x' is not a safe path component" in capsys.readouterr().err

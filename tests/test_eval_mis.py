@@ -234,3 +234,31 @@ def test_a_unit_that_is_its_concept_detects_it_perfectly():
     assert first is not None and (first.f1, first.iou, first.auprc) == (1.0, 1.0, 1.0)
     second = found[1].detection
     assert second is not None and second.auprc < 1.0
+
+
+def test_cli_records_a_run_that_fails_after_it_started(probe_dir, tmp_path, monkeypatch, capsys):
+    """Too few probe images for the tasks is found once the run has started (the model and layer
+    are checked, the probe pass done): the `runs` row ends 'failed' with the error, no scores."""
+    monkeypatch.setitem(sim.SIMILARITIES, "mean-colour", lambda cache: _mean_colour)
+    warehouse = tmp_path / "wh"
+    code = main([*ARGS, "--probe", str(probe_dir), "--similarity", "mean-colour", "--k", "30",
+                 "--warehouse", str(warehouse)])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "too few probe images for MIS: 36 images" in err
+
+    from coin_scale.storage.warehouse import Warehouse
+
+    (run,) = Warehouse(warehouse).read("runs").to_pylist()
+    assert (run["run_id"], run["command"], run["status"], run["layers"]) == (
+        "mis-resnet18-layer4-mean-colour", "eval mis", "failed", ["layer4"],
+    )  # fmt: skip
+    assert run["message"].startswith("eval mis: too few probe images for MIS: 36 images")
+    assert run["finished_at"] is not None and Warehouse(warehouse).read("scores").num_rows == 0
+
+
+def test_cli_writes_nothing_for_a_bad_run_id(probe_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sim.SIMILARITIES, "mean-colour", lambda cache: _mean_colour)
+    code = main([*ARGS, "--probe", str(probe_dir), "--similarity", "mean-colour",
+                 "--warehouse", str(tmp_path / "wh"), "--run-id", "../x"])  # fmt: skip
+    assert code == 2 and "--run-id '../x' is not a safe path component" in capsys.readouterr().err
+    assert not (tmp_path / "wh").exists()

@@ -208,15 +208,13 @@ def test_score_unit_and_summarize() -> None:
     toy = _toy()
     common = {"names": toy.names, "matrix": toy.matrix, "iou": 0.5}
     scores = [
-        score_unit(
-            name="m", kind="mono", true=Leaf(2), predicted=Leaf(2), status="explained", **common
-        ),
+        score_unit(name="m", kind="mono", true=Leaf(2), predicted=Leaf(2), status="ok", **common),
         score_unit(
             name="a",
             kind="and",
             true=And(Leaf(0), Leaf(2)),
             predicted=AndNot(Leaf(0), Leaf(3)),
-            status="explained",
+            status="ok",
             **common,
         ),
         score_unit(
@@ -224,7 +222,8 @@ def test_score_unit_and_summarize() -> None:
             kind="and",
             true=And(Leaf(1), Leaf(3)),
             predicted=None,
-            status="constant",
+            status="empty",
+            reason="constant",
             **common,
         ),
     ]
@@ -236,7 +235,8 @@ def test_score_unit_and_summarize() -> None:
         kind="and",
         true_formula="(shape=star AND color=blue)",
         predicted_formula="",
-        status="constant",
+        status="empty",
+        reason="constant",
         exact=False,
         same_images=False,
         precision=0.0,
@@ -258,7 +258,7 @@ def test_score_unit_and_summarize() -> None:
     ("argv", "message"),
     [
         (["--explainer", "openai"], "add --through model"),
-        (["--explainer", "magic"], "expected one of offline"),
+        (["--explainer", "magic"], "unknown explainer 'magic'; available: offline, openai"),
         (["--n", "5", "--spec", "x.yaml"], "not both"),
         (["--kinds", "mono,xor"], "kinds: expected some of"),
         (["--noise", "-1"], "noise: expected >= 0"),

@@ -64,7 +64,7 @@ def test_planted_formula_is_recovered_exactly(planted: Formula) -> None:
     mask = evaluate(planted, concepts.matrix)
     config = OfflineExplainerConfig(quantile=exact_quantile(mask))
     (result,) = explain_units(planted_activations(mask, seed=2), concepts, config)
-    assert result.status == "explained"
+    assert result.status == "ok" and result.reason is None
     assert result.mask_size == int(mask.sum())
     assert result.iou == 1.0
     found = parse_text(result.formula, concepts.names)
@@ -162,9 +162,10 @@ def test_constant_and_empty_units_are_reported_not_labelled() -> None:
     activations[:5, 1] = 0.0
     activations[:, 2] = concepts.matrix[0].float() + torch.linspace(0, 0.1, 100)
     results = explain_units(activations, concepts, OfflineExplainerConfig())
-    assert [r.status for r in results] == ["constant", "empty_mask", "explained"]
+    assert [r.status for r in results] == ["empty", "empty", "ok"]
+    assert [r.reason for r in results] == ["constant", "empty_mask", None]
     for result in results[:2]:
-        assert (result.formula, result.label, result.iou, result.mask_size) == ("", "", 0.0, 0)
+        assert (result.formula, result.label, result.iou, result.mask_size) == ("", "", None, 0)
         assert result.description.startswith("Not explained")
     assert "same on all 100 probe images" in results[0].description
     assert "no probe image" in results[1].description

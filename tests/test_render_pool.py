@@ -3,6 +3,7 @@ on 127.0.0.1, killed on purpose, and the shared local Ray cluster."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sys
@@ -125,6 +126,26 @@ def test_supervised_renderer_restarts_a_killed_backend_and_reissues_the_request(
     assert status.restarts == 1 and status.reissued == 1 and status.pid != victim
     assert renderer.status().restarts == 2
     assert [r.data for r in results] == _expected(scenes)
+
+
+def test_batches_come_back_in_request_order_each_scene_once() -> None:
+    from coin_scale.actors.render_batches import InRequestOrder, cut
+    from unity_pool.client import RenderFailed, RenderFailure
+
+    specs = [s.to_dict() for s in sample_scenes(7, 1, width=16, height=16)]
+    batches = cut(specs, 3)
+    assert [len(b) for b in batches] == [3, 3, 1] and batches[2][0] == specs[6]
+    image = RenderResult(data=b"x", format="png", width=16, height=16, attributes={}, render_ms=1.0)
+    failed = RenderFailure(index=1, type="internal", message="boom")
+    order = InRequestOrder(batches)
+    assert list(order.add(1, [image, failed, image], worker=0)) == []
+    assert list(order.add(2, [image], worker=1)) == []  # batches 1 and 2 wait for batch 0
+    out = list(order.add(0, [image] * 3, worker=1))
+    assert len(out) == 7 and out[4] == dataclasses.replace(failed, index=4)  # its request index
+    with pytest.raises(AssertionError, match="batch 1 came back twice"):
+        list(order.add(1, [image] * 3, worker=0))
+    with pytest.raises(RenderFailed, match="worker 1 answered 2 outcomes for batch 0 of 3"):
+        list(InRequestOrder(batches).add(0, [image] * 2, worker=1))
 
 
 # --- the Ray pool ------------------------------------------------------------------------------

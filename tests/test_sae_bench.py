@@ -27,16 +27,17 @@ from coin_scale.eval.explanation_scores import UnitScores
 from coin_scale.eval.interpscore import InterpScore
 from coin_scale.eval.predictive import PredictiveScore
 from coin_scale.explain import OfflineExplainerConfig
-from coin_scale.explain.offline import UnitExplanation
+from coin_scale.explain.explanation import Explanation
 from coin_scale.sae import SparseAutoencoder
 
 
 def explanation(
-    unit: int, iou: float, status: str = "explained", *, mask_size: int = 2
-) -> UnitExplanation:
-    return UnitExplanation(
-        unit=unit, formula="", label="", description="", iou=iou, mask_size=mask_size,
-        threshold=0.0, status=status,  # type: ignore[arg-type]
+    unit: int, iou: float, reason: str | None = None, *, mask_size: int = 2
+) -> Explanation:
+    """An offline explanation: `ok` with its IoU, or `empty` for `reason`."""
+    return Explanation(
+        unit=unit, label="" if reason else f"unit {unit}", iou=None if reason else iou,
+        mask_size=mask_size, threshold=0.0, status="empty" if reason else "ok", reason=reason,
     )  # fmt: skip
 
 
@@ -48,9 +49,10 @@ def test_iou_summary_counts_unexplained_units_as_zero_only_in_mean_iou_all():
     assert summary["mean_iou_all"] == pytest.approx(1.8 / 4)
     assert summary["median_iou"] == pytest.approx(0.6)
     assert summary["fraction_iou_ge_0_5"] == pytest.approx(2 / 3)
-    assert summary["statuses"] == {"constant": 1, "explained": 3}
+    assert summary["statuses"] == {"empty": 1, "ok": 3}
+    assert summary["reasons"] == {"constant": 1}
     assert "mean_iou_full_mask" not in summary
-    full = iou_summary([*units, explanation(3, 0.9, "explained", mask_size=1)], full_mask=2)
+    full = iou_summary([*units, explanation(3, 0.9, mask_size=1)], full_mask=2)
     assert full["full_mask_units"] == 3 and full["mean_iou_full_mask"] == pytest.approx(0.6)
     empty = iou_summary([explanation(0, 0.0, "empty_mask")])
     assert empty["explained"] == 0 and empty["mean_iou"] is None and empty["mean_iou_all"] == 0
@@ -80,7 +82,7 @@ def test_compare_units_explains_both_kinds_the_same_way():
     assert result["neurons"]["full_mask_units"] == 3  # 20 images: 10% of 200
     features = result["features"]
     assert features["units"] == 5 and features["explained"] == 4
-    assert features["statuses"]["constant"] == 1 and features["mean_iou"] < 0.5
+    assert features["reasons"]["constant"] == 1 and features["mean_iou"] < 0.5
     with pytest.raises(ValueError, match="same images"):
         compare_units(exact, scrambled[:10], matrix, OfflineExplainerConfig())
 
@@ -184,8 +186,12 @@ def test_score_summary_counts_scorable_units_and_summarises_every_score():
     scored.append(unit_scores(5, 0.9, d=math.inf))  # both sides constant: d left out, rest kept
     notes = [
         UnitScores("layer4", 6, None, note="no formula to score"),
-        UnitScores("layer4", 7, "shape=star", note="3 of 256 scoring images satisfy the formula; "
-                   "need 8 on each side"),  # fmt: skip
+        UnitScores(
+            "layer4",
+            7,
+            "shape=star",
+            note="3 of 256 scoring images satisfy the formula; need 8 on each side",
+        ),  # fmt: skip
         UnitScores("layer4", 8, "shape=star", note="1 of 256 scoring images satisfy it"),
     ]
     summary = score_summary(scored + notes)
@@ -209,7 +215,11 @@ def test_score_summary_counts_scorable_units_and_summarises_every_score():
     table = format_score_table({"images": 256, "neurons": summary, "features": features})
     assert "neurons 6 of 9, features 0 of 3 (256 scoring images)" in table
     assert "| predictive AUC | 0.700 / n/a | 0.450-0.875 / n/a-n/a | 0.650 / n/a |" in table
-    subsets = {"images": 256, "neurons": {"full_mask": features}, "features": {"full_mask": summary}}
+    subsets = {
+        "images": 256,
+        "neurons": {"full_mask": features},
+        "features": {"full_mask": summary},
+    }
     table = format_score_table(subsets, "full_mask")
     assert "scorable full-mask units: neurons 0 of 3, features 6 of 9" in table
 

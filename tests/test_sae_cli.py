@@ -129,9 +129,9 @@ def test_replica_core_returns_whole_fp16_maps_and_skips_unreadable(probe_dir):
     import numpy as np
     import torch
 
-    from coin_scale.actors.replica import ReplicaCore
     from coin_scale.models import ModelSource, build_module, resolve_model
     from coin_scale.models.activations import decode_batch
+    from coin_scale.models.replica_core import ReplicaCore
     from coin_scale.probe import scan_probe
 
     payload = resolve_model(ModelSource(model="resnet18", weights="none"))

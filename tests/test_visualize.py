@@ -310,3 +310,34 @@ def test_a_unit_silent_on_the_starting_image_is_still_driven_up(monkeypatch) -> 
     with redirected_relus(model) as swapped:
         assert swapped == 1
     assert isinstance(model.block[1], nn.ReLU)  # put back
+
+
+def test_cli_records_the_run_running_then_failed_when_it_breaks(
+    tmp_path, capsys, monkeypatch
+) -> None:
+    """The `runs` row says 'running' while the images are optimised; an error, or Ctrl-C, midway
+    rewrites it as 'failed' with the error (and no visualizations rows are stored)."""
+    import coin_scale.visualize
+
+    warehouse, seen = tmp_path / "wh", []
+
+    def broken(*args, **kwargs):
+        seen.append(run_query(warehouse, "SELECT run_id, command, status FROM runs ORDER BY 1")[1])
+        raise error
+
+    monkeypatch.setattr(coin_scale.visualize, "render", broken)
+    args = [*BASE, "--layer", "layer4", "--unit", "1", "--out", str(tmp_path / "out"),
+            "--warehouse", str(warehouse)]  # fmt: skip
+    error: BaseException = RuntimeError("CUDA out of memory")
+    with pytest.raises(RuntimeError, match="CUDA out of memory"):
+        main([*args, "--run-id", "vis-broken"])
+    error = KeyboardInterrupt()
+    assert main([*args, "--run-id", "vis-stopped"]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert seen == [[("vis-broken", "visualize", "running")],
+                    [("vis-broken", "visualize", "failed"), ("vis-stopped", "visualize", "running")]]  # fmt: skip
+    _, runs = run_query(warehouse, "SELECT run_id, status, message, finished_at IS NOT NULL, "
+                        "n_images FROM runs ORDER BY run_id")  # fmt: skip
+    assert runs == [("vis-broken", "failed", "RuntimeError: CUDA out of memory", True, None),
+                    ("vis-stopped", "failed", "interrupted", True, None)]  # fmt: skip
+    assert run_query(warehouse, "SELECT count(*) FROM visualizations")[1] == [(0,)]

@@ -1,79 +1,36 @@
 """A pool of RenderWorker actors: scenes in, every image exactly once and in request order out.
 
-Scenes are cut into batches of `batch_size`; at most `in_flight_each` batches per worker are
-submitted at a time (backpressure with `ray.wait`), each to the least loaded worker that has not
-just failed. A worker whose backend dies re-issues the batch itself; when the whole actor dies
-the pool resubmits the batch to another worker, so no image is lost and none is returned twice.
+Scenes are cut into batches of `batch_size` and fed through the pools' one dispatch loop
+(`coin_scale.actors.dispatch`): at most `in_flight_each` batches per worker in flight, each to
+the least loaded worker that is not resting after a loss. A worker whose backend dies re-issues
+the batch itself; when the whole actor dies the batch goes to another worker, so no image is
+lost and none is returned twice (`render_batches.InRequestOrder` puts them back in order).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import ray
-from ray.exceptions import ActorUnavailableError, GetTimeoutError, RayActorError, RayTaskError
+from ray.exceptions import GetTimeoutError, RayTaskError
 
-from coin_scale.actors.render_worker import Outcome, RenderWorker, WorkerStatus
-from unity_pool import protocol
-from unity_pool.client import RendererUnavailable, RenderFailed, RenderFailure, RenderResult
-from unity_pool.launcher import PROCEDURAL_COMMAND, LaunchSpec
-from unity_pool.scene import Scene, SceneError
+from coin_scale.actors.dispatch import Dispatcher
+from coin_scale.actors.render_batches import (
+    UNITY_SLOT,
+    InRequestOrder,
+    Outcome,
+    RenderPoolConfig,
+    cut,
+    images,
+)
+from coin_scale.actors.render_worker import RenderWorker, WorkerStatus
+from unity_pool.client import RendererUnavailable, RenderResult
+from unity_pool.scene import Scene
 
 log = logging.getLogger(__name__)
-
-UNITY_SLOT = "unity_slot"
-"""The custom Ray resource a node offers per renderer it can host (see cluster.yaml)."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class RenderPoolConfig:
-    """How many render workers, what they run and how they are fed."""
-
-    workers: int = 2
-    """Render worker actors, each owning one backend process."""
-    command: tuple[str, ...] = PROCEDURAL_COMMAND
-    """The backend's argv (`python` = the worker's interpreter); it must print `READY <port>`."""
-    start_timeout: float = 30.0
-    """Seconds a backend may take to print READY and answer a ping."""
-    request_timeout: float = 60.0
-    """Seconds one batch may take before the backend counts as hung and is restarted."""
-    batch_size: int = 16
-    """Scenes per request to a worker."""
-    in_flight_each: int = 2
-    """Batches queued per worker, so a worker never waits for the driver."""
-    cpus_each: float = 1.0
-    """Ray CPUs reserved per worker (its backend process does the drawing)."""
-    unity_slot: bool = False
-    """Also require one `unity_slot` custom resource per worker; local clusters have none."""
-    backend_restarts: int = 3
-    """Backend restarts a worker tries for one batch before giving up on it."""
-    max_attempts: int = 4
-    """Workers a batch is tried on (after actor deaths) before the pool gives up."""
-
-    def __post_init__(self) -> None:
-        for name in ("workers", "batch_size", "in_flight_each", "max_attempts"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: expected an integer >= 1; got {value!r}.")
-        if self.cpus_each < 0 or self.backend_restarts < 0:
-            raise ValueError(
-                f"cpus_each and backend_restarts: expected >= 0; got {self.cpus_each!r} and "
-                f"{self.backend_restarts!r}."
-            )
-        spec = LaunchSpec(command=self.command, start_timeout=self.start_timeout)  # validates
-        object.__setattr__(self, "command", spec.command)  # a list from YAML becomes a tuple
-
-    def actor_options(self) -> dict[str, Any]:
-        """The Ray options of each worker actor."""
-        options: dict[str, Any] = {"num_cpus": self.cpus_each}
-        if self.unity_slot:
-            options["resources"] = {UNITY_SLOT: 1}
-        return options
 
 
 def _cause(err: BaseException) -> BaseException:
@@ -82,27 +39,44 @@ def _cause(err: BaseException) -> BaseException:
     return cause if isinstance(cause, BaseException) else err
 
 
+def _give_up(what: str, attempts: int, err: BaseException) -> BaseException:
+    return RendererUnavailable(
+        f"{what} was lost with {attempts} render workers (last: {err}). "
+        "Fix: check the workers' logs."
+    )
+
+
 class RenderPool:
     """N render workers. Implements `render_many`, so it can back `unity_pool.tools`."""
 
     def __init__(self, config: RenderPoolConfig | None = None) -> None:
         self.config = config = config or RenderPoolConfig()
-        spec = LaunchSpec(command=config.command, start_timeout=config.start_timeout)
         if config.unity_slot and ray.cluster_resources().get(UNITY_SLOT, 0) < config.workers:
             log.warning(
                 "%d workers ask for the %r resource but the cluster has %s; they will wait for "
                 "nodes that offer it", config.workers, UNITY_SLOT,
                 ray.cluster_resources().get(UNITY_SLOT, 0),
             )  # fmt: skip
-        self.workers = [
+        workers = [
             RenderWorker.options(**config.actor_options()).remote(  # type: ignore[attr-defined]
-                spec, config.request_timeout, config.backend_restarts
+                config.launch_spec(), config.request_timeout, config.backend_restarts
             )
             for _ in range(config.workers)
         ]
-        self.resubmitted = 0
-        """Batches sent to another worker because their actor died."""
+        self.dispatch = Dispatcher(
+            workers, kind="render worker", max_attempts=config.max_attempts,
+            in_flight_each=config.in_flight_each, give_up=_give_up,
+        )  # fmt: skip
         self._answered: set[int] = set()  # workers that have answered a call (may own a backend)
+
+    @property
+    def workers(self) -> list[Any]:
+        return self.dispatch.actors
+
+    @property
+    def resubmitted(self) -> int:
+        """Batches sent to another worker because their actor died."""
+        return self.dispatch.resubmitted
 
     def __enter__(self) -> RenderPool:
         return self
@@ -142,22 +116,18 @@ class RenderPool:
 
     def iter_outcomes(self, scenes: Sequence[Scene | Mapping[str, Any]]) -> Iterator[Outcome]:
         """One outcome per scene, in request order, streamed as batches complete."""
-        size = self.config.batch_size
-        specs = [s.to_dict() if isinstance(s, Scene) else dict(s) for s in scenes]
-        batches = [specs[i : i + size] for i in range(0, len(specs), size)]
-        done: dict[int, list[Outcome]] = {}
-        next_out = 0
-        for batch_id, outcomes in self._run(batches):
-            if batch_id in done or batch_id < next_out:
-                raise AssertionError(f"batch {batch_id} came back twice")
-            start = batch_id * size
-            done[batch_id] = [
-                dataclasses.replace(o, index=start + o.index) if isinstance(o, RenderFailure) else o
-                for o in outcomes
-            ]
-            while next_out in done:
-                yield from done.pop(next_out)
-                next_out += 1
+        batches = cut(scenes, self.config.batch_size)
+        order = InRequestOrder(batches)
+        stream = self.dispatch.stream(
+            len(batches), lambda worker, i: worker.render.remote(batches[i]),
+            what="batch {}".format,
+        )  # fmt: skip
+        try:
+            for batch_id, slot, outcomes in stream:
+                self._answered.add(slot)
+                yield from order.add(batch_id, outcomes, worker=slot)
+        except RayTaskError as err:
+            raise _cause(err) from None
 
     def render_outcomes(self, scenes: Sequence[Scene | Mapping[str, Any]]) -> list[Outcome]:
         """One outcome per scene, in request order: a `RenderResult` or a `RenderFailure`."""
@@ -166,62 +136,7 @@ class RenderPool:
     def render_many(self, scenes: Sequence[Scene | Mapping[str, Any]]) -> list[RenderResult]:
         """Images for all scenes, in order; raises `SceneError` naming each invalid spec's index
         and field, `RenderFailed` for any other failed scene."""
-        outcomes = self.render_outcomes(scenes)
-        failures = [o for o in outcomes if isinstance(o, RenderFailure)]
-        if failures:
-            detail = "; ".join(f"scene {f.index}: {f.message}" for f in failures[:3])
-            more = f" (and {len(failures) - 3} more)" if len(failures) > 3 else ""
-            message = f"{len(failures)} of {len(scenes)} scenes failed: {detail}{more}"
-            if all(f.type == protocol.INVALID_SCENE for f in failures):
-                raise SceneError(message, path=failures[0].path)
-            raise RenderFailed(message)
-        return [o for o in outcomes if isinstance(o, RenderResult)]
-
-    def _run(self, batches: list[list[dict[str, Any]]]) -> Iterator[tuple[int, list[Outcome]]]:
-        """(batch id, outcomes) in completion order; a batch whose actor died goes elsewhere."""
-        queue = list(range(len(batches)))[::-1]
-        attempts = [0] * len(batches)
-        load = [0] * len(self.workers)
-        failed = [0] * len(self.workers)  # consecutive actor deaths: avoid those workers
-        pending: dict[ray.ObjectRef, tuple[int, int]] = {}
-
-        def submit(batch_id: int) -> None:
-            n = len(self.workers)
-            slot = min(range(n), key=lambda i: (failed[i], load[i], (batch_id + i) % n))
-            attempts[batch_id] += 1
-            pending[self.workers[slot].render.remote(batches[batch_id])] = (batch_id, slot)
-            load[slot] += 1
-
-        capacity = self.config.in_flight_each * len(self.workers)
-        while queue or pending:
-            while queue and len(pending) < capacity:
-                submit(queue.pop())
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            batch_id, slot = pending.pop(ready[0])
-            load[slot] -= 1
-            try:
-                outcomes: list[Outcome] = ray.get(ready[0])
-            except (RayActorError, ActorUnavailableError) as err:
-                failed[slot] += 1
-                if attempts[batch_id] >= self.config.max_attempts:
-                    raise RendererUnavailable(
-                        f"batch {batch_id} was lost with {attempts[batch_id]} render workers "
-                        f"(last: {err}). Fix: check the workers' logs."
-                    ) from err
-                self.resubmitted += 1
-                log.warning("render worker %d died on batch %d; resubmitting", slot, batch_id)
-                queue.append(batch_id)
-                continue
-            except RayTaskError as err:
-                raise _cause(err) from None
-            failed[slot] = 0
-            self._answered.add(slot)
-            if len(outcomes) != len(batches[batch_id]):
-                raise RenderFailed(
-                    f"worker {slot} answered {len(outcomes)} outcomes for batch {batch_id} of "
-                    f"{len(batches[batch_id])} scenes"
-                )
-            yield batch_id, outcomes
+        return images(self.render_outcomes(scenes))
 
     def shutdown(self, timeout: float = 10.0) -> None:
         """Stop the backend processes (waiting up to `timeout` seconds), then kill the actors.
@@ -229,7 +144,7 @@ class RenderPool:
         Actors that never answered are killed at once; a backend they may have started dies with
         them (`LaunchSpec.die_with_parent`). Safe to call twice.
         """
-        workers, self.workers = self.workers, []
+        workers, self.dispatch.actors = self.dispatch.actors, []
         refs = [w.shutdown.remote() for i, w in enumerate(workers) if i in self._answered]
         self._answered.clear()
         start = time.monotonic()

@@ -16,11 +16,8 @@ from typing import Any
 
 import ray
 
-from unity_pool.client import RenderFailure, RenderResult
+from coin_scale.actors.render_batches import Outcome
 from unity_pool.launcher import LaunchSpec, RendererStatus, SupervisedRenderer
-
-Outcome = RenderResult | RenderFailure
-"""One scene's result: the image, or why that scene failed (an invalid spec, a backend error)."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,129 +1,17 @@
-"""ModelReplica: a Ray actor that holds one copy of the model and returns reduced activations
-(dissection) or a layer's whole conv maps (SAE training)."""
+"""ModelReplica: a Ray actor that holds one copy of the model (a `ReplicaCore`, in
+`coin_scale.models.replica_core`) and returns reduced activations (dissection) or a layer's whole
+conv maps (SAE training)."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import ray
-import torch
 
-from coin_scale.models.activations import (
-    ActivationCapture,
-    Reduction,
-    SAEUnits,
-    decode_batch,
-    sae_code_maps,
-)
 from coin_scale.models.batches import BatchResult, MapsResult, ReplicaWork
-from coin_scale.models.layers import Layout
-from coin_scale.models.loading import ModelPayload, build_module
-
-
-class _StopAfterLayer(Exception):
-    """Raised by the `run_maps` hook: the layers after the requested one are not computed."""
-
-
-class ReplicaCore:
-    """The replica's work without Ray: decode, forward under inference_mode, reduce on the device.
-
-    `unit_transforms` {layer: SAEUnits} make those layers' units the SAE's latents (codes)."""
-
-    def __init__(
-        self,
-        payload: ModelPayload,
-        layers: dict[str, Layout],
-        reductions: Sequence[Reduction],
-        device: str | None = None,
-        threads: int | None = None,
-        unit_transforms: Mapping[str, SAEUnits] | None = None,
-    ) -> None:
-        if threads:
-            torch.set_num_threads(threads)
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.preprocess = payload.preprocess
-        module = build_module(payload).to(self.device).to(memory_format=torch.channels_last)
-        transforms = {
-            name: sae_code_maps(units.build(self.device))
-            for name, units in (unit_transforms or {}).items()
-        }
-        self.capture = ActivationCapture(module, layers, reductions, transforms)
-        self._forward_lock = threading.Lock()
-
-    def run(self, batch_id: int, items: Sequence[tuple[int, str]]) -> BatchResult:
-        """Decode outside the lock (so one batch decodes while another runs), forward inside it."""
-        import time
-
-        start = time.perf_counter()
-        decoded = decode_batch(items, self.preprocess)
-        activations: dict[str, dict[str, np.ndarray]] = {}
-        if decoded.indices:
-            with self._forward_lock, torch.inference_mode(), self._autocast():
-                pixels = decoded.pixels.to(self.device, non_blocking=True)
-                # uint8 -> channels_last first (cheap), so normalising keeps that memory format.
-                pixels = pixels.contiguous(memory_format=torch.channels_last)
-                captured = self.capture(self.preprocess.normalize(pixels))
-            activations = {
-                layer: {r: t.numpy() for r, t in values.items()} for layer, values in captured.items()
-            }
-        return BatchResult(
-            batch_id=batch_id,
-            indices=np.asarray(decoded.indices, dtype=np.int64),
-            activations=activations,
-            failures=decoded.failures,
-            seconds=time.perf_counter() - start,
-        )
-
-    def run_maps(self, batch_id: int, items: Sequence[tuple[int, str]], layer: str) -> MapsResult:
-        """Like `run`, but return `layer`'s whole output as float16 (batch, C, H, W) maps; the
-        forward pass stops after that layer."""
-        import time
-
-        start = time.perf_counter()
-        module = self.capture.module
-        target = dict(module.named_modules()).get(layer)
-        if target is None:
-            raise ValueError(f"model has no module {layer!r}")
-        decoded = decode_batch(items, self.preprocess)
-        maps = np.zeros((0, 0, 0, 0), dtype=np.float16)
-        if decoded.indices:
-            captured: list[torch.Tensor] = []
-
-            def hook(_m: torch.nn.Module, _i: object, out: torch.Tensor) -> None:
-                captured.append(out.detach())
-                raise _StopAfterLayer
-
-            with self._forward_lock, torch.inference_mode(), self._autocast():
-                pixels = decoded.pixels.to(self.device, non_blocking=True)
-                pixels = pixels.contiguous(memory_format=torch.channels_last)
-                handle = target.register_forward_hook(hook)
-                try:
-                    with contextlib.suppress(_StopAfterLayer):
-                        module(self.preprocess.normalize(pixels))
-                finally:
-                    handle.remove()
-            if not captured or captured[0].dim() != 4:
-                shape = tuple(captured[0].shape) if captured else None
-                raise ValueError(f"layer {layer!r} gave no conv map (batch, C, H, W), got {shape}")
-            out = captured[0].to("cpu", torch.float16).contiguous()
-            maps = out.numpy()
-        return MapsResult(
-            batch_id=batch_id,
-            indices=np.asarray(decoded.indices, dtype=np.int64),
-            maps=maps,
-            failures=decoded.failures,
-            seconds=time.perf_counter() - start,
-        )
-
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+from coin_scale.models.replica_core import ReplicaCore
 
 
 @dataclass(frozen=True, slots=True)

@@ -136,7 +136,7 @@ def run_explain_bench(config: ExplainBenchConfig) -> dict[str, Any]:
         exact += hit
         by_kind[kind][0] += hit
         by_kind[kind][1] += 1
-        same_images += result.iou > 0 and covers_same_images(found, formula, concepts.matrix)
+        same_images += (result.iou or 0.0) > 0 and covers_same_images(found, formula, concepts.matrix)
     seconds = statistics.median(runs)
     return {
         "benchmark": "explain",
@@ -154,6 +154,6 @@ def run_explain_bench(config: ExplainBenchConfig) -> dict[str, Any]:
         "recovered_fraction": round(exact / config.units, 4),
         "same_images_fraction": round(same_images / config.units, 4),
         "recovered_by_kind": {k: round(h / max(n, 1), 4) for k, (h, n) in by_kind.items()},
-        "mean_iou": round(statistics.fmean(r.iou for r in results), 4),
+        "mean_iou": round(statistics.fmean(r.iou or 0.0 for r in results), 4),
         "runs": [round(r, 4) for r in runs],
     }

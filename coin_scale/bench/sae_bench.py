@@ -23,6 +23,7 @@ import math
 import statistics
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,7 +34,8 @@ import torch
 
 from coin_scale.concepts.matrix import ConceptMatrix
 from coin_scale.explain import OfflineExplainerConfig, explain_units
-from coin_scale.explain.offline import UnitExplanation, search_formulas
+from coin_scale.explain.explanation import Explanation
+from coin_scale.explain.offline import search_formulas
 from coin_scale.models.activations import reduce_units, sae_code_maps
 from coin_scale.models.sae import SparseAutoencoder, tokens_from_conv
 from coin_scale.models.sae_config import SAE_KINDS, SAEKind
@@ -146,7 +148,7 @@ class SAEBenchConfig:
 
 
 def iou_summary(
-    explanations: Sequence[UnitExplanation], *, full_mask: int | None = None
+    explanations: Sequence[Explanation], *, full_mask: int | None = None
 ) -> dict[str, Any]:
     """IoU figures of one layer's explanations.
 
@@ -155,10 +157,9 @@ def iou_summary(
     `fraction_iou_ge_0_5` is over the explained units. With `full_mask` (images), also
     `full_mask_units` and `mean_iou_full_mask`: the explained units whose mask holds at least
     that many images, and their mean IoU."""
-    ious = [e.iou for e in explanations if e.status == "explained"]
-    statuses: dict[str, int] = {}
-    for e in explanations:
-        statuses[e.status] = statuses.get(e.status, 0) + 1
+    ious = [e.iou for e in explanations if e.ok and e.iou is not None]
+    statuses = Counter(e.status for e in explanations)
+    reasons = Counter(e.reason for e in explanations if e.reason)
     units = len(explanations)
     summary: dict[str, Any] = {
         "units": units,
@@ -168,9 +169,13 @@ def iou_summary(
         "median_iou": statistics.median(ious) if ious else None,
         "fraction_iou_ge_0_5": sum(i >= GOOD_IOU for i in ious) / len(ious) if ious else None,
         "statuses": dict(sorted(statuses.items())),
+        "reasons": dict(sorted(reasons.items())),
     }
     if full_mask is not None:
-        full = [e.iou for e in explanations if e.status == "explained" and e.mask_size >= full_mask]
+        full = [
+            e.iou for e in explanations
+            if e.ok and e.iou is not None and (e.mask_size or 0) >= full_mask
+        ]  # fmt: skip
         summary["full_mask_units"] = len(full)
         summary["mean_iou_full_mask"] = statistics.fmean(full) if full else None
     return summary
@@ -191,7 +196,7 @@ def compare_units(
     explainer: OfflineExplainerConfig,
     *,
     generator: torch.Generator | None = None,
-    explained: Mapping[str, Sequence[UnitExplanation]] | None = None,
+    explained: Mapping[str, Sequence[Explanation]] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """The offline explainer's IoU summary for neurons and for SAE features, both (image, unit)
     over the same images, explained with the same configuration. `full_mask_units` and
@@ -448,7 +453,9 @@ def run_sae_bench(config: SAEBenchConfig, *, progress: bool = True) -> dict[str,
     root = Path(config.work_dir).expanduser() if config.work_dir else cache_root()
     size = resolve_model(ModelSource(model=config.model)).preprocess.crop
     train_probe, heldout_probe = (
-        Path(rendered_probe(n, size, progress=progress, single_object=True, seed=seed, root_dir=root))
+        Path(
+            rendered_probe(n, size, progress=progress, single_object=True, seed=seed, root_dir=root)
+        )
         for n, seed in (
             (config.train_images, config.train_seed),
             (config.heldout_images, config.heldout_seed),
@@ -578,7 +585,7 @@ def score_units(
     module: torch.nn.Module,
     payload: ModelPayload,
     sae: SparseAutoencoder,
-    explained: Mapping[str, Sequence[UnitExplanation]],
+    explained: Mapping[str, Sequence[Explanation]],
     *,
     full_mask: int,
     progress: bool,
@@ -615,12 +622,12 @@ def score_units(
     )  # fmt: skip
     for kind, units_of in views:
         start = time.perf_counter()
-        units = [(e.unit, e.formula if e.status == "explained" else None) for e in explained[kind]]
+        units = [(e.unit, e.formula if e.ok else None) for e in explained[kind]]
         scored = score_explanations(
             module, config.layer, units_of, payload.preprocess, units, scoring,
             seed=config.heldout_seed,
         )  # fmt: skip
-        full = {e.unit for e in explained[kind] if e.status == "explained" and e.mask_size >= full_mask}
+        full = {e.unit for e in explained[kind] if e.ok and (e.mask_size or 0) >= full_mask}
         out[kind] = {
             **score_summary(scored), "seconds": round(time.perf_counter() - start, 2),
             "full_mask": {"min_mask": full_mask,

@@ -133,15 +133,16 @@ def _llm(config: SuiteConfig) -> dict[str, Any]:
 def _sweep(config: SuiteConfig) -> dict[str, Any]:
     """One default-style sweep (offline explainer, scores on), timed phase by phase."""
     from coin_scale.report import write_report
-    from coin_scale.sweep.config import SweepConfig
+    from coin_scale.sweep.config import ProbeConfig, RunConfig, SweepConfig, TargetConfig
     from coin_scale.sweep.run import run_sweep
 
     with tempfile.TemporaryDirectory(prefix="coin-scale-bench-sweep-") as tmp:
         began = time.perf_counter()
         outcome = run_sweep(SweepConfig(
-            model=config.sweep_model, weights=config.sweep_weights,
-            probe_images=config.sweep_probe_images, warehouse=str(Path(tmp) / "wh"),
-            run_id="bench-suite", progress=False, address=config.address,
+            target=TargetConfig(model=config.sweep_model, weights=config.sweep_weights),
+            probe=ProbeConfig(probe_images=config.sweep_probe_images),
+            run=RunConfig(warehouse=str(Path(tmp) / "wh"), run_id="bench-suite", progress=False,
+                          address=config.address),
         ), reporter=write_report)  # fmt: skip
         total = time.perf_counter() - began
     phases = {name: round(seconds, 2) for name, seconds in outcome.phases}
@@ -162,7 +163,9 @@ def _probe_dir(root: str, n: int) -> str:
     return probe
 
 
-def _dissect_img_s(config: SuiteConfig, probe: str, work: str, replicas: int, address: str | None) -> tuple[float, float]:
+def _dissect_img_s(
+    config: SuiteConfig, probe: str, work: str, replicas: int, address: str | None
+) -> tuple[float, float]:
     """(images/s of the probe pass, replica start-up seconds) of one forced dissection."""
     from coin_scale.dissect.config import DissectConfig
     from coin_scale.runtime.dissect import run_dissection

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from coin_scale.cli.common import (
     add_config_arg,
@@ -13,12 +13,15 @@ from coin_scale.cli.common import (
     add_warehouse_arg,
     llm_settings,
 )
+from coin_scale.errors import UserError
+from coin_scale.explain.registry import explainer_help, explainer_names, get_explainer
+
+if TYPE_CHECKING:
+    from coin_scale.explain.whole_layer import LayerExplanations
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser(
-        "dissect", help="dissect every unit of a layer over a probe set on Ray"
-    )
+    parser = sub.add_parser("dissect", help="dissect every unit of a layer over a probe set on Ray")
     add_config_arg(parser)
     add_model_args(parser)
     parser.add_argument("--layer", required=True, help="layer to dissect (`coin-scale layers`)")
@@ -47,12 +50,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument(
-        "--explain", choices=["offline", "openai", "anthropic", "gemini"], default=None,
-        help="also explain every unit of the layer into the explanations table: offline "
-        "(formulas over the probe's concepts) or an LLM agent per unit (openai | anthropic | "
-        "gemini; --dry-run first shows the calls, tokens and dollars)",
+        "--explainer", "--explain", dest="explainer", choices=explainer_names(), default=None,
+        help="also explain every unit of the layer into the explanations table ("
+        + explainer_help() + "; --dry-run first shows an LLM's calls, tokens and dollars)",
     )  # fmt: skip
-    add_llm_args(parser, flag="--explain")
+    add_llm_args(parser, flag="--explainer")
     parser.add_argument(
         "--dry-run", action="store_true",
         help="print the work (images, forward passes, batches, explainer calls, expected time) "
@@ -63,7 +65,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from coin_scale.dissect.config import DissectConfig
-    from coin_scale.errors import UserError
     from coin_scale.runtime.dissect import run_dissection
 
     try:
@@ -77,44 +78,28 @@ def run(args: argparse.Namespace) -> int:
         )  # fmt: skip
     except ValueError as err:
         raise UserError(str(err)) from None
+    entry = get_explainer(args.explainer) if args.explainer else None
     prepared = None
-    if args.explain not in (None, "offline"):
+    if entry is not None and entry.uses_llm:
         from coin_scale.explain.llm import prepare
 
         # a missing key stops here, before any work (a dry run needs none)
         try:
             prepared = prepare(_llm_settings(args), require_key=not args.dry_run)
         except ValueError as err:
-            raise UserError(f"--explain {args.explain}: {err}") from None
+            raise UserError(f"--explainer {args.explainer}: {err}") from None
     if args.dry_run:
         from coin_scale.dissect.dry_run import estimate_dissection
 
-        estimate = estimate_dissection(config, explainer=args.explain)
+        estimate = estimate_dissection(config, explainer=args.explainer)
         lines = estimate.lines()
         if prepared is not None:
-            lines[-1:-1] = _llm_plan(prepared, estimate, args.explain)
+            lines[-1:-1] = _llm_plan(prepared, estimate, args.explainer)
         print("\n".join(lines))
         return 0
-    layer_explanations = None
-    agent_explanations = None
-    if prepared is not None:
-        agent_explanations, result, payload = _explain_with_agents(args, config, prepared)
-    elif args.explain:
-        from coin_scale.explain.whole_layer import explain_whole_layer
-        from coin_scale.models import ModelSource, resolve_model
-        from coin_scale.models.zoo import SYNTHETIC_UNITS_ARCH
-        from coin_scale.storage import Warehouse
-        from coin_scale.sweep.evidence import layer_evidence
-
-        payload = resolve_model(ModelSource(model=args.model, weights=args.weights, seed=args.seed))
-        evidence = layer_evidence(config, payload, progress=not args.no_progress)
-        assert evidence.result is not None
-        result = evidence.result
-        layer_explanations = explain_whole_layer(
-            evidence, Warehouse(args.warehouse), run_id=config.run_id or result.run_id,
-            model=result.model, layer=result.layer,
-            kind="synthetic" if payload.arch == SYNTHETIC_UNITS_ARCH else args.units,
-        )  # fmt: skip
+    explained = None
+    if entry is not None:
+        explained, result, payload = _explain_layer(args, config, prepared)
     else:
         result = run_dissection(config, progress=not args.no_progress)
     summary = {
@@ -126,25 +111,24 @@ def run(args: argparse.Namespace) -> int:
         "startup_s": round(result.startup_seconds, 2),
         "warehouse": args.warehouse,
     }  # fmt: skip
-    if agent_explanations is not None:
+    if explained is not None:
         summary |= {
-            "explained": agent_explanations.statuses.get("ok", 0),
-            "unexplained": sum(n for s, n in agent_explanations.statuses.items() if s != "ok"),
-            "cost_usd": round(agent_explanations.cost_usd, 6),
-            "explanations_run_id": agent_explanations.run_id,
-        }
-    if layer_explanations is not None:
-        summary |= {
-            "explained": layer_explanations.statuses.get("explained", 0),
-            "unexplained": sum(n for s, n in layer_explanations.statuses.items() if s != "explained"),
-            "mean_iou": round(layer_explanations.mean_iou, 4),
-            "explanations_run_id": layer_explanations.run_id,
-        }
+            "explained": explained.statuses.get("ok", 0),
+            "unexplained": sum(n for s, n in explained.statuses.items() if s != "ok"),
+            "statuses": dict(explained.statuses), "reasons": dict(explained.reasons),
+            "explanations_run_id": explained.run_id,
+        }  # fmt: skip
+        if prepared is None:
+            summary["mean_iou"] = round(explained.mean_iou, 4)
+        else:
+            summary["cost_usd"] = round(explained.cost_usd, 6)
     if args.json:
         print(json.dumps(summary))
         return 0
     if result.cached:
-        print(f"reused cached dissection {result.dissection_id} (run {result.run_id}); --force recomputes")
+        print(
+            f"reused cached dissection {result.dissection_id} (run {result.run_id}); --force recomputes"
+        )
     else:
         what = "SAE latents" if args.units == "sae" else "units"
         print(
@@ -152,30 +136,49 @@ def run(args: argparse.Namespace) -> int:
             f"{result.n_images} images ({result.n_failed} unreadable) in {result.seconds:.1f}s "
             f"({result.images_per_second:.1f} img/s)"
         )
-    if layer_explanations is not None:
-        _print_explanations(layer_explanations, args.warehouse, payload.random_weights)
-    if agent_explanations is not None:
-        _print_agents(agent_explanations, args, payload.random_weights)
+    if explained is not None:
+        _print_explanations(
+            explained, args, offline=prepared is None, random_weights=payload.random_weights
+        )
     print(f"warehouse: {args.warehouse}  (try: coin-scale query --warehouse {args.warehouse} "
           f"\"SELECT * FROM unit_stats ORDER BY threshold DESC LIMIT 5\")")  # fmt: skip
     return 0
 
 
-def _print_explanations(layer, warehouse: str, random_weights: bool) -> None:  # type: ignore[no-untyped-def]
+def _print_explanations(layer: LayerExplanations, args: argparse.Namespace, *, offline: bool,
+                        random_weights: bool) -> None:  # fmt: skip
     statuses = ", ".join(f"{n} {s}" for s, n in layer.statuses.most_common())
-    print(f"explained every unit offline: {statuses}; mean IoU {layer.mean_iou:.3f} (run {layer.run_id})")
+    reasons = ", ".join(f"{n} {r}" for r, n in layer.reasons.most_common())
+    statuses += f" ({reasons})" if reasons else ""
+    if offline:
+        print(
+            f"explained every unit offline: {statuses}; mean IoU {layer.mean_iou:.3f} (run {layer.run_id})"
+        )
+    else:
+        print(f"explained every unit with {args.explainer} agents: {statuses}; {layer.tokens} tokens, "
+              f"${layer.cost_usd:.4f} (run {layer.run_id})")  # fmt: skip
+        from coin_scale.agent.budget import budget_hint
+
+        hint = budget_hint(e.error for e in layer.explanations)
+        if hint:
+            print(f"note: {hint}")
     if random_weights:
-        print("NOTE: random weights (--weights none): these labels describe noise, not a trained network")
-    for e in layer.best(5):
+        print(
+            "NOTE: random weights (--weights none): these labels describe noise, not a trained network"
+        )
+    for e in layer.best(5) if offline else ():
         print(f"  unit {e.unit:>5}  IoU {e.iou:.3f}  {e.label}")
-    print(f"  all of them: coin-scale query --warehouse {warehouse} \"SELECT unit, label, score FROM "
-          f"explanations WHERE run_id = '{layer.run_id}' ORDER BY score DESC\"")
+    order = "score DESC" if offline else "unit"
+    print(
+        f'  all of them: coin-scale query --warehouse {args.warehouse} "SELECT unit, status, '
+        f"label, score FROM explanations WHERE run_id = '{layer.run_id}' ORDER BY {order}\""
+    )
 
 
 def _llm_settings(args: argparse.Namespace) -> Any:
     from coin_scale.explain.llm import default_cache_dir
 
-    return llm_settings(args, args.explain, default_cache_dir(args.warehouse))
+    return llm_settings(args, args.explainer, default_cache_dir(args.warehouse))
 
 
 def _llm_plan(prepared: Any, estimate: Any, provider: str) -> list[str]:
@@ -190,46 +193,40 @@ def _llm_plan(prepared: Any, estimate: Any, provider: str) -> list[str]:
             *(f"  {line}" for line in lines)]  # fmt: skip
 
 
-def _explain_with_agents(args: argparse.Namespace, config: Any, prepared: Any) -> tuple[Any, Any, Any]:
-    """(the agents' explanations, the dissection's result, the model payload)."""
-    from coin_scale.dissect.pipeline import load_sae_units
-    from coin_scale.models import (
-        ModelSource,
-        build_module,
-        describe_layers,
-        find_layer,
-        resolve_model,
-    )
+def _explain_layer(
+    args: argparse.Namespace, config: Any, prepared: Any
+) -> tuple[LayerExplanations, Any, Any]:
+    """Every unit of the layer explained by `--explainer` (agents when `prepared`, the LLM
+    resolved): (the explanations, the dissection's result, the model payload)."""
+    from coin_scale.models import ModelSource, resolve_model
     from coin_scale.models.zoo import SYNTHETIC_UNITS_ARCH
+    from coin_scale.storage import Warehouse
     from coin_scale.sweep.evidence import layer_evidence
-    from coin_scale.sweep.whole_layer_agents import explain_whole_layer_with_agents
 
     payload = resolve_model(ModelSource(model=args.model, weights=args.weights, seed=args.seed))
+    evidence = layer_evidence(config, payload, progress=not args.no_progress)
+    assert evidence.result is not None
+    result = evidence.result
+    run_id = config.run_id or result.run_id
+    kind = "synthetic" if payload.arch == SYNTHETIC_UNITS_ARCH else args.units
+    if prepared is None:
+        from coin_scale.explain.whole_layer import explain_whole_layer
+
+        explained = explain_whole_layer(
+            evidence, Warehouse(args.warehouse), run_id=run_id, model=result.model,
+            layer=result.layer, kind=kind,
+        )  # fmt: skip
+        return explained, result, payload
+    from coin_scale.dissect.pipeline import load_sae_units
+    from coin_scale.models import build_module, describe_layers, find_layer
+    from coin_scale.sweep.whole_layer_agents import explain_whole_layer_with_agents
+
     module = build_module(payload)
     layer = find_layer(describe_layers(module, payload.arch, payload.preprocess.crop), args.layer,
                        payload.model_id)  # fmt: skip
     sae = load_sae_units(args.sae, payload, layer) if args.units == "sae" else None
-    evidence = layer_evidence(config, payload, progress=not args.no_progress)
-    assert evidence.result is not None
-    kind = "synthetic" if payload.arch == SYNTHETIC_UNITS_ARCH else args.units
     explained = explain_whole_layer_with_agents(
-        prepared, evidence, payload, module, layer, args.warehouse,
-        run_id=config.run_id or evidence.result.run_id, kind=kind, sae=sae, address=args.address,
-        progress=not args.no_progress,
+        prepared, evidence, payload, module, layer, args.warehouse, run_id=run_id, kind=kind,
+        sae=sae, address=args.address, progress=not args.no_progress,
     )  # fmt: skip
-    return explained, evidence.result, payload
-
-
-def _print_agents(layer: Any, args: argparse.Namespace, random_weights: bool) -> None:
-    statuses = ", ".join(f"{n} {s}" for s, n in layer.statuses.most_common())
-    print(f"explained every unit with {args.explain} agents: {statuses}; {layer.tokens} tokens, "
-          f"${layer.cost_usd:.4f} (run {layer.run_id})")  # fmt: skip
-    from coin_scale.agent.budget import budget_hint
-
-    hint = budget_hint(o.error for o in layer.outcomes.values())
-    if hint:
-        print(f"note: {hint}")
-    if random_weights:
-        print("NOTE: random weights (--weights none): these labels describe noise, not a trained network")
-    print(f"  all of them: coin-scale query --warehouse {args.warehouse} \"SELECT unit, label, "
-          f"score FROM explanations WHERE run_id = '{layer.run_id}' ORDER BY unit\"")
+    return explained, result, payload

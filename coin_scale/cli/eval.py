@@ -33,6 +33,7 @@ name and noise, e.g.:
 
 def register(sub: argparse._SubParsersAction) -> None:
     from coin_scale.cli.common import add_llm_args
+    from coin_scale.explain.registry import explainer_help
 
     parser = sub.add_parser("eval", help="label accuracy of explainers on units with ground truth")
     evals = parser.add_subparsers(dest="evaluation", metavar="EVALUATION", required=True)
@@ -53,8 +54,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="kinds of random unit, in equal shares (default all four)",
     )
     s.add_argument("--explainer", default="offline",
-                   help="offline (default) or an LLM agent per unit: openai | anthropic | gemini "
-                   "(with --through model; labels read back to formulas by the matcher)")  # fmt: skip
+                   help=f"how units are explained (default offline). {explainer_help()}. An LLM "
+                   "needs --through model; its labels are read back to formulas by the matcher")  # fmt: skip
     s.add_argument(
         "--probe",
         default="rendered",
@@ -166,31 +167,43 @@ def run_mis(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
     from coin_scale.errors import UserError
-    from coin_scale.eval.mis import MISConfig, MISRunConfig, store_scores
+    from coin_scale.eval.mis import MISConfig, MISRunConfig, run_recorder, store_scores
     from coin_scale.eval.mis import run_mis as run
+    from coin_scale.storage.runs import RunRecorder
     from coin_scale.storage.spec import check_safe_name
 
+    started: list[RunRecorder] = []  # with --warehouse, the run's recorder once it has started
+
+    def start(model: str, layer: str) -> None:  # the model and layer are checked: 'running'
+        if args.warehouse is not None:
+            run_id = check_safe_name(args.run_id or f"mis-{model}-{layer}-{config.similarity}",
+                                     "--run-id")  # fmt: skip
+            recorder = run_recorder(args.warehouse, config, run_id, model=model, layer=layer,
+                                    started_at=started_at)  # fmt: skip
+            started.append(recorder.start())
+
     try:
-        config = MISRunConfig(
-            model=args.model, weights=args.weights, seed=args.seed, layer=args.layer,
-            units=None if args.units is None else parse_units(args.units), probe=args.probe,
-            probe_images=args.probe_images, similarity=args.similarity,
-            similarity_cache=args.similarity_cache, reduction=args.reduction,
-            batch_size=args.batch_size,
-            mis=MISConfig(k=args.k, n=args.n, quantile=args.quantile, seed=args.task_seed,
-                          alpha=args.alpha),
-        )  # fmt: skip
-        started_at = datetime.now(UTC)
-        result = run(config)
-    except ValueError as err:
-        raise UserError(f"eval mis: {err}") from None
-    run_id = args.run_id or f"mis-{result.model}-{result.layer}-{config.similarity}"
-    if args.warehouse is not None:
         try:
-            check_safe_name(run_id, "--run-id")
-            store_scores(args.warehouse, result, config, run_id, started_at=started_at)
+            config = MISRunConfig(
+                model=args.model, weights=args.weights, seed=args.seed, layer=args.layer,
+                units=None if args.units is None else parse_units(args.units), probe=args.probe,
+                probe_images=args.probe_images, similarity=args.similarity,
+                similarity_cache=args.similarity_cache, reduction=args.reduction,
+                batch_size=args.batch_size,
+                mis=MISConfig(k=args.k, n=args.n, quantile=args.quantile, seed=args.task_seed,
+                              alpha=args.alpha),
+            )  # fmt: skip
+            started_at = datetime.now(UTC)
+            result = run(config, on_start=start)
+            if started:  # scores, then 'complete'
+                store_scores(started[0], result, config)
         except ValueError as err:
             raise UserError(f"eval mis: {err}") from None
+    except BaseException as err:  # 'failed', with the error (Ctrl-C: 'interrupted')
+        for recorder in started:
+            recorder.fail(err)
+        raise
+    run_id = args.run_id or f"mis-{result.model}-{result.layer}-{config.similarity}"
     if args.json:
         print(json.dumps(_mis_json(config, result, run_id if args.warehouse else None), indent=2))
         return 0
@@ -257,8 +270,13 @@ def _mis_json(config: Any, result: Any, run_id: str | None) -> dict[str, Any]:
         "mean_mis": result.mean,
         "run_id": run_id,
         "units": [
-            {"unit": u, "mis": s.mis, "std": s.std, "accuracy": s.accuracy,
-             **_detection_json(result, u)}
+            {
+                "unit": u,
+                "mis": s.mis,
+                "std": s.std,
+                "accuracy": s.accuracy,
+                **_detection_json(result, u),
+            }
             for u, s in zip(result.units, result.scores, strict=True)
         ],  # fmt: skip
         "no_detection_reason": result.no_detection_reason or None,
@@ -362,9 +380,12 @@ def run_synthetic(args: argparse.Namespace) -> int:
 
 def _llm_settings(args: argparse.Namespace) -> Any:
     """The LLM explainer settings of `eval synthetic` (None for the offline explainer)."""
-    from coin_scale.runtime.eval_synthetic import LLM_EXPLAINERS
+    from coin_scale.explain.registry import get_explainer
 
-    if args.explainer not in LLM_EXPLAINERS:
+    try:
+        if not get_explainer(args.explainer).uses_llm:
+            return None
+    except ValueError:
         return None  # the config names the valid explainers
     from coin_scale.cache import cache_root
     from coin_scale.cli.common import llm_settings

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 
 DESCRIPTION = """\
 Score units from a human-experiment CSV in the InterpScore format: selectivity S (clean images of
@@ -88,24 +89,28 @@ def run(args: argparse.Namespace) -> int:
     if args.warehouse is not None:
         from coin_scale.eval.interpscore_store import InterpStore
 
-        store = InterpStore.open(args.warehouse, args.run_id)
-    write_results(args.results_csv, results)
-    for warning in warnings:
-        print(f"warning: {warning}")
-    _print_table(results, len(trials))
-    notes = sorted({n for r in results for n in r.interp.notes if not n.startswith("H = 0")})
-    for note in notes:
-        print(f"note: {note}")
-    if {"C"} - set(results[0].interp.parts):
-        print(
-            "note: InterpScore here is over "
-            + "+".join(results[0].interp.parts)
-            + " with weights renormalised; it is not comparable to a score that includes C"
-        )
-    print(f"wrote {len(results)} units to {args.results_csv}")
-    if store is not None:
-        store.write(results, config, source=args.data_csv)
-        print(f"stored in {args.warehouse} (run {store.run_id}): table scores, test 'interpscore'")
+        store = InterpStore.open(args.warehouse, args.run_id, config=config, source=args.data_csv)
+    # with --warehouse: 'running' now, then 'complete' (store.write) or 'failed' with the error
+    with store.recorder if store is not None else contextlib.nullcontext():
+        write_results(args.results_csv, results)
+        for warning in warnings:
+            print(f"warning: {warning}")
+        _print_table(results, len(trials))
+        notes = sorted({n for r in results for n in r.interp.notes if not n.startswith("H = 0")})
+        for note in notes:
+            print(f"note: {note}")
+        if {"C"} - set(results[0].interp.parts):
+            print(
+                "note: InterpScore here is over "
+                + "+".join(results[0].interp.parts)
+                + " with weights renormalised; it is not comparable to a score that includes C"
+            )
+        print(f"wrote {len(results)} units to {args.results_csv}")
+        if store is not None:
+            store.write(results)
+            print(
+                f"stored in {args.warehouse} (run {store.run_id}): table scores, test 'interpscore'"
+            )
     return 0
 
 

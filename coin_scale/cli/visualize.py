@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -167,8 +166,6 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    import coin_scale
-    from coin_scale.dissect.pipeline import new_run_id
     from coin_scale.models import (
         ModelSource,
         build_module,
@@ -177,6 +174,7 @@ def run(args: argparse.Namespace) -> int:
         resolve_model,
     )
     from coin_scale.storage import Warehouse, get_spec
+    from coin_scale.storage.runs import RunRecorder, new_run_id
     from coin_scale.visualize import diversity, make_param, measure, render, standard_transforms, tv
 
     _check_numbers(args)
@@ -200,43 +198,46 @@ def run(args: argparse.Namespace) -> int:
         print(
             "NOTE: random weights (--weights none): these images show noise, not a trained network"
         )
-    rows = []
-    bar = tqdm(total=args.steps * len(target.objectives), desc="visualize", unit="step",
-               disable=args.no_progress, leave=False)  # fmt: skip
-    for unit, unit_objective in target.objectives.items():
-        objective = unit_objective
-        if args.tv:
-            objective = objective - args.tv * tv()
-        if args.diversity and args.batch > 1:
-            objective = objective + args.diversity * diversity(layer.name, layout=layer.layout)
-        param = make_param(args.param, size, batch=args.batch,
-                           generator=torch.Generator().manual_seed(args.seed))  # fmt: skip
-        result = render(module, objective, param, steps=args.steps, lr=args.lr,
-                        transforms=standard_transforms(size), seed=args.seed, polish=args.polish,
-                        preprocess=payload.preprocess, on_step=lambda _s, _v: bar.update(1))  # fmt: skip
-        for i, image in enumerate(result.images):
-            path = out / f"{layer.name}_{target.kind}_{unit}_{i}.png"
-            _save_png(path, image)
-            value = float(measure(module, unit_objective, _load_png(path), payload.preprocess)[0])
-            rows.append({
-                "run_id": run_id, "model": payload.model_id, "weights": payload.weights_id,
-                "layer": layer.name, "unit": unit, "kind": target.kind, "param": args.param,
-                "steps": args.steps, "size": size, "seed": args.seed, "batch_index": i,
-                "image_path": str(path), "activation": value, "created_at": datetime.now(UTC),
-            })  # fmt: skip
-            bar.write(
-                f"{path}  activation {value:.4f}  ({result.seconds / len(result.images):.1f}s)"
-            )
-    bar.close()
-    warehouse.write("visualizations", get_spec("visualizations").from_dicts(rows), key=run_id)
     config = {k: v for k, v in vars(args).items() if k != "func"}
-    warehouse.write("runs", get_spec("runs").from_dicts([{
-        "run_id": run_id, "command": "visualize", "status": "complete", "model": payload.model_id,
-        "weights": payload.weights_id, "layers": [layer.name], "probe": "(optimised images)",
-        "config_json": json.dumps(config, sort_keys=True, default=str),
-        "coin_scale_version": coin_scale.__version__, "started_at": started,
-        "finished_at": datetime.now(UTC), "n_images": len(rows), "n_failed": 0, "message": None,
-    }]), key=run_id)  # fmt: skip
+    recorder = RunRecorder(
+        warehouse=warehouse, run_id=run_id, command="visualize", model=payload.model_id,
+        weights=payload.weights_id, layers=[layer.name], probe="(optimised images)", config=config,
+        started_at=started,
+    )  # fmt: skip
+    rows = []
+    with recorder:  # 'running' now; 'complete', or 'failed' with the error, when it ends
+        bar = tqdm(total=args.steps * len(target.objectives), desc="visualize", unit="step",
+                   disable=args.no_progress, leave=False)  # fmt: skip
+        for unit, unit_objective in target.objectives.items():
+            objective = unit_objective
+            if args.tv:
+                objective = objective - args.tv * tv()
+            if args.diversity and args.batch > 1:
+                objective = objective + args.diversity * diversity(layer.name, layout=layer.layout)
+            param = make_param(args.param, size, batch=args.batch,
+                               generator=torch.Generator().manual_seed(args.seed))  # fmt: skip
+            result = render(module, objective, param, steps=args.steps, lr=args.lr,
+                            transforms=standard_transforms(size), seed=args.seed,
+                            polish=args.polish, preprocess=payload.preprocess,
+                            on_step=lambda _s, _v: bar.update(1))  # fmt: skip
+            for i, image in enumerate(result.images):
+                path = out / f"{layer.name}_{target.kind}_{unit}_{i}.png"
+                _save_png(path, image)
+                value = float(
+                    measure(module, unit_objective, _load_png(path), payload.preprocess)[0]
+                )
+                rows.append({
+                    "run_id": run_id, "model": payload.model_id, "weights": payload.weights_id,
+                    "layer": layer.name, "unit": unit, "kind": target.kind, "param": args.param,
+                    "steps": args.steps, "size": size, "seed": args.seed, "batch_index": i,
+                    "image_path": str(path), "activation": value, "created_at": datetime.now(UTC),
+                })  # fmt: skip
+                bar.write(
+                    f"{path}  activation {value:.4f}  ({result.seconds / len(result.images):.1f}s)"
+                )
+        bar.close()
+        warehouse.write("visualizations", get_spec("visualizations").from_dicts(rows), key=run_id)
+        recorder.n_images, recorder.n_failed = len(rows), 0
     print(f"{len(rows)} images in {out}; rows in {args.warehouse} (try: coin-scale query --warehouse "
           f"{args.warehouse} \"SELECT unit, batch_index, activation, image_path FROM visualizations "
           f"WHERE run_id = '{run_id}'\")")  # fmt: skip

@@ -10,7 +10,6 @@ import json
 import logging
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,7 +21,6 @@ import pyarrow.fs as pafs
 import torch
 from tqdm import tqdm
 
-import coin_scale
 from coin_scale.dissect.checkpoint import (
     CheckpointClock,
     DissectCheckpoint,
@@ -49,6 +47,7 @@ from coin_scale.models.zoo import SYNTHETIC_UNITS_ARCH
 from coin_scale.probe import ProbeSet, scan_probe
 from coin_scale.records import UnitKind as StoredKind
 from coin_scale.storage import Warehouse
+from coin_scale.storage.runs import RunRecorder, new_run_id
 
 log = logging.getLogger(__name__)
 
@@ -159,10 +158,6 @@ def load_sae_units(path: str | None, payload: ModelPayload, layer: LayerInfo) ->
     )  # fmt: skip
 
 
-def new_run_id() -> str:
-    return f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
-
-
 def dissect(
     config: DissectConfig,
     *,
@@ -182,14 +177,14 @@ def dissect(
     cached = not config.force and warehouse.has("dissections", plan.dissection_id)
     if cached and (not config.keep_activations or warehouse.fs.exists(activations_file(plan.dissection_id))):
         return _cached_result(warehouse, plan, run_id)
-    started = datetime.now(UTC)
-    _write_run(warehouse, plan, run_id, "running", started)
-    try:
+    recorder = RunRecorder(
+        warehouse=warehouse, run_id=run_id, command="dissect", model=plan.payload.model_id,
+        weights=plan.payload.weights_id, layers=[plan.layer.name], probe=plan.probe.root,
+        config=plan.config.to_dict(),
+    )  # fmt: skip
+    with recorder:  # 'running' now; 'complete', or 'failed' with the error, when it ends
         result = _execute(warehouse, plan, run_id, open_pool, progress=progress, on_batch=on_batch)
-    except BaseException as err:
-        _write_run(warehouse, plan, run_id, "failed", started, message=str(err)[:500])
-        raise
-    _write_run(warehouse, plan, run_id, "complete", started, result=result)
+        recorder.n_images, recorder.n_failed = result.n_images, result.n_failed
     return result
 
 
@@ -399,28 +394,6 @@ def _with_kind(table: pa.Table, kind: StoredKind) -> pa.Table:
         return table
     column = table.schema.get_field_index("kind")
     return table.set_column(column, "kind", pa.array([kind] * table.num_rows, pa.string()))
-
-
-def _write_run(
-    warehouse: Warehouse,
-    plan: DissectPlan,
-    run_id: str,
-    status: str,
-    started: datetime,
-    *,
-    result: DissectResult | None = None,
-    message: str | None = None,
-) -> None:
-    row = {
-        "run_id": run_id, "command": "dissect", "status": status, "model": plan.payload.model_id,
-        "weights": plan.payload.weights_id, "layers": [plan.layer.name], "probe": plan.probe.root,
-        "config_json": json.dumps(plan.config.to_dict(), sort_keys=True),
-        "coin_scale_version": coin_scale.__version__, "started_at": started,
-        "finished_at": None if status == "running" else datetime.now(UTC),
-        "n_images": result.n_images if result else None,
-        "n_failed": result.n_failed if result else None, "message": message,
-    }  # fmt: skip
-    warehouse.write("runs", pa.Table.from_pylist([row]), key=run_id)
 
 
 def _cached_result(warehouse: Warehouse, plan: DissectPlan, run_id: str) -> DissectResult:

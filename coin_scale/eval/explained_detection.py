@@ -42,7 +42,7 @@ def explained_detections(
     out = []
     for column, (unit, e) in enumerate(zip(units, explanations, strict=True)):
         found = None
-        if e.formula:
+        if e.formula and e.threshold is not None:
             labels = evaluate(parse_text(e.formula, concepts.names), concepts.matrix).numpy()
             found = detection(chosen[:, column].numpy(), labels, e.threshold)
         out.append(ExplainedDetection(unit=unit, formula=e.formula, label=e.label, detection=found))

@@ -5,47 +5,52 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 
-import coin_scale
+from coin_scale.errors import UserError
 from coin_scale.eval.interpscore_batch import InterpBatchConfig, UnitResult
 from coin_scale.storage import Warehouse
+from coin_scale.storage.runs import RunRecorder, new_run_id
 from coin_scale.storage.schemas import get_spec
+from coin_scale.storage.spec import check_safe_name
 
 
 @dataclass
 class InterpStore:
-    """A writable warehouse and the run id its rows go under (checked before any work is saved)."""
+    """A writable warehouse and the recorder of the run its rows go under (checked before any work
+    is saved): `with store.recorder:` writes 'running', then 'complete' or 'failed'."""
 
     warehouse: Warehouse
-    run_id: str
-    started_at: datetime
+    recorder: RunRecorder
+
+    @property
+    def run_id(self) -> str:
+        return self.recorder.run_id
 
     @classmethod
-    def open(cls, root: str, run_id: str | None) -> InterpStore:
-        from coin_scale.dissect.pipeline import new_run_id
-
+    def open(
+        cls, root: str, run_id: str | None, *, config: InterpBatchConfig, source: str
+    ) -> InterpStore:
+        """The store of a run scoring the trials CSV `source` with `config` (not started yet)."""
+        try:
+            run_id = check_safe_name(run_id or new_run_id(), "--run-id")
+        except ValueError as err:
+            raise UserError(str(err)) from None
         warehouse = Warehouse(root)
         warehouse.check_writable()
-        return cls(warehouse, run_id or new_run_id(), datetime.now(UTC))
+        recorder = RunRecorder(
+            warehouse=warehouse, run_id=run_id, command="interpscore", model="(trials CSV)",
+            weights="(trials CSV)", layers=(), probe=source, config=asdict(config),
+        )  # fmt: skip
+        return cls(warehouse, recorder)
 
-    def write(
-        self, results: Sequence[UnitResult], config: InterpBatchConfig, *, source: str
-    ) -> None:
+    def write(self, results: Sequence[UnitResult]) -> None:
         """Scores first, then the run row that says they are complete."""
         self.warehouse.write(
             "scores",
             get_spec("scores").from_dicts(csv_score_rows(self.run_id, results)),
             key=self.run_id,
         )
-        settings = asdict(config)
-        self.warehouse.write("runs", get_spec("runs").from_dicts([{
-            "run_id": self.run_id, "command": "interpscore", "status": "complete",
-            "model": "(trials CSV)", "weights": "(trials CSV)", "layers": [], "probe": source,
-            "config_json": json.dumps(settings, sort_keys=True, default=str),
-            "coin_scale_version": coin_scale.__version__, "started_at": self.started_at,
-            "finished_at": datetime.now(UTC), "n_images": None, "n_failed": 0, "message": None,
-        }]), key=self.run_id)  # fmt: skip
+        self.recorder.complete(n_failed=0)
 
 
 def csv_score_rows(run_id: str, results: Sequence[UnitResult]) -> list[dict]:

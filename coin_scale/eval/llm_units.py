@@ -9,7 +9,7 @@ this needs units computed from pixels (`through` 'model').
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -19,8 +19,9 @@ from coin_scale.agent.visualizer import TorchUnitVisualizer
 from coin_scale.concepts.formula import evaluate, parse_text
 from coin_scale.concepts.matrix import ConceptMatrix
 from coin_scale.eval.matcher import text_formula_text
+from coin_scale.explain.explanation import Explanation, from_agent
 from coin_scale.explain.llm import Gateways, PreparedLLM, explain_subjects
-from coin_scale.explain.offline import UnitExplanation, unit_masks
+from coin_scale.explain.offline import unit_masks
 from coin_scale.models import ModelPayload
 from coin_scale.probe import ProbeSet
 
@@ -32,7 +33,7 @@ AGENT_EXEMPLARS = 12
 class LLMUnitsResult:
     """The agents' explanations, read back to formulas, and what they cost."""
 
-    explanations: list[UnitExplanation]
+    explanations: list[Explanation]
     """One per unit; `formula` is the matcher's reading of the label ("" when it names no
     concept), `label` the agent's own words."""
     outcomes: list[AgentOutcome]
@@ -51,7 +52,10 @@ def top_exemplars(
     k = min(k, activations.shape[0])
     values, rows = torch.topk(activations.float(), k, dim=0)  # (k, unit)
     return [
-        [(probe.images[int(r)].path, float(v)) for r, v in zip(rows[:, u], values[:, u], strict=True)]
+        [
+            (probe.images[int(r)].path, float(v))
+            for r, v in zip(rows[:, u], values[:, u], strict=True)
+        ]
         for u in range(activations.shape[1])
     ]
 
@@ -62,29 +66,26 @@ def read_back(
     activations: torch.Tensor,
     concepts: ConceptMatrix,
     quantile: float,
-) -> UnitExplanation:
-    """An agent's answer as a `UnitExplanation`: the matcher's formula for its label (the
-    description only when the label names no concept) and that formula's IoU with the mask."""
+    explainer: str,
+) -> Explanation:
+    """An agent's answer as an `Explanation`: the matcher's formula for its label (the
+    description only when the label names no concept) and that formula's IoU with the mask. An
+    agent without a valid label is a `failed` explanation; a label the matcher cannot read as
+    concepts stays `ok`, without a formula."""
     masks, thresholds = unit_masks(activations[:, unit : unit + 1], quantile)
     mask = masks[:, 0]
-    label = outcome.label or ""
-    if outcome.status != "ok":
-        return UnitExplanation(
-            unit=unit, formula="", label="", description=outcome.error or outcome.status, iou=0.0,
-            mask_size=int(mask.sum()), threshold=float(thresholds[0]), status="no_overlap",
-        )  # fmt: skip
+    told = from_agent(unit, outcome, explainer)
+    measured = replace(told, mask_size=int(mask.sum()), threshold=float(thresholds[0]))
+    if not told.ok:
+        return measured
     names = concepts.names
-    formula = text_formula_text(label, names) or text_formula_text(outcome.description or "", names)
-    iou = 0.0
-    if formula:
-        images = evaluate(parse_text(formula, names), concepts.matrix)
-        union = int((images | mask).sum())
-        iou = int((images & mask).sum()) / union if union else 0.0
-    return UnitExplanation(
-        unit=unit, formula=formula or "", label=label, description=outcome.description or "",
-        iou=iou, mask_size=int(mask.sum()), threshold=float(thresholds[0]),
-        status="explained" if formula else "no_overlap",
-    )  # fmt: skip
+    formula = text_formula_text(told.label, names) or text_formula_text(told.description, names)
+    if not formula:
+        return measured
+    images = evaluate(parse_text(formula, names), concepts.matrix)
+    union = int((images | mask).sum())
+    iou = int((images & mask).sum()) / union if union else 0.0
+    return replace(measured, formula=formula, iou=iou)
 
 
 def explain_synthetic_with_llm(
@@ -109,7 +110,10 @@ def explain_synthetic_with_llm(
     exemplars = top_exemplars(activations, probe)
     subjects = [
         UnitSubject(
-            model=payload.model_id, layer=layer, unit=u, kind="synthetic",
+            model=payload.model_id,
+            layer=layer,
+            unit=u,
+            kind="synthetic",
             exemplars=exemplars_from_paths(
                 exemplars[u], attributes_path=probe.attributes_path, max_side=256
             ),
@@ -128,7 +132,7 @@ def explain_synthetic_with_llm(
         prepared, subjects, make_tools, run_id=run_id, gateways=gateways, progress=progress
     )
     explanations = [
-        read_back(outcome, u, activations, concepts, quantile)
+        read_back(outcome, u, activations, concepts, quantile, prepared.config.provider)
         for u, outcome in enumerate(result.outcomes)
     ]
     return LLMUnitsResult(
@@ -138,4 +142,3 @@ def explain_synthetic_with_llm(
         cached=sum(c.status == "cached" for c in result.calls),
         cost_usd=sum(c.cost_usd for c in result.calls),
     )
-

@@ -40,8 +40,9 @@ class UnitScore:
     predicted_formula: str
     """The explainer's formula, machine form; "" when it explained nothing (see `status`)."""
     status: str
-    """The explainer's status for the unit (`explained`, `constant`, ...; an LLM agent that
-    failed: `failed` or `parse_failure`)."""
+    """The explanation's status: `ok`, `empty` or `failed` (`coin_scale.explain.explanation`)."""
+    reason: str | None = None
+    """Why the status is not `ok` (`no_overlap`, `parse_failure`, ...)."""
     exact: bool
     """Same canonical formula."""
     same_images: bool
@@ -121,6 +122,7 @@ def score_unit(
     status: str,
     iou: float,
     label: str = "",
+    reason: str | None = None,
 ) -> UnitScore:
     """The scores of one unit; `predicted` None when the explainer gave no formula."""
     predicted_concepts = concept_set(predicted, names) if predicted is not None else frozenset()
@@ -131,6 +133,7 @@ def score_unit(
         true_formula=to_text(true, names),
         predicted_formula=to_text(predicted, names) if predicted is not None else "",
         status=status,
+        reason=reason,
         exact=exact_match(predicted, true, names),
         same_images=covers_same_images(predicted, true, matrix),
         precision=precision,

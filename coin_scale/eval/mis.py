@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from coin_scale.eval.explained_detection import ExplainedDetection
     from coin_scale.eval.similarity import Similarity
     from coin_scale.probe import ProbeSet
+    from coin_scale.storage.runs import RunRecorder
     from coin_scale.storage.schemas.scores import Row as ScoreRow
 
 log = logging.getLogger(__name__)
@@ -365,11 +366,18 @@ def _detections(
     return tuple(explained_detections(acts, concepts, units)), ""
 
 
-def run_mis(config: MISRunConfig, similarity: Similarity | None = None) -> MISRunResult:
+def run_mis(
+    config: MISRunConfig,
+    similarity: Similarity | None = None,
+    *,
+    on_start: Callable[[str, str], None] | None = None,
+) -> MISRunResult:
     """Measure the layer's units over the probe set and score each one's MIS.
 
     The similarity is loaded by name (`config.similarity`) before any model work, so a missing
-    package or weights fails fast; pass `similarity` to use another one (tests)."""
+    package or weights fails fast; pass `similarity` to use another one (tests). `on_start(model
+    id, layer)` is called once the model, layer and units are checked, before the probe pass (the
+    CLI starts its `runs` row there)."""
     from PIL import Image
 
     from coin_scale.eval.similarity import load_similarity
@@ -393,6 +401,8 @@ def run_mis(config: MISRunConfig, similarity: Similarity | None = None) -> MISRu
         raise ValueError(
             f"units {bad} out of range: {payload.model_id}/{layer.name} has units 0-{layer.units - 1}"
         )
+    if on_start is not None:
+        on_start(payload.model_id, layer.name)
     probe = probe_set(config)
     paths = [image.path for image in probe.images]
     acts, read = layer_activations(
@@ -459,33 +469,45 @@ def score_rows(result: MISRunResult, run: MISRunConfig, run_id: str) -> list[Sco
         for metric, value in (("f1", found.f1), ("iou", found.iou), ("auprc", found.auprc)):
             rows.append(
                 Row(
-                    run_id=run_id, test="mis", metric=metric, value=value, layer=result.layer,
-                    unit=d.unit, kind="neuron", details=found_details,
+                    run_id=run_id,
+                    test="mis",
+                    metric=metric,
+                    value=value,
+                    layer=result.layer,
+                    unit=d.unit,
+                    kind="neuron",
+                    details=found_details,
                 )  # fmt: skip
             )
     return rows
 
 
-def store_scores(
-    warehouse: str, result: MISRunResult, run: MISRunConfig, run_id: str, *, started_at: datetime
-) -> None:
-    """The unit rows in `scores`, then the `runs` row that says they are complete (both keyed by
-    run_id, so a rerun replaces them)."""
-    import json
+def run_recorder(
+    warehouse: str,
+    run: MISRunConfig,
+    run_id: str,
+    *,
+    model: str,
+    layer: str,
+    started_at: datetime | None = None,
+) -> RunRecorder:
+    """The `runs` rows of one `eval mis` run (not yet started; `start` writes 'running')."""
     from dataclasses import asdict
-    from datetime import UTC
 
-    import coin_scale
-    from coin_scale.storage.schemas import get_spec
+    from coin_scale.storage.runs import RunRecorder
     from coin_scale.storage.warehouse import Warehouse
 
-    wh = Warehouse(warehouse)
-    wh.write("scores", score_rows(result, run, run_id), key=run_id)
-    wh.write("runs", get_spec("runs").from_dicts([{
-        "run_id": run_id, "command": "eval mis", "status": "complete", "model": result.model,
-        "weights": run.weights, "layers": [result.layer], "probe": run.probe,
-        "config_json": json.dumps(asdict(run), sort_keys=True, default=str),
-        "coin_scale_version": coin_scale.__version__, "started_at": started_at,
-        "finished_at": datetime.now(UTC), "n_images": result.n_images, "n_failed": 0,
-        "message": None,
-    }]), key=run_id)  # fmt: skip
+    return RunRecorder(
+        warehouse=Warehouse(warehouse), run_id=run_id, command="eval mis", model=model,
+        weights=run.weights, layers=[layer], probe=run.probe, config=asdict(run),
+        started_at=started_at,
+    )  # fmt: skip
+
+
+def store_scores(recorder: RunRecorder, result: MISRunResult, run: MISRunConfig) -> None:
+    """The unit rows in `scores`, then the recorder's 'complete' `runs` row (both keyed by the
+    run id, so a rerun replaces them)."""
+    recorder.warehouse.write(
+        "scores", score_rows(result, run, recorder.run_id), key=recorder.run_id
+    )
+    recorder.complete(n_images=result.n_images, n_failed=0)

@@ -15,8 +15,9 @@ dropped, so a beam holds distinct image sets.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -30,10 +31,12 @@ from coin_scale.concepts.formula import (
     to_words,
 )
 from coin_scale.concepts.matrix import ConceptMatrix
+from coin_scale.explain.explanation import Explanation
+
+if TYPE_CHECKING:
+    from coin_scale.explain.evidence import LayerEvidence
 
 log = logging.getLogger(__name__)
-
-ExplanationStatus = Literal["explained", "constant", "empty_mask", "no_overlap"]
 
 _FINGERPRINT_SEED = 0x5EED
 _FINGERPRINT_MAX = 2**31
@@ -78,31 +81,6 @@ class OfflineExplainerConfig:
                 f"operators: expected at least one with max_length={self.max_length} > 1; got "
                 "none. Fix: add operators or set max_length=1."
             )
-
-
-@dataclass(frozen=True, kw_only=True)
-class UnitExplanation:
-    """The best formula found for one unit."""
-
-    unit: int
-    """Index of the unit (column of the activations)."""
-    formula: str
-    """Machine form (`to_text`), e.g. `((shape=star AND color=red) OR shape=heart)`; "" when
-    `status` is not `explained`."""
-    label: str
-    """The formula in words (`to_words`), e.g. `red star or heart`; "" when not explained."""
-    description: str
-    """One sentence: what the unit fires on, the IoU, how many probe images; or why nothing."""
-    iou: float
-    """Intersection over union of the formula's images and the unit's mask; 0.0 when not
-    explained."""
-    mask_size: int
-    """Probe images in the unit's mask (activation above `threshold`)."""
-    threshold: float
-    """The unit's `quantile` of its activations over the probe images."""
-    status: ExplanationStatus = "explained"
-    """`explained`; `constant` (same activation on every image), `empty_mask` (no image above
-    the threshold) or `no_overlap` (no concept shares an image with the mask)."""
 
 
 def unit_masks(activations: torch.Tensor, quantile: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -283,27 +261,27 @@ def search_formulas(
 
 
 def _describe(
-    label: str, iou: float, mask_size: int, n_images: int, quantile: float, status: str
+    label: str, iou: float, mask_size: int, n_images: int, quantile: float, reason: str | None
 ) -> str:
     top = f"{mask_size} of {n_images} probe images above its {quantile:g} quantile"
-    if status == "constant":
+    if reason == "constant":
         return (
             f"Not explained: the unit's activation is the same on all {n_images} probe images, "
             "so no image stands out."
         )
-    if status == "empty_mask":
+    if reason == "empty_mask":
         return (
             f"Not explained: no probe image (of {n_images}) is above the unit's {quantile:g} "
             "quantile (too many ties at its top activation)."
         )
-    if status == "no_overlap":
+    if reason == "no_overlap":
         return f"Not explained: no concept shares an image with the unit's {top}."
     return f"Fires on {label} (IoU {iou:.2f} with its {top})."
 
 
 def explain_units(
     activations: torch.Tensor, concepts: ConceptMatrix, config: OfflineExplainerConfig
-) -> list[UnitExplanation]:
+) -> list[Explanation]:
     """One explanation per unit from float (image, unit) activations over the probe images."""
     if activations.dim() != 2 or activations.shape[0] != concepts.n_images:
         raise ValueError(
@@ -331,25 +309,41 @@ def explain_units(
     for unit, formula in enumerate(formulas):
         iou = float(ious[unit])
         size = int(mask_sizes[unit])
-        status: ExplanationStatus = "explained"
+        reason: str | None = None
         if bool(constant[unit]):
-            status = "constant"
+            reason = "constant"
         elif size == 0:
-            status = "empty_mask"
+            reason = "empty_mask"
         elif not iou > 0.0:
-            status = "no_overlap"
-        explained = status == "explained"
-        label = to_words(formula, concepts.names) if explained else ""
+            reason = "no_overlap"
+        label = to_words(formula, concepts.names) if reason is None else ""
         results.append(
-            UnitExplanation(
+            Explanation(
                 unit=unit,
-                formula=to_text(formula, concepts.names) if explained else "",
+                explainer="offline",
+                status="ok" if reason is None else "empty",
+                reason=reason,
+                formula=to_text(formula, concepts.names) if reason is None else "",
                 label=label,
-                description=_describe(label, iou, size, concepts.n_images, config.quantile, status),
-                iou=iou if explained else 0.0,
+                description=_describe(label, iou, size, concepts.n_images, config.quantile, reason),
+                iou=iou if reason is None else None,
                 mask_size=size,
                 threshold=float(thresholds[unit]),
-                status=status,
             )
         )
     return results
+
+
+class OfflineExplainer:
+    """The `Explainer` of compositional formulas over the probe's concepts (no network)."""
+
+    name = "offline"
+
+    def __init__(self, config: OfflineExplainerConfig | None = None) -> None:
+        self.config = config or OfflineExplainerConfig()
+
+    def explain(self, evidence: LayerEvidence, units: Sequence[int]) -> list[Explanation]:
+        """One explanation per unit of `units`, from the evidence's activations and concepts."""
+        units = list(units)
+        found = explain_units(evidence.activations[:, units], evidence.concepts, self.config)
+        return [replace(e, unit=u) for u, e in zip(units, found, strict=True)]

@@ -252,7 +252,7 @@ def _unit_card(u: UnitFinding, noun: str = "unit", edges: Sequence[Edge] | None 
     if u.formula:
         body.append(f'<code class="formula">{_esc(u.formula)}</code>')
     if u.error:
-        body.append(f'<div class="error">error: {_esc(u.error)}</div>')
+        body.append(f'<div class="error">{_esc(u.reason or "error")}: {_esc(u.error)}</div>')
     if u.exemplars or u.visualization:
         thumbs = _visualization(u.visualization) if u.visualization else ""
         thumbs += "".join(_exemplar(x) for x in u.exemplars)
@@ -287,7 +287,7 @@ def _negative_section(e: ClassExplanation) -> str:
         label = _esc(u.label) if u.label else "<em>unexplained</em>"
         extra = f'<br><code class="formula">{_esc(u.formula)}</code>' if u.formula else ""
         if u.error:
-            extra += f'<div class="error">error: {_esc(u.error)}</div>'
+            extra += f'<div class="error">{_esc(u.reason or "error")}: {_esc(u.error)}</div>'
         iou = f"{u.iou:.3f}" if u.iou is not None else "—"
         rows.append(
             f"<tr><td>{_esc(e.unit_noun)} {u.unit}</td>"

@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Literal, get_args
 
 import torch
@@ -37,9 +36,12 @@ from coin_scale.concepts.synthetic import (
     synthetic_activations,
 )
 from coin_scale.eval.metrics import KindSummary, UnitScore, score_unit, summarize
-from coin_scale.explain.offline import OfflineExplainerConfig, UnitExplanation, explain_units
-from coin_scale.llm.providers import PROVIDERS
+from coin_scale.explain.evidence import LayerEvidence
+from coin_scale.explain.explanation import Explanation
+from coin_scale.explain.offline import OfflineExplainer, OfflineExplainerConfig
+from coin_scale.explain.registry import get_explainer
 from coin_scale.models.loading import ModelPayload
+from coin_scale.probe import scan_probe
 from coin_scale.probe.rendered import PROBE_SIZE
 
 if TYPE_CHECKING:
@@ -63,23 +65,6 @@ default window's 0.6 x 15% (9%)."""
 MODEL_DISSECT_QUANTILE = 0.99
 """The dissection's own threshold quantile (unit_stats); the explainer uses `quantile`."""
 
-Explain = Callable[[torch.Tensor, ConceptMatrix, float], list[UnitExplanation]]
-"""(float (image, unit) activations, concepts, quantile) -> one explanation per unit."""
-
-
-def _offline(
-    activations: torch.Tensor, concepts: ConceptMatrix, quantile: float
-) -> list[UnitExplanation]:
-    return explain_units(activations, concepts, OfflineExplainerConfig(quantile=quantile))
-
-
-EVAL_EXPLAINERS: Mapping[str, Explain] = MappingProxyType({"offline": _offline})
-"""Explainers of activations alone, by `--explainer` name."""
-
-LLM_EXPLAINERS: tuple[str, ...] = PROVIDERS
-"""The sweep's LLM explainers: an agent per unit that experiments through the model, its label
-read back to a formula by the matcher (needs `through` 'model')."""
-
 
 @dataclass(frozen=True, kw_only=True)
 class SyntheticEvalConfig:
@@ -100,7 +85,8 @@ class SyntheticEvalConfig:
     probe_images: int = 1000
     """Images of the rendered probe set."""
     explainer: str = "offline"
-    """Name in `EVAL_EXPLAINERS`."""
+    """A registered explainer (`coin_scale.explain.registry`); an LLM one needs `through`
+    'model' (its agents experiment on new images)."""
     quantile: float = 0.85
     """The explainer's mask quantile; 0.85 (15% masks), as in `coin-scale bench explain`, leaves
     room for ORs of two ~10% concepts; random formulas are drawn to fit it (`coverage`)."""
@@ -146,12 +132,8 @@ class SyntheticEvalConfig:
                 f"kinds: expected some of {', '.join(FORMULA_KINDS)}; got "
                 f"{', '.join(self.kinds) or 'none'}. Fix: e.g. mono,or."
             )
-        if self.explainer not in (*EVAL_EXPLAINERS, *LLM_EXPLAINERS):
-            raise ValueError(
-                f"explainer: expected one of {', '.join((*EVAL_EXPLAINERS, *LLM_EXPLAINERS))}; "
-                f"got {self.explainer!r}. Fix: use --explainer offline."
-            )
-        if self.explainer in LLM_EXPLAINERS and self.through != "model":
+        entry = get_explainer(self.explainer)  # ValueError naming the choices
+        if entry.uses_llm and self.through != "model":
             raise ValueError(
                 f"explainer {self.explainer!r}: an LLM agent experiments on new images, so the "
                 "units must be computed from pixels. Fix: add --through model."
@@ -159,7 +141,7 @@ class SyntheticEvalConfig:
 
     @property
     def uses_llm(self) -> bool:
-        return self.explainer in LLM_EXPLAINERS
+        return get_explainer(self.explainer).uses_llm
 
     def llm_explainer(self) -> LLMExplainerConfig:
         """The LLM settings for `explainer` (the config's, else the provider's defaults)."""
@@ -234,7 +216,6 @@ class ModelRun:
 
 def probe_concepts(config: SyntheticEvalConfig) -> tuple[str, ConceptMatrix]:
     """(probe directory, its concepts): the cached rendered set, or the given directory."""
-    from coin_scale.probe import scan_probe
     from coin_scale.probe.concepts import concepts_from_probe
 
     if config.probe == RENDERED:
@@ -353,14 +334,18 @@ def run_synthetic_eval(config: SyntheticEvalConfig) -> SyntheticEvalResult:
         units = _units(config, concepts, concepts, config.coverage)
         activations = synthetic_activations(units, concepts, config.seed)
     start = time.perf_counter()
-    failed: dict[int, str] = {}
     if prepared is not None:
         assert model is not None and scorer is not None
-        explanations, failed, model = _explain_with_llm(
+        explanations, model = _explain_with_llm(
             prepared, scorer, model, root, activations, concepts, config
         )
     else:
-        explanations = EVAL_EXPLAINERS[config.explainer](activations, concepts, config.quantile)
+        explainer = OfflineExplainer(OfflineExplainerConfig(quantile=config.quantile))
+        evidence = LayerEvidence(
+            dissection_id=model.dissection_id if model else "", activations=activations,
+            concepts=concepts, probe=scan_probe(root),
+        )  # fmt: skip
+        explanations = explainer.explain(evidence, range(activations.shape[1]))
     seconds = time.perf_counter() - start
     names = concepts.names
     scores = tuple(
@@ -371,8 +356,9 @@ def run_synthetic_eval(config: SyntheticEvalConfig) -> SyntheticEvalResult:
             predicted=parse_text(e.formula, names) if e.formula else None,
             names=names,
             matrix=concepts.matrix,
-            status=failed.get(e.unit, e.status),
-            iou=e.iou,
+            status=e.status,
+            reason=e.reason,
+            iou=e.iou or 0.0,
             label=e.label,
         )
         for unit, e in zip(units, explanations, strict=True)
@@ -401,16 +387,14 @@ def _explain_with_llm(
     activations: torch.Tensor,
     concepts: ConceptMatrix,
     config: SyntheticEvalConfig,
-) -> tuple[list[UnitExplanation], dict[int, str], ModelRun]:
-    """An agent per unit through the synthetic model; labels read back to formulas. Also the
-    agents' own status for the units whose agent failed (so they are not reported as labels that
-    matched nothing)."""
+) -> tuple[list[Explanation], ModelRun]:
+    """An agent per unit through the synthetic model; labels read back to formulas (a unit whose
+    agent failed is a `failed` explanation with the agent's reason)."""
     import dataclasses
 
     from coin_scale.eval.llm_units import explain_synthetic_with_llm
     from coin_scale.explain.llm import PreparedLLM
     from coin_scale.models.synthetic_model import LAYER
-    from coin_scale.probe import scan_probe
     from coin_scale.runtime.pools import gateway_pool
 
     assert isinstance(prepared, PreparedLLM)
@@ -425,8 +409,7 @@ def _explain_with_llm(
         model, llm_requests=result.requests, llm_cached=result.cached,
         llm_cost_usd=result.cost_usd,
     )  # fmt: skip
-    failed: dict[int, str] = {u: o.status for u, o in enumerate(result.outcomes) if o.status != "ok"}
-    return result.explanations, failed, model
+    return result.explanations, model
 
 
 def _compare_with_truth(
@@ -434,7 +417,7 @@ def _compare_with_truth(
     activations: torch.Tensor,
     concepts: ConceptMatrix,
     units: tuple[SyntheticUnit, ...],
-    explanations: list[UnitExplanation],
+    explanations: list[Explanation],
     config: SyntheticEvalConfig,
 ) -> ModelRun:
     """`model` with `mean_truth_iou` and `beats_truth` filled in."""
@@ -465,7 +448,7 @@ def _predictive_through_model(
     model: ModelRun,
     scorer: tuple[torch.nn.Module, ModelPayload],
     units: tuple[SyntheticUnit, ...],
-    explanations: list[UnitExplanation],
+    explanations: list[Explanation],
     config: SyntheticEvalConfig,
 ) -> ModelRun:
     """`model` with the median predictive AUC of the explanations and of the true formulas, per

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -24,6 +24,7 @@ from coin_scale.agent import (
 )
 from coin_scale.agent.visualizer import TorchUnitVisualizer
 from coin_scale.explain.evidence import LayerEvidence
+from coin_scale.explain.explanation import Explanation, from_agent
 from coin_scale.explain.llm import PreparedLLM, explain_subjects
 from coin_scale.explain.resume import ExplainCheckpoint, scope_name
 from coin_scale.models import ModelPayload
@@ -108,7 +109,9 @@ def explain_with_agents(
                     ckpt, FinishedUnit(subject.unit, outcome, mine)
                 ),
             )  # fmt: skip
-        done |= {s.unit: FinishedUnit(s.unit, o, []) for s, o in zip(todo, result.outcomes, strict=True)}
+        done |= {
+            s.unit: FinishedUnit(s.unit, o, []) for s, o in zip(todo, result.outcomes, strict=True)
+        }
         calls += result.calls
     outcomes = {u: done[u].outcome for u in units}
     ledger.add([row for u in units for row in outcomes[u].experiments], calls)
@@ -119,6 +122,35 @@ def explain_with_agents(
         sum(c.cost_usd for c in calls), failed,
     )  # fmt: skip
     return outcomes
+
+
+class AgentExplainer:
+    """The `Explainer` (`coin_scale.explain.registry`) of the LLM explainers: an agent per unit
+    that experiments on it through `module` (and `sae`'s features), its calls through gateway
+    actors this opens for the call; `outcomes` keeps every agent's full outcome by unit."""
+
+    def __init__(
+        self,
+        run: AgentRun,
+        payload: ModelPayload,
+        module: torch.nn.Module,
+        layer: LayerInfo,
+        *,
+        sae: SAEUnits | None = None,
+        ledger: AgentLedger | None = None,
+    ) -> None:
+        self.name = run.prepared.config.provider
+        self.run, self.payload, self.module, self.layer = run, payload, module, layer
+        self.sae, self.ledger = sae, ledger
+        self.outcomes: dict[int, AgentOutcome] = {}
+
+    def explain(self, evidence: LayerEvidence, units: Sequence[int]) -> list[Explanation]:
+        outcomes = explain_with_agents(
+            self.run, evidence, self.payload, self.module, self.layer, list(units), sae=self.sae,
+            ledger=self.ledger,
+        )  # fmt: skip
+        self.outcomes |= outcomes
+        return [from_agent(u, outcomes[u], self.name) for u in units]
 
 
 def _subjects(
@@ -145,8 +177,13 @@ def _subjects(
     attributes = evidence.probe.attributes_path
     return [
         UnitSubject(
-            model=payload.model_id, layer=layer.name, unit=unit, kind="sae" if sae else "neuron",
-            exemplars=exemplars_from_paths(top.get(unit, []), attributes_path=attributes, max_side=256),
+            model=payload.model_id,
+            layer=layer.name,
+            unit=unit,
+            kind="sae" if sae else "neuron",
+            exemplars=exemplars_from_paths(
+                top.get(unit, []), attributes_path=attributes, max_side=256
+            ),
         )  # fmt: skip
         for unit in units
     ]

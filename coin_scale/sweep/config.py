@@ -1,18 +1,20 @@
-"""Configuration of `run_sweep.py`; every field is a flag and a YAML key."""
+"""Configuration of `run_sweep.py`: one config per stage of the sweep, composed in `SweepConfig`.
+
+Every field is a flag and a YAML key of `run_sweep.py` (dashes for underscores); the LLM
+explainer's settings are `LLMExplainerConfig` itself (`--rpm` is its `requests_per_minute`, as in
+`coin-scale dissect` and `coin-scale eval`).
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from coin_scale.chain.graph import EDGE_METHODS, EdgeMethod
 from coin_scale.dissect.config import UnitKind, check_units
+from coin_scale.explain.llm import LLMExplainerConfig
+from coin_scale.explain.registry import get_explainer
 
-if TYPE_CHECKING:
-    from coin_scale.explain.llm import LLMExplainerConfig
-
-EXPLAINERS = ("offline", "openai", "anthropic", "gemini")
-"""`offline` (formulas over probe concepts, no network) or an LLM agent through that provider."""
 PROBE_MODEL = "probe"
 """`--model probe`: the CNN coin-scale trains on its rendered scenes (trained once, cached)."""
 RENDERED = "rendered"
@@ -20,8 +22,8 @@ RENDERED = "rendered"
 
 
 @dataclass(frozen=True, kw_only=True)
-class SweepConfig:
-    """One target image through one model; the defaults run offline with nothing to download."""
+class TargetConfig:
+    """The image and the model whose prediction is explained."""
 
     image: str | None = None
     """The image whose prediction is explained; default a rendered scene (saved in the warehouse)."""
@@ -31,29 +33,18 @@ class SweepConfig:
     """default | none | weights enum name | state-dict path (ignored for checkpoints)."""
     seed: int = 0
     """Seed of random weights (weights none) and of the default target scene."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SelectionConfig:
+    """Which units are explained: the layer (or chain of layers) and how many contributors."""
+
     layer: str | None = None
     """Layer whose units are selected; default the last block before the classifier."""
     layers: str | None = None
     """A chain of layers, input side first, comma-separated (e.g. `layer2,layer3,layer4`): the
     last one's units drive the class, each earlier layer's units drive the next's. Replaces
     `layer`."""
-    fanout: int = 3
-    """Drivers kept per chain unit in the layer before it."""
-    chain_method: EdgeMethod = "grad_x_activation"
-    """How a unit's drivers are ranked: `grad_x_activation` or `integrated_gradients`."""
-    ig_steps: int = 16
-    """Integrated-gradients steps (chain_method integrated_gradients)."""
-    ablation_draws: int = 20
-    """Random unit sets averaged in the faithfulness test."""
-    visualize: int = 0
-    """Steps of one feature visualization per explained unit, shown in the report beside its
-    exemplars (0: none)."""
-    unit_scores: bool = True
-    """Score every explanation over rendered attributes: predictive AUC and Cohen's d, InterpScore
-    (S, C, R) on a held-out rendered set (needs the `rendered` probe)."""
-    human_ratings: str | None = None
-    """A ratings CSV (`layer`, `unit`, `soft_correct`; `coin_scale.eval.human_ratings`) giving
-    InterpScore's H for the units it rates; None: H stays null."""
     units: UnitKind = "neuron"
     """What the layer's units are: `neuron` (its channels) or `sae` (the features of the SAE
     checkpoint `sae`, trained on this layer by `coin-scale train-sae`)."""
@@ -64,58 +55,12 @@ class SweepConfig:
     """Positive contributors explained."""
     negatives: int = 3
     """Strongest negative contributors listed."""
-    probe: str | None = RENDERED
-    """`rendered`, a probe folder, or None (attribution only, nothing explained)."""
-    probe_images: int = 1000
-    """Images of the `rendered` probe set."""
-    explainer: str = "offline"
-    """How units are explained: `offline` (formulas over probe concepts, no network), or an LLM
-    agent that experiments on each unit: `openai` (any OpenAI-compatible server with
-    `base_url`), `anthropic`, `gemini`."""
-    llm_model: str | None = None
-    """LLM model name (default: the provider's default in configs/llm.yaml)."""
-    base_url: str | None = None
-    """The provider API's URL, e.g. http://localhost:8000/v1 for vLLM (default: the provider's)."""
-    rpm: float | None = None
-    """Requests per minute allowed (default: configs/llm.yaml)."""
-    tpm: float | None = None
-    """Tokens per minute allowed (default: configs/llm.yaml)."""
-    max_rounds: int = 12
-    """LLM rounds per unit at most."""
-    unit_budget_usd: float | None = 1.0
-    """Dollars one unit may spend."""
-    budget_usd: float | None = 20.0
-    """Dollars the whole sweep may spend."""
-    unit_budget_tokens: int | None = 200_000
-    """Tokens (input + output) one unit may use."""
-    budget_tokens: int | None = None
-    """Tokens the whole sweep may use (None: only the dollar budget)."""
-    concurrency: int = 32
-    """Units explained at the same time by LLM agents."""
-    llm_config: str | None = None
-    """Another configs/llm.yaml (models, prices, rate limits)."""
-    dry_run: bool = False
-    """Print the expected LLM calls, tokens, dollars and minutes, and stop before any work."""
-    warehouse: str = "warehouse"
-    """Parquet warehouse directory; reports go to WAREHOUSE/reports/RUN_ID/."""
-    exemplars: int = 6
-    """Exemplars shown per unit."""
-    address: str | None = None
-    """Ray address (None: a local Ray)."""
-    run_id: str | None = None
-    """Name of the run; generated when absent."""
-    progress: bool = True
-    """Show progress bars."""
 
     def __post_init__(self) -> None:
         if self.top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {self.top_k}")
-        if self.visualize < 0:
-            raise ValueError(f"--visualize takes optimisation steps >= 1 (0: none), got {self.visualize}")
-        if self.negatives < 0 or self.exemplars < 1:
-            raise ValueError(
-                f"negatives must be >= 0 and exemplars >= 1, got {self.negatives}, {self.exemplars}"
-            )
+        if self.negatives < 0:
+            raise ValueError(f"negatives must be >= 0, got {self.negatives}")
         check_units(self.units, self.sae)
         if self.layers is not None:
             names = self.chain_layers
@@ -126,6 +71,29 @@ class SweepConfig:
                     f"--layer {self.layer} and --layers {self.layers} disagree: the chain ends at "
                     "the layer whose units drive the class; pass one of them"
                 )
+
+    @property
+    def chain_layers(self) -> tuple[str, ...]:
+        """The `layers` chain as names (empty when only `layer` is used)."""
+        if self.layers is None:
+            return ()
+        return tuple(name.strip() for name in self.layers.split(","))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChainConfig:
+    """How the chain's edges are found and its faithfulness tested."""
+
+    fanout: int = 3
+    """Drivers kept per chain unit in the layer before it."""
+    chain_method: EdgeMethod = "grad_x_activation"
+    """How a unit's drivers are ranked: `grad_x_activation` or `integrated_gradients`."""
+    ig_steps: int = 16
+    """Integrated-gradients steps (chain_method integrated_gradients)."""
+    ablation_draws: int = 20
+    """Random unit sets averaged in the faithfulness test."""
+
+    def __post_init__(self) -> None:
         if self.chain_method not in EDGE_METHODS:
             raise ValueError(
                 f"unknown chain method {self.chain_method!r}; available: {', '.join(EDGE_METHODS)}"
@@ -135,42 +103,95 @@ class SweepConfig:
                 f"fanout, ig_steps and ablation_draws must be >= 1, got {self.fanout}, "
                 f"{self.ig_steps}, {self.ablation_draws}"
             )
-        if self.explainer not in EXPLAINERS:
-            raise ValueError(
-                f"unknown explainer {self.explainer!r}; available: {', '.join(EXPLAINERS)}"
-            )
-        if self.dry_run and self.explainer == "offline":
-            raise ValueError("--dry-run estimates LLM costs; use it with --explainer openai|anthropic|gemini")
-        if self.max_rounds < 1 or self.concurrency < 1:
-            raise ValueError(
-                f"max_rounds and concurrency must be >= 1, got {self.max_rounds}, {self.concurrency}"
-            )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProbeConfig:
+    """The probe set the units are explained over, and how many exemplars are shown."""
+
+    probe: str | None = RENDERED
+    """`rendered`, a probe folder, or None (attribution only, nothing explained)."""
+    probe_images: int = 1000
+    """Images of the `rendered` probe set."""
+    exemplars: int = 6
+    """Exemplars shown per unit."""
+
+    def __post_init__(self) -> None:
         if self.probe_images < 50:
             raise ValueError(f"probe_images must be >= 50, got {self.probe_images}")
+        if self.exemplars < 1:
+            raise ValueError(f"exemplars must be >= 1, got {self.exemplars}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScoringConfig:
+    """Scores of every explanation, and the views drawn beside them."""
+
+    unit_scores: bool = True
+    """Score every explanation over rendered attributes: predictive AUC and Cohen's d, InterpScore
+    (S, C, R) on a held-out rendered set (needs the `rendered` probe)."""
+    human_ratings: str | None = None
+    """A ratings CSV (`layer`, `unit`, `soft_correct`; `coin_scale.eval.human_ratings`) giving
+    InterpScore's H for the units it rates; None: H stays null."""
+    visualize: int = 0
+    """Steps of one feature visualization per explained unit, shown in the report beside its
+    exemplars (0: none)."""
+
+    def __post_init__(self) -> None:
+        if self.visualize < 0:
+            raise ValueError(
+                f"--visualize takes optimisation steps >= 1 (0: none), got {self.visualize}"
+            )
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    """Where the sweep runs and where its rows go."""
+
+    warehouse: str = "warehouse"
+    """Parquet warehouse directory; reports go to WAREHOUSE/reports/RUN_ID/."""
+    address: str | None = None
+    """Ray address (None: a local Ray)."""
+    run_id: str | None = None
+    """Name of the run; generated when absent."""
+    progress: bool = True
+    """Show progress bars."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SweepConfig:
+    """One target image through one model; the defaults run offline with nothing to download."""
+
+    target: TargetConfig = field(default_factory=TargetConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    chain: ChainConfig = field(default_factory=ChainConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    explainer: str = "offline"
+    """A registered explainer (`coin_scale.explain.registry`): `offline` (formulas over probe
+    concepts, no network) or an LLM agent per unit (`openai`, `anthropic`, `gemini`)."""
+    llm: LLMExplainerConfig | None = None
+    """The LLM explainer's provider, model, limits and budgets; set exactly when `explainer` is
+    an LLM one (its `provider` is the explainer's)."""
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    dry_run: bool = False
+    """Print the expected LLM calls, tokens, dollars and minutes, and stop before any work."""
+
+    def __post_init__(self) -> None:
+        entry = get_explainer(self.explainer)
+        if entry.uses_llm != (self.llm is not None):
+            raise ValueError(
+                f"explainer {self.explainer!r} "
+                + ("needs its LLM settings (llm)" if entry.uses_llm else "takes no LLM settings")
+            )
+        if self.llm is not None and self.llm.provider != entry.provider:
+            raise ValueError(
+                f"llm.provider {self.llm.provider!r} is not explainer {self.explainer!r}'s provider"
+            )
+        if self.dry_run and not entry.uses_llm:
+            raise ValueError(
+                "--dry-run estimates LLM costs; use it with --explainer openai|anthropic|gemini"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-    @property
-    def chain_layers(self) -> tuple[str, ...]:
-        """The `layers` chain as names (empty when only `layer` is used)."""
-        if self.layers is None:
-            return ()
-        return tuple(name.strip() for name in self.layers.split(","))
-
-    @property
-    def uses_llm(self) -> bool:
-        return self.explainer != "offline"
-
-    def llm_explainer(self) -> LLMExplainerConfig:
-        """The LLM explainer's settings (the key is never part of a config)."""
-        from coin_scale.explain.llm import LLMExplainerConfig, default_cache_dir
-
-        return LLMExplainerConfig(
-            provider=self.explainer, model=self.llm_model, base_url=self.base_url,
-            requests_per_minute=self.rpm, tokens_per_minute=self.tpm, max_rounds=self.max_rounds,
-            unit_budget_usd=self.unit_budget_usd, sweep_budget_usd=self.budget_usd,
-            unit_budget_tokens=self.unit_budget_tokens, sweep_budget_tokens=self.budget_tokens,
-            concurrency=self.concurrency, cache_dir=default_cache_dir(self.warehouse),
-            settings_path=self.llm_config,
-        )  # fmt: skip

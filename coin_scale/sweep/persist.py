@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 
 import pyarrow as pa
 
-import coin_scale
 from coin_scale.explain.resume import clear_run
 from coin_scale.storage import Warehouse
 from coin_scale.storage.schemas import get_spec
@@ -57,9 +56,9 @@ def store_sweep(
     config: SweepConfig,
     *,
     dissection_ids: Mapping[str, str],
-    started_at: datetime,
 ) -> None:
-    """Every row keyed by run_id, so a rerun of the same run id replaces rather than duplicates."""
+    """Every row keyed by run_id, so a rerun of the same run id replaces rather than duplicates
+    (the `runs` row is the run recorder's: `coin_scale.storage.runs`)."""
     e = explanation
     findings = [("positive", f) for f in e.positive] + [("negative", f) for f in e.negative]
     explained = [f for _, f in findings] + list(e.chain_nodes)
@@ -73,14 +72,14 @@ def store_sweep(
     ]), key=run_id)  # fmt: skip
     warehouse.write("explanations", _table("explanations", [
         {"run_id": run_id, "model": e.model, "layer": f.layer, "unit": f.unit,
-         "kind": e.unit_kind if f.layer == e.layer else "neuron", "explainer": f.explainer or config.explainer,
-         "status": "failed" if f.error else ("ok" if f.label else "empty"),
+         "kind": e.unit_kind if f.layer == e.layer else "neuron", "explainer": f.explainer,
+         "status": f.status, "reason": f.reason,
          "label": f.label, "description": f.description, "formula": f.formula,
          "score": f.iou if f.iou is not None else f.confidence,
          "score_name": "iou" if f.iou is not None else ("confidence" if f.confidence is not None else None),
          "error": f.error,
          "dissection_id": dissection_ids.get(f.layer)}
-        for f in explained if f.explainer or f.error
+        for f in explained if f.status is not None
     ]), key=run_id)  # fmt: skip
     warehouse.write("chain_edges", _table("chain_edges", [
         {"run_id": run_id, "source_layer": f.layer, "source_unit": f.unit, "target_kind": "class",
@@ -114,13 +113,5 @@ def store_sweep(
         "created_at": datetime.now(UTC), "unit_kind": e.unit_kind, "head_bias": e.bias,
         "sae_sha256": e.sae.sha256 if e.sae else None,
         "sae_decoder_bias": terms.get("sae_decoder_bias"), "sae_error": terms.get("sae_error"),
-    }]), key=run_id)  # fmt: skip
-    warehouse.write("runs", _table("runs", [{
-        "run_id": run_id, "command": "sweep", "status": "complete", "model": e.model,
-        "weights": e.weights, "layers": list(e.layers or (e.layer,)), "probe": str(config.probe),
-        "config_json": json.dumps(config.to_dict(), sort_keys=True),
-        "coin_scale_version": coin_scale.__version__, "started_at": started_at,
-        "finished_at": datetime.now(UTC),
-        "n_images": 1, "n_failed": 0, "message": None,
     }]), key=run_id)  # fmt: skip
     clear_run(warehouse.fs, run_id)  # every row is stored: the resume checkpoints are spent

@@ -55,7 +55,9 @@ def evaluate_label_quality(config: QualityConfig) -> dict[str, Any]:
         config.probe_images, size, progress=config.progress, single_object=True
     )
     evidence = layer_evidence(
-        DissectConfig(model=config.model, layer=layer.name, probe=probe, warehouse=config.warehouse),
+        DissectConfig(
+            model=config.model, layer=layer.name, probe=probe, warehouse=config.warehouse
+        ),
         payload,
         progress=config.progress,
     )
@@ -80,7 +82,7 @@ def evaluate_label_quality(config: QualityConfig) -> dict[str, Any]:
             examples.append({"predicted": predicted, "labels": [explained[u].label for u in units]})
         top1 += bool(hits and hits[0])
         anyk += any(hits)
-        ious.extend(explained[u].iou for u in units)
+        ious.extend(explained[u].iou or 0.0 for u in units)
     n = len(images)
     return {
         "benchmark": "sweep_label_quality",

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from coin_scale.chain.faithfulness import AblationScore
 from coin_scale.chain.graph import Edge
 from coin_scale.eval.explanation_scores import UnitScores
+from coin_scale.explain.explanation import Status
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -31,8 +32,14 @@ class UnitFinding:
     """Contribution to the predicted class logit (method in ClassExplanation.method)."""
     share: float
     """contribution / the predicted logit (NaN when the logit is not positive)."""
+    status: Status | None = None
+    """The explanation's status (`ok`, `empty`, `failed`); None when the unit was not explained
+    (no probe set)."""
+    reason: str | None = None
+    """Why the status is not `ok` (`coin_scale.explain.explanation`)."""
     label: str | None = None
-    """The explainer's label (the formula in words for the offline explainer); None if unexplained."""
+    """The explainer's label (the formula in words for the offline explainer); None unless the
+    status is `ok`."""
     description: str | None = None
     formula: str | None = None
     """Machine-readable formula, e.g. `(shape=star AND color=red)`."""

@@ -7,13 +7,62 @@ never stack. Every call has a timeout.
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from coin_scale.llm.messages import ChatRequest, ChatResponse
 
-PROVIDERS = ("openai", "anthropic", "gemini")
+
+@dataclass(frozen=True, kw_only=True)
+class ProviderEntry:
+    """One registered LLM provider: its name (as `--explainer` takes it) and its adapter."""
+
+    name: str
+    client: Callable[..., ChatClient]
+    """`client(api_key=..., base_url=...)`: the adapter bound to a key (imports its SDK)."""
+
+
+def _openai(**kwargs: Any) -> ChatClient:
+    from coin_scale.llm.providers.openai_chat import OpenAIChat
+
+    return OpenAIChat(**kwargs)
+
+
+def _anthropic(**kwargs: Any) -> ChatClient:
+    from coin_scale.llm.providers.anthropic_messages import AnthropicMessages
+
+    return AnthropicMessages(**kwargs)
+
+
+def _gemini(**kwargs: Any) -> ChatClient:
+    from coin_scale.llm.providers.gemini_genai import GeminiGenAI
+
+    return GeminiGenAI(**kwargs)
+
+
+_REGISTRY: dict[str, ProviderEntry] = {
+    entry.name: entry
+    for entry in (
+        ProviderEntry(name="openai", client=_openai),
+        ProviderEntry(name="anthropic", client=_anthropic),
+        ProviderEntry(name="gemini", client=_gemini),
+    )
+}
+
+PROVIDERS: tuple[str, ...] = tuple(_REGISTRY)
 """Provider names, as `--explainer` takes them (`openai` also covers any OpenAI-compatible server
 through `--base-url`)."""
+
+
+def get_provider(name: str) -> ProviderEntry:
+    """The entry of `name`; `ValueError` naming the choices when there is none."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown provider {name!r}; expected one of {', '.join(PROVIDERS)}"
+        ) from None
 
 
 class ChatClient(Protocol):
@@ -28,16 +77,4 @@ class ChatClient(Protocol):
 
 def make_client(provider: str, *, api_key: str, base_url: str | None = None) -> ChatClient:
     """The adapter for `provider` (one of `PROVIDERS`)."""
-    if provider == "openai":
-        from coin_scale.llm.providers.openai_chat import OpenAIChat
-
-        return OpenAIChat(api_key=api_key, base_url=base_url)
-    if provider == "anthropic":
-        from coin_scale.llm.providers.anthropic_messages import AnthropicMessages
-
-        return AnthropicMessages(api_key=api_key, base_url=base_url)
-    if provider == "gemini":
-        from coin_scale.llm.providers.gemini_genai import GeminiGenAI
-
-        return GeminiGenAI(api_key=api_key, base_url=base_url)
-    raise ValueError(f"unknown provider {provider!r}; expected one of {', '.join(PROVIDERS)}")
+    return get_provider(provider).client(api_key=api_key, base_url=base_url)

@@ -27,7 +27,8 @@ class Row:
     explainer: str
     """'offline' (compositional formulas over probe concepts) or an LLM provider."""
     status: str
-    """'ok', 'empty' (nothing to explain: the unit never fires above its threshold) or 'failed'."""
+    """'ok' (labelled), 'empty' (nothing to explain or nothing matched) or 'failed' (the
+    explainer could not answer); never a label unless 'ok'."""
     label: str | None
     """Short label in words, e.g. 'red star'; null unless status is 'ok'."""
     description: str | None
@@ -42,11 +43,16 @@ class Row:
     """Why it failed, when status is 'failed'."""
     dissection_id: str | None
     """The dissection whose probe pass the evidence came from."""
+    reason: str | None = None
+    """Why the status is not 'ok': for 'empty' `constant` (the same activation on every probe
+    image), `empty_mask` (no image above the threshold) or `no_overlap` (no concept shares an
+    image with the unit's mask); for 'failed' `parse_failure`, `agent_error` or `no_label`.
+    Null when 'ok' (and in files written before schema version 2)."""
 
 
 SPEC = TableSpec(
     name="explanations",
-    version=1,
+    version=2,
     schema=pa.schema(
         [
             pa.field("run_id", pa.string(), nullable=False),
@@ -63,15 +69,27 @@ SPEC = TableSpec(
             pa.field("score_name", pa.string()),
             pa.field("error", pa.string()),
             pa.field("dissection_id", pa.string()),
+            pa.field("reason", pa.string()),
         ]
     ),
     partition_by=(),
     key_by=("run_id",),
     natural_key=("run_id", "layer", "unit", "explainer"),
-    choices={"kind": ("neuron", "sae", "synthetic"), "status": ("ok", "empty", "failed")},
+    choices={
+        "kind": ("neuron", "sae", "synthetic"),
+        "status": ("ok", "empty", "failed"),
+        "reason": (
+            "constant",
+            "empty_mask",
+            "no_overlap",
+            "parse_failure",
+            "agent_error",
+            "no_label",
+        ),
+    },
     row_type=Row,
     doc="One row per explained unit and explainer (keyed by run_id): label, description, "
-    "formula, score and status; a failed unit is stored with its error, never a fake label.",
+    "formula, score, and a status (ok, empty, failed) with its reason; a failed unit is stored with its error, never a fake label.",
 )
 
 

@@ -1,0 +1,315 @@
+"""The sweep's stages, in order: each reads the `SweepState` and fills in its part.
+
+`prepare` checks and loads what every stage needs before the clock starts (a missing API key or
+bad ratings stop it before any work); then `attribute`, `trace_chain`, `explain`,
+`test_faithfulness`, `score`, `visualize` and `store` run as `coin_scale.sweep.run.STAGES`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from coin_scale.chain.attribution import UnitContributions, unit_contributions
+from coin_scale.chain.graph import chain_edges
+from coin_scale.chain.sae_attribution import sae_contributions
+from coin_scale.chain.units import SAEFeatures, UnitView
+from coin_scale.dissect.pipeline import load_sae_units
+from coin_scale.errors import UserError
+from coin_scale.models import ModelSource, build_module, describe_layers, find_layer, resolve_model
+from coin_scale.models.activations import SAEUnits
+from coin_scale.models.layers import LayerInfo, Layout, last_block
+from coin_scale.models.loading import ModelPayload
+from coin_scale.probe import scan_probe
+from coin_scale.probe.rendered import rendered_probe
+from coin_scale.storage import Warehouse
+from coin_scale.storage.fs import local_dir
+from coin_scale.sweep import inputs
+from coin_scale.sweep.chain import chain_faithfulness, chain_nodes, probe_batches, resolve_chain
+from coin_scale.sweep.config import PROBE_MODEL, RENDERED, SweepConfig
+from coin_scale.sweep.explaining import explain_layer
+from coin_scale.sweep.records import ClassExplanation, SAESummary, UnitFinding
+from coin_scale.sweep.state import Reporter, SweepInputs, SweepState
+from coin_scale.sweep.text import chain_text, class_paragraph
+
+log = logging.getLogger(__name__)
+
+
+def prepare(config: SweepConfig, run_id: str) -> SweepInputs:
+    """The LLM (its key found), the human ratings, the model and the layers, checked: every user
+    error is raised here, before any work is stored."""
+    prepared = None
+    if config.llm is not None:
+        from coin_scale.explain.llm import prepare as prepare_llm
+
+        prepared = prepare_llm(config.llm)
+    ratings = None
+    if config.scoring.human_ratings is not None:
+        from coin_scale.eval.human_ratings import load_human_ratings
+
+        try:
+            ratings = load_human_ratings(config.scoring.human_ratings)
+        except ValueError as err:
+            raise UserError(f"--human-ratings: {err}") from None
+    t, sel = config.target, config.selection
+    model = inputs.probe_model() if t.model == PROBE_MODEL else t.model
+    payload = resolve_model(ModelSource(model=model, weights=t.weights, seed=t.seed))
+    module = build_module(payload)
+    layers = describe_layers(module, payload.arch, payload.preprocess.crop)
+    if sel.chain_layers:
+        chain = resolve_chain(sel.chain_layers, layers, payload, module)
+    elif sel.layer:
+        chain = [find_layer(layers, sel.layer, payload.model_id)]
+    else:
+        chain = [last_block(module, layers)]
+    sae = load_sae_units(sel.sae, payload, chain[-1]) if sel.units == "sae" else None
+    n_units, noun = (sae.config.d_sae, "SAE features") if sae else (chain[-1].units, "units")
+    if sel.top_k > n_units:
+        raise UserError(
+            f"--top-k {sel.top_k} is more than the {n_units} {noun} of {chain[-1].name}"
+        )
+    return SweepInputs(
+        config=config, run_id=run_id, warehouse=Warehouse(config.run.warehouse), prepared=prepared,
+        ratings=ratings, model=model, payload=payload, module=module, chain=chain, sae=sae,
+        sae_model=sae.build() if sae else None,
+    )  # fmt: skip
+
+
+def attribute(state: SweepState) -> None:
+    """Predict the target image and rank the layer's units by their contribution to the class."""
+    i, config = state.inputs, state.config
+    state.image_path = config.target.image or inputs.rendered_target(
+        config.run.warehouse, config.target.seed, i.payload.preprocess.crop
+    )
+    image = inputs.load_image(state.image_path)
+    pixels = i.payload.preprocess.normalize(i.payload.preprocess.load(image).unsqueeze(0))
+    with torch.inference_mode():
+        probs = i.module(pixels).softmax(dim=1)[0]
+    top = torch.topk(probs, k=min(5, probs.numel()))
+    state.top_classes = tuple(
+        (i.payload.class_names[int(c)], float(p))
+        for p, c in zip(top.values, top.indices, strict=True)
+    )
+    if i.sae_model is not None:
+        contributions = sae_contributions(i.module, i.layer.name, pixels, i.sae_model)
+    else:
+        contributions = unit_contributions(i.module, i.layer.name, i.layer.layout, pixels)
+    state.pixels, state.probabilities, state.contributions = pixels, probs, contributions
+    state.notes = _notes(i.payload, contributions, i.layer, i.sae)
+    sel = config.selection
+    state.positive = _findings(contributions, i.layer, sel.top_k, negative=False)
+    if sel.negatives:
+        state.negative = _findings(contributions, i.layer, sel.negatives, negative=True)
+
+
+def trace_chain(state: SweepState) -> None:
+    """With `--layers`: the drivers of the selected units in each earlier layer, and their edges."""
+    i = state.inputs
+    if len(i.chain) > 1:
+        pixels, _ = state.attributed()
+        views: list[tuple[str, Layout | UnitView]] = [(c.name, c.layout) for c in i.chain]
+        if i.sae_model is not None:  # the last layer's units are the SAE's features
+            views[-1] = (i.layer.name, SAEFeatures(i.sae_model))
+        chain = state.config.chain
+        state.edges = chain_edges(
+            i.module, pixels, views, [f.unit for f in state.positive], chain.fanout,
+            method=chain.chain_method, steps=chain.ig_steps,
+        )  # fmt: skip
+    state.nodes = chain_nodes(state.edges)
+
+
+def explain(state: SweepState) -> None:
+    """Dissect each chain layer over the probe set and explain its selected units."""
+    i, config = state.inputs, state.config
+    if not config.probe.probe:
+        return
+    state.probe = probe = scan_probe(_probe_path(config, i.payload, single_object=i.single_object))
+    ledger = None
+    if i.prepared is not None:
+        from coin_scale.sweep.agents import AgentLedger
+
+        ledger = AgentLedger(i.warehouse, i.run_id)
+    selected = state.positive + state.negative
+    state.dissection_ids[i.layer.name], explained = explain_layer(
+        config, i.model, i.payload, probe, i.layer, selected, state.notes, i.module, i.prepared,
+        i.run_id, i.sae, ledger,
+    )  # fmt: skip
+    state.positive, state.negative = (
+        explained[: len(state.positive)],
+        explained[len(state.positive) :],
+    )
+    for earlier in i.chain[:-1]:
+        mine = [n for n in state.nodes if n.layer == earlier.name]
+        if mine:
+            state.dissection_ids[earlier.name], done = explain_layer(
+                config, i.model, i.payload, probe, earlier, mine, state.notes, i.module,
+                i.prepared, i.run_id, ledger=ledger,
+            )  # fmt: skip
+            state.nodes = [n for n in state.nodes if n.layer != earlier.name] + done
+
+
+def test_faithfulness(state: SweepState) -> None:
+    """Ablate the chain's units in each chain layer against random and most-active ones."""
+    i, config = state.inputs, state.config
+    pixels, contributions = state.attributed()
+    state.faithfulness = chain_faithfulness(
+        i.module, pixels, i.chain, contributions, state.nodes, config.selection.top_k,
+        sae=i.sae_model,
+        mean_batches=probe_batches(state.probe, i.payload) if state.probe is not None else (),
+        draws=config.chain.ablation_draws, seed=config.target.seed,
+    )  # fmt: skip
+
+
+def score(state: SweepState) -> None:
+    """Score every explanation on a held-out rendered set (a rendered probe set only)."""
+    i, config = state.inputs, state.config
+    if not (config.scoring.unit_scores and state.probe is not None and state.probe.attributes_path):
+        return
+    from coin_scale.probe.scoring_set import load_scoring_set
+    from coin_scale.sweep.scoring import score_findings
+
+    scoring = load_scoring_set(
+        i.payload, single_object=i.single_object, progress=config.run.progress
+    )
+    state.scoring_images = int(scoring.pixels.shape[0])
+    log.info("scoring the explanations on %d held-out rendered images (--no-unit-scores skips)",
+             state.scoring_images)  # fmt: skip
+    scored: dict[str, Layout | UnitView] = {c.name: c.layout for c in i.chain}
+    if i.sae_model is not None:
+        scored[i.layer.name] = SAEFeatures(i.sae_model)
+    began = time.perf_counter()
+    state.unit_scores = score_findings(
+        i.module, i.payload, scored, state.positive + state.negative + state.nodes, scoring,
+        seed=config.target.seed,
+    )  # fmt: skip
+    log.info(
+        "scored %d explanations in %.1f s", len(state.unit_scores), time.perf_counter() - began
+    )
+    if i.ratings is not None:
+        from coin_scale.eval.human_ratings import with_human_alignment
+
+        state.unit_scores = with_human_alignment(state.unit_scores, i.ratings)
+
+
+def visualize(state: SweepState) -> None:
+    """One feature visualization per explained unit (`--visualize STEPS`)."""
+    from coin_scale.sweep.visualizing import visualize_findings
+
+    i, config = state.inputs, state.config
+    n_pos, n_neg = len(state.positive), len(state.negative)
+    shown = state.positive + state.negative + state.nodes
+    drawn, state.visualizations = visualize_findings(
+        i.module, i.payload, {c.name: c for c in i.chain}, shown, steps=config.scoring.visualize,
+        out_dir=Path(local_dir(config.run.warehouse, f"reports/{i.run_id}")) / "visualizations",
+        sae_layer=i.layer.name if i.sae_model is not None else None, sae_model=i.sae_model,
+    )  # fmt: skip
+    state.positive, state.negative = drawn[:n_pos], drawn[n_pos : n_pos + n_neg]
+    state.nodes = drawn[n_pos + n_neg :]
+
+
+def class_explanation(state: SweepState) -> ClassExplanation:
+    """The sweep's record: the prediction, its units, their explanations, chain and scores."""
+    i = state.inputs
+    _, c = state.attributed()
+    assert state.probabilities is not None
+    cls, names = c.class_index, i.payload.class_names
+    probability = float(state.probabilities[cls])
+    positive, negative, nodes = state.positive, state.negative, state.nodes
+    return ClassExplanation(
+        run_id=i.run_id, image_path=str(Path(state.image_path).resolve()),
+        model=i.payload.model_id, weights=i.payload.weights_id,
+        random_weights=i.payload.random_weights, class_name=names[cls], class_index=cls,
+        probability=probability, logit=c.logit, layer=i.layer.name, method=c.method,
+        bias=c.bias, top_classes=state.top_classes, positive=tuple(positive),
+        negative=tuple(negative), notes=tuple(state.notes),
+        unit_kind="sae" if i.sae else "neuron", sae=_summary(i.sae) if i.sae else None,
+        terms=c.terms,
+        text=class_paragraph(
+            class_name=names[cls], probability=probability, layer=i.layer.name,
+            positive=positive, negative=negative, exact=c.exact, sae=i.sae is not None,
+            terms=c.terms,
+        ) + chain_text(positive, state.nodes, state.edges),
+        layers=tuple(x.name for x in i.chain) if len(i.chain) > 1 else (),
+        chain_nodes=tuple(nodes), chain_edges=tuple(state.edges),
+        faithfulness=tuple(state.faithfulness), unit_scores=tuple(state.unit_scores),
+        scoring_images=state.scoring_images,
+    )  # fmt: skip
+
+
+def store(
+    state: SweepState, explanation: ClassExplanation, reporter: Reporter | None
+) -> Path | None:
+    """Write the report (with `reporter`) and every table of the sweep; the report's path."""
+    from coin_scale.sweep.persist import store_sweep
+
+    i, config = state.inputs, state.config
+    report_dir = local_dir(config.run.warehouse, f"reports/{i.run_id}")
+    report = reporter(explanation, report_dir) if reporter else None
+    store_sweep(i.warehouse, explanation, config, dissection_ids=state.dissection_ids)
+    if state.visualizations:
+        from coin_scale.storage import get_spec
+
+        rows = [{"run_id": i.run_id, **row} for row in state.visualizations]
+        i.warehouse.write(
+            "visualizations", get_spec("visualizations").from_dicts(rows), key=i.run_id
+        )
+    return report
+
+
+def _notes(
+    payload: ModelPayload, contributions: UnitContributions, layer: LayerInfo, sae: SAEUnits | None
+) -> list[str]:
+    notes = []
+    if payload.random_weights:
+        notes.append(
+            "Random weights (--weights none): the prediction and every label mean nothing."
+        )
+    if sae is not None:
+        c = sae.config
+        fvu = f"; training FVU {sae.fvu:.3f}" if sae.fvu is not None else ""
+        notes.append(
+            f"Units are the {c.d_sae} features of the SAE {sae.path} ({c.kind}, k {c.k}{fvu}), "
+            f"not the channels of {layer.name}."
+        )
+    if not contributions.exact:
+        notes.append(
+            f"{layer.name} does not feed a linear head directly, so there is no exact attribution: "
+            "contributions are gradient x activation."
+        )
+    return notes
+
+
+def _summary(sae: SAEUnits) -> SAESummary:
+    c = sae.config
+    return SAESummary(
+        path=sae.path, sha256=sae.sha256, d_sae=c.d_sae, k=c.k, kind=c.kind, fvu=sae.fvu
+    )
+
+
+def _findings(
+    c: UnitContributions, layer: LayerInfo, k: int, *, negative: bool
+) -> list[UnitFinding]:
+    logit = c.logit
+    return [
+        UnitFinding(
+            layer=layer.name,
+            unit=unit,
+            rank=rank,
+            contribution=value,
+            share=value / logit if logit > 0 else math.nan,
+        )  # fmt: skip
+        for rank, (unit, value) in enumerate(c.top(k, negative=negative))
+    ]
+
+
+def _probe_path(config: SweepConfig, payload: ModelPayload, *, single_object: bool) -> str:
+    if config.probe.probe == RENDERED:
+        return rendered_probe(
+            config.probe.probe_images, payload.preprocess.crop, progress=config.run.progress,
+            single_object=single_object,
+        )  # fmt: skip
+    return str(config.probe.probe)
