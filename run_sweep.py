@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from coin_scale.cli.common import add_llm_args
 from coin_scale.errors import UserError
 from coin_scale.explain.registry import explainer_help
+from coin_scale.records import LAYER_UNIT_KINDS
 
 if TYPE_CHECKING:
     from coin_scale.sweep.config import SweepConfig
@@ -49,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="random unit sets averaged in the faithfulness test")  # fmt: skip
     p.add_argument("--no-unit-scores", dest="unit_scores", action="store_false",
                    help="skip the per-explanation scores (predictive AUC, InterpScore)")  # fmt: skip
-    p.add_argument("--units", default="neuron", choices=("neuron", "sae"),
+    p.add_argument("--units", default="neuron", choices=LAYER_UNIT_KINDS,
                    help="the layer's channels (neuron, default) or the features of an SAE (sae)")  # fmt: skip
     p.add_argument("--sae", default=None,
                    help="SAE checkpoint of the layer (coin-scale train-sae --out); with --units sae")  # fmt: skip
@@ -82,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
 def sweep_config(args: argparse.Namespace) -> SweepConfig:
     """The flags (and YAML keys) grouped into the sweep stages' configs."""
     from coin_scale.cli.common import llm_settings
-    from coin_scale.explain.llm import default_cache_dir
+    from coin_scale.explain.llm import llm_request_cache
     from coin_scale.explain.registry import get_explainer
     from coin_scale.sweep import config as c
 
@@ -94,7 +95,7 @@ def sweep_config(args: argparse.Namespace) -> SweepConfig:
     probe = None if str(args.probe).lower() == "none" else args.probe
     entry = get_explainer(args.explainer)
     llm = (
-        llm_settings(args, args.explainer, default_cache_dir(args.warehouse))
+        llm_settings(args, args.explainer, llm_request_cache(args.warehouse))
         if entry.uses_llm
         else None
     )
@@ -171,11 +172,11 @@ def print_outcome(outcome) -> None:  # type: ignore[no-untyped-def]
         print(f"  note: {hint}")
     for name, value in e.terms:
         print(f"  = {TERM_WORDS.get(name, name)}: {value:+.4f}  (in no {e.unit_noun})")
-    if e.bias is not None:
+    if e.head_bias is not None:
         total = sum(f.contribution for f in e.positive + e.negative)
         parts = "".join(f" + {TERM_WORDS.get(n, n)}" for n, _ in e.terms)
         print(f"  ({noun} shown sum to {total:+.3f}; with the other {noun}{parts} and bias "
-              f"{e.bias:+.3f}: {e.logit:.3f})")  # fmt: skip
+              f"{e.head_bias:+.3f}: {e.logit:.3f})")  # fmt: skip
     _print_chain(e)
     _print_scores(e)
     print()

@@ -1,5 +1,5 @@
 """Where coin-scale keeps what it builds once and reuses: `$COIN_SCALE_CACHE`, else
-`~/.cache/coin-scale` (trained probe models, rendered probe sets, node-local stand-ins for object
+`~/.cache/coin-scale` (trained probe CNNs, rendered probe sets, node-local stand-ins for object
 store warehouses, request caches)."""
 
 from __future__ import annotations

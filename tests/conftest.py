@@ -35,10 +35,10 @@ def probe_dir(tmp_path_factory) -> Path:
 def trained_probe_cache(tmp_path_factory) -> Path:
     """A coin-scale cache holding the probe CNN, trained here once per session by the real recipe
     (about 2 minutes on 2 cores); tests point COIN_SCALE_CACHE at it."""
-    from coin_scale.sweep.inputs import probe_model
+    from coin_scale.sweep.inputs import probe_cnn_checkpoint
 
     cache = tmp_path_factory.mktemp("trained-cache")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("COIN_SCALE_CACHE", str(cache))
-        probe_model()
+        probe_cnn_checkpoint()
     return cache

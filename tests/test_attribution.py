@@ -26,7 +26,7 @@ def test_resnet_contributions_plus_bias_sum_to_the_logit():
     assert c.method == "exact_linear" and c.contributions.shape == (512,)
     assert c.class_index == int(logits.argmax())
     torch.testing.assert_close(
-        c.contributions.sum() + c.bias, logits[0, c.class_index].double(), rtol=1e-5, atol=1e-5
+        c.contributions.sum() + c.head_bias, logits[0, c.class_index].double(), rtol=1e-5, atol=1e-5
     )
     top = c.top(3)
     assert [v for _, v in top] == sorted([v for _, v in top], reverse=True) and top[0][1] > 0
@@ -41,7 +41,7 @@ def test_other_layers_and_heads_use_gradient_x_activation():
     assert c.method == "grad_x_activation" and c.class_index == 5 and c.contributions.shape == (256,)
     vgg = _seeded(torchvision.models.vgg11, num_classes=4)
     c = unit_contributions(vgg, "features", "nchw", torch.randn(1, 3, 64, 64))
-    assert c.contributions.shape == (512,) and c.bias is None
+    assert c.contributions.shape == (512,) and c.head_bias is None
 
 
 def test_last_block_is_the_block_before_the_classifier():

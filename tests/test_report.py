@@ -108,7 +108,7 @@ def make_explanation(root: Path, *, random_weights: bool = False) -> ClassExplan
         logit=5.21,
         layer="layer4",
         method="exact_linear",
-        bias=0.1,
+        head_bias=0.1,
         top_classes=(("red ball", 0.873), ("apple", 0.08), ("tomato", 0.02)),
         positive=positive,
         negative=negative,
@@ -202,7 +202,7 @@ def test_gradient_method_and_no_negatives(tmp_path):
     from dataclasses import replace
 
     e = replace(
-        make_explanation(tmp_path / "img"), method="grad_x_activation", bias=None, negative=()
+        make_explanation(tmp_path / "img"), method="grad_x_activation", head_bias=None, negative=()
     )
     text = "".join(_parse(render_report(e)).text)
     assert "gradient × activation" in text

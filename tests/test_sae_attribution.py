@@ -46,7 +46,7 @@ def test_features_bias_and_error_terms_sum_to_the_logit_exactly():
     assert c.class_index == int(logits.argmax())
     terms = dict(c.terms)
     assert set(terms) == {DECODER_BIAS_TERM, ERROR_TERM}
-    total = c.contributions.sum() + c.bias + terms[DECODER_BIAS_TERM] + terms[ERROR_TERM]
+    total = c.contributions.sum() + c.head_bias + terms[DECODER_BIAS_TERM] + terms[ERROR_TERM]
     torch.testing.assert_close(total, logits[0, c.class_index].double(), rtol=1e-6, atol=1e-6)
     # a random SAE reconstructs badly: the error term is large and honestly reported
     assert abs(terms[ERROR_TERM]) > 1e-3
@@ -69,7 +69,7 @@ def test_without_a_linear_head_the_split_uses_the_gradient():
     model, sae = _resnet(), _sae(256, 512, 8)
     x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(2))
     c = sae_contributions(model, "layer3", x, sae, class_index=4)
-    assert c.method == "grad_x_activation" and not c.exact and c.bias is None
+    assert c.method == "grad_x_activation" and not c.exact and c.head_bias is None
     assert c.class_index == 4 and c.contributions.shape == (512,)
     # the three parts add up to the neurons' gradient x activation (same first-order split)
     neurons = unit_contributions(model, "layer3", "nchw", x, class_index=4).contributions.sum()

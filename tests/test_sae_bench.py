@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from coin_scale.bench.sae_bench import (
-    SAEBenchConfig,
+from coin_scale.bench.sae_bench import SAEBenchConfig
+from coin_scale.bench.sae_summaries import (
     compare_top_n,
     compare_units,
     distribution,
@@ -225,26 +225,26 @@ def test_score_summary_counts_scorable_units_and_summarises_every_score():
 
 
 @pytest.fixture(scope="module")
-def tiny_probe_model(tmp_path_factory):
+def tiny_probe_cnn(tmp_path_factory):
     """A probe CNN trained for one epoch on 192 rendered 32 px images (seconds, not minutes)."""
-    from coin_scale.training.probe_model import (
+    from coin_scale.training.probe_cnn import (
         ProbeTrainConfig,
-        save_probe_model,
-        train_probe_model,
+        save_probe_cnn,
+        train_probe_cnn,
     )
 
     config = ProbeTrainConfig(n_train=192, n_val=48, epochs=1, size=32, batch_size=64, width=16,
                               threads=1, progress=False)  # fmt: skip
-    module, result = train_probe_model(config)
-    return save_probe_model(tmp_path_factory.mktemp("probe-model") / "tiny.pt", module, result)
+    module, result = train_probe_cnn(config)
+    return save_probe_cnn(tmp_path_factory.mktemp("probe-cnn") / "tiny.pt", module, result)
 
 
 @pytest.mark.slow
 def test_bench_sae_prints_consistent_json(
-    ray_cluster, tiny_probe_model, tmp_path, capsys, monkeypatch
+    ray_cluster, tiny_probe_cnn, tmp_path, capsys, monkeypatch
 ):
     monkeypatch.setenv("COIN_SCALE_CACHE", str(tmp_path))  # the scoring set is rendered there
-    args = ["bench", "sae", "--model", str(tiny_probe_model), "--expansion", "2", "--k", "4",
+    args = ["bench", "sae", "--model", str(tiny_probe_cnn), "--expansion", "2", "--k", "4",
             "--steps", "40", "--batch-tokens", "64", "--train-images", "64",
             "--heldout-images", "48", "--score-images", "64", "--work-dir", str(tmp_path),
             "--no-progress"]  # fmt: skip

@@ -13,26 +13,26 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture()
-def probe_model_path(trained_probe_cache, monkeypatch) -> str:
-    from coin_scale.sweep.inputs import probe_model
+def probe_cnn_path(trained_probe_cache, monkeypatch) -> str:
+    from coin_scale.sweep.inputs import probe_cnn_checkpoint
 
     monkeypatch.setenv("COIN_SCALE_CACHE", str(trained_probe_cache))
-    return probe_model()
+    return probe_cnn_checkpoint()
 
 
-@pytest.mark.timeout(1200)  # the session fixture may train the probe model first
-def test_top_unit_labels_name_the_predicted_shape(ray_cluster, probe_model_path, tmp_path):
+@pytest.mark.timeout(1200)  # the session fixture may train the probe CNN first
+def test_top_unit_labels_name_the_predicted_shape(ray_cluster, probe_cnn_path, tmp_path):
     result = evaluate_label_quality(
-        QualityConfig(model=probe_model_path, targets=40, probe_images=600, warehouse=str(tmp_path))
+        QualityConfig(model=probe_cnn_path, targets=40, probe_images=600, warehouse=str(tmp_path))
     )
     assert result["prediction_accuracy"] >= 0.85
     assert result["any_topk_label_names_class"] >= 0.75, result
 
 
-@pytest.mark.timeout(1200)  # the session fixture may train the probe model first
-def test_the_chain_is_faithful_and_names_the_class(ray_cluster, probe_model_path, tmp_path):
+@pytest.mark.timeout(1200)  # the session fixture may train the probe CNN first
+def test_the_chain_is_faithful_and_names_the_class(ray_cluster, probe_cnn_path, tmp_path):
     result = run_chain_bench(
-        ChainBenchConfig(model=probe_model_path, targets=20, probe_images=600, draws=10,
+        ChainBenchConfig(model=probe_cnn_path, targets=20, probe_images=600, draws=10,
                          warehouse=str(tmp_path))  # fmt: skip
     )
     # issue 7's bar: the top-8 chain units of the last layer drop the margin >= 5x more than 8
@@ -42,8 +42,8 @@ def test_the_chain_is_faithful_and_names_the_class(ray_cluster, probe_model_path
     assert result["chain_names_class_by_layer"]["layer4"] >= 0.75, result
 
 
-@pytest.mark.timeout(1200)  # the session fixture may train the probe model first
-def test_every_explanation_is_scored_and_predicts_its_unit(ray_cluster, probe_model_path, tmp_path, capsys):
+@pytest.mark.timeout(1200)  # the session fixture may train the probe CNN first
+def test_every_explanation_is_scored_and_predicts_its_unit(ray_cluster, probe_cnn_path, tmp_path, capsys):
     import run_sweep
     from coin_scale.storage import run_query
 
@@ -52,7 +52,7 @@ def test_every_explanation_is_scored_and_predicts_its_unit(ray_cluster, probe_mo
     ratings = tmp_path / "ratings.csv"
     ratings.write_text("layer,unit,soft_correct\n" + "".join(
         f"layer4,{u},1\nlayer4,{u},0.5\n" for u in range(0, 128, 2)))  # fmt: skip
-    argv = ["--model", probe_model_path, "--probe-images", "600", "--warehouse", str(wh),
+    argv = ["--model", probe_cnn_path, "--probe-images", "600", "--warehouse", str(wh),
             "--run-id", "q1", "--no-progress", "--human-ratings", str(ratings)]  # fmt: skip
     assert run_sweep.main(argv) == 0
     assert "explanation scores on 256 held-out rendered images" in capsys.readouterr().out

@@ -88,12 +88,12 @@ def test_a_sweep_explains_the_prediction_with_sae_features(ray_cluster, tmp_path
     terms = dict(c.terms)
     assert error == pytest.approx(terms["sae_error"], abs=1e-9)
     assert decoder_bias == pytest.approx(terms["sae_decoder_bias"], abs=1e-9)
-    assert head_bias == pytest.approx(c.bias) and logit == pytest.approx(c.logit, rel=1e-6)
+    assert head_bias == pytest.approx(c.head_bias) and logit == pytest.approx(c.logit, rel=1e-6)
     torch.testing.assert_close(
         torch.tensor([u[2] for u in units], dtype=torch.float64),
         c.contributions[[u[0] for u in units]],
     )
-    full = c.contributions.sum() + c.bias + terms["sae_error"] + terms["sae_decoder_bias"]
+    full = c.contributions.sum() + c.head_bias + terms["sae_error"] + terms["sae_decoder_bias"]
     assert float(full) == pytest.approx(logit, abs=1e-4)
 
 

@@ -153,3 +153,26 @@ class Dispatcher:
             health.succeeded(slot)
             return value
         raise AssertionError("unreachable: the last attempt's loss raises")
+
+
+class DispatchedPool:
+    """What every pool shares: its actors behind one `Dispatcher` (`self.dispatch`)."""
+
+    dispatch: Dispatcher
+
+    @property
+    def actors(self) -> list[Any]:
+        return self.dispatch.actors
+
+    @property
+    def resubmitted(self) -> int:
+        """Items sent to another actor because theirs was lost (each may have run once already)."""
+        return self.dispatch.resubmitted
+
+    def pids(self) -> list[int]:
+        """Each actor's process id, in order."""
+        return list(ray.get([actor.pid.remote() for actor in self.actors]))
+
+    def shutdown(self) -> None:
+        for actor in self.actors:
+            ray.kill(actor)

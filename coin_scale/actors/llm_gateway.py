@@ -20,7 +20,7 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
-from coin_scale.actors.dispatch import Dispatcher
+from coin_scale.actors.dispatch import DispatchedPool, Dispatcher
 from coin_scale.actors.rate_limiter import RemoteLimiter, shared_rate_limiter
 from coin_scale.llm.cache import RequestCache
 from coin_scale.llm.gateway import CallMeta, Gateway, GatewayConfig, GatewayFailed, GatewayReply
@@ -79,7 +79,7 @@ def _give_up(what: str, attempts: int, err: BaseException) -> BaseException:
     )
 
 
-class GatewayPool:
+class GatewayPool(DispatchedPool):
     """`actors` gateway actors for one provider and model; each call goes to the least loaded
     live actor, and a call whose actor died is resubmitted to another (up to `max_attempts`)."""
 
@@ -106,15 +106,6 @@ class GatewayPool:
         )
         self.max_attempts = max_attempts
         self._rows: list[llm_calls.Row] = []
-
-    @property
-    def actors(self) -> list[Any]:
-        return self.dispatch.actors
-
-    @property
-    def resubmitted(self) -> int:
-        """Calls sent again because their actor died (each may have been paid once already)."""
-        return self.dispatch.resubmitted
 
     async def complete(self, request: ChatRequest, meta: CallMeta) -> GatewayReply:
         """One request; raises `GatewayFailed` (its ledger row is kept), or `RuntimeError` when
@@ -143,11 +134,3 @@ class GatewayPool:
             except (RayActorError, GetTimeoutError) as err:  # dead for good: nothing to free
                 log.debug("gateway ledger drain: %s", err)
         return rows
-
-    def pids(self) -> list[int]:
-        """Each actor's process id, in order."""
-        return list(ray.get([actor.pid.remote() for actor in self.actors]))
-
-    def shutdown(self) -> None:
-        for actor in self.actors:
-            ray.kill(actor)

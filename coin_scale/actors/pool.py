@@ -9,12 +9,12 @@ from typing import Any
 
 import ray
 
-from coin_scale.actors.dispatch import Dispatcher
+from coin_scale.actors.dispatch import DispatchedPool, Dispatcher
 from coin_scale.actors.replica import ModelReplica, WorkRef
 from coin_scale.models.batches import Batch, BatchResult, MapsResult, ReplicaWork
 
 
-class ReplicaPool:
+class ReplicaPool(DispatchedPool):
     """N replicas; `run` yields every batch's result exactly once, resubmitting after a crash."""
 
     def __init__(
@@ -44,15 +44,6 @@ class ReplicaPool:
         )
         self.in_flight_each = in_flight_each
         self.max_attempts = max_attempts
-
-    @property
-    def actors(self) -> list[Any]:
-        return self.dispatch.actors
-
-    @property
-    def resubmitted(self) -> int:
-        """Batches sent to another replica because theirs was lost."""
-        return self.dispatch.resubmitted
 
     def run(
         self, batches: Sequence[Batch], on_resubmit: Callable[[int, str], None] | None = None
@@ -92,10 +83,3 @@ class ReplicaPool:
         """Block until every replica has loaded its model (start-up is timed apart from throughput)."""
         ray.get([actor.load.remote(self.work) for actor in self.actors])
         self.startup_seconds = time.perf_counter() - self._created
-
-    def pids(self) -> list[int]:
-        return ray.get([actor.pid.remote() for actor in self.actors])
-
-    def shutdown(self) -> None:
-        for actor in self.actors:
-            ray.kill(actor)

@@ -17,7 +17,7 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, RayTaskError
 
-from coin_scale.actors.dispatch import Dispatcher
+from coin_scale.actors.dispatch import DispatchedPool, Dispatcher
 from coin_scale.actors.render_batches import (
     UNITY_SLOT,
     InRequestOrder,
@@ -46,7 +46,7 @@ def _give_up(what: str, attempts: int, err: BaseException) -> BaseException:
     )
 
 
-class RenderPool:
+class RenderPool(DispatchedPool):
     """N render workers. Implements `render_many`, so it can back `unity_pool.tools`."""
 
     def __init__(self, config: RenderPoolConfig | None = None) -> None:
@@ -72,11 +72,6 @@ class RenderPool:
     @property
     def workers(self) -> list[Any]:
         return self.dispatch.actors
-
-    @property
-    def resubmitted(self) -> int:
-        """Batches sent to another worker because their actor died."""
-        return self.dispatch.resubmitted
 
     def __enter__(self) -> RenderPool:
         return self

@@ -64,6 +64,10 @@ class RenderWorker:
     def status(self) -> WorkerStatus:
         return WorkerStatus(worker_pid=os.getpid(), backend=self.renderer.status())
 
+    def pid(self) -> int:
+        """This actor's process id (as every pool's actors answer it)."""
+        return os.getpid()
+
     def shutdown(self) -> None:
         """Stop the backend process (the pool then kills the actor)."""
         self.renderer.stop()

@@ -1,4 +1,4 @@
-"""Does the chain matter, and does it read right? On the probe-trained model, over rendered targets:
+"""Does the chain matter, and does it read right? On the probe CNN, over rendered targets:
 ablating the last layer's top-k chain units vs k random units (the logit margin's drop), and
 whether the chain's labels name the predicted class's defining attribute."""
 
@@ -25,7 +25,7 @@ class ChainBenchConfig:
     """One faithfulness evaluation of chains on rendered targets."""
 
     model: str
-    """A probe-model checkpoint (classes are values of `attribute`)."""
+    """A probe CNN checkpoint (classes are values of `attribute`)."""
     layers: tuple[str, ...] = ("layer2", "layer3", "layer4")
     attribute: str = "shape"
     targets: int = 50
@@ -49,7 +49,7 @@ def run_chain_bench(config: ChainBenchConfig) -> dict[str, Any]:
     from coin_scale.explain import OfflineExplainerConfig, explain_units
     from coin_scale.probe.rendered import rendered_probe
     from coin_scale.sweep.evidence import layer_evidence
-    from coin_scale.training.probe_model import get_task, render_dataset
+    from coin_scale.training.probe_cnn import get_task, render_dataset
 
     start = time.perf_counter()
     payload = resolve_model(ModelSource(model=config.model))

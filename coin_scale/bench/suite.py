@@ -44,7 +44,7 @@ class SuiteConfig:
     """Length of the gateway's rate measurement."""
     llm_latency_s: float = 0.2
     sweep_model: str = "probe"
-    """Model of the timed sweep (`probe`: the probe-trained CNN, trained on first use)."""
+    """Model of the timed sweep (`probe`: the probe CNN, trained on first use)."""
     sweep_weights: str = "default"
     sweep_probe_images: int = 1000
     replicas: tuple[int, ...] = (1, 2)

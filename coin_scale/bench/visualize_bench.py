@@ -469,7 +469,7 @@ class VisualizeBenchRun:
     """What `coin-scale bench visualize` resolves: model, layer, probe set and outputs."""
 
     model: str
-    """A checkpoint or model name (the CLI turns `probe` into the cached probe model's path)."""
+    """A checkpoint or model name (the CLI turns `probe` into the cached probe CNN's path)."""
     weights: str = "default"
     layer: str | None = None
     """Layer of the units (None: the model's last block)."""

@@ -13,7 +13,7 @@ from coin_scale.models.layers import SPATIAL_DIMS, Layout
 
 Method = Literal["exact_linear", "exact_sae_decoder", "grad_x_activation"]
 EXACT_METHODS: tuple[Method, ...] = ("exact_linear", "exact_sae_decoder")
-"""Methods whose contributions, bias and terms add up to the logit exactly."""
+"""Methods whose contributions, head bias and terms add up to the logit exactly."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,13 +24,14 @@ class UnitContributions:
     class_index: int
     logit: float
     contributions: torch.Tensor
-    """float64 (unit,). With method exact_linear, contributions.sum() + bias == logit."""
-    bias: float | None
+    """float64 (unit,). With method exact_linear, contributions.sum() + head_bias == logit."""
+    head_bias: float | None
     """The head's bias for the class (exact methods only)."""
     method: Method
     terms: tuple[tuple[str, float], ...] = ()
     """Named parts of the logit that belong to no unit, e.g. an SAE's decoder bias and its
-    reconstruction error. With an exact method, contributions.sum() + bias + terms == logit."""
+    reconstruction error. With an exact method, contributions.sum() + head_bias + terms ==
+    logit."""
 
     @property
     def exact(self) -> bool:
@@ -90,9 +91,9 @@ def unit_contributions(
             cls = int(logits[0].argmax()) if class_index is None else class_index
             pooled = acts[0].double().mean(dim=(1, 2))
             contributions = head.weight[cls].double() * pooled
-            bias = float(head.bias[cls]) if head.bias is not None else 0.0
+            head_bias = float(head.bias[cls]) if head.bias is not None else 0.0
         return UnitContributions(
-            layer, cls, float(logits[0, cls]), contributions, bias, "exact_linear"
+            layer, cls, float(logits[0, cls]), contributions, head_bias, "exact_linear"
         )
     with torch.enable_grad():
         logits, acts = forward_keeping(module, layer, inputs)

@@ -59,8 +59,10 @@ def sae_contributions(
             (DECODER_BIAS_TERM, float(decoder_bias @ weight)),
             (ERROR_TERM, float(error.mean(dim=0) @ weight)),
         )
-        bias = float(head.bias[cls].detach()) if head.bias is not None else 0.0
-        return UnitContributions(layer, cls, logit, contributions, bias, "exact_sae_decoder", terms)
+        head_bias = float(head.bias[cls].detach()) if head.bias is not None else 0.0
+        return UnitContributions(
+            layer, cls, logit, contributions, head_bias, "exact_sae_decoder", terms
+        )
     gradient = tokens_from_conv(grad.detach()[:1]).double()  # (position, channel)
     contributions = (codes * (gradient @ directions.T)).sum(dim=0)
     terms = (

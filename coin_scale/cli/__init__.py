@@ -12,7 +12,7 @@ from coin_scale.errors import UserError
 # Subcommand modules under coin_scale.cli; each defines register(subparsers) -> None and sets
 # `func(args) -> int` on its parser.
 COMMANDS = (
-    "layers", "dissect", "query", "compact", "bench", "render", "train_probe_model", "train_sae",
+    "layers", "dissect", "query", "compact", "bench", "render", "train_probe_cnn", "train_sae",
     "eval", "interpscore", "visualize",
 )
 

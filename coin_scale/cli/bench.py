@@ -10,6 +10,20 @@ import sys
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("bench", help="throughput benchmarks (JSON on stdout)")
     benches = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
+    _register_dissect(benches)
+    _register_render(benches)
+    _register_explain(benches)
+    _register_sweep_quality(benches)
+    _register_llm(benches)
+    _register_sae(benches)
+    _register_chain(benches)
+    _register_visualize(benches)
+    from coin_scale.cli.bench_suite import register_suite
+
+    register_suite(benches)
+
+
+def _register_dissect(benches: argparse._SubParsersAction) -> None:
     d = benches.add_parser(
         "dissect", help="dissection pipeline vs bare model forward (same batch size and device)"
     )
@@ -22,6 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--repeats", type=int, default=3)
     d.add_argument("--address", default=None)
     d.set_defaults(func=run_dissect)
+
+
+def _register_render(benches: argparse._SubParsersAction) -> None:
     r = benches.add_parser(
         "render", help="render images/s: in process, through one server, through a RenderPool"
     )
@@ -32,6 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--repeats", type=int, default=3)
     r.add_argument("--address", default=None)
     r.set_defaults(func=run_render)
+
+
+def _register_explain(benches: argparse._SubParsersAction) -> None:
     e = benches.add_parser(
         "explain", help="offline explainer on a synthetic layer with planted formulas (CPU)"
     )
@@ -43,9 +63,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
     )
     e.set_defaults(func=run_explain)
+
+
+def _register_sweep_quality(benches: argparse._SubParsersAction) -> None:
     q = benches.add_parser(
         "sweep-quality",
-        help="on the probe-trained model: do the top units' labels name the predicted class?",
+        help="on the probe CNN: do the top units' labels name the predicted class?",
     )
     q.add_argument("--model", default="probe", help="probe (cached, trained on first use) or PATH")
     q.add_argument("--targets", type=int, default=50, help="rendered single-object targets")
@@ -54,6 +77,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--probe-images", type=int, default=1000)
     q.add_argument("--warehouse", default="warehouse")
     q.set_defaults(func=run_sweep_quality)
+
+
+def _register_llm(benches: argparse._SubParsersAction) -> None:
     m = benches.add_parser(
         "llm",
         help="LLM gateway and agents against a local fake server: rate limit, concurrency, faults",
@@ -66,9 +92,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--parts", default="rate,concurrency,faults", help="comma-separated parts")
     m.add_argument("--address", default=None)
     m.set_defaults(func=run_llm)
+
+
+def _register_sae(benches: argparse._SubParsersAction) -> None:
     s = benches.add_parser(
         "sae",
-        help="on the probe-trained model: an SAE's FVU, L0, dead latents and IoU vs neurons",
+        help="on the probe CNN: an SAE's FVU, L0, dead latents and IoU vs neurons",
     )
     s.add_argument("--model", default="probe", help="probe (cached, trained on first use) or PATH")
     s.add_argument("--layer", default="layer4", help="conv layer or block (default layer4)")
@@ -100,9 +129,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--address", default=None)
     s.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     s.set_defaults(func=run_sae)
+
+
+def _register_chain(benches: argparse._SubParsersAction) -> None:
     c = benches.add_parser(
         "chain",
-        help="on the probe-trained model: ablating the chain's units vs random ones, and labels",
+        help="on the probe CNN: ablating the chain's units vs random ones, and labels",
     )
     c.add_argument("--model", default="probe", help="probe (cached, trained on first use) or PATH")
     c.add_argument("--layers", default="layer2,layer3,layer4", help="the chain, input side first")
@@ -116,9 +148,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--probe-images", type=int, default=1000)
     c.add_argument("--warehouse", default="warehouse")
     c.set_defaults(func=run_chain)
+
+
+def _register_visualize(benches: argparse._SubParsersAction) -> None:
     v = benches.add_parser(
         "visualize",
-        help="on the probe-trained model: each unit's visualization vs its top probe exemplar",
+        help="on the probe CNN: each unit's visualization vs its top probe exemplar",
     )
     v.add_argument("--model", default="probe", help="probe (cached, trained on first use) or PATH")
     v.add_argument("--weights", default="default")
@@ -144,9 +179,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--sheet-units", type=int, default=32, help="units on the sheet (default 32)")
     v.add_argument("--no-progress", action="store_true", help="no per-unit lines on stderr")
     v.set_defaults(func=run_visualize)
-    from coin_scale.cli.bench_suite import register_suite
-
-    register_suite(benches)
 
 
 def run_dissect(args: argparse.Namespace) -> int:
@@ -200,12 +232,12 @@ def run_explain(args: argparse.Namespace) -> int:
 
 def run_sweep_quality(args: argparse.Namespace) -> int:
     from coin_scale.errors import UserError
-    from coin_scale.sweep.inputs import probe_model
+    from coin_scale.sweep.inputs import probe_cnn_checkpoint
     from coin_scale.sweep.quality import QualityConfig, evaluate_label_quality
 
     if args.targets < 1 or args.top_k < 1:
         raise UserError("--targets and --top-k must be at least 1")
-    model = probe_model() if args.model == "probe" else args.model
+    model = probe_cnn_checkpoint() if args.model == "probe" else args.model
     config = QualityConfig(
         model=model, targets=args.targets, top_k=args.top_k, probe=args.probe,
         probe_images=args.probe_images, warehouse=args.warehouse,
@@ -247,12 +279,12 @@ def _top_n_sizes(text: str | None) -> tuple[int, ...] | None:
 def run_sae(args: argparse.Namespace) -> int:
     from coin_scale.bench.sae_bench import SAEBenchConfig, run_sae_bench
     from coin_scale.errors import UserError
-    from coin_scale.sweep.inputs import probe_model
+    from coin_scale.sweep.inputs import probe_cnn_checkpoint
 
     try:
         top_n = _top_n_sizes(args.top_n)
         config = SAEBenchConfig(
-            model=probe_model() if args.model == "probe" else args.model, layer=args.layer,
+            model=probe_cnn_checkpoint() if args.model == "probe" else args.model, layer=args.layer,
             expansion=args.expansion, k=args.k, kind=args.kind, steps=args.steps,
             batch_tokens=args.batch_tokens, train_images=args.train_images,
             heldout_images=args.heldout_images, train_seed=args.train_seed,
@@ -265,7 +297,7 @@ def run_sae(args: argparse.Namespace) -> int:
     report = run_sae_bench(config, progress=not args.no_progress)
     print(json.dumps(report, indent=2))
     if report["scores"] is not None:
-        from coin_scale.bench.sae_bench import format_score_table
+        from coin_scale.bench.sae_summaries import format_score_table
 
         for subset in (None, "full_mask"):
             print(format_score_table(report["scores"], subset) + "\n", file=sys.stderr)
@@ -275,13 +307,13 @@ def run_sae(args: argparse.Namespace) -> int:
 def run_chain(args: argparse.Namespace) -> int:
     from coin_scale.bench.chain_bench import ChainBenchConfig, run_chain_bench
     from coin_scale.errors import UserError
-    from coin_scale.sweep.inputs import probe_model
+    from coin_scale.sweep.inputs import probe_cnn_checkpoint
 
     if min(args.targets, args.top_k, args.fanout, args.draws) < 1:
         raise UserError("--targets, --top-k, --fanout and --draws must be at least 1")
     layers = tuple(name.strip() for name in args.layers.split(",") if name.strip())
     config = ChainBenchConfig(
-        model=probe_model() if args.model == "probe" else args.model, layers=layers,
+        model=probe_cnn_checkpoint() if args.model == "probe" else args.model, layers=layers,
         targets=args.targets, top_k=args.top_k, fanout=args.fanout, method=args.chain_method,
         draws=args.draws, probe=args.probe, probe_images=args.probe_images,
         warehouse=args.warehouse,
@@ -298,7 +330,7 @@ def run_visualize(args: argparse.Namespace) -> int:
     )
     from coin_scale.cli.visualize import parse_units
     from coin_scale.errors import UserError
-    from coin_scale.sweep.inputs import probe_model
+    from coin_scale.sweep.inputs import probe_cnn_checkpoint
 
     if args.probe_images < 1 or args.sheet_units < 1:
         raise UserError("--probe-images and --sheet-units must be at least 1")
@@ -311,7 +343,7 @@ def run_visualize(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise UserError(f"bench visualize: {err}") from None
     run = VisualizeBenchRun(
-        model=probe_model() if args.model == "probe" else args.model, weights=args.weights,
+        model=probe_cnn_checkpoint() if args.model == "probe" else args.model, weights=args.weights,
         layer=args.layer, probe=args.probe, probe_images=args.probe_images, out=args.out,
         sheet=args.sheet, sheet_units=args.sheet_units, progress=not args.no_progress,
     )  # fmt: skip

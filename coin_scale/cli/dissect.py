@@ -15,6 +15,7 @@ from coin_scale.cli.common import (
 )
 from coin_scale.errors import UserError
 from coin_scale.explain.registry import explainer_help, explainer_names, get_explainer
+from coin_scale.records import LAYER_UNIT_KINDS
 
 if TYPE_CHECKING:
     from coin_scale.explain.whole_layer import LayerExplanations
@@ -31,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--quantile", type=float, default=0.99, help="threshold quantile")
     parser.add_argument("--reduction", choices=["max", "mean"], default="max",
                         help="spatial reduction of a unit's map to one value per image")  # fmt: skip
-    parser.add_argument("--units", choices=["neuron", "sae"], default="neuron",
+    parser.add_argument("--units", choices=LAYER_UNIT_KINDS, default="neuron",
                         help="neuron: the layer's channels; sae: the latents of --sae")  # fmt: skip
     parser.add_argument("--sae", default=None, metavar="PATH",
                         help="SAE checkpoint of this layer (train-sae --out); needs --units sae")  # fmt: skip
@@ -176,9 +177,9 @@ def _print_explanations(layer: LayerExplanations, args: argparse.Namespace, *, o
 
 
 def _llm_settings(args: argparse.Namespace) -> Any:
-    from coin_scale.explain.llm import default_cache_dir
+    from coin_scale.explain.llm import llm_request_cache
 
-    return llm_settings(args, args.explainer, default_cache_dir(args.warehouse))
+    return llm_settings(args, args.explainer, llm_request_cache(args.warehouse))
 
 
 def _llm_plan(prepared: Any, estimate: Any, provider: str) -> list[str]:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from coin_scale.cli.common import add_model_args, add_warehouse_arg
 from coin_scale.errors import UserError
+from coin_scale.records import LAYER_UNIT_KINDS
 
 if TYPE_CHECKING:
     import torch
@@ -27,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--layer", required=True, help="layer of the units (`coin-scale layers`)")
     parser.add_argument("--unit", required=True,
                         help="unit index or a list of indices and ranges, e.g. 0-3,7")  # fmt: skip
-    parser.add_argument("--units", choices=["neuron", "sae"], default="neuron",
+    parser.add_argument("--units", choices=LAYER_UNIT_KINDS, default="neuron",
                         help="neuron: the layer's channels; sae: the latents of --sae")  # fmt: skip
     parser.add_argument("--sae", default=None, metavar="PATH",
                         help="SAE checkpoint of this layer (train-sae --out); needs --units sae")  # fmt: skip

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any
 
 from coin_scale.models.activations import REDUCTIONS, Reduction
-
-UnitKind = Literal["neuron", "sae"]
-"""What a layer's units are: its channels (neurons) or the latents of an SAE trained on it."""
-UNIT_KINDS: tuple[UnitKind, ...] = ("neuron", "sae")
+from coin_scale.records import LAYER_UNIT_KINDS, LayerUnitKind
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,7 +44,7 @@ class DissectConfig:
     keep_activations: bool = False
     """Also store the dense (image, unit) float16 activation matrix for explainers (size:
     images x units x 2 bytes; meant for probe sets of thousands of images, not millions)."""
-    units: UnitKind = "neuron"
+    units: LayerUnitKind = "neuron"
     """neuron: the layer's channels; sae: the latents of the SAE checkpoint `sae` of this layer."""
     sae: str | None = None
     """SAE checkpoint (`train-sae --out`) whose latents are the units; only with units sae."""
@@ -80,9 +77,10 @@ class DissectConfig:
 
 
 def check_units(units: str, sae: str | None) -> None:
-    """ValueError unless `units` is a unit kind and an SAE checkpoint comes with `sae` units only."""
-    if units not in UNIT_KINDS:
-        raise ValueError(f"unknown units {units!r}; available: {', '.join(UNIT_KINDS)}")
+    """ValueError unless `units` is a layer's unit kind and an SAE checkpoint comes with `sae`
+    units only."""
+    if units not in LAYER_UNIT_KINDS:
+        raise ValueError(f"unknown units {units!r}; available: {', '.join(LAYER_UNIT_KINDS)}")
     if units == "sae" and not sae:
         raise ValueError("--units sae needs --sae PATH, the SAE checkpoint of the layer")
     if units != "sae" and sae:

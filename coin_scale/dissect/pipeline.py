@@ -45,7 +45,7 @@ from coin_scale.models.activations import SAEUnits
 from coin_scale.models.batches import BatchResult, BatchRunner, OpenReplicas, ReplicaWork
 from coin_scale.models.zoo import SYNTHETIC_UNITS_ARCH
 from coin_scale.probe import ProbeSet, scan_probe
-from coin_scale.records import UnitKind as StoredKind
+from coin_scale.records import UnitKind
 from coin_scale.storage import Warehouse
 from coin_scale.storage.runs import RunRecorder, new_run_id
 
@@ -92,7 +92,7 @@ class DissectPlan:
         return self.sae.config.d_sae if self.sae else self.layer.units
 
     @property
-    def unit_kind(self) -> StoredKind:
+    def unit_kind(self) -> UnitKind:
         """What the rows call the units: `sae` latents, `synthetic` units (a checkpoint of
         `coin_scale.models.synthetic_model`, whose formulas are known) or `neuron` channels."""
         if self.sae:
@@ -388,7 +388,7 @@ def _persist(
     warehouse.write("dissections", pa.Table.from_pylist([row]), key=did)
 
 
-def _with_kind(table: pa.Table, kind: StoredKind) -> pa.Table:
+def _with_kind(table: pa.Table, kind: UnitKind) -> pa.Table:
     """`table` with every row's `kind` set to `kind` (the table builders write 'neuron')."""
     if kind == "neuron":
         return table

@@ -275,8 +275,9 @@ async def _run_all(prepared, subjects, make_tools, complete, *, run_id, progress
         bar.close()
 
 
-def default_cache_dir(warehouse: str) -> str:
-    """The request cache of a warehouse: a rerun of a sweep pays only for new requests.
+def llm_request_cache(warehouse: str) -> str:
+    """The LLM request cache of a warehouse (`<warehouse>/_cache/llm`): a rerun of a sweep pays
+    only for new requests.
 
     Node-local for a warehouse on an object store (see `coin_scale.storage.fs.local_dir`)."""
     from coin_scale.storage.fs import local_dir

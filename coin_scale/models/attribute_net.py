@@ -45,7 +45,7 @@ def concept_names(heads: Sequence[Sequence[Any]]) -> tuple[str, ...]:
 
 
 class AttributeNet(nn.Module):
-    """The probe model's body (`ProbeCNN`'s stem and four normalisation-free residual blocks)
+    """The probe CNN's body (`ProbeCNN`'s stem and four normalisation-free residual blocks)
     -> features -> one logit per concept.
 
     At 64 px: stem -> (16, 32, 32), layer1 -> (32, 16, 16), layer2 -> (64, 8, 8),

@@ -1,7 +1,7 @@
-"""The probe CNN: the small normalisation-free ResNet of coin-scale's ground-truth probe model
-(`coin-scale train-probe-model`), and its body, which the attribute net shares. Like every
-classifier the engine attributes exactly, it ends in `avgpool -> flatten -> fc` right after its
-last block."""
+"""The probe CNN: the small normalisation-free ResNet coin-scale trains on rendered scenes, a
+model with known ground truth (`coin-scale train-probe-cnn`), and its body, which the attribute
+net shares. Like every classifier the engine attributes exactly, it ends in
+`avgpool -> flatten -> fc` right after its last block."""
 
 from __future__ import annotations
 
@@ -83,5 +83,5 @@ def probe_body(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 @register("probe_cnn")
 def probe_cnn(*, num_classes: int = 10, width: int = 128) -> nn.Module:
-    """`ProbeCNN`: the architecture of the ground-truth probe model (`coin-scale train-probe-model`)."""
+    """`ProbeCNN`: the architecture of the ground-truth probe CNN (`coin-scale train-probe-cnn`)."""
     return ProbeCNN(num_classes=num_classes, width=width)

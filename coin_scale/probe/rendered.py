@@ -27,7 +27,7 @@ def rendered_probe(
     `root_dir/probes` (default: the coin-scale cache); `seed` picks the scenes.
 
     `single_object` draws one large object per image and no distractors, like the scenes the
-    probe model was trained on: every image's attributes then describe everything in it, and
+    probe CNN was trained on: every image's attributes then describe everything in it, and
     object size (a nuisance that model never saw vary) does not dominate the units' masks."""
     from unity_pool.probeset import ProbeSetParams, write_probe_set
 

@@ -212,11 +212,11 @@ def _bias_line(e: ClassExplanation) -> str:
         f' · {_esc(TERM_WORDS.get(name, name))} <span class="mono">{value:+.3f}</span>'
         for name, value in e.terms
     )
-    if e.bias is None:
+    if e.head_bias is None:
         return terms
     total = sum(u.contribution for u in e.positive) + sum(u.contribution for u in e.negative)
     return (
-        f' · bias <span class="mono">{e.bias:+.3f}</span>{terms}'
+        f' · bias <span class="mono">{e.head_bias:+.3f}</span>{terms}'
         f' · logit <span class="mono">{e.logit:.3f}</span>'
         f" · the {_esc(_plural(e).lower())} shown sum to "
         f'<span class="mono">{total:+.3f}</span> (the layer\'s other {_esc(_plural(e).lower())} '

@@ -11,12 +11,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from coin_scale.chain.graph import EDGE_METHODS, EdgeMethod
-from coin_scale.dissect.config import UnitKind, check_units
+from coin_scale.dissect.config import check_units
 from coin_scale.explain.llm import LLMExplainerConfig
 from coin_scale.explain.registry import get_explainer
+from coin_scale.records import LayerUnitKind
 
-PROBE_MODEL = "probe"
-"""`--model probe`: the CNN coin-scale trains on its rendered scenes (trained once, cached)."""
+PROBE_CNN = "probe"
+"""`--model probe`: the probe CNN, which coin-scale trains on its rendered scenes (trained once,
+cached)."""
 RENDERED = "rendered"
 """`--probe rendered`: a rendered probe set with ground-truth attributes (rendered once, cached)."""
 
@@ -27,8 +29,9 @@ class TargetConfig:
 
     image: str | None = None
     """The image whose prediction is explained; default a rendered scene (saved in the warehouse)."""
-    model: str = PROBE_MODEL
-    """torchvision model name, a coin-scale checkpoint, or `probe` (trained on first use)."""
+    model: str = PROBE_CNN
+    """torchvision model name, a coin-scale checkpoint, or `probe`: the probe CNN (trained on
+    first use)."""
     weights: str = "default"
     """default | none | weights enum name | state-dict path (ignored for checkpoints)."""
     seed: int = 0
@@ -45,7 +48,7 @@ class SelectionConfig:
     """A chain of layers, input side first, comma-separated (e.g. `layer2,layer3,layer4`): the
     last one's units drive the class, each earlier layer's units drive the next's. Replaces
     `layer`."""
-    units: UnitKind = "neuron"
+    units: LayerUnitKind = "neuron"
     """What the layer's units are: `neuron` (its channels) or `sae` (the features of the SAE
     checkpoint `sae`, trained on this layer by `coin-scale train-sae`)."""
     sae: str | None = None

@@ -1,4 +1,4 @@
-"""The sweep's embedded defaults: a rendered target image, a rendered probe set, the probe model."""
+"""The sweep's embedded defaults: a rendered target image, a rendered probe set, the probe CNN."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def rendered_target(warehouse: str, seed: int, size: int) -> str:
     from unity_pool.sampling import sample_scenes
 
     scene = next(s for s in sample_scenes(64, 10_000 + seed, width=size, height=size) if len(s.objects) == 1)
-    # A large, centred main object: readable at the probe model's 64 px, like its training scenes.
+    # A large, centred main object: readable at the probe CNN's 64 px, like its training scenes.
     main = dataclasses.replace(scene.main, size=0.45, x=0.5, y=0.5)
     scene = dataclasses.replace(scene, objects=(main,))
     from coin_scale.storage.fs import local_dir
@@ -54,8 +54,8 @@ def rendered_target(warehouse: str, seed: int, size: int) -> str:
     return str(path)
 
 
-def probe_model() -> str:
-    """The probe-trained CNN's checkpoint, trained on first use (a few minutes) and cached."""
-    from coin_scale.training.probe_model import ensure_probe_model
+def probe_cnn_checkpoint() -> str:
+    """The path of the probe CNN's checkpoint, trained on first use (a few minutes) and cached."""
+    from coin_scale.training.probe_cnn import ensure_probe_cnn
 
-    return str(ensure_probe_model(cache_root()))
+    return str(ensure_probe_cnn(cache_root()))

@@ -110,7 +110,7 @@ def store_sweep(
         "class_name": e.class_name, "class_index": e.class_index, "probability": e.probability,
         "logit": e.logit, "layer": e.layer, "method": e.method,
         "text": e.text + ("" if not e.notes else " [" + " ".join(e.notes) + "]"),
-        "created_at": datetime.now(UTC), "unit_kind": e.unit_kind, "head_bias": e.bias,
+        "created_at": datetime.now(UTC), "unit_kind": e.unit_kind, "head_bias": e.head_bias,
         "sae_sha256": e.sae.sha256 if e.sae else None,
         "sae_decoder_bias": terms.get("sae_decoder_bias"), "sae_error": terms.get("sae_error"),
     }]), key=run_id)  # fmt: skip

@@ -1,4 +1,4 @@
-"""Do the sweep's labels name what defines the predicted class? Measured on the probe-trained model,
+"""Do the sweep's labels name what defines the predicted class? Measured on the probe CNN,
 whose classes are defined by rendered attributes (e.g. the main object's shape)."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ class QualityConfig:
     """One evaluation of label quality on rendered targets."""
 
     model: str
-    """A probe-model checkpoint (classes are values of one attribute, e.g. shapes)."""
+    """A probe CNN checkpoint (classes are values of one attribute, e.g. shapes)."""
     attribute: str = "shape"
     """The attribute whose value defines each class."""
     targets: int = 50
@@ -44,7 +44,7 @@ def evaluate_label_quality(config: QualityConfig) -> dict[str, Any]:
     from coin_scale.explain import OfflineExplainerConfig, explain_units
     from coin_scale.probe.rendered import rendered_probe
     from coin_scale.sweep.evidence import layer_evidence
-    from coin_scale.training.probe_model import get_task, render_dataset
+    from coin_scale.training.probe_cnn import get_task, render_dataset
 
     start = time.perf_counter()
     payload = resolve_model(ModelSource(model=config.model))

@@ -71,7 +71,7 @@ class ClassExplanation:
     layer: str
     method: str
     """`exact_linear`, `exact_sae_decoder` or `grad_x_activation`."""
-    bias: float | None
+    head_bias: float | None
     """The head's bias for the class (exact methods only)."""
     top_classes: tuple[tuple[str, float], ...]
     positive: tuple[UnitFinding, ...]
@@ -86,7 +86,7 @@ class ClassExplanation:
     """The SAE whose features are the units (unit_kind `sae`)."""
     terms: tuple[tuple[str, float], ...] = ()
     """Parts of the logit that belong to no unit (an SAE's decoder bias and reconstruction
-    error); with an exact method, all contributions + bias + terms = logit."""
+    error); with an exact method, all contributions + head_bias + terms = logit."""
 
     layers: tuple[str, ...] = ()
     """The chain's layers, input side first, ending with `layer` (empty: `layer` alone)."""

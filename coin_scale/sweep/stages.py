@@ -30,7 +30,7 @@ from coin_scale.storage import Warehouse
 from coin_scale.storage.fs import local_dir
 from coin_scale.sweep import inputs
 from coin_scale.sweep.chain import chain_faithfulness, chain_nodes, probe_batches, resolve_chain
-from coin_scale.sweep.config import PROBE_MODEL, RENDERED, SweepConfig
+from coin_scale.sweep.config import PROBE_CNN, RENDERED, SweepConfig
 from coin_scale.sweep.explaining import explain_layer
 from coin_scale.sweep.records import ClassExplanation, SAESummary, UnitFinding
 from coin_scale.sweep.state import Reporter, SweepInputs, SweepState
@@ -56,7 +56,7 @@ def prepare(config: SweepConfig, run_id: str) -> SweepInputs:
         except ValueError as err:
             raise UserError(f"--human-ratings: {err}") from None
     t, sel = config.target, config.selection
-    model = inputs.probe_model() if t.model == PROBE_MODEL else t.model
+    model = inputs.probe_cnn_checkpoint() if t.model == PROBE_CNN else t.model
     payload = resolve_model(ModelSource(model=model, weights=t.weights, seed=t.seed))
     module = build_module(payload)
     layers = describe_layers(module, payload.arch, payload.preprocess.crop)
@@ -224,7 +224,7 @@ def class_explanation(state: SweepState) -> ClassExplanation:
         model=i.payload.model_id, weights=i.payload.weights_id,
         random_weights=i.payload.random_weights, class_name=names[cls], class_index=cls,
         probability=probability, logit=c.logit, layer=i.layer.name, method=c.method,
-        bias=c.bias, top_classes=state.top_classes, positive=tuple(positive),
+        head_bias=c.head_bias, top_classes=state.top_classes, positive=tuple(positive),
         negative=tuple(negative), notes=tuple(state.notes),
         unit_kind="sae" if i.sae else "neuron", sae=_summary(i.sae) if i.sae else None,
         terms=c.terms,

@@ -1,13 +1,13 @@
-"""Training coin-scale's own models: the ground-truth probe model."""
+"""Training coin-scale's own models: the ground-truth probe CNN."""
 
-from coin_scale.training.probe_model import (
+from coin_scale.training.probe_cnn import (
     TASKS,
     ProbeTask,
     ProbeTrainConfig,
     ProbeTrainResult,
-    ensure_probe_model,
-    save_probe_model,
-    train_probe_model,
+    ensure_probe_cnn,
+    save_probe_cnn,
+    train_probe_cnn,
 )
 
 __all__ = [
@@ -15,7 +15,7 @@ __all__ = [
     "ProbeTask",
     "ProbeTrainConfig",
     "ProbeTrainResult",
-    "ensure_probe_model",
-    "save_probe_model",
-    "train_probe_model",
+    "ensure_probe_cnn",
+    "save_probe_cnn",
+    "train_probe_cnn",
 ]

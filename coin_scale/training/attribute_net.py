@@ -9,7 +9,7 @@ attribute. The synthetic units of
 `coin_scale.models.synthetic_model` read their formulas' concepts from it, so they respond to
 pixels and can be dissected, edited and rendered for like any model.
 
-Training follows the probe model's recipe (`coin_scale.training.probe_model`: rendered scenes,
+Training follows the probe CNN's recipe (`coin_scale.training.probe_cnn`: rendered scenes,
 AdamW with a one-cycle schedule, held-out scenes from another seed, a cached checkpoint) with one
 cross-entropy per attribute; the scenes come from the probe-set sampler with
 `ATTRIBUTE_NET_FIXED`, exactly like `rendered_probe(..., single_object=True)`, the probe set of

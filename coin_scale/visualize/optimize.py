@@ -83,7 +83,7 @@ def _evaluate(
 
 DEFAULT_POLISH = 0.75
 """Transforms for the first quarter of the steps, none for the rest (`render`'s `polish`, the
-default of `coin-scale visualize`): on the probe model's layer4 (BENCHMARKS.md) transforms
+default of `coin-scale visualize`): on the probe CNN's layer4 (BENCHMARKS.md) transforms
 throughout leave half the units' images weaker than their best probe image (51% beat it), a
 quarter of transformed steps keeps the shapes' outlines and beats it for 96%; less polish is more
 legible and weaker (0.5: 90%)."""

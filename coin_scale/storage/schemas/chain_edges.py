@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from coin_scale.records import LAYER_UNIT_KINDS
 from coin_scale.storage.spec import TableSpec, arrow_to_rows, rows_to_arrow
 
 
@@ -53,7 +54,7 @@ SPEC = TableSpec(
     partition_by=(),
     key_by=("run_id",),
     natural_key=("run_id", "source_layer", "source_unit", "target_kind", "target_layer", "target"),
-    choices={"target_kind": ("class", "unit"), "source_kind": ("neuron", "sae")},
+    choices={"target_kind": ("class", "unit"), "source_kind": LAYER_UNIT_KINDS},
     row_type=Row,
     doc="One row per edge of a run's chain (keyed by run_id): source unit -> target class or "
     "unit, with the attribution weight and method.",

@@ -8,6 +8,7 @@ from datetime import datetime
 
 import pyarrow as pa
 
+from coin_scale.records import LAYER_UNIT_KINDS
 from coin_scale.storage.spec import TableSpec, arrow_to_rows, rows_to_arrow
 
 
@@ -82,7 +83,7 @@ SPEC = TableSpec(
     partition_by=(),
     key_by=("run_id",),
     natural_key=("run_id",),
-    choices={"unit_kind": ("neuron", "sae")},
+    choices={"unit_kind": LAYER_UNIT_KINDS},
     row_type=Row,
     doc="One row per sweep run (keyed by run_id): the predicted class, its probability and the "
     "paragraph that explains it through the selected units.",

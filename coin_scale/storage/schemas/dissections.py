@@ -8,6 +8,7 @@ from datetime import datetime
 
 import pyarrow as pa
 
+from coin_scale.records import UNIT_KINDS
 from coin_scale.storage.spec import TableSpec, arrow_to_rows, rows_to_arrow
 
 
@@ -83,7 +84,7 @@ SPEC = TableSpec(
     key_by=("dissection_id",),
     natural_key=("dissection_id",),
     choices={
-        "unit_kind": ("neuron", "sae", "synthetic"),
+        "unit_kind": UNIT_KINDS,
         "reduction": ("max", "mean"),
         "threshold_method": ("exact", "sampled"),
     },

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from coin_scale.records import UNIT_KINDS
 from coin_scale.storage.spec import TableSpec, arrow_to_rows, rows_to_arrow
 
 
@@ -56,7 +57,7 @@ SPEC = TableSpec(
     partition_by=("model", "layer"),
     key_by=("dissection_id",),
     natural_key=("dissection_id", "unit", "rank"),
-    choices={"kind": ("neuron", "sae", "synthetic")},
+    choices={"kind": UNIT_KINDS},
     row_type=Row,
     doc="One row per (unit, rank) of a dissected layer (partitioned by model and layer, keyed by "
     "dissection_id): the probe images a unit fires on most, strongest first.",

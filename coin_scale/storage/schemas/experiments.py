@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from coin_scale.records import UNIT_KINDS
 from coin_scale.storage.spec import TableSpec, arrow_to_rows, rows_to_arrow
 
 
@@ -77,7 +78,7 @@ SPEC = TableSpec(
     key_by=("run_id",),
     natural_key=("run_id", "layer", "unit", "explainer", "round", "step"),
     choices={
-        "kind": ("neuron", "sae", "synthetic"),
+        "kind": UNIT_KINDS,
         "status": (
             "ok", "invalid", "error", "finished", "no_tool", "parse_failure", "failed",
         ),

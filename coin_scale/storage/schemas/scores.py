@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from coin_scale.records import UNIT_KINDS
 from coin_scale.storage.spec import TableSpec, arrow_to_rows, rows_to_arrow
 
 
@@ -72,7 +73,7 @@ SPEC = TableSpec(
     natural_key=("run_id", "test", "metric", "layer", "unit", "ablation", "selection", "k"),
     choices={
         "test": ("ablation", "interpscore", "predictive", "mis"),
-        "kind": ("neuron", "sae", "synthetic"),
+        "kind": UNIT_KINDS,
         "ablation": ("zero", "mean"),
         "selection": ("chain", "random", "activation"),
     },

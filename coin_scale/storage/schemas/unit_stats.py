@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from coin_scale.records import UNIT_KINDS
 from coin_scale.storage.spec import TableSpec, arrow_to_rows, rows_to_arrow
 
 
@@ -65,7 +66,7 @@ SPEC = TableSpec(
     partition_by=("model", "layer"),
     key_by=("dissection_id",),
     natural_key=("dissection_id", "unit"),
-    choices={"kind": ("neuron", "sae", "synthetic"), "reduction": ("max", "mean")},
+    choices={"kind": UNIT_KINDS, "reduction": ("max", "mean")},
     row_type=Row,
     doc="One row per unit of a dissected layer (partitioned by model and layer, keyed by "
     "dissection_id): count, mean, std, min, max and the threshold at the dissection's quantile.",

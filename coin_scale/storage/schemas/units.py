@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from coin_scale.records import UNIT_KINDS
 from coin_scale.storage.spec import TableSpec, arrow_to_rows, rows_to_arrow
 
 
@@ -58,7 +59,7 @@ SPEC = TableSpec(
     key_by=("run_id",),
     natural_key=("run_id", "layer", "unit"),
     choices={
-        "kind": ("neuron", "sae", "synthetic"),
+        "kind": UNIT_KINDS,
         "sign": ("positive", "negative"),
         "method": ("exact_linear", "exact_sae_decoder", "grad_x_activation"),
     },

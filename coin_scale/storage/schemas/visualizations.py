@@ -8,6 +8,7 @@ from datetime import datetime
 
 import pyarrow as pa
 
+from coin_scale.records import LAYER_UNIT_KINDS
 from coin_scale.storage.spec import TableSpec, arrow_to_rows, rows_to_arrow
 
 UTC_US = pa.timestamp("us", tz="UTC")
@@ -73,7 +74,7 @@ SPEC = TableSpec(
     partition_by=(),
     key_by=("run_id",),
     natural_key=("run_id", "layer", "kind", "unit", "batch_index"),
-    choices={"kind": ("neuron", "sae"), "param": ("fft", "pixel")},
+    choices={"kind": LAYER_UNIT_KINDS, "param": ("fft", "pixel")},
     row_type=Row,
     doc="One row per feature-visualization image (keyed by run_id): the unit it was optimised "
     "for, how (parameterisation, steps, size, seed), where the PNG is, and the unit's activation "

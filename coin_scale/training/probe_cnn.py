@@ -1,4 +1,5 @@
-"""A model with known ground truth: a small CNN trained on procedurally rendered scenes.
+"""The probe CNN, a model with known ground truth: a small CNN trained on procedurally rendered
+scenes.
 
 The class of an image is an attribute of its only object (its shape, or its shape and colour),
 so what the model's units should respond to is known by construction. Images come from
@@ -32,9 +33,9 @@ from unity_pool import vocab
 log = logging.getLogger(__name__)
 
 ARCH = "probe_cnn"
-"""The zoo architecture of the probe model."""
+"""The zoo architecture of the probe CNN."""
 
-PROBE_MODEL_VERSION = 1
+PROBE_CNN_VERSION = 1
 """Bumped when the data, architecture or recipe change, so cached checkpoints are retrained."""
 
 OBJECT_SIZE = (0.35, 0.55)
@@ -78,7 +79,7 @@ def get_task(name: str) -> ProbeTask:
 
 @dataclass(frozen=True, kw_only=True)
 class ProbeTrainConfig:
-    """How to train the probe model. The defaults reach ~93% held-out accuracy (task shape) in
+    """How to train the probe CNN. The defaults reach ~93% held-out accuracy (task shape) in
     ~2 minutes on 2 CPU cores."""
 
     task: str = "shape"
@@ -176,14 +177,14 @@ def accuracy(
     return correct / max(1, len(images))
 
 
-def train_probe_model(config: ProbeTrainConfig) -> tuple[nn.Module, ProbeTrainResult]:
+def train_probe_cnn(config: ProbeTrainConfig) -> tuple[nn.Module, ProbeTrainResult]:
     """Render the scenes and train `probe_cnn` on them; returns the model (eval mode,
     contiguous format) and the result."""
     started = time.perf_counter()
     task = get_task(config.task)
     with torch_threads(config.threads) as threads:
         log.info(
-            "probe model: task %s, %d classes, %d train / %d held-out images at %d px, %d epochs, "
+            "probe CNN: task %s, %d classes, %d train / %d held-out images at %d px, %d epochs, "
             "%d threads", task.name, len(task.class_names), config.n_train, config.n_val,
             config.size, config.epochs, threads,
         )  # fmt: skip
@@ -199,7 +200,7 @@ def train_probe_model(config: ProbeTrainConfig) -> tuple[nn.Module, ProbeTrainRe
         val_acc = accuracy(module, val_x, val_y, pre)
     module = module.to(memory_format=torch.contiguous_format).eval()
     seconds = time.perf_counter() - started
-    log.info("probe model trained in %.0fs: held-out accuracy %.3f", seconds, val_acc)
+    log.info("probe CNN trained in %.0fs: held-out accuracy %.3f", seconds, val_acc)
     result = ProbeTrainResult(
         task=task.name, class_names=task.class_names, preprocess=pre, train_accuracy=train_acc,
         val_accuracy=val_acc, seconds=seconds, config=config,
@@ -267,7 +268,7 @@ def _fit(
     return train_acc
 
 
-def save_probe_model(path: str | Path, module: nn.Module, result: ProbeTrainResult) -> Path:
+def save_probe_cnn(path: str | Path, module: nn.Module, result: ProbeTrainResult) -> Path:
     """Write a coin-scale checkpoint that `--model PATH` loads (arch `probe_cnn`)."""
     config = result.config
     extra: dict[str, Any] = {
@@ -280,7 +281,7 @@ def save_probe_model(path: str | Path, module: nn.Module, result: ProbeTrainResu
         "n_val": config.n_val,
         "epochs": config.epochs,
         "size": config.size,
-        "probe_model_version": PROBE_MODEL_VERSION,
+        "probe_model_version": PROBE_CNN_VERSION,  # the stored key keeps its name
     }
     return save_checkpoint(
         path, module, arch=ARCH, class_names=list(result.class_names),
@@ -290,15 +291,14 @@ def save_probe_model(path: str | Path, module: nn.Module, result: ProbeTrainResu
     )  # fmt: skip
 
 
-
-
-def ensure_probe_model(
+def ensure_probe_cnn(
     cache_dir: Path | None = None, *, task: str = "shape", config: ProbeTrainConfig | None = None
 ) -> Path:
-    """The cached probe-model checkpoint for `task`, trained (and cached) on first use.
+    """The cached probe CNN checkpoint for `task`, trained (and cached) on first use.
 
-    The file is `<cache_dir>/probe_model_<task>_v<PROBE_MODEL_VERSION>.pt`; `config` overrides
-    the default training recipe (its task must be `task`).
+    The file is `<cache_dir>/probe_model_<task>_v<PROBE_CNN_VERSION>.pt` (the name cached
+    checkpoints and their model ids already have); `config` overrides the default training
+    recipe (its task must be `task`).
     """
     from coin_scale.errors import UserError
     from coin_scale.models.checkpoint import read_checkpoint
@@ -306,22 +306,22 @@ def ensure_probe_model(
     config = config or ProbeTrainConfig(task=task, progress=False)
     if config.task != task:
         raise ValueError(f"config.task {config.task!r} differs from task {task!r}")
-    path = Path(cache_dir or cache_root()) / f"probe_model_{task}_v{PROBE_MODEL_VERSION}.pt"
+    path = Path(cache_dir or cache_root()) / f"probe_model_{task}_v{PROBE_CNN_VERSION}.pt"
     if path.is_file():
         try:
             read_checkpoint(path)
             return path
         except UserError as err:
-            log.warning("cached probe model is unusable (%s); training it again", err)
+            log.warning("cached probe CNN is unusable (%s); training it again", err)
     log.info(
-        "no cached probe model for task %s at %s: training it now (about 2 minutes on 2 CPUs)",
+        "no cached probe CNN for task %s at %s: training it now (about 2 minutes on 2 CPUs)",
         task,
         path,
     )
-    module, result = train_probe_model(config)
-    save_probe_model(path, module, result)
+    module, result = train_probe_cnn(config)
+    save_probe_cnn(path, module, result)
     log.info(
-        "probe model for task %s trained in %.0fs (held-out accuracy %.3f) and cached at %s",
+        "probe CNN for task %s trained in %.0fs (held-out accuracy %.3f) and cached at %s",
         task, result.seconds, result.val_accuracy, path,
     )  # fmt: skip
     return path

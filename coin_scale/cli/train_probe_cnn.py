@@ -1,4 +1,5 @@
-"""`coin-scale train-probe-model`: train a small CNN whose classes are known scene attributes.
+"""`coin-scale train-probe-cnn` (alias `train-probe-model`): train the probe CNN, a small CNN
+whose classes are known scene attributes.
 
 The result is a coin-scale checkpoint that `--model PATH` loads; dissecting it should find units
 for the shapes (and colours) the classes are made of.
@@ -18,13 +19,14 @@ log = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the `train-probe-model` subcommand."""
-    from coin_scale.training.probe_model import TASKS, ProbeTrainConfig
+    """Add the `train-probe-cnn` subcommand (`train-probe-model` is its former name, kept)."""
+    from coin_scale.training.probe_cnn import TASKS, ProbeTrainConfig
 
     defaults = ProbeTrainConfig()
     parser = subparsers.add_parser(
-        "train-probe-model",
-        help="train a small CNN on rendered scenes: a model with known ground truth",
+        "train-probe-cnn",
+        aliases=["train-probe-model"],
+        help="train the probe CNN on rendered scenes: a model with known ground truth",
         description=(
             "Render single-object scenes with the procedural renderer, train the probe_cnn "
             "architecture to classify the object's shape (or shape and colour), report held-out "
@@ -70,10 +72,10 @@ def check_writable(out: Path) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Train, save and report; bad flags and an unwritable --out are one-line `UserError`s."""
-    from coin_scale.training.probe_model import (
+    from coin_scale.training.probe_cnn import (
         ProbeTrainConfig,
-        save_probe_model,
-        train_probe_model,
+        save_probe_cnn,
+        train_probe_cnn,
     )
 
     try:
@@ -85,9 +87,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(str(err)) from None
     out = Path(args.out)
     check_writable(out)
-    module, result = train_probe_model(config)
+    module, result = train_probe_cnn(config)
     try:
-        save_probe_model(out, module, result)
+        save_probe_cnn(out, module, result)
     except OSError as err:
         raise ResourceError(f"cannot write the checkpoint {out}: {err}") from None
     log.info(
