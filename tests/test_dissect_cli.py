@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -123,13 +125,59 @@ def test_dense_activations_are_kept_for_explainers(ray_cluster, probe_dir, tmp_p
     _, _, acts = reference_top5(probe_dir)
     probe = scan_probe(probe_dir)
     readable = [im.index for im in probe.images if not im.path.endswith("corrupt.jpg")]
-    assert dense.shape == (37, 512) and dense.dtype == "float16"
+    assert dense.shape == (37, 512) and dense.dtype == "float32"
     assert torch.isnan(torch.from_numpy(dense[[i for i in range(37) if i not in readable]])).all()
-    torch.testing.assert_close(
-        torch.from_numpy(dense[readable]).float(), acts, rtol=2e-3, atol=2e-2
-    )
+    torch.testing.assert_close(torch.from_numpy(dense[readable]), acts, rtol=1e-4, atol=1e-4)
     again = run_dissection(config, progress=False)  # activations present: the cache is used
     assert again.cached
+
+
+def _loud_resnet18(tmp_path, scale: float) -> str:
+    """resnet18 (random weights, seed 0) with layer4's last batch norm scaled by `scale`, saved as
+    a state dict: its units fire far above float16's 65,504."""
+    payload = resolve_model(ModelSource(model="resnet18", weights="none"))
+    module = build_module(payload)
+    with torch.no_grad():
+        module.layer4[-1].bn2.weight.mul_(scale)
+        module.layer4[-1].bn2.bias.mul_(scale)
+    path = tmp_path / f"loud-{scale:g}.pt"
+    torch.save(module.state_dict(), path)
+    return str(path)
+
+
+def test_activations_beyond_float16_survive_to_the_explainer(ray_cluster, probe_dir, tmp_path, capsys):
+    """Units firing at ~1e6 (beyond float16) keep their values in the dense matrix, and the whole
+    layer is explained from them: no overflow warning, no non-finite value, no traceback."""
+    import warnings
+
+    from coin_scale.dissect.pipeline import load_activations
+    from coin_scale.storage import Warehouse
+
+    weights = _loud_resnet18(tmp_path, 1e5)
+    wh = str(tmp_path / "wh")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # "overflow encountered in cast" fails
+        assert main(["dissect", "--model", "resnet18", "--weights", weights, "--layer", "layer4",
+                     "--probe", str(probe_dir), "--warehouse", wh, "--top-k", "3",
+                     "--batch-size", "8", "--no-progress", "--run-id", "loud",
+                     "--explainer", "offline", "--json"]) == 0  # fmt: skip
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["units"] == 512 and summary["explained"] + summary["unexplained"] == 512
+    dense = load_activations(Warehouse(wh), summary["dissection_id"])
+    readable = dense[~np.isnan(dense).all(axis=1)]
+    assert np.isfinite(readable).all() and float(readable.max()) > 65504 * 10
+
+
+def test_a_layer_that_overflows_is_one_line_not_a_traceback(ray_cluster, probe_dir, tmp_path, capsys):
+    """A model whose layer itself overflows (inf in float32) stops the explainer with one line."""
+    weights = _loud_resnet18(tmp_path, 1e38)
+    code = main(["dissect", "--model", "resnet18", "--weights", weights, "--layer", "layer4",
+                 "--probe", str(probe_dir), "--warehouse", str(tmp_path / "wh"),
+                 "--batch-size", "8", "--no-progress", "--explainer", "offline"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "layer layer4 gave" in err and "non-finite activations" in err
+    assert "Traceback" not in err
 
 
 def test_dissect_explain_explains_every_unit_of_the_layer(ray_cluster, probe_dir, tmp_path, capsys):

@@ -37,7 +37,7 @@ class DissectCheckpoint:
     accumulator: dict[str, np.ndarray]
     """`UnitAccumulator.state()`."""
     dense: np.ndarray | None = None
-    """The (image, unit) float16 activations gathered so far (NaN: not yet), when kept."""
+    """The (image, unit) float32 activations gathered so far (NaN: not yet), when kept."""
 
 
 def checkpoint_rel(dissection_id: str) -> str:

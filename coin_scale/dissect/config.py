@@ -42,8 +42,8 @@ class DissectConfig:
     run_id: str | None = None
     """Name of the run in the `runs` table; generated when absent."""
     keep_activations: bool = False
-    """Also store the dense (image, unit) float16 activation matrix for explainers (size:
-    images x units x 2 bytes; meant for probe sets of thousands of images, not millions)."""
+    """Also store the dense (image, unit) float32 activation matrix for explainers (size:
+    images x units x 4 bytes; meant for probe sets of thousands of images, not millions)."""
     units: LayerUnitKind = "neuron"
     """neuron: the layer's channels; sae: the latents of the SAE checkpoint `sae` of this layer."""
     sae: str | None = None

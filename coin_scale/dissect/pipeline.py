@@ -301,7 +301,7 @@ def _fresh_pass(plan: DissectPlan, n_images: int) -> _PassState:
     config = plan.config
     acc = UnitAccumulator(plan.n_units, top_k=config.top_k, quantile=config.quantile, n_images=n_images)
     dense = (
-        np.full((n_images, plan.n_units), np.nan, dtype=np.float16) if config.keep_activations else None
+        np.full((n_images, plan.n_units), np.nan, dtype=DENSE_DTYPE) if config.keep_activations else None
     )
     return _PassState(acc=acc, failures={}, dense=dense, done=set())
 
@@ -333,17 +333,25 @@ def _start_pass(warehouse: Warehouse, plan: DissectPlan, n_images: int) -> _Pass
     return state
 
 
+DENSE_DTYPE = np.float32
+"""The dense matrix's type. float32, not float16: units of large models (a randomly initialised
+resnet152's layer4 among them) fire far above float16's 65,504, which would turn into inf and
+leave the explainers nothing to read. 1,000 images x 2,048 units is 8 MB."""
+
+
 def activations_file(dissection_id: str) -> str:
-    """Where, relative to the warehouse, a dissection's dense (image, unit) float16 activations
-    are kept (NaN: unreadable)."""
-    return f"_cache/activations/{dissection_id}.npy"
+    """Where, relative to the warehouse, a dissection's dense (image, unit) float32 activations
+    are kept (NaN: unreadable). The name says the type: a float16 file of an earlier version
+    (`<id>.npy`) is not read, so the probe pass runs again once instead."""
+    return f"_cache/activations/{dissection_id}.f32.npy"
 
 
 def load_activations(warehouse: Warehouse, dissection_id: str) -> np.ndarray:
-    """The dense activations stored by a dissection run with keep_activations (any warehouse URI)."""
+    """The dense float32 activations stored by a dissection run with keep_activations (any
+    warehouse URI)."""
     fs = warehouse.fs
     with fs.fs.open_input_file(fs.path(activations_file(dissection_id))) as handle:
-        return np.load(handle)
+        return np.load(handle).astype(DENSE_DTYPE, copy=False)
 
 
 def _save_activations(warehouse: Warehouse, dissection_id: str, dense: np.ndarray) -> None:

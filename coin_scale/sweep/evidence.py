@@ -9,6 +9,7 @@ import torch
 
 from coin_scale.dissect.config import DissectConfig
 from coin_scale.dissect.pipeline import load_activations, plan_dissection
+from coin_scale.errors import UserError
 from coin_scale.explain.evidence import LayerEvidence
 from coin_scale.models import ModelPayload
 from coin_scale.probe import ProbeSet, scan_probe
@@ -26,8 +27,9 @@ def layer_evidence(
     probe = probe or scan_probe(config.probe)
     plan = plan_dissection(config, payload=payload, probe=probe)
     result = run_dissection(config, progress=progress, plan=plan)
-    dense = torch.from_numpy(load_activations(Warehouse(config.warehouse), result.dissection_id)).float()
-    keep = (~torch.isnan(dense[:, 0])).nonzero().flatten()
+    dense = torch.from_numpy(load_activations(Warehouse(config.warehouse), result.dissection_id))
+    keep = (~torch.isnan(dense).all(dim=1)).nonzero().flatten()  # unreadable images: all NaN
+    check_finite(dense[keep], config.layer, result.dissection_id)
     concepts = concepts_from_probe(probe)
     return LayerEvidence(
         dissection_id=result.dissection_id,
@@ -36,3 +38,17 @@ def layer_evidence(
         probe=probe,
         result=result,
     )
+
+
+def check_finite(activations: torch.Tensor, layer: str, dissection_id: str) -> None:
+    """A one-line `UserError` when the layer's own activations over the readable probe images
+    hold NaN or inf (the model overflows there): no explainer can read them."""
+    bad = ~torch.isfinite(activations)
+    if bool(bad.any()):
+        units = int(bad.any(dim=0).sum())
+        images = int(bad.any(dim=1).sum())
+        raise UserError(
+            f"layer {layer} gave {int(bad.sum())} non-finite activations (NaN or inf) in {units} "
+            f"units over {images} probe images (dissection {dissection_id}): the model overflows "
+            "at this layer, so its units cannot be explained; try another layer or other weights"
+        )
