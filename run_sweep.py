@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="SAE checkpoint of the layer (coin-scale train-sae --out); with --units sae")  # fmt: skip
     p.add_argument("--top-k", type=int, default=8, help="positive contributors to explain")
     p.add_argument("--negatives", type=int, default=3, help="negative contributors to list")
+    p.add_argument("--select", default=None, metavar="LAYER=UNITS",
+                   help="explain exactly these units instead of the top contributors: "
+                   "layer4=12,45 or layer4=0-7, or @FILE with one LAYER=UNITS a line")  # fmt: skip
     p.add_argument("--probe", default="rendered",
                    help="rendered (default, cached), a folder of images, or none")  # fmt: skip
     p.add_argument("--probe-images", type=int, default=1000, help="size of the rendered probe set")
@@ -85,14 +88,20 @@ def sweep_config(args: argparse.Namespace) -> SweepConfig:
     from coin_scale.cli.common import llm_settings
     from coin_scale.explain.llm import llm_request_cache
     from coin_scale.explain.registry import get_explainer
+    from coin_scale.records import parse_selection
     from coin_scale.sweep import config as c
 
     flags = vars(args)
 
-    def group(cls: type) -> object:
-        return cls(**{f.name: flags[f.name] for f in dataclasses.fields(cls)})
+    def group(cls: type, **given: object) -> object:
+        """`cls` from the flags of its fields' names (`given` values replace flags)."""
+        return cls(**{f.name: given.get(f.name, flags.get(f.name)) for f in dataclasses.fields(cls)})
 
     probe = None if str(args.probe).lower() == "none" else args.probe
+    try:
+        select = parse_selection(args.select) if args.select else None
+    except ValueError as err:
+        raise ValueError(f"--select: {err}") from None
     entry = get_explainer(args.explainer)
     llm = (
         llm_settings(args, args.explainer, llm_request_cache(args.warehouse))
@@ -100,7 +109,8 @@ def sweep_config(args: argparse.Namespace) -> SweepConfig:
         else None
     )
     return c.SweepConfig(
-        target=group(c.TargetConfig), selection=group(c.SelectionConfig),  # type: ignore[arg-type]
+        target=group(c.TargetConfig),  # type: ignore[arg-type]
+        selection=group(c.SelectionConfig, select=select),  # type: ignore[arg-type]
         chain=group(c.ChainConfig),  # type: ignore[arg-type]
         probe=c.ProbeConfig(probe=probe, probe_images=args.probe_images, exemplars=args.exemplars),
         explainer=args.explainer, llm=llm, scoring=group(c.ScoringConfig),  # type: ignore[arg-type]

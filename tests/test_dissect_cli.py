@@ -203,6 +203,38 @@ def test_dissect_explain_explains_every_unit_of_the_layer(ray_cluster, probe_dir
     assert con.sql("SELECT count(*) FROM explanations WHERE run_id='whole'").fetchall()[0][0] == 512
 
 
+def test_dissect_select_explains_only_the_units_chosen(ray_cluster, probe_dir, tmp_path, capsys):
+    warehouse = str(tmp_path / "wh")
+    argv = ["dissect", *ARGS, "--probe", str(probe_dir), "--warehouse", warehouse,
+            "--run-id", "chosen", "--explainer", "offline", "--select", "layer4=40,3-4"]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "dissected 512 units" in out and "explained the 3 units chosen offline" in out
+    rows = connect(warehouse).sql(
+        "SELECT unit FROM explanations WHERE run_id = 'chosen' ORDER BY unit"
+    ).fetchall()
+    assert rows == [(3,), (4,), (40,)]
+
+
+@pytest.mark.parametrize(
+    ("select", "extra", "message"),
+    [
+        ("layer4=512", ["--explainer", "offline"], "unit 512 of layer4 is out of range: it has 512 units"),
+        ("layer3=1", ["--explainer", "offline"], "must name the dissected layer only (--layer layer4)"),
+        ("layer4=a", ["--explainer", "offline"], "'a' is not a unit index"),
+        ("layer4=1", [], "--select chooses the units to explain: add --explainer"),
+    ],
+)
+def test_a_bad_select_is_one_line_before_any_work(probe_dir, tmp_path, capsys, select, extra, message):
+    warehouse = tmp_path / "wh"
+    argv = ["dissect", *ARGS, "--probe", str(probe_dir), "--warehouse", str(warehouse),
+            "--select", select, *extra]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (warehouse / "runs").exists() and not (warehouse / "dissections").exists()
+
+
 def test_dry_run_prints_the_work_and_writes_nothing(probe_dir, tmp_path, capsys):
     warehouse = tmp_path / "wh"
     argv = ["dissect", *ARGS, "--probe", str(probe_dir), "--warehouse", str(warehouse),

@@ -92,9 +92,27 @@ def test_run_sweep_end_to_end_on_a_rendered_probe(ray_cluster, tmp_path, capsys,
     assert con.sql("SELECT count(*) FROM units WHERE run_id = 'r1'").fetchall()[0][0] == 5
 
 
+def test_run_sweep_select_explains_the_units_chosen_on_their_side_of_the_logit(tmp_path, capsys):
+    argv = ["--image", str(_target(tmp_path)), "--model", "resnet18", "--weights", "none",
+            "--probe", "none", "--warehouse", str(tmp_path / "wh"), "--run-id", "s1",
+            "--select", "layer4=7,300,41"]  # fmt: skip
+    assert run_sweep.main(argv) == 0
+    out = capsys.readouterr().out
+    shown = [line.split() for line in out.splitlines() if line.startswith(("  + unit", "  - unit"))]
+    assert sorted(int(parts[2]) for parts in shown) == [7, 41, 300]
+    for sign, _, _, value, *_ in shown:  # each unit on the side its contribution puts it
+        assert (float(value) >= 0) == (sign == "+")
+    rows = connect(tmp_path / "wh").sql("SELECT unit FROM units WHERE run_id = 's1'").fetchall()
+    assert sorted(u for (u,) in rows) == [7, 41, 300]
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
+        (["--select", "layer4=512"], "--select: unit 512 of layer4 is out of range"),
+        (["--select", "layer3=1", "--layer", "layer4"], "must name the explained layer (layer4)"),
+        (["--select", "layer4=1;layer3=2"], "must name one layer"),
+        (["--select", "layer4=x"], "--select: 'layer4=x': 'x' is not a unit index"),
         (["--top-k", "0"], "top_k must be >= 1"),
         (["--top-k", "100000"], "more than the 512 units"),
         (["--explainer", "oracle"], "unknown explainer 'oracle'"),

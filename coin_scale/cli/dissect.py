@@ -19,6 +19,7 @@ from coin_scale.records import LAYER_UNIT_KINDS
 
 if TYPE_CHECKING:
     from coin_scale.explain.whole_layer import LayerExplanations
+    from coin_scale.records import UnitSelection
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -55,6 +56,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="also explain every unit of the layer into the explanations table ("
         + explainer_help() + "; --dry-run first shows an LLM's calls, tokens and dollars)",
     )  # fmt: skip
+    parser.add_argument(
+        "--select", default=None, metavar="LAYER=UNITS",
+        help="with --explainer, explain only these units of --layer: layer4=12,45 or "
+        "layer4=0-7, or @FILE with one LAYER=UNITS a line",
+    )  # fmt: skip
     add_llm_args(parser, flag="--explainer")
     parser.add_argument(
         "--dry-run", action="store_true",
@@ -80,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise UserError(str(err)) from None
     entry = get_explainer(args.explainer) if args.explainer else None
+    select = _selection(args) if args.select else None
     prepared = None
     if entry is not None and entry.uses_llm:
         from coin_scale.explain.llm import prepare
@@ -100,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     explained = None
     if entry is not None:
-        explained, result, payload = _explain_layer(args, config, prepared)
+        explained, result, payload = _explain_layer(args, config, prepared, select)
     else:
         result = run_dissection(config, progress=not args.no_progress)
     summary = {
@@ -153,10 +160,10 @@ def _print_explanations(layer: LayerExplanations, args: argparse.Namespace, *, o
     statuses += f" ({reasons})" if reasons else ""
     if offline:
         print(
-            f"explained every unit offline: {statuses}; mean IoU {layer.mean_iou:.3f} (run {layer.run_id})"
+            f"explained {_which(layer)} offline: {statuses}; mean IoU {layer.mean_iou:.3f} (run {layer.run_id})"
         )
     else:
-        print(f"explained every unit with {args.explainer} agents: {statuses}; {layer.tokens} tokens, "
+        print(f"explained {_which(layer)} with {args.explainer} agents: {statuses}; {layer.tokens} tokens, "
               f"${layer.cost_usd:.4f} (run {layer.run_id})")  # fmt: skip
         from coin_scale.agent.budget import budget_hint
 
@@ -174,6 +181,11 @@ def _print_explanations(layer: LayerExplanations, args: argparse.Namespace, *, o
         f'  all of them: coin-scale query --warehouse {args.warehouse} "SELECT unit, status, '
         f"label, score FROM explanations WHERE run_id = '{layer.run_id}' ORDER BY {order}\""
     )
+
+
+def _which(layer: LayerExplanations) -> str:
+    """'every unit', or 'the N units chosen' with --select."""
+    return f"the {len(layer.explanations)} units chosen" if layer.selected else "every unit"
 
 
 def _llm_settings(args: argparse.Namespace) -> Any:
@@ -194,18 +206,45 @@ def _llm_plan(prepared: Any, estimate: Any, provider: str) -> list[str]:
             *(f"  {line}" for line in lines)]  # fmt: skip
 
 
+def _selection(args: argparse.Namespace) -> UnitSelection:
+    """`--select`, parsed and checked against `--layer` (its units are checked once the layer is
+    known, still before any work)."""
+    from coin_scale.records import parse_selection
+
+    if not args.explainer:
+        raise UserError("--select chooses the units to explain: add --explainer offline (or an LLM)")
+    try:
+        select = parse_selection(args.select)
+    except ValueError as err:
+        raise UserError(f"--select: {err}") from None
+    if select.names != (args.layer,):
+        raise UserError(f"--select {select} must name the dissected layer only (--layer {args.layer})")
+    return select
+
+
 def _explain_layer(
-    args: argparse.Namespace, config: Any, prepared: Any
+    args: argparse.Namespace, config: Any, prepared: Any, select: UnitSelection | None
 ) -> tuple[LayerExplanations, Any, Any]:
-    """Every unit of the layer explained by `--explainer` (agents when `prepared`, the LLM
-    resolved): (the explanations, the dissection's result, the model payload)."""
+    """Every unit of the layer (or those of `select`) explained by `--explainer` (agents when
+    `prepared`, the LLM resolved): (the explanations, the dissection's result, the payload)."""
+    from dataclasses import replace
+
+    from coin_scale.dissect.pipeline import plan_dissection
     from coin_scale.models import ModelSource, resolve_model
     from coin_scale.models.zoo import SYNTHETIC_UNITS_ARCH
     from coin_scale.storage import Warehouse
     from coin_scale.sweep.evidence import layer_evidence
 
     payload = resolve_model(ModelSource(model=args.model, weights=args.weights, seed=args.seed))
-    evidence = layer_evidence(config, payload, progress=not args.no_progress)
+    plan = plan_dissection(replace(config, keep_activations=True), payload=payload)
+    units = None
+    if select is not None:
+        units = select.units_of(args.layer)
+        try:
+            select.check({args.layer: plan.n_units})
+        except ValueError as err:
+            raise UserError(f"--select: {err}") from None
+    evidence = layer_evidence(config, payload, progress=not args.no_progress, plan=plan)
     assert evidence.result is not None
     result = evidence.result
     run_id = config.run_id or result.run_id
@@ -215,7 +254,7 @@ def _explain_layer(
 
         explained = explain_whole_layer(
             evidence, Warehouse(args.warehouse), run_id=run_id, model=result.model,
-            layer=result.layer, kind=kind,
+            layer=result.layer, kind=kind, units=units,
         )  # fmt: skip
         return explained, result, payload
     from coin_scale.dissect.pipeline import load_sae_units
@@ -228,6 +267,6 @@ def _explain_layer(
     sae = load_sae_units(args.sae, payload, layer) if args.units == "sae" else None
     explained = explain_whole_layer_with_agents(
         prepared, evidence, payload, module, layer, args.warehouse, run_id=run_id, kind=kind,
-        sae=sae, address=args.address, progress=not args.no_progress,
+        sae=sae, address=args.address, progress=not args.no_progress, units=units,
     )  # fmt: skip
     return explained, result, payload

@@ -147,20 +147,12 @@ def _register_mis(evals: argparse._SubParsersAction) -> None:
 def parse_units(text: str) -> tuple[int, ...]:
     """'0-3,7' -> (0, 1, 2, 3, 7); a UserError on anything else."""
     from coin_scale.errors import UserError
+    from coin_scale.records import parse_unit_list
 
-    units: list[int] = []
     try:
-        for part in (p.strip() for p in text.split(",") if p.strip()):
-            lo, _, hi = part.partition("-")
-            first, last = int(lo), int(hi) if hi else int(lo)
-            if first < 0 or last < first:
-                raise ValueError(part)
-            units.extend(range(first, last + 1))
+        return parse_unit_list(text)
     except ValueError:
         raise UserError(f"--units: expected indices like 0-9,12; got {text!r}") from None
-    if not units:
-        raise UserError(f"--units: expected indices like 0-9,12; got {text!r}")
-    return tuple(dict.fromkeys(units))
 
 
 def run_mis(args: argparse.Namespace) -> int:

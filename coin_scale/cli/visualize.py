@@ -56,22 +56,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def parse_units(spec: str) -> list[int]:
     """'0-3,7' -> [0, 1, 2, 3, 7], sorted and without repeats; UserError on anything else."""
-    units: set[int] = set()
-    for part in spec.split(","):
-        part = part.strip()
-        try:
-            if "-" in part[1:]:
-                first, last = (int(v) for v in part.split("-", 1))
-                if last < first:
-                    raise ValueError
-                units.update(range(first, last + 1))
-            else:
-                units.add(int(part))
-        except ValueError:
-            raise UserError(
-                f"--unit {spec!r}: expected an index or a list of indices and ranges like 0-3,7"
-            ) from None
-    return sorted(units)
+    from coin_scale.records import parse_unit_list
+
+    try:
+        return sorted(parse_unit_list(spec))
+    except ValueError:
+        raise UserError(
+            f"--unit {spec!r}: expected an index or a list of indices and ranges like 0-3,7"
+        ) from None
 
 
 @dataclass(frozen=True)

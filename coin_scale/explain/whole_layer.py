@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -31,6 +32,8 @@ class LayerExplanations:
     """Dollars the LLM calls cost (0 offline)."""
     tokens: int = 0
     """LLM tokens, input and output (0 offline)."""
+    selected: bool = False
+    """Only the units chosen with `--select` were explained, not the whole layer."""
 
     @property
     def statuses(self) -> Counter[str]:
@@ -62,8 +65,10 @@ def explain_whole_layer(
     kind: str,
     config: OfflineExplainerConfig | None = None,
     chunk: int = CHUNK_UNITS,
+    units: Sequence[int] | None = None,
 ) -> LayerExplanations:
-    """Explain every unit of `evidence` and store the rows under `run_id` (replacing a rerun's).
+    """Explain every unit of `evidence` (or only `units`) and store the rows under `run_id`
+    (replacing a rerun's).
 
     Units are explained `chunk` at a time, each chunk checkpointed, so a rerun of a killed run
     explains only the units not yet done (the explainer treats every unit on its own, so the
@@ -75,23 +80,25 @@ def explain_whole_layer(
         warehouse.fs, run_id, scope_name("offline", evidence.dissection_id, repr(config))
     )
     done = {e.unit: e for piece in ckpt.pieces().values() for e in map(_from_json, piece)}
+    selected = units is not None
+    wanted = list(units) if units is not None else list(range(n_units))
     if done:
-        print(f"resuming run {run_id}: {len(done)}/{n_units} units already explained",
-              file=sys.stderr, flush=True)  # fmt: skip
-    missing = [u for u in range(n_units) if u not in done]
+        print(f"resuming run {run_id}: {sum(u in done for u in wanted)}/{len(wanted)} units "
+              "already explained", file=sys.stderr, flush=True)  # fmt: skip
+    missing = [u for u in wanted if u not in done]
     for start in range(0, len(missing), chunk):
-        units = missing[start : start + chunk]
-        explained = explainer.explain(evidence, units)
-        ckpt.put_json(f"units-{units[0]:07d}", [asdict(e) for e in explained])
+        piece = missing[start : start + chunk]
+        explained = explainer.explain(evidence, piece)
+        ckpt.put_json(f"units-{piece[0]:07d}", [asdict(e) for e in explained])
         done.update((e.unit, e) for e in explained)
-    everything = tuple(done[u] for u in range(n_units))
+    everything = tuple(done[u] for u in wanted)
     rows = explanation_rows(
         everything, run_id=run_id, model=model, layer=layer, kind=kind,
         dissection_id=evidence.dissection_id,
     )  # fmt: skip
     warehouse.write("explanations", get_spec("explanations").from_dicts(rows), key=run_id)
     clear_run(warehouse.fs, run_id)
-    return LayerExplanations(run_id=run_id, explanations=everything)
+    return LayerExplanations(run_id=run_id, explanations=everything, selected=selected)
 
 
 def _from_json(value: dict[str, Any]) -> Explanation:

@@ -14,7 +14,7 @@ from coin_scale.chain.graph import EDGE_METHODS, EdgeMethod
 from coin_scale.dissect.config import check_units
 from coin_scale.explain.llm import LLMExplainerConfig
 from coin_scale.explain.registry import get_explainer
-from coin_scale.records import LayerUnitKind
+from coin_scale.records import LayerUnitKind, UnitSelection
 
 PROBE_CNN = "probe"
 """`--model probe`: the probe CNN, which coin-scale trains on its rendered scenes (trained once,
@@ -58,8 +58,21 @@ class SelectionConfig:
     """Positive contributors explained."""
     negatives: int = 3
     """Strongest negative contributors listed."""
+    select: UnitSelection | None = None
+    """Units chosen by hand (`--select layer4=12,45`, or `@FILE`): exactly these are explained,
+    with their contributions, in place of the `top_k` and `negatives` strongest. It names the
+    explained layer (the last one with `layers`, whose drivers the chain then finds)."""
 
     def __post_init__(self) -> None:
+        if self.select is not None:
+            names = self.select.names
+            last = self.chain_layers[-1] if self.layers else self.layer
+            if len(names) != 1 or (last is not None and names[0] != last):
+                where = f"the explained layer ({last})" if last else "one layer"
+                raise ValueError(
+                    f"--select {self.select} must name {where}"
+                    + ("; with --layers the chain finds the drivers in the earlier layers" if self.layers else "")
+                )
         if self.top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {self.top_k}")
         if self.negatives < 0:
@@ -74,6 +87,11 @@ class SelectionConfig:
                     f"--layer {self.layer} and --layers {self.layers} disagree: the chain ends at "
                     "the layer whose units drive the class; pass one of them"
                 )
+
+    @property
+    def explained_layer(self) -> str | None:
+        """The layer named by `layer`, or by `select` (None: the default, the last block)."""
+        return self.layer or (self.select.names[0] if self.select else None)
 
     @property
     def chain_layers(self) -> tuple[str, ...]:

@@ -8,7 +8,7 @@ from dataclasses import replace
 import torch
 
 from coin_scale.dissect.config import DissectConfig
-from coin_scale.dissect.pipeline import load_activations, plan_dissection
+from coin_scale.dissect.pipeline import DissectPlan, load_activations, plan_dissection
 from coin_scale.errors import UserError
 from coin_scale.explain.evidence import LayerEvidence
 from coin_scale.models import ModelPayload
@@ -19,13 +19,20 @@ from coin_scale.storage import Warehouse
 
 
 def layer_evidence(
-    config: DissectConfig, payload: ModelPayload, *, progress: bool, probe: ProbeSet | None = None
+    config: DissectConfig,
+    payload: ModelPayload,
+    *,
+    progress: bool,
+    probe: ProbeSet | None = None,
+    plan: DissectPlan | None = None,
 ) -> LayerEvidence:
     """Dissect (or reuse the cached dissection of) `config.layer`, keeping dense activations.
-    `probe` is `config.probe` already scanned (a caller explaining several layers scans once)."""
+    `probe` is `config.probe` already scanned (a caller explaining several layers scans once);
+    `plan`, the dissection already planned with `keep_activations`."""
     config = replace(config, keep_activations=True)
-    probe = probe or scan_probe(config.probe)
-    plan = plan_dissection(config, payload=payload, probe=probe)
+    if plan is None:
+        plan = plan_dissection(config, payload=payload, probe=probe or scan_probe(config.probe))
+    probe = plan.probe
     result = run_dissection(config, progress=progress, plan=plan)
     dense = torch.from_numpy(load_activations(Warehouse(config.warehouse), result.dissection_id))
     keep = (~torch.isnan(dense).all(dim=1)).nonzero().flatten()  # unreadable images: all NaN

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -62,13 +63,18 @@ def prepare(config: SweepConfig, run_id: str) -> SweepInputs:
     layers = describe_layers(module, payload.arch, payload.preprocess.crop)
     if sel.chain_layers:
         chain = resolve_chain(sel.chain_layers, layers, payload, module)
-    elif sel.layer:
-        chain = [find_layer(layers, sel.layer, payload.model_id)]
+    elif sel.explained_layer:
+        chain = [find_layer(layers, sel.explained_layer, payload.model_id)]
     else:
         chain = [last_block(module, layers)]
     sae = load_sae_units(sel.sae, payload, chain[-1]) if sel.units == "sae" else None
     n_units, noun = (sae.config.d_sae, "SAE features") if sae else (chain[-1].units, "units")
-    if sel.top_k > n_units:
+    if sel.select is not None:
+        try:
+            sel.select.check({chain[-1].name: n_units})
+        except ValueError as err:
+            raise UserError(f"--select: {err}") from None
+    elif sel.top_k > n_units:
         raise UserError(
             f"--top-k {sel.top_k} is more than the {n_units} {noun} of {chain[-1].name}"
         )
@@ -101,6 +107,9 @@ def attribute(state: SweepState) -> None:
     state.pixels, state.probabilities, state.contributions = pixels, probs, contributions
     state.notes = _notes(i.payload, contributions, i.layer, i.sae)
     sel = config.selection
+    if sel.select is not None:  # the units chosen by hand, each on its side of the logit
+        state.positive, state.negative = _chosen(contributions, i.layer, sel.select.units_of(i.layer.name) or ())
+        return
     state.positive = _findings(contributions, i.layer, sel.top_k, negative=False)
     if sel.negatives:
         state.negative = _findings(contributions, i.layer, sel.negatives, negative=True)
@@ -304,6 +313,26 @@ def _findings(
         )  # fmt: skip
         for rank, (unit, value) in enumerate(c.top(k, negative=negative))
     ]
+
+
+def _chosen(
+    c: UnitContributions, layer: LayerInfo, units: Sequence[int]
+) -> tuple[list[UnitFinding], list[UnitFinding]]:
+    """The findings of the units chosen with `--select`: those that raise the logit ranked by
+    contribution, then those that lower it ranked by how much."""
+    values = [(u, float(c.contributions[u])) for u in units]
+    up = sorted((v for v in values if v[1] >= 0), key=lambda v: -v[1])
+    down = sorted((v for v in values if v[1] < 0), key=lambda v: v[1])
+    logit = c.logit
+
+    def finding(rank: int, unit: int, value: float) -> UnitFinding:
+        share = value / logit if logit > 0 else math.nan
+        return UnitFinding(layer=layer.name, unit=unit, rank=rank, contribution=value, share=share)
+
+    return (
+        [finding(r, u, v) for r, (u, v) in enumerate(up)],
+        [finding(r, u, v) for r, (u, v) in enumerate(down)],
+    )
 
 
 def _probe_path(config: SweepConfig, payload: ModelPayload, *, single_object: bool) -> str:

@@ -7,6 +7,8 @@ checkpointed by the sweep's agent step, and answered requests are in the request
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from coin_scale.explain.evidence import LayerEvidence
@@ -35,10 +37,12 @@ def explain_whole_layer_with_agents(
     sae: SAEUnits | None = None,
     address: str | None = None,
     progress: bool = True,
+    units: Sequence[int] | None = None,
 ) -> LayerExplanations:
-    """Explain every unit of `evidence` with its own agent and store the rows under `run_id`
-    (with the agents' steps in `experiments` and their requests in `llm_calls`)."""
-    units = list(range(int(evidence.activations.shape[1])))
+    """Explain every unit of `evidence` (or only `units`) with its own agent and store the rows
+    under `run_id` (with the agents' steps in `experiments` and their requests in `llm_calls`)."""
+    chosen = units
+    units = list(units) if units is not None else list(range(int(evidence.activations.shape[1])))
     run = AgentRun(
         prepared=prepared, warehouse=warehouse, run_id=run_id, address=address, progress=progress
     )
@@ -53,7 +57,7 @@ def explain_whole_layer_with_agents(
     clear_run(wh.fs, run_id)
     outcomes = explainer.outcomes.values()
     return LayerExplanations(
-        run_id=run_id, explanations=tuple(explanations),
+        run_id=run_id, explanations=tuple(explanations), selected=chosen is not None,
         cost_usd=sum(o.cost_usd for o in outcomes),
         tokens=sum(o.input_tokens + o.output_tokens for o in outcomes),
     )  # fmt: skip
