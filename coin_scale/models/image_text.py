@@ -1,0 +1,235 @@
+"""An image-text model (open_clip) that scores probe images against concept words: the
+concept source of the photo explainers (issue 18), with its embeddings cached.
+
+`ImageTextModel(ImageTextSource(model="ViT-B-32", weights=...))`:
+- `weights="default"`: the architecture's standard pretrained tag (`openai` where it has one),
+  read from the Hugging Face cache, downloaded there on first use when the network allows; when
+  it is neither cached nor reachable, one `ValueError` line names the model, the file expected and
+  `--clip-weights PATH` (checked in seconds, before any work);
+- `weights=PATH`: a local open_clip checkpoint of that architecture;
+- `weights="none"`: random weights, for tests only (a warning says so).
+
+Embeddings are L2-normalised float32. `text_embeddings` are cached per (model, weights,
+vocabulary) and `image_embeddings` per (model, weights, probe content) under the cache root
+(`coin_scale.cache.cache_root() / "image_text"`), so a vocabulary of thousands of words is encoded
+once and every later run reads it. `concept_similarity` is their product: (image, concept) cosine
+similarities, NaN rows for unreadable images.
+
+The images are encoded in this process (batched, every core); moving them to the model replica
+pool is issue 19's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from coin_scale.cache import cache_root
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "ViT-B-32"
+HUB_HOST = ("huggingface.co", 443)
+"""Where open_clip's pretrained weights are downloaded from."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageTextSource:
+    """Which image-text model: an open_clip architecture and its weights."""
+
+    model: str = DEFAULT_MODEL
+    """An open_clip architecture name (`open_clip.list_models()`), e.g. ViT-B-32, RN50."""
+    weights: str = "default"
+    """default (the standard pretrained tag, cached or downloaded) | none (random, tests only) |
+    PATH (a local open_clip checkpoint of the architecture)."""
+    seed: int = 0
+    """Seed of random weights."""
+
+
+def _architectures() -> list[str]:
+    import open_clip
+
+    return list(open_clip.list_models())
+
+
+def _default_tag(model: str) -> str | None:
+    import open_clip
+
+    tags = list(open_clip.list_pretrained_tags_by_model(model))
+    return "openai" if "openai" in tags else (tags[0] if tags else None)
+
+
+def _hub_file(model: str, tag: str) -> tuple[str, str] | None:
+    """(repo id, file name) of a pretrained tag on the Hugging Face hub, when it is there."""
+    import open_clip
+
+    cfg = open_clip.get_pretrained_cfg(model, tag)
+    repo = str(cfg.get("hf_hub", "")).strip("/")
+    if not repo:
+        return None
+    return repo, "open_clip_pytorch_model.bin"
+
+
+def _cached(repo: str, filename: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    for name in (filename, "open_clip_model.safetensors"):
+        found = try_to_load_from_cache(repo, name)
+        if isinstance(found, str):
+            return True
+    return False
+
+
+def _reachable(host: tuple[str, int], timeout: float = 3.0) -> bool:
+    try:
+        with socket.create_connection(host, timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+class ImageTextModel:
+    """An open_clip model with its image preprocessing and tokenizer, in eval mode."""
+
+    def __init__(self, source: ImageTextSource | None = None) -> None:
+        import open_clip
+
+        self.source = source = source or ImageTextSource()
+        if source.model not in _architectures():
+            import difflib
+
+            close = difflib.get_close_matches(source.model, _architectures(), n=3)
+            hint = f"; close matches: {', '.join(close)}" if close else ""
+            raise ValueError(f"unknown open_clip model {source.model!r}{hint}")
+        pretrained: str | None
+        if source.weights == "none":
+            log.warning(
+                "--clip-weights none: the image-text model %s has RANDOM weights; its concept "
+                "scores mean nothing (tests only)", source.model,
+            )  # fmt: skip
+            torch.manual_seed(source.seed)
+            pretrained, self.weights_id = None, f"none-seed{source.seed}"
+        elif source.weights == "default":
+            pretrained = self._default_weights()
+            self.weights_id = pretrained
+        else:
+            path = Path(source.weights).expanduser()
+            if not path.is_file():
+                raise ValueError(f"--clip-weights {path}: no such file")
+            pretrained = str(path)
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+            self.weights_id = f"file-{digest}"
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                source.model, pretrained=pretrained
+            )
+        except RuntimeError as err:  # a checkpoint of another architecture, a corrupt file
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ValueError(
+                f"--clip-weights {source.weights}: not weights of open_clip {source.model} ({first[:200]})"
+            ) from None
+        self.model = model.eval()
+        self.preprocess = preprocess
+        self.tokenizer = open_clip.get_tokenizer(source.model)
+
+    def _default_weights(self) -> str:
+        model = self.source.model
+        tag = _default_tag(model)
+        if tag is None:
+            raise ValueError(
+                f"open_clip {model} has no pretrained weights to download; pass --clip-weights PATH"
+            )
+        hub = _hub_file(model, tag)
+        if hub is not None and not _cached(*hub) and not _reachable(HUB_HOST):
+            repo, filename = hub
+            raise ValueError(
+                f"the weights of open_clip {model} ({tag}) are not in the Hugging Face cache "
+                f"({repo}/{filename}) and cannot be downloaded from here: pass --clip-weights "
+                "PATH (a local open_clip checkpoint), or --clip-weights none for random weights "
+                "(tests only)"
+            )
+        return tag
+
+    @property
+    def key(self) -> str:
+        """What the embedding caches are keyed by: the architecture and the weights."""
+        return f"{self.source.model}-{self.weights_id}"
+
+    @torch.inference_mode()
+    def encode_texts(self, concepts: Sequence[str], *, batch_size: int = 64) -> torch.Tensor:
+        """float32 (concept, dim), L2-normalised; each concept's words as the text."""
+        out = []
+        for start in range(0, len(concepts), batch_size):
+            tokens = self.tokenizer(list(concepts[start : start + batch_size]))
+            out.append(torch.nn.functional.normalize(self.model.encode_text(tokens).float(), dim=-1))
+        return torch.cat(out) if out else torch.zeros(0, 0)
+
+    @torch.inference_mode()
+    def encode_images(self, paths: Sequence[str], *, batch_size: int = 32) -> torch.Tensor:
+        """float32 (image, dim), L2-normalised; a row of NaN for an image that cannot be read."""
+        rows: list[torch.Tensor | None] = []
+        dim = None
+        for start in range(0, len(paths), batch_size):
+            batch, where = [], []
+            for i, path in enumerate(paths[start : start + batch_size]):
+                try:
+                    with Image.open(path) as image:
+                        batch.append(self.preprocess(image.convert("RGB")))
+                    where.append(i)
+                except (OSError, UnidentifiedImageError, ValueError) as err:
+                    log.debug("image-text model: cannot read %s: %s", path, err)
+            chunk: list[torch.Tensor | None] = [None] * len(paths[start : start + batch_size])
+            if batch:
+                emb = torch.nn.functional.normalize(
+                    self.model.encode_image(torch.stack(batch)).float(), dim=-1
+                )
+                dim = emb.shape[1]
+                for j, i in enumerate(where):
+                    chunk[i] = emb[j]
+            rows.extend(chunk)
+        if dim is None:
+            raise ValueError(f"none of the {len(paths)} images could be read")
+        nan = torch.full((dim,), float("nan"))
+        return torch.stack([r if r is not None else nan for r in rows])
+
+
+def _cache_file(kind: str, key: str) -> Path:
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in key)
+    return cache_root() / "image_text" / kind / f"{safe}.npy"
+
+
+def _cached_array(path: Path, make: Any) -> torch.Tensor:
+    if path.is_file():
+        return torch.from_numpy(np.load(path))
+    value = make()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, value.numpy())
+    tmp.replace(path)  # atomic: a reader sees the whole file or none
+    return value
+
+
+def text_embeddings(model: ImageTextModel, concepts: Sequence[str], fingerprint: str) -> torch.Tensor:
+    """(concept, dim) embeddings of a vocabulary, cached per model, weights and vocabulary."""
+    path = _cache_file("text", f"{model.key}-{fingerprint[:32]}")
+    return _cached_array(path, lambda: model.encode_texts(concepts))
+
+
+def image_embeddings(model: ImageTextModel, paths: Sequence[str], probe_id: str) -> torch.Tensor:
+    """(image, dim) embeddings of a probe set, cached per model, weights and probe content."""
+    path = _cache_file("images", f"{model.key}-{probe_id}")
+    return _cached_array(path, lambda: model.encode_images(paths))
+
+
+def concept_similarity(images: torch.Tensor, texts: torch.Tensor) -> torch.Tensor:
+    """(image, concept) cosine similarities of normalised embeddings (NaN rows stay NaN)."""
+    return images @ texts.T

@@ -1,0 +1,116 @@
+"""The image-text model that scores photographs against concept words: a tiny open_clip
+architecture built here (random weights), its embedding caches, and its errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from coin_scale.models import image_text
+from coin_scale.models.image_text import (
+    ImageTextModel,
+    ImageTextSource,
+    concept_similarity,
+    image_embeddings,
+    text_embeddings,
+)
+
+TINY = "coin-tiny-clip"
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory) -> str:
+    """A tiny CLIP architecture registered with open_clip (a test double of ViT-B-32's shape)."""
+    import open_clip
+
+    folder = tmp_path_factory.mktemp("clip-configs")
+    config = {
+        "embed_dim": 32,
+        "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8},
+        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
+    }
+    (folder / f"{TINY}.json").write_text(json.dumps(config))
+    open_clip.add_model_config(folder)
+    return TINY
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("COIN_SCALE_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def _images(folder, n=6):
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        path = folder / f"img{i}.png"
+        Image.new("RGB", (40, 30), (40 * i % 255, 100, 200 - 20 * i)).save(path)
+        paths.append(str(path))
+    (folder / "broken.jpg").write_bytes(b"not an image")
+    return [*paths, str(folder / "broken.jpg")]
+
+
+def test_random_weights_encode_texts_and_images_normalised(tiny_clip, tmp_path, caplog):
+    model = ImageTextModel(ImageTextSource(model=tiny_clip, weights="none"))
+    assert "RANDOM weights" in caplog.text and model.key == f"{tiny_clip}-none-seed0"
+    texts = model.encode_texts(["tabby cat", "grass", "brick wall"])
+    assert texts.shape == (3, 32) and torch.allclose(texts.norm(dim=1), torch.ones(3))
+    images = model.encode_images(_images(tmp_path / "probe"))
+    assert images.shape == (7, 32)
+    assert torch.isnan(images[-1]).all() and torch.isfinite(images[:-1]).all()
+    sims = concept_similarity(images, texts)
+    assert sims.shape == (7, 3) and bool((sims[:-1].abs() <= 1.0001).all())
+    again = ImageTextModel(ImageTextSource(model=tiny_clip, weights="none"))
+    torch.testing.assert_close(again.encode_texts(["grass"]), texts[1:2])  # seeded
+
+
+def test_embeddings_are_cached_per_model_weights_and_content(tiny_clip, tmp_path, cache, monkeypatch):
+    model = ImageTextModel(ImageTextSource(model=tiny_clip, weights="none"))
+    paths = _images(tmp_path / "probe")
+    first = text_embeddings(model, ["a", "b"], "f" * 64)
+    images = image_embeddings(model, paths, "probe123")
+    assert {p.relative_to(cache).as_posix() for p in cache.rglob("*.npy")} == {
+        f"image_text/images/{tiny_clip}-none-seed0-probe123.npy",
+        f"image_text/text/{tiny_clip}-none-seed0-{'f' * 32}.npy",
+    }
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("encoded again")
+
+    monkeypatch.setattr(model, "encode_texts", refuse)
+    monkeypatch.setattr(model, "encode_images", refuse)
+    torch.testing.assert_close(text_embeddings(model, ["a", "b"], "f" * 64), first)
+    np.testing.assert_array_equal(image_embeddings(model, paths, "probe123").numpy(), images.numpy())
+
+
+def test_a_local_checkpoint_loads_and_one_of_another_architecture_is_one_line(tiny_clip, tmp_path):
+    model = ImageTextModel(ImageTextSource(model=tiny_clip, weights="none"))
+    path = tmp_path / "tiny.pt"
+    torch.save(model.model.state_dict(), path)
+    loaded = ImageTextModel(ImageTextSource(model=tiny_clip, weights=str(path)))
+    assert loaded.weights_id.startswith("file-")
+    torch.testing.assert_close(loaded.encode_texts(["grass"]), model.encode_texts(["grass"]))
+    other = tmp_path / "other.pt"
+    torch.save({"visual.proj": torch.zeros(3, 3)}, other)
+    with pytest.raises(ValueError, match=f"not weights of open_clip {tiny_clip}"):
+        ImageTextModel(ImageTextSource(model=tiny_clip, weights=str(other)))
+    with pytest.raises(ValueError, match="no such file"):
+        ImageTextModel(ImageTextSource(model=tiny_clip, weights=str(tmp_path / "missing.pt")))
+
+
+def test_unknown_architecture_and_unreachable_weights_are_one_line(tiny_clip, monkeypatch):
+    with pytest.raises(ValueError, match="unknown open_clip model 'ViT-B-33'; close matches: .*ViT-B-32"):
+        ImageTextModel(ImageTextSource(model="ViT-B-33"))
+    # Offline and not cached: said in one line, at once (not after the hub's retries).
+    monkeypatch.setattr(image_text, "_cached", lambda repo, filename: False)
+    monkeypatch.setattr(image_text, "_reachable", lambda host, timeout=3.0: False)
+    with pytest.raises(ValueError) as err:
+        ImageTextModel(ImageTextSource(model="ViT-B-32"))
+    message = str(err.value)
+    assert "open_clip ViT-B-32 (openai)" in message and "--clip-weights PATH" in message
+    assert "open_clip_pytorch_model.bin" in message and "\n" not in message
