@@ -14,7 +14,7 @@ import logging
 import sys
 from typing import TYPE_CHECKING
 
-from coin_scale.cli.common import add_llm_args
+from coin_scale.cli.common import add_clip_args, add_llm_args
 from coin_scale.errors import UserError
 from coin_scale.explain.registry import explainer_help
 from coin_scale.records import LAYER_UNIT_KINDS
@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--probe-images", type=int, default=1000, help="size of the rendered probe set")
     p.add_argument("--explainer", default="offline",
                    help=f"how units are explained (default offline). {explainer_help()}")  # fmt: skip
+    add_clip_args(p)
     add_llm_args(p, flag="--explainer")
     p.add_argument("--dry-run", action="store_true",
                    help="print expected calls, tokens, dollars and minutes; spend nothing")  # fmt: skip
@@ -86,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
 def sweep_config(args: argparse.Namespace) -> SweepConfig:
     """The flags (and YAML keys) grouped into the sweep stages' configs."""
     from coin_scale.cli.common import llm_settings
+    from coin_scale.explain.image_text import ClipExplainerConfig
     from coin_scale.explain.llm import llm_request_cache
     from coin_scale.explain.registry import get_explainer
     from coin_scale.records import parse_selection
@@ -114,6 +116,9 @@ def sweep_config(args: argparse.Namespace) -> SweepConfig:
         chain=group(c.ChainConfig),  # type: ignore[arg-type]
         probe=c.ProbeConfig(probe=probe, probe_images=args.probe_images, exemplars=args.exemplars),
         explainer=args.explainer, llm=llm, scoring=group(c.ScoringConfig),  # type: ignore[arg-type]
+        clip=ClipExplainerConfig(
+            model=args.clip_model, weights=args.clip_weights, concepts=args.concepts
+        ) if args.explainer == "clip" else None,
         run=group(c.RunConfig), dry_run=args.dry_run,  # type: ignore[arg-type]
     )  # fmt: skip
 
@@ -174,6 +179,8 @@ def print_outcome(outcome) -> None:  # type: ignore[no-untyped-def]
             )
             if f.label and f.confidence is not None:
                 label = f"{f.label!r} ({f.explainer}, confidence {f.confidence:.2f})"
+            if f.label and f.score_name == "soft_wpmi" and f.score is not None:
+                label = f"{f.label!r} (clip, soft-WPMI {f.score:.2f})"
             if f.status == "failed":
                 label = f"- ({f.reason}: {(f.error or '')[:100]})"
             print(f"  {sign} {e.unit_noun.split()[-1]} {f.unit:>5}  {f.contribution:+.4f}  {label}")

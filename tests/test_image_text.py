@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from coin_scale.concepts.vocabulary import load_vocabulary
 from coin_scale.models import image_text
 from coin_scale.models.image_text import (
     ImageTextModel,
@@ -114,3 +115,77 @@ def test_unknown_architecture_and_unreachable_weights_are_one_line(tiny_clip, mo
     message = str(err.value)
     assert "open_clip ViT-B-32 (openai)" in message and "--clip-weights PATH" in message
     assert "open_clip_pytorch_model.bin" in message and "\n" not in message
+
+
+@pytest.mark.slow
+def test_dissect_explains_a_photo_folder_with_clip(tiny_clip, ray_cluster, probe_dir, tmp_path, cache, capsys):
+    """`coin-scale dissect --explainer clip` on a folder of images, no labels used: every unit
+    gets a word of the vocabulary, its soft-WPMI and runners-up, in the explanations table."""
+    from coin_scale.cli import main
+    from coin_scale.storage import connect
+
+    words = tmp_path / "words.txt"
+    words.write_text("tabby cat\ngrass\nbrick wall\nsky\nwater\ngrass\n")  # a repeat is kept once
+    warehouse = str(tmp_path / "wh")
+    argv = ["dissect", "--model", "resnet18", "--weights", "none", "--layer", "layer4",
+            "--probe", str(probe_dir), "--warehouse", warehouse, "--batch-size", "8",
+            "--no-progress", "--run-id", "photo", "--explainer", "clip", "--clip-model", tiny_clip,
+            "--clip-weights", "none", "--concepts", str(words), "--select", "layer4=0-9"]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "explained the 10 units chosen with clip" in out and "10 ok" in out
+    assert "random image-text weights" in out and "soft-WPMI" in out
+    rows = connect(warehouse).sql(
+        "SELECT unit, status, explainer, label, score_name, description FROM explanations "
+        "WHERE run_id = 'photo' ORDER BY unit"
+    ).fetchall()
+    assert [r[0] for r in rows] == list(range(10))
+    assert {(r[1], r[2], r[4]) for r in rows} == {("ok", "clip", "soft_wpmi")}
+    assert {r[3] for r in rows} <= {"tabby cat", "grass", "brick wall", "sky", "water"}
+    assert all("then " in r[5] for r in rows)  # the runners-up
+    assert list((cache / "image_text" / "text").glob("*.npy"))  # embedded once, reused next time
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--concepts", "/nowhere/words.txt"], "is neither a file nor one of objects"),
+        (["--clip-model", "ViT-B-33"], "unknown open_clip model 'ViT-B-33'"),
+    ],
+)
+def test_a_bad_clip_setting_is_one_line_before_any_work(tiny_clip, probe_dir, tmp_path, capsys, flags, message):
+    from coin_scale.cli import main
+
+    warehouse = tmp_path / "wh"
+    argv = ["dissect", "--model", "resnet18", "--weights", "none", "--layer", "layer4",
+            "--probe", str(probe_dir), "--warehouse", str(warehouse), "--explainer", "clip",
+            "--clip-weights", "none", "--clip-model", tiny_clip, *flags]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not warehouse.exists() or not any(warehouse.iterdir())
+
+
+@pytest.mark.slow
+def test_run_sweep_explains_a_photo_with_clip(tiny_clip, ray_cluster, probe_dir, tmp_path, cache, capsys):
+    """The headline sweep on a photograph and a folder of photographs, no labels and no key:
+    the driving units get words of the vocabulary, stored and in the report."""
+    import run_sweep
+    from coin_scale.storage import connect
+
+    image = tmp_path / "photo.png"
+    Image.new("RGB", (64, 48), (200, 120, 40)).save(image)
+    warehouse = tmp_path / "wh"
+    argv = ["--image", str(image), "--model", "resnet18", "--weights", "none", "--top-k", "3",
+            "--negatives", "1", "--probe", str(probe_dir), "--warehouse", str(warehouse),
+            "--run-id", "clip1", "--no-progress", "--explainer", "clip", "--clip-model", tiny_clip,
+            "--clip-weights", "none", "--concepts", "textures,colors"]  # fmt: skip
+    assert run_sweep.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "Predicted " in out and (warehouse / "reports" / "clip1" / "report.html").is_file()
+    rows = connect(warehouse).sql(
+        "SELECT status, explainer, label, score_name FROM explanations WHERE run_id = 'clip1'"
+    ).fetchall()
+    vocabulary = {*load_vocabulary("textures").concepts, *load_vocabulary("colors").concepts}
+    assert len(rows) == 4 and all(r[:2] == ("ok", "clip") and r[2] in vocabulary for r in rows)
+    assert {r[3] for r in rows} == {"soft_wpmi"}

@@ -40,6 +40,32 @@ def add_llm_args(parser: argparse.ArgumentParser, *, flag: str) -> None:
     llm.add_argument("--llm-config", default=None, help="another configs/llm.yaml (prices, limits)")
 
 
+def add_clip_args(parser: argparse.ArgumentParser) -> None:
+    """The image-text explainer's flags (`--explainer clip`)."""
+    clip = parser.add_argument_group("image-text explainer (--explainer clip)")
+    clip.add_argument("--clip-model", default="ViT-B-32",
+                      help="open_clip architecture scoring images against words (default ViT-B-32)")  # fmt: skip
+    clip.add_argument("--clip-weights", default="default",
+                      help="default (open_clip's standard weights, cached or downloaded), PATH (a "
+                      "local checkpoint), or none (random weights: tests only)")  # fmt: skip
+    clip.add_argument("--concepts", default="photo",
+                      help="vocabulary: objects, scenes, textures, materials, colors, parts, photo "
+                      "(all of them, default), several joined by commas, or FILE (one concept a line)")  # fmt: skip
+
+
+def clip_explainer(args: argparse.Namespace) -> Any:
+    """The `clip` explainer of `add_clip_args`' flags, its model and vocabulary loaded; a bad
+    one is a one-line UserError."""
+    from coin_scale.explain.image_text import ClipExplainer, ClipExplainerConfig
+
+    try:
+        return ClipExplainer(ClipExplainerConfig(
+            model=args.clip_model, weights=args.clip_weights, concepts=args.concepts,
+        ))  # fmt: skip
+    except ValueError as err:
+        raise UserError(f"--explainer clip: {err}") from None
+
+
 def llm_settings(args: argparse.Namespace, provider: str, cache_dir: str) -> Any:
     """The `LLMExplainerConfig` of `add_llm_args`' flags (never the key)."""
     from coin_scale.explain.llm import LLMExplainerConfig

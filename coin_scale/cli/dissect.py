@@ -7,10 +7,12 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from coin_scale.cli.common import (
+    add_clip_args,
     add_config_arg,
     add_llm_args,
     add_model_args,
     add_warehouse_arg,
+    clip_explainer,
     llm_settings,
 )
 from coin_scale.errors import UserError
@@ -61,6 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="with --explainer, explain only these units of --layer: layer4=12,45 or "
         "layer4=0-7, or @FILE with one LAYER=UNITS a line",
     )  # fmt: skip
+    add_clip_args(parser)
     add_llm_args(parser, flag="--explainer")
     parser.add_argument(
         "--dry-run", action="store_true",
@@ -87,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(str(err)) from None
     entry = get_explainer(args.explainer) if args.explainer else None
     select = _selection(args) if args.select else None
+    # the image-text model and the vocabulary are loaded now: a bad one stops before any work
+    clip = clip_explainer(args) if args.explainer == "clip" and not args.dry_run else None
     prepared = None
     if entry is not None and entry.uses_llm:
         from coin_scale.explain.llm import prepare
@@ -107,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     explained = None
     if entry is not None:
-        explained, result, payload = _explain_layer(args, config, prepared, select)
+        explained, result, payload = _explain_layer(args, config, prepared, select, clip)
     else:
         result = run_dissection(config, progress=not args.no_progress)
     summary = {
@@ -126,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
             "statuses": dict(explained.statuses), "reasons": dict(explained.reasons),
             "explanations_run_id": explained.run_id,
         }  # fmt: skip
-        if prepared is None:
+        if prepared is None and args.explainer == "offline":
             summary["mean_iou"] = round(explained.mean_iou, 4)
         else:
             summary["cost_usd"] = round(explained.cost_usd, 6)
@@ -158,7 +163,11 @@ def _print_explanations(layer: LayerExplanations, args: argparse.Namespace, *, o
     statuses = ", ".join(f"{n} {s}" for s, n in layer.statuses.most_common())
     reasons = ", ".join(f"{n} {r}" for r, n in layer.reasons.most_common())
     statuses += f" ({reasons})" if reasons else ""
-    if offline:
+    clip = args.explainer == "clip"
+    if clip:
+        print(f"explained {_which(layer)} with clip ({args.clip_model}, --concepts "
+              f"{args.concepts}): {statuses} (run {layer.run_id})")  # fmt: skip
+    elif offline:
         print(
             f"explained {_which(layer)} offline: {statuses}; mean IoU {layer.mean_iou:.3f} (run {layer.run_id})"
         )
@@ -174,7 +183,13 @@ def _print_explanations(layer: LayerExplanations, args: argparse.Namespace, *, o
         print(
             "NOTE: random weights (--weights none): these labels describe noise, not a trained network"
         )
-    for e in layer.best(5) if offline else ():
+    if clip and args.clip_weights == "none":
+        print("NOTE: random image-text weights (--clip-weights none): the concepts mean nothing")
+    if clip:
+        ranked = sorted((e for e in layer.explanations if e.ok), key=lambda e: -(e.match or 0.0))
+        for e in ranked[:5]:
+            print(f"  unit {e.unit:>5}  soft-WPMI {e.match:.2f}  {e.label}")
+    for e in layer.best(5) if offline and not clip else ():
         print(f"  unit {e.unit:>5}  IoU {e.iou:.3f}  {e.label}")
     order = "score DESC" if offline else "unit"
     print(
@@ -223,8 +238,9 @@ def _selection(args: argparse.Namespace) -> UnitSelection:
 
 
 def _explain_layer(
-    args: argparse.Namespace, config: Any, prepared: Any, select: UnitSelection | None
-) -> tuple[LayerExplanations, Any, Any]:
+    args: argparse.Namespace, config: Any, prepared: Any, select: UnitSelection | None,
+    clip: Any = None,
+) -> tuple[LayerExplanations, Any, Any]:  # fmt: skip
     """Every unit of the layer (or those of `select`) explained by `--explainer` (agents when
     `prepared`, the LLM resolved): (the explanations, the dissection's result, the payload)."""
     from dataclasses import replace
@@ -254,7 +270,7 @@ def _explain_layer(
 
         explained = explain_whole_layer(
             evidence, Warehouse(args.warehouse), run_id=run_id, model=result.model,
-            layer=result.layer, kind=kind, units=units,
+            layer=result.layer, kind=kind, units=units, explainer=clip,
         )  # fmt: skip
         return explained, result, payload
     from coin_scale.dissect.pipeline import load_sae_units

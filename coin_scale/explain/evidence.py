@@ -23,3 +23,9 @@ class LayerEvidence:
     probe: ProbeSet
     result: DissectResult | None = None
     """The dissection's summary (run id, images, timing)."""
+    rows: tuple[int, ...] | None = None
+    """The probe image index of each row of `activations` (None: every image, in order)."""
+
+    def image_indices(self) -> tuple[int, ...]:
+        """The probe image index of each row of `activations`."""
+        return self.rows if self.rows is not None else tuple(range(int(self.activations.shape[0])))

@@ -62,6 +62,8 @@ class Explanation:
     to a formula); None when there is no formula."""
     confidence: float | None = None
     """An LLM agent's own confidence in its label, 0..1."""
+    match: float | None = None
+    """The label's soft-WPMI with the unit over the probe (the image-text explainer; nats)."""
     mask_size: int | None = None
     """Probe images in the unit's mask (activation above `threshold`), where one was drawn."""
     threshold: float | None = None
@@ -92,6 +94,8 @@ class Explanation:
             return self.iou, "iou"
         if self.confidence is not None:
             return self.confidence, "confidence"
+        if self.match is not None:
+            return self.match, "soft_wpmi"
         return None, None
 
 

@@ -1,8 +1,9 @@
 """The explainers, behind one protocol: a layer's evidence and some of its units in, one
 `Explanation` per unit out.
 
-`offline` (compositional formulas over the probe's concepts, no network) and one LLM-agent
-explainer per registered LLM provider (`coin_scale.llm.providers`) are registered here; every
+`offline` (compositional formulas over the probe's concepts, no network), `clip` (concept words
+matched through an image-text model, `coin_scale.explain.image_text.ClipExplainer`) and one
+LLM-agent explainer per registered LLM provider (`coin_scale.llm.providers`) are registered here; every
 command takes its `--explainer` choices from `explainer_names()`. An agent explainer needs an
 LLM gateway and the model to experiment on, which the driver layer opens
 (`coin_scale.sweep.agents.AgentExplainer`); the offline one is `OfflineExplainer`.
@@ -79,6 +80,13 @@ def explainer_help() -> str:
 
 register_explainer(
     ExplainerEntry(name="offline", summary="formulas over the probe's concepts, no network")
+)
+register_explainer(
+    ExplainerEntry(
+        name="clip",
+        summary="the word of --concepts whose image-text similarity over the probe best matches "
+        "the unit (open_clip, soft-WPMI; any folder of photographs, no labels, no API key)",
+    )
 )
 for _provider in PROVIDERS:
     register_explainer(

@@ -1,5 +1,5 @@
-"""Every unit of a dissected layer explained at once (`coin-scale dissect --explainer offline`):
-the offline explainer over the dissection's dense activations, one `explanations` row per unit.
+"""Every unit of a dissected layer explained at once (`coin-scale dissect --explainer offline` or
+`clip`): an explainer over the dissection's dense activations, one `explanations` row per unit.
 `LayerExplanations` is also what the LLM agents' whole-layer run returns
 (`coin_scale.sweep.whole_layer_agents`)."""
 
@@ -14,6 +14,7 @@ from typing import Any
 from coin_scale.explain.evidence import LayerEvidence
 from coin_scale.explain.explanation import Explanation, explanation_rows
 from coin_scale.explain.offline import OfflineExplainer, OfflineExplainerConfig
+from coin_scale.explain.registry import Explainer
 from coin_scale.explain.resume import ExplainCheckpoint, clear_run, scope_name
 from coin_scale.storage import Warehouse
 from coin_scale.storage.schemas import get_spec
@@ -66,6 +67,7 @@ def explain_whole_layer(
     config: OfflineExplainerConfig | None = None,
     chunk: int = CHUNK_UNITS,
     units: Sequence[int] | None = None,
+    explainer: Explainer | None = None,
 ) -> LayerExplanations:
     """Explain every unit of `evidence` (or only `units`) and store the rows under `run_id`
     (replacing a rerun's).
@@ -73,11 +75,14 @@ def explain_whole_layer(
     Units are explained `chunk` at a time, each chunk checkpointed, so a rerun of a killed run
     explains only the units not yet done (the explainer treats every unit on its own, so the
     result is the same)."""
-    explainer = OfflineExplainer(config)
-    config = explainer.config
+    if explainer is None:
+        explainer = OfflineExplainer(config)
+    else:  # explained in one piece: its units are matched against the whole layer at once
+        chunk = max(1, int(evidence.activations.shape[1]))
     n_units = int(evidence.activations.shape[1])
+    settings = repr(getattr(explainer, "config", None))
     ckpt = ExplainCheckpoint(
-        warehouse.fs, run_id, scope_name("offline", evidence.dissection_id, repr(config))
+        warehouse.fs, run_id, scope_name(explainer.name, evidence.dissection_id, settings)
     )
     done = {e.unit: e for piece in ckpt.pieces().values() for e in map(_from_json, piece)}
     selected = units is not None

@@ -133,6 +133,11 @@ class SyntheticEvalConfig:
                 f"{', '.join(self.kinds) or 'none'}. Fix: e.g. mono,or."
             )
         entry = get_explainer(self.explainer)  # ValueError naming the choices
+        if entry.name == "clip":
+            raise ValueError(
+                "explainer 'clip': eval synthetic cannot score it yet (its stand-in image-concept "
+                "scorer on rendered scenes is still to come). Fix: --explainer offline or an LLM."
+            )
         if entry.uses_llm and self.through != "model":
             raise ValueError(
                 f"explainer {self.explainer!r}: an LLM agent experiments on new images, so the "

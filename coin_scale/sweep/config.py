@@ -12,6 +12,8 @@ from typing import Any
 
 from coin_scale.chain.graph import EDGE_METHODS, EdgeMethod
 from coin_scale.dissect.config import check_units
+from coin_scale.explain.image_text import NAME as CLIP
+from coin_scale.explain.image_text import ClipExplainerConfig
 from coin_scale.explain.llm import LLMExplainerConfig
 from coin_scale.explain.registry import get_explainer
 from coin_scale.records import LayerUnitKind, UnitSelection
@@ -193,6 +195,9 @@ class SweepConfig:
     llm: LLMExplainerConfig | None = None
     """The LLM explainer's provider, model, limits and budgets; set exactly when `explainer` is
     an LLM one (its `provider` is the explainer's)."""
+    clip: ClipExplainerConfig | None = None
+    """The image-text explainer's model, weights and vocabulary; set exactly when `explainer` is
+    `clip`."""
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     run: RunConfig = field(default_factory=RunConfig)
     dry_run: bool = False
@@ -209,6 +214,8 @@ class SweepConfig:
             raise ValueError(
                 f"llm.provider {self.llm.provider!r} is not explainer {self.explainer!r}'s provider"
             )
+        if (self.explainer == CLIP) != (self.clip is not None):
+            raise ValueError(f"explainer {self.explainer!r}: the clip settings go with --explainer clip only")
         if self.dry_run and not entry.uses_llm:
             raise ValueError(
                 "--dry-run estimates LLM costs; use it with --explainer openai|anthropic|gemini"

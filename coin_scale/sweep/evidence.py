@@ -44,6 +44,7 @@ def layer_evidence(
         concepts=replace(concepts, matrix=concepts.matrix[:, keep]),
         probe=probe,
         result=result,
+        rows=tuple(int(i) for i in keep),
     )
 
 

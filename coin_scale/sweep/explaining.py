@@ -35,6 +35,8 @@ def explain_layer(
     run_id: str,
     sae: SAEUnits | None = None,
     ledger: AgentLedger | None = None,
+    *,
+    clip: Explainer | None = None,
 ) -> tuple[str, list[UnitFinding]]:
     """Dissect `layer` over the probe set (cached), explain the units of `findings` with the
     sweep's explainer and add their exemplars; returns the dissection id and the findings."""
@@ -86,6 +88,8 @@ def explain_layer(
             progress=config.run.progress,
         )  # fmt: skip
         explainer = AgentExplainer(run, payload, module, layer, sae=sae, ledger=ledger)
+    elif clip is not None:
+        explainer = clip
     else:
         explainer = OfflineExplainer()
     explained = dict(zip(units, explainer.explain(evidence, units), strict=True))
@@ -98,8 +102,10 @@ def with_explanation(
     f: UnitFinding, e: Explanation, exemplars: tuple[Exemplar, ...]
 ) -> UnitFinding:
     """`f` with its unit's explanation and exemplars (no label unless the explanation is ok)."""
+    score, score_name = e.score()
     return replace(
-        f, status=e.status, reason=e.reason, label=e.label or None,
+        f, status=e.status, reason=e.reason, label=e.label or None, score=score,
+        score_name=score_name,
         description=e.description or None, formula=e.formula or None, iou=e.iou,
         confidence=e.confidence, explainer=e.explainer, error=e.error, exemplars=exemplars,
     )  # fmt: skip

@@ -75,8 +75,7 @@ def store_sweep(
          "kind": e.unit_kind if f.layer == e.layer else "neuron", "explainer": f.explainer,
          "status": f.status, "reason": f.reason,
          "label": f.label, "description": f.description, "formula": f.formula,
-         "score": f.iou if f.iou is not None else f.confidence,
-         "score_name": "iou" if f.iou is not None else ("confidence" if f.confidence is not None else None),
+         "score": f.score, "score_name": f.score_name,
          "error": f.error,
          "dissection_id": dissection_ids.get(f.layer)}
         for f in explained if f.status is not None

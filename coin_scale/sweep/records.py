@@ -47,6 +47,10 @@ class UnitFinding:
     """IoU between the unit's mask and the formula over the probe set (offline explainer)."""
     confidence: float | None = None
     """The LLM agent's own confidence in its label, 0..1 (LLM explainers)."""
+    score: float | None = None
+    """The explainer's own score of its label, as stored (`score_name` says which)."""
+    score_name: str | None = None
+    """`iou`, `confidence` or `soft_wpmi`; None when the unit has no label."""
     explainer: str | None = None
     exemplars: tuple[Exemplar, ...] = ()
     error: str | None = None

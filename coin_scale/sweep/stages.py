@@ -48,6 +48,14 @@ def prepare(config: SweepConfig, run_id: str) -> SweepInputs:
         from coin_scale.explain.llm import prepare as prepare_llm
 
         prepared = prepare_llm(config.llm)
+    clip = None
+    if config.clip is not None:  # the image-text model and the vocabulary, loaded now
+        from coin_scale.explain.image_text import ClipExplainer
+
+        try:
+            clip = ClipExplainer(config.clip)
+        except ValueError as err:
+            raise UserError(f"--explainer clip: {err}") from None
     ratings = None
     if config.scoring.human_ratings is not None:
         from coin_scale.eval.human_ratings import load_human_ratings
@@ -79,7 +87,7 @@ def prepare(config: SweepConfig, run_id: str) -> SweepInputs:
             f"--top-k {sel.top_k} is more than the {n_units} {noun} of {chain[-1].name}"
         )
     return SweepInputs(
-        config=config, run_id=run_id, warehouse=Warehouse(config.run.warehouse), prepared=prepared,
+        config=config, run_id=run_id, warehouse=Warehouse(config.run.warehouse), prepared=prepared, clip=clip,
         ratings=ratings, model=model, payload=payload, module=module, chain=chain, sae=sae,
         sae_model=sae.build() if sae else None,
     )  # fmt: skip
@@ -145,7 +153,7 @@ def explain(state: SweepState) -> None:
     selected = state.positive + state.negative
     state.dissection_ids[i.layer.name], explained = explain_layer(
         config, i.model, i.payload, probe, i.layer, selected, state.notes, i.module, i.prepared,
-        i.run_id, i.sae, ledger,
+        i.run_id, i.sae, ledger, clip=i.clip,
     )  # fmt: skip
     state.positive, state.negative = (
         explained[: len(state.positive)],
@@ -156,7 +164,7 @@ def explain(state: SweepState) -> None:
         if mine:
             state.dissection_ids[earlier.name], done = explain_layer(
                 config, i.model, i.payload, probe, earlier, mine, state.notes, i.module,
-                i.prepared, i.run_id, ledger=ledger,
+                i.prepared, i.run_id, ledger=ledger, clip=i.clip,
             )  # fmt: skip
             state.nodes = [n for n in state.nodes if n.layer != earlier.name] + done
 

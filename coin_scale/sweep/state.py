@@ -24,6 +24,7 @@ from coin_scale.sweep.records import ClassExplanation, UnitFinding
 
 if TYPE_CHECKING:
     from coin_scale.eval.human_ratings import UnitRating
+    from coin_scale.explain.image_text import ClipExplainer
     from coin_scale.explain.llm import PreparedLLM
 
 
@@ -41,6 +42,8 @@ class SweepInputs:
     run_id: str
     warehouse: Warehouse
     prepared: PreparedLLM | None
+    clip: ClipExplainer | None
+    """The image-text explainer, its model and vocabulary loaded (`--explainer clip`)."""
     """The LLM explainer resolved (None: the offline explainer)."""
     ratings: dict[tuple[str, int], UnitRating] | None
     """Human ratings by (layer, unit) (`--human-ratings`)."""
