@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -183,3 +184,35 @@ def test_run_sweep_visualizes_every_explained_unit_in_the_report(ray_cluster, tm
     assert all(Path(r[4]).is_file() and "/reports/v1/visualizations/" in r[4] for r in rows)
     report = (wh / "reports" / "v1" / "report.html").read_text(encoding="utf-8")
     assert report.count('class="exemplar visualization"') == 2  # the two positive units' cards
+
+
+def test_a_photo_model_on_the_rendered_probe_is_pointed_to_a_folder_and_clip():
+    from coin_scale.models import ModelSource, resolve_model
+    from coin_scale.sweep.config import ProbeConfig, SweepConfig, TargetConfig
+    from coin_scale.sweep.stages import probe_guidance
+
+    resnet = resolve_model(ModelSource(model="resnet18", weights="none"))
+    config = SweepConfig(target=TargetConfig(image="cat.jpg", model="resnet18", weights="none"))
+    note = probe_guidance(config, resnet)
+    assert note is not None and "only knows shapes, colours, textures" in note
+    assert note.endswith(
+        "python run_sweep.py --image cat.jpg --model resnet18 --weights none --probe PHOTOS/ "
+        "--explainer clip"
+    )
+    folder = SweepConfig(target=config.target, probe=ProbeConfig(probe="photos/"))
+    assert probe_guidance(folder, resnet) is None  # photographs already
+    for arch in ("probe_cnn", "attribute_net", "synthetic_units"):  # models of the rendered world
+        assert probe_guidance(config, dataclasses.replace(resnet, arch=arch)) is None
+
+
+def test_a_missing_key_with_a_folder_of_photos_suggests_clip(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.new("RGB", (32, 32)).save(photos / "a.png")
+    argv = ["--image", str(_target(tmp_path)), "--model", "resnet18", "--weights", "none",
+            "--probe", str(photos), "--explainer", "openai", "--warehouse", str(tmp_path / "wh")]  # fmt: skip
+    assert run_sweep.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "OPENAI_API_KEY" in err and "--explainer clip (no key, no labels)" in err
+    assert not (tmp_path / "wh").exists()

@@ -46,8 +46,16 @@ def prepare(config: SweepConfig, run_id: str) -> SweepInputs:
     prepared = None
     if config.llm is not None:
         from coin_scale.explain.llm import prepare as prepare_llm
+        from coin_scale.llm.keys import MissingKey
 
-        prepared = prepare_llm(config.llm)
+        try:
+            prepared = prepare_llm(config.llm)
+        except MissingKey as err:
+            if config.probe.probe in (None, RENDERED):
+                raise
+            raise MissingKey(  # a folder of photographs: the image-text explainer needs no key
+                str(err).replace("--explainer offline", "--explainer clip (no key, no labels)")
+            ) from None
     clip = None
     if config.clip is not None:  # the image-text model and the vocabulary, loaded now
         from coin_scale.explain.image_text import ClipExplainer
@@ -93,6 +101,27 @@ def prepare(config: SweepConfig, run_id: str) -> SweepInputs:
     )  # fmt: skip
 
 
+RENDERED_WORLD_ARCHS = ("probe_cnn", "attribute_net", "synthetic_units")
+"""Models trained on (or built over) coin-scale's rendered scenes, whose classes the rendered
+probe's attributes can name."""
+
+
+def probe_guidance(config: SweepConfig, payload: ModelPayload) -> str | None:
+    """A note for a model of photographs explained over the rendered probe: its vocabulary is
+    shapes, colours and textures, so say so and give the command for a folder of photographs."""
+    if config.probe.probe != RENDERED or payload.arch in RENDERED_WORLD_ARCHS:
+        return None
+    t = config.target
+    image = t.image or "PHOTO.jpg"
+    weights = "" if t.weights == "default" else f" --weights {t.weights}"
+    return (
+        f"The rendered probe only knows shapes, colours, textures, backgrounds, positions and "
+        f"lights, so its labels cannot name what {payload.model_id} sees in a photograph. For "
+        f"photographs, explain over a folder of them, no labels or key needed: python run_sweep.py "
+        f"--image {image} --model {t.model}{weights} --probe PHOTOS/ --explainer clip"
+    )
+
+
 def attribute(state: SweepState) -> None:
     """Predict the target image and rank the layer's units by their contribution to the class."""
     i, config = state.inputs, state.config
@@ -114,6 +143,9 @@ def attribute(state: SweepState) -> None:
         contributions = unit_contributions(i.module, i.layer.name, i.layer.layout, pixels)
     state.pixels, state.probabilities, state.contributions = pixels, probs, contributions
     state.notes = _notes(i.payload, contributions, i.layer, i.sae)
+    guidance = probe_guidance(config, i.payload)
+    if guidance:
+        state.notes.append(guidance)
     sel = config.selection
     if sel.select is not None:  # the units chosen by hand, each on its side of the logit
         state.positive, state.negative = _chosen(contributions, i.layer, sel.select.units_of(i.layer.name) or ())
