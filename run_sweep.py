@@ -97,7 +97,8 @@ def sweep_config(args: argparse.Namespace) -> SweepConfig:
 
     def group(cls: type, **given: object) -> object:
         """`cls` from the flags of its fields' names (`given` values replace flags)."""
-        return cls(**{f.name: given.get(f.name, flags.get(f.name)) for f in dataclasses.fields(cls)})
+        return cls(**{f.name: given[f.name] if f.name in given else flags[f.name]
+                      for f in dataclasses.fields(cls)})  # fmt: skip
 
     probe = None if str(args.probe).lower() == "none" else args.probe
     try:

@@ -86,14 +86,14 @@ def test_secrets_never_reach_the_row(tmp_path: Path, monkeypatch) -> None:
     rec.secrets = ["in-memory-key-9876"]
     with pytest.raises(RuntimeError), rec:
         raise RuntimeError(
-            "401 for key sk-test-0123456789abcdef / in-memory-key-9876 at https://u:pw@host/x"
+            "401 for key sk-test-0123456789abcdef / in-memory-key-9876 at gs://u:pw@bucket/x"
         )
     (row,) = stored(wh)
     text = row["config_json"] + row["message"]
     for secret in ["sk-test-0123456789abcdef", "aws-secret-value-42", "in-memory-key-9876",
                    "AKIAEXAMPLE", "secret_key=abc", "u:pw@"]:  # fmt: skip
         assert secret not in text
-    assert row["message"] == "RuntimeError: 401 for key [REDACTED] / [REDACTED] at https://host/x"
+    assert row["message"] == "RuntimeError: 401 for key [REDACTED] / [REDACTED] at gs://bucket/x"
     config = json.loads(row["config_json"])
     assert config["warehouse"] == "s3://bucket/wh?secret_key=[REDACTED]&region=x"
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -212,7 +213,7 @@ def _cached_array(path: Path, make: Any) -> torch.Tensor:
         return torch.from_numpy(np.load(path))
     value = make()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npy")
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")  # one per writer
     np.save(tmp, value.numpy())
     tmp.replace(path)  # atomic: a reader sees the whole file or none
     return value

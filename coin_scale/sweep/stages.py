@@ -150,9 +150,11 @@ def attribute(state: SweepState) -> None:
     if sel.select is not None:  # the units chosen by hand, each on its side of the logit
         state.positive, state.negative = _chosen(contributions, i.layer, sel.select.units_of(i.layer.name) or ())
         return
-    state.positive = _findings(contributions, i.layer, sel.top_k, negative=False)
+    state.positive = _findings(contributions, i.layer, contributions.top(sel.top_k))
     if sel.negatives:
-        state.negative = _findings(contributions, i.layer, sel.negatives, negative=True)
+        state.negative = _findings(
+            contributions, i.layer, contributions.top(sel.negatives, negative=True)
+        )
 
 
 def trace_chain(state: SweepState) -> None:
@@ -340,18 +342,15 @@ def _summary(sae: SAEUnits) -> SAESummary:
 
 
 def _findings(
-    c: UnitContributions, layer: LayerInfo, k: int, *, negative: bool
+    c: UnitContributions, layer: LayerInfo, ranked: Sequence[tuple[int, float]]
 ) -> list[UnitFinding]:
-    logit = c.logit
+    """One finding per (unit, contribution), ranked in the order given."""
     return [
         UnitFinding(
-            layer=layer.name,
-            unit=unit,
-            rank=rank,
-            contribution=value,
-            share=value / logit if logit > 0 else math.nan,
+            layer=layer.name, unit=unit, rank=rank, contribution=value,
+            share=value / c.logit if c.logit > 0 else math.nan,
         )  # fmt: skip
-        for rank, (unit, value) in enumerate(c.top(k, negative=negative))
+        for rank, (unit, value) in enumerate(ranked)
     ]
 
 
@@ -363,16 +362,7 @@ def _chosen(
     values = [(u, float(c.contributions[u])) for u in units]
     up = sorted((v for v in values if v[1] >= 0), key=lambda v: -v[1])
     down = sorted((v for v in values if v[1] < 0), key=lambda v: v[1])
-    logit = c.logit
-
-    def finding(rank: int, unit: int, value: float) -> UnitFinding:
-        share = value / logit if logit > 0 else math.nan
-        return UnitFinding(layer=layer.name, unit=unit, rank=rank, contribution=value, share=share)
-
-    return (
-        [finding(r, u, v) for r, (u, v) in enumerate(up)],
-        [finding(r, u, v) for r, (u, v) in enumerate(down)],
-    )
+    return _findings(c, layer, up), _findings(c, layer, down)
 
 
 def _probe_path(config: SweepConfig, payload: ModelPayload, *, single_object: bool) -> str:
