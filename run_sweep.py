@@ -119,7 +119,7 @@ def sweep_config(args: argparse.Namespace) -> SweepConfig:
         explainer=args.explainer, llm=llm, scoring=group(c.ScoringConfig),  # type: ignore[arg-type]
         clip=ClipExplainerConfig(
             model=args.clip_model, weights=args.clip_weights, concepts=args.concepts
-        ) if args.explainer == "clip" else None,
+        ) if get_explainer(args.explainer).image_text else None,
         run=group(c.RunConfig), dry_run=args.dry_run,  # type: ignore[arg-type]
     )  # fmt: skip
 

@@ -258,8 +258,7 @@ def test_score_unit_and_summarize() -> None:
     ("argv", "message"),
     [
         (["--explainer", "openai"], "add --through model"),
-        (["--explainer", "clip"], "eval synthetic cannot score it yet"),
-        (["--explainer", "magic"], "unknown explainer 'magic'; available: offline, clip, openai"),
+        (["--explainer", "magic"], "unknown explainer 'magic'; available: offline, clip, clip-formula, openai"),
         (["--n", "5", "--spec", "x.yaml"], "not both"),
         (["--kinds", "mono,xor"], "kinds: expected some of"),
         (["--noise", "-1"], "noise: expected >= 0"),

@@ -327,3 +327,33 @@ def test_a_missing_api_key_stops_before_any_rendering_or_training(tmp_path, monk
     err = capsys.readouterr().err
     assert "OPENAI_API_KEY" in err and "Traceback" not in err
     assert not (tmp_path / "empty-cache").exists()  # nothing rendered, no net trained
+
+
+@pytest.mark.parametrize("explainer", ["clip", "clip-formula"])
+def test_eval_synthetic_scores_the_image_text_explainers_with_the_attribute_net_standing_in(
+    explainer: str, tiny_net: Path, single_object_probe: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """`eval synthetic --explainer clip|clip-formula`: the attribute net reads concept
+    probabilities from the rendered scenes' pixels in place of an image-text model, the explainer
+    matches units to them, and the offline explainer on the true attributes is the reference."""
+    monkeypatch.setenv("COIN_SCALE_CACHE", str(tiny_net.parent))
+    spec = tmp_path / "units.yaml"
+    spec.write_text("- formula: color=red\n  noise: 0.1\n- formula: background=sky OR light=dim\n")
+    argv = ["eval", "synthetic", "--spec", str(spec), "--probe", str(single_object_probe),
+            "--quantile", "0.7", "--explainer", explainer, "--no-progress"]  # fmt: skip
+    assert main([*argv, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["scorer"] == str(tiny_net)
+    assert set(report["scorer_accuracy"]) == {a for a, _ in head_spec()}
+    assert [row["kind"] for row in report["summary"]] == ["mono", "or", "all"]
+    assert [row["kind"] for row in report["reference"]] == ["mono", "or", "all"]
+    assert report["reference"][-1]["n"] == 2
+    for unit in report["units"]:  # each label is read as a formula over the probe's concepts
+        assert unit["status"] in ("ok", "empty")
+        assert (unit["predicted_formula"] != "") == (unit["status"] == "ok")
+        if explainer == "clip" and unit["status"] == "ok":
+            assert unit["predicted_formula"] == unit["label"] and "=" in unit["label"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"the attribute net {tiny_net} stands in for the image-text model" in out
+    assert "the offline explainer on the probe's true attributes, same units" in out

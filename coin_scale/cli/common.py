@@ -42,7 +42,7 @@ def add_llm_args(parser: argparse.ArgumentParser, *, flag: str) -> None:
 
 def add_clip_args(parser: argparse.ArgumentParser) -> None:
     """The image-text explainer's flags (`--explainer clip`)."""
-    clip = parser.add_argument_group("image-text explainer (--explainer clip)")
+    clip = parser.add_argument_group("image-text explainers (--explainer clip, clip-formula)")
     clip.add_argument("--clip-model", default="ViT-B-32",
                       help="open_clip architecture scoring images against words (default ViT-B-32)")  # fmt: skip
     clip.add_argument("--clip-weights", default="default",
@@ -54,16 +54,16 @@ def add_clip_args(parser: argparse.ArgumentParser) -> None:
 
 
 def clip_explainer(args: argparse.Namespace) -> Any:
-    """The `clip` explainer of `add_clip_args`' flags, its model and vocabulary loaded; a bad
-    one is a one-line UserError."""
-    from coin_scale.explain.image_text import ClipExplainer, ClipExplainerConfig
+    """The image-text explainer (`clip` or `clip-formula`) of `add_clip_args`' flags, its model
+    and vocabulary loaded; a bad one is a one-line UserError."""
+    from coin_scale.explain.image_text import ClipExplainerConfig, image_text_explainer
 
     try:
-        return ClipExplainer(ClipExplainerConfig(
+        return image_text_explainer(args.explainer, ClipExplainerConfig(
             model=args.clip_model, weights=args.clip_weights, concepts=args.concepts,
         ))  # fmt: skip
     except ValueError as err:
-        raise UserError(f"--explainer clip: {err}") from None
+        raise UserError(f"--explainer {args.explainer}: {err}") from None
 
 
 def llm_settings(args: argparse.Namespace, provider: str, cache_dir: str) -> Any:

@@ -91,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
     entry = get_explainer(args.explainer) if args.explainer else None
     select = _selection(args) if args.select else None
     # the image-text model and the vocabulary are loaded now: a bad one stops before any work
-    clip = clip_explainer(args) if args.explainer == "clip" and not args.dry_run else None
+    image_text = entry is not None and entry.image_text
+    clip = clip_explainer(args) if image_text and not args.dry_run else None
     prepared = None
     if entry is not None and entry.uses_llm:
         from coin_scale.explain.llm import prepare
@@ -131,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
             "statuses": dict(explained.statuses), "reasons": dict(explained.reasons),
             "explanations_run_id": explained.run_id,
         }  # fmt: skip
-        if prepared is None and args.explainer == "offline":
+        if args.explainer in ("offline", "clip-formula"):
             summary["mean_iou"] = round(explained.mean_iou, 4)
         else:
             summary["cost_usd"] = round(explained.cost_usd, 6)
@@ -164,9 +165,10 @@ def _print_explanations(layer: LayerExplanations, args: argparse.Namespace, *, o
     reasons = ", ".join(f"{n} {r}" for r, n in layer.reasons.most_common())
     statuses += f" ({reasons})" if reasons else ""
     clip = args.explainer == "clip"
-    if clip:
-        print(f"explained {_which(layer)} with clip ({args.clip_model}, --concepts "
-              f"{args.concepts}): {statuses} (run {layer.run_id})")  # fmt: skip
+    if get_explainer(args.explainer).image_text:
+        iou = f"; mean IoU {layer.mean_iou:.3f}" if not clip else ""
+        print(f"explained {_which(layer)} with {args.explainer} ({args.clip_model}, --concepts "
+              f"{args.concepts}): {statuses}{iou} (run {layer.run_id})")  # fmt: skip
     elif offline:
         print(
             f"explained {_which(layer)} offline: {statuses}; mean IoU {layer.mean_iou:.3f} (run {layer.run_id})"
@@ -183,13 +185,13 @@ def _print_explanations(layer: LayerExplanations, args: argparse.Namespace, *, o
         print(
             "NOTE: random weights (--weights none): these labels describe noise, not a trained network"
         )
-    if clip and args.clip_weights == "none":
+    if get_explainer(args.explainer).image_text and args.clip_weights == "none":
         print("NOTE: random image-text weights (--clip-weights none): the concepts mean nothing")
     if clip:
         ranked = sorted((e for e in layer.explanations if e.ok), key=lambda e: -(e.match or 0.0))
         for e in ranked[:5]:
             print(f"  unit {e.unit:>5}  soft-WPMI {e.match:.2f}  {e.label}")
-    for e in layer.best(5) if offline and not clip else ():
+    for e in layer.best(5) if not clip else ():
         print(f"  unit {e.unit:>5}  IoU {e.iou:.3f}  {e.label}")
     order = "score DESC" if offline else "unit"
     print(

@@ -341,7 +341,18 @@ def run_synthetic(args: argparse.Namespace) -> int:
             f"{config.explainer} agents: {m.llm_requests} LLM requests ({m.llm_cached} from the "
             f"request cache), ${m.llm_cost_usd:.4f}; labels read back to formulas by the matcher"
         )
-    print(_table(result.summary))
+    if result.scorer:
+        accuracy = ", ".join(f"{a} {v:.3f}" for a, v in result.scorer_accuracy.items())
+        print(
+            f"concept scores: the attribute net {result.scorer} stands in for the image-text "
+            f"model (held-out accuracy: {accuracy}); its probabilities are what {config.explainer} "
+            "matches"
+            + (" (soft-WPMI)" if config.explainer == "clip" else " as per-image pseudo-attributes")
+        )
+    print(_table(result.summary, iou=config.explainer != "clip"))
+    if result.reference:
+        print("the offline explainer on the probe's true attributes, same units and activations:")
+        print(_table(result.reference))
     if result.model is not None and result.model.predictive_auc:
         from coin_scale.concepts.synthetic import FORMULA_KINDS
 
@@ -385,7 +396,9 @@ def _llm_settings(args: argparse.Namespace) -> Any:
     return llm_settings(args, args.explainer, args.llm_cache or str(cache_root() / "llm"))
 
 
-def _table(summary: Any) -> str:
+def _table(summary: Any, *, iou: bool = True) -> str:
+    """The kind rows as a text table; `iou` False prints '-' for the mean IoU (an explainer that
+    names a concept without drawing a mask, `clip`)."""
     header = ("kind", "n", "exact", "same-images", "precision", "recall", "F1", "mean IoU")
     rows = [header] + [
         (
@@ -396,7 +409,7 @@ def _table(summary: Any) -> str:
             f"{row.precision:.3f}",
             f"{row.recall:.3f}",
             f"{row.f1:.3f}",
-            f"{row.mean_iou:.3f}",
+            f"{row.mean_iou:.3f}" if iou else "-",
         )
         for row in summary
     ]
@@ -421,6 +434,11 @@ def _json(config: Any, result: Any) -> dict[str, Any]:
         "seconds": round(result.seconds, 4),
         **({"model": asdict(result.model)} if result.model is not None else {}),
         "summary": [asdict(row) for row in result.summary],
+        **(
+            {"scorer": result.scorer, "scorer_accuracy": result.scorer_accuracy,
+             "reference": [asdict(row) for row in result.reference]}
+            if result.scorer else {}
+        ),  # fmt: skip
         "units": [
             {**asdict(score), "noise": unit.noise}
             for unit, score in zip(result.units, result.scores, strict=True)

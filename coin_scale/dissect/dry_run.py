@@ -63,11 +63,11 @@ class DissectEstimate:
                 f"explain: every one of the {self.units} {kind} offline (formulas over the probe's "
                 "concepts, no network): 0 LLM calls, 0 tokens, $0.00, well under a minute"
             )
-        elif self.explainer == "clip":
+        elif self.explainer in ("clip", "clip-formula"):
             out.append(
-                f"explain: every one of the {self.units} {kind} with clip: one image-text forward "
-                f"pass per probe image ({self.images}) and per concept, both cached after the "
-                "first run; 0 LLM calls, $0.00"
+                f"explain: every one of the {self.units} {kind} with {self.explainer}: one "
+                f"image-text forward pass per probe image ({self.images}) and per concept, both "
+                "cached after the first run; 0 LLM calls, $0.00"
             )
         out.append("nothing was written and Ray was not started (dry run)")
         return out

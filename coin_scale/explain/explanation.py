@@ -6,7 +6,7 @@ unit. Its `status` is one of `STATUSES`:
 
 - `ok`: the unit has a label (and, for the offline explainer, a formula and its IoU);
 - `empty`: there was nothing to explain or nothing matched; `reason` says which
-  (`constant`, `empty_mask`, `no_overlap`);
+  (`constant`, `empty_mask`, `no_overlap`, `no_concepts`);
 - `failed`: the explainer could not answer; `reason` says how (`parse_failure`, `agent_error`,
   `no_label`) and `error` holds the message.
 
@@ -29,6 +29,7 @@ EMPTY_REASONS = {
     "constant": "the unit's activation is the same on every probe image",
     "empty_mask": "no probe image is above the unit's threshold (ties at its top activation)",
     "no_overlap": "no concept of the probe shares an image with the unit's mask",
+    "no_concepts": "no concept of the vocabulary tells the probe images apart (clip-formula)",
 }
 """Why an explanation is `empty`."""
 FAILED_REASONS = {

@@ -2,7 +2,8 @@
 `Explanation` per unit out.
 
 `offline` (compositional formulas over the probe's concepts, no network), `clip` (concept words
-matched through an image-text model, `coin_scale.explain.image_text.ClipExplainer`) and one
+matched through an image-text model, `coin_scale.explain.image_text.ClipExplainer`),
+`clip-formula` (formulas over the same model's per-image concepts) and one
 LLM-agent explainer per registered LLM provider (`coin_scale.llm.providers`) are registered here; every
 command takes its `--explainer` choices from `explainer_names()`. An agent explainer needs an
 LLM gateway and the model to experiment on, which the driver layer opens
@@ -43,6 +44,9 @@ class ExplainerEntry:
     """One line for `--help`."""
     provider: str | None = None
     """The LLM provider whose agents explain the units; None for an explainer without an LLM."""
+    image_text: bool = False
+    """Reads its concepts from an image-text model (`--clip-model`, `--clip-weights`,
+    `--concepts`; `coin_scale.explain.image_text`)."""
 
     @property
     def uses_llm(self) -> bool:
@@ -84,8 +88,17 @@ register_explainer(
 register_explainer(
     ExplainerEntry(
         name="clip",
+        image_text=True,
         summary="the word of --concepts whose image-text similarity over the probe best matches "
         "the unit (open_clip, soft-WPMI; any folder of photographs, no labels, no API key)",
+    )
+)
+register_explainer(
+    ExplainerEntry(
+        name="clip-formula",
+        image_text=True,
+        summary="AND / OR / AND NOT formulas over the words of --concepts that each probe image "
+        "shows by its image-text similarity (open_clip; no labels, no API key)",
     )
 )
 for _provider in PROVIDERS:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Literal, get_args
 
 import torch
 
-from coin_scale.concepts.formula import parse_text
+from coin_scale.concepts.formula import Formula, Leaf, parse_text
 from coin_scale.concepts.matrix import ConceptMatrix
 from coin_scale.concepts.synthetic import (
     DEFAULT_COVERAGE,
@@ -39,7 +39,7 @@ from coin_scale.eval.metrics import KindSummary, UnitScore, score_unit, summariz
 from coin_scale.explain.evidence import LayerEvidence
 from coin_scale.explain.explanation import Explanation
 from coin_scale.explain.offline import OfflineExplainer, OfflineExplainerConfig
-from coin_scale.explain.registry import get_explainer
+from coin_scale.explain.registry import Explainer, get_explainer
 from coin_scale.models.loading import ModelPayload
 from coin_scale.probe import scan_probe
 from coin_scale.probe.rendered import PROBE_SIZE
@@ -133,11 +133,6 @@ class SyntheticEvalConfig:
                 f"{', '.join(self.kinds) or 'none'}. Fix: e.g. mono,or."
             )
         entry = get_explainer(self.explainer)  # ValueError naming the choices
-        if entry.name == "clip":
-            raise ValueError(
-                "explainer 'clip': eval synthetic cannot score it yet (its stand-in image-concept "
-                "scorer on rendered scenes is still to come). Fix: --explainer offline or an LLM."
-            )
         if entry.uses_llm and self.through != "model":
             raise ValueError(
                 f"explainer {self.explainer!r}: an LLM agent experiments on new images, so the "
@@ -147,6 +142,17 @@ class SyntheticEvalConfig:
     @property
     def uses_llm(self) -> bool:
         return get_explainer(self.explainer).uses_llm
+
+    @property
+    def image_text(self) -> bool:
+        """The explainer reads concept scores (here from the attribute net, a stand-in for the
+        image-text model): the probe is the single-object set the net was trained on."""
+        return get_explainer(self.explainer).image_text
+
+    @property
+    def net_concepts_only(self) -> bool:
+        """Units are drawn over the attribute net's concepts only (it computes or scores them)."""
+        return self.through == "model" or self.image_text
 
     def llm_explainer(self) -> LLMExplainerConfig:
         """The LLM settings for `explainer` (the config's, else the provider's defaults)."""
@@ -177,6 +183,13 @@ class SyntheticEvalResult:
     """Wall time of the explainer on all units."""
     model: ModelRun | None = None
     """With `through` 'model': the synthetic model and its dissection; None otherwise."""
+    reference: tuple[KindSummary, ...] = ()
+    """Image-text explainers: the offline explainer's summary on the probe's true concepts, for
+    the same units and activations (what the concept scorer's errors cost); () otherwise."""
+    scorer: str = ""
+    """Image-text explainers: the attribute-net checkpoint standing in for the image-text model."""
+    scorer_accuracy: dict[str, float] = field(default_factory=dict)
+    """Its held-out accuracy per attribute (from the checkpoint)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -228,7 +241,7 @@ def probe_concepts(config: SyntheticEvalConfig) -> tuple[str, ConceptMatrix]:
 
         root = rendered_probe(
             config.probe_images, PROBE_SIZE, progress=config.progress,
-            single_object=config.through == "model",
+            single_object=config.net_concepts_only,
         )  # fmt: skip
     else:
         root = config.probe
@@ -328,16 +341,24 @@ def run_synthetic_eval(config: SyntheticEvalConfig) -> SyntheticEvalResult:
     root, concepts = probe_concepts(config)
     model: ModelRun | None = None
     scorer = None
-    if config.through == "model":
+    if config.net_concepts_only:
         from coin_scale.models.attribute_net import concept_names, head_spec
 
         drawable = _known_concepts(concepts, concept_names(head_spec()))
         default = config.coverage == DEFAULT_COVERAGE
         units = _units(config, concepts, drawable, MODEL_COVERAGE if default else config.coverage)
-        activations, model, scorer = model_activations(config, units, root, concepts.n_images)
     else:
         units = _units(config, concepts, concepts, config.coverage)
+    if config.through == "model":
+        activations, model, scorer = model_activations(config, units, root, concepts.n_images)
+    else:
         activations = synthetic_activations(units, concepts, config.seed)
+    evidence = LayerEvidence(
+        dissection_id=model.dissection_id if model else "", activations=activations,
+        concepts=concepts, probe=scan_probe(root),
+    )  # fmt: skip
+    offline = OfflineExplainer(OfflineExplainerConfig(quantile=config.quantile))
+    stand_in = _stand_in(config) if config.image_text else None
     start = time.perf_counter()
     if prepared is not None:
         assert model is not None and scorer is not None
@@ -345,29 +366,14 @@ def run_synthetic_eval(config: SyntheticEvalConfig) -> SyntheticEvalResult:
             prepared, scorer, model, root, activations, concepts, config
         )
     else:
-        explainer = OfflineExplainer(OfflineExplainerConfig(quantile=config.quantile))
-        evidence = LayerEvidence(
-            dissection_id=model.dissection_id if model else "", activations=activations,
-            concepts=concepts, probe=scan_probe(root),
-        )  # fmt: skip
+        explainer = stand_in[0] if stand_in is not None else offline
         explanations = explainer.explain(evidence, range(activations.shape[1]))
     seconds = time.perf_counter() - start
-    names = concepts.names
-    scores = tuple(
-        score_unit(
-            name=unit.name,
-            kind=unit.kind,
-            true=parse_text(unit.formula, names),
-            predicted=parse_text(e.formula, names) if e.formula else None,
-            names=names,
-            matrix=concepts.matrix,
-            status=e.status,
-            reason=e.reason,
-            iou=e.iou or 0.0,
-            label=e.label,
-        )
-        for unit, e in zip(units, explanations, strict=True)
-    )
+    scores = _scores(units, explanations, concepts)
+    reference: tuple[KindSummary, ...] = ()
+    if stand_in is not None:
+        truth = offline.explain(evidence, range(activations.shape[1]))
+        reference = summarize(_scores(units, truth, concepts))
     if model is not None:
         model = _compare_with_truth(model, activations, concepts, units, explanations, config)
         if scorer is not None and config.scores:
@@ -381,6 +387,47 @@ def run_synthetic_eval(config: SyntheticEvalConfig) -> SyntheticEvalResult:
         summary=summarize(scores),
         seconds=seconds,
         model=model,
+        reference=reference,
+        scorer=stand_in[1] if stand_in is not None else "",
+        scorer_accuracy=stand_in[2] if stand_in is not None else {},
+    )
+
+
+def _stand_in(config: SyntheticEvalConfig) -> tuple[Explainer, str, dict[str, float]]:
+    """(the image-text explainer over the attribute net's concept scores, the net's checkpoint,
+    its held-out accuracy per attribute)."""
+    from coin_scale.eval.stand_in import AttributeNetScorer
+    from coin_scale.explain.image_text import ClipExplainerConfig, image_text_explainer
+    from coin_scale.models.checkpoint import read_checkpoint
+    from coin_scale.training.attribute_net import ensure_attribute_net
+
+    net = ensure_attribute_net()
+    accuracy = dict(read_checkpoint(net)["extra"].get("val_accuracy", {}))
+    defaults = ClipExplainerConfig()
+    settings = replace(defaults, search=replace(defaults.search, quantile=config.quantile))
+    explainer = image_text_explainer(config.explainer, settings, AttributeNetScorer(net))
+    return explainer, str(net), accuracy
+
+
+def _scores(
+    units: tuple[SyntheticUnit, ...], explanations: list[Explanation], concepts: ConceptMatrix
+) -> tuple[UnitScore, ...]:
+    """Each explanation against its unit's true formula. A label without a formula (the `clip`
+    explainer's one concept) counts as that concept's formula."""
+    names = concepts.names
+
+    def predicted(e: Explanation) -> Formula | None:
+        if e.formula:
+            return parse_text(e.formula, names)
+        return Leaf(names.index(e.label)) if e.ok and e.label in names else None
+
+    return tuple(
+        score_unit(
+            name=unit.name, kind=unit.kind, true=parse_text(unit.formula, names),
+            predicted=predicted(e), names=names, matrix=concepts.matrix, status=e.status,
+            reason=e.reason, iou=e.iou or 0.0, label=e.label,
+        )  # fmt: skip
+        for unit, e in zip(units, explanations, strict=True)
     )
 
 

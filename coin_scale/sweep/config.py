@@ -12,7 +12,6 @@ from typing import Any
 
 from coin_scale.chain.graph import EDGE_METHODS, EdgeMethod
 from coin_scale.dissect.config import check_units
-from coin_scale.explain.image_text import NAME as CLIP
 from coin_scale.explain.image_text import ClipExplainerConfig
 from coin_scale.explain.llm import LLMExplainerConfig
 from coin_scale.explain.registry import get_explainer
@@ -197,7 +196,7 @@ class SweepConfig:
     an LLM one (its `provider` is the explainer's)."""
     clip: ClipExplainerConfig | None = None
     """The image-text explainer's model, weights and vocabulary; set exactly when `explainer` is
-    `clip`."""
+    `clip` or `clip-formula`."""
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     run: RunConfig = field(default_factory=RunConfig)
     dry_run: bool = False
@@ -214,8 +213,11 @@ class SweepConfig:
             raise ValueError(
                 f"llm.provider {self.llm.provider!r} is not explainer {self.explainer!r}'s provider"
             )
-        if (self.explainer == CLIP) != (self.clip is not None):
-            raise ValueError(f"explainer {self.explainer!r}: the clip settings go with --explainer clip only")
+        if entry.image_text != (self.clip is not None):
+            raise ValueError(
+                f"explainer {self.explainer!r}: the clip settings go with --explainer "
+                "clip or clip-formula only"
+            )
         if self.dry_run and not entry.uses_llm:
             raise ValueError(
                 "--dry-run estimates LLM costs; use it with --explainer openai|anthropic|gemini"

@@ -58,12 +58,12 @@ def prepare(config: SweepConfig, run_id: str) -> SweepInputs:
             ) from None
     clip = None
     if config.clip is not None:  # the image-text model and the vocabulary, loaded now
-        from coin_scale.explain.image_text import ClipExplainer
+        from coin_scale.explain.image_text import image_text_explainer
 
         try:
-            clip = ClipExplainer(config.clip)
+            clip = image_text_explainer(config.explainer, config.clip)
         except ValueError as err:
-            raise UserError(f"--explainer clip: {err}") from None
+            raise UserError(f"--explainer {config.explainer}: {err}") from None
     ratings = None
     if config.scoring.human_ratings is not None:
         from coin_scale.eval.human_ratings import load_human_ratings

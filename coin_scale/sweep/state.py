@@ -24,7 +24,7 @@ from coin_scale.sweep.records import ClassExplanation, UnitFinding
 
 if TYPE_CHECKING:
     from coin_scale.eval.human_ratings import UnitRating
-    from coin_scale.explain.image_text import ClipExplainer
+    from coin_scale.explain.image_text import ClipExplainer, ClipFormulaExplainer
     from coin_scale.explain.llm import PreparedLLM
 
 
@@ -42,9 +42,10 @@ class SweepInputs:
     run_id: str
     warehouse: Warehouse
     prepared: PreparedLLM | None
-    clip: ClipExplainer | None
-    """The image-text explainer, its model and vocabulary loaded (`--explainer clip`)."""
-    """The LLM explainer resolved (None: the offline explainer)."""
+    """The LLM explainer resolved (None: the offline or an image-text explainer)."""
+    clip: ClipExplainer | ClipFormulaExplainer | None
+    """The image-text explainer, its model and vocabulary loaded (`--explainer clip` or
+    `clip-formula`)."""
     ratings: dict[tuple[str, int], UnitRating] | None
     """Human ratings by (layer, unit) (`--human-ratings`)."""
     model: str
