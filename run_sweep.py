@@ -14,7 +14,7 @@ import logging
 import sys
 from typing import TYPE_CHECKING
 
-from coin_scale.cli.common import add_clip_args, add_llm_args
+from coin_scale.cli.common import add_clip_args, add_held_out_arg, add_llm_args
 from coin_scale.errors import UserError
 from coin_scale.explain.registry import explainer_help
 from coin_scale.records import LAYER_UNIT_KINDS
@@ -28,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help="YAML file whose keys are these flags")
     p.add_argument("--image", default=None, help="target image (default: a rendered scene)")
     p.add_argument("--model", default="probe",
-                   help="torchvision model name, a coin-scale checkpoint, or probe (default)")  # fmt: skip
+                   help="torchvision model name, timm:NAME (a timm classifier), a coin-scale "
+                   "checkpoint, or probe (default)")  # fmt: skip
     p.add_argument("--weights", default="default", help="default | none | enum name | PATH")
     p.add_argument(
         "--seed", type=int, default=0, help="seed of random weights and of the default target"
@@ -50,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="random unit sets averaged in the faithfulness test")  # fmt: skip
     p.add_argument("--no-unit-scores", dest="unit_scores", action="store_false",
                    help="skip the per-explanation scores (predictive AUC, InterpScore)")  # fmt: skip
+    add_held_out_arg(p)
     p.add_argument("--units", default="neuron", choices=LAYER_UNIT_KINDS,
                    help="the layer's channels (neuron, default) or the features of an SAE (sae)")  # fmt: skip
     p.add_argument("--sae", default=None,
@@ -86,8 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def sweep_config(args: argparse.Namespace) -> SweepConfig:
     """The flags (and YAML keys) grouped into the sweep stages' configs."""
-    from coin_scale.cli.common import llm_settings
-    from coin_scale.explain.image_text import ClipExplainerConfig
+    from coin_scale.cli.common import clip_config, clip_given, llm_settings
     from coin_scale.explain.llm import llm_request_cache
     from coin_scale.explain.registry import get_explainer
     from coin_scale.records import parse_selection
@@ -117,9 +118,7 @@ def sweep_config(args: argparse.Namespace) -> SweepConfig:
         chain=group(c.ChainConfig),  # type: ignore[arg-type]
         probe=c.ProbeConfig(probe=probe, probe_images=args.probe_images, exemplars=args.exemplars),
         explainer=args.explainer, llm=llm, scoring=group(c.ScoringConfig),  # type: ignore[arg-type]
-        clip=ClipExplainerConfig(
-            model=args.clip_model, weights=args.clip_weights, concepts=args.concepts
-        ) if get_explainer(args.explainer).image_text else None,
+        clip=clip_config(args) if entry.image_text or (entry.uses_llm and clip_given(args)) else None,
         run=group(c.RunConfig), dry_run=args.dry_run,  # type: ignore[arg-type]
     )  # fmt: skip
 
@@ -185,6 +184,8 @@ def print_outcome(outcome) -> None:  # type: ignore[no-untyped-def]
             if f.status == "failed":
                 label = f"- ({f.reason}: {(f.error or '')[:100]})"
             print(f"  {sign} {e.unit_noun.split()[-1]} {f.unit:>5}  {f.contribution:+.4f}  {label}")
+            if f.heldout is not None:
+                print(f"      {f.heldout.summary()}")
     hint = budget_hint(f.error for f in (*e.positive, *e.negative, *e.chain_nodes))
     if hint:
         print(f"  note: {hint}")
@@ -197,8 +198,14 @@ def print_outcome(outcome) -> None:  # type: ignore[no-untyped-def]
               f"{e.head_bias:+.3f}: {e.logit:.3f})")  # fmt: skip
     _print_chain(e)
     _print_scores(e)
+    if any(f.heldout is not None for f in (*e.positive, *e.negative, *e.chain_nodes)):
+        print(f"  held-out scores: coin-scale query --warehouse {outcome.warehouse} \"SELECT layer, "
+              f"unit, metric, value FROM scores WHERE run_id = '{e.run_id}' AND test = 'heldout'\"")  # fmt: skip
     print()
     print(e.text)
+    if e.concept_text:
+        print()
+        print(e.concept_text)
     print()
     if outcome.phases:
         total = sum(seconds for _, seconds in outcome.phases)

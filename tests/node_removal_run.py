@@ -23,9 +23,10 @@ def main(probe: str, warehouse: str) -> None:
 
     def remove_a_node(done: int) -> None:
         if done == 1 and not events:
-            spare = cluster.add_node(num_cpus=1)  # where Ray restarts the lost replica
-            cluster.wait_for_nodes()
+            # removed at once, while its replica still has batches in flight (a spare node added
+            # first gave those batches time to finish, and then nothing was lost to resubmit)
             cluster.remove_node(workers[0], allow_graceful=False)
+            spare = cluster.add_node(num_cpus=1)  # where Ray restarts the lost replica
             events.append({"removed": workers[0].node_id, "added": spare.node_id})
 
     config = DissectConfig(model="resnet18", weights="none", layer="layer4", probe=probe,

@@ -12,8 +12,9 @@ import torch
 
 from coin_scale.dissect.config import DissectConfig
 from coin_scale.dissect.pipeline import dissect
-from coin_scale.models.batches import Batch, BatchResult, MapsResult, ReplicaWork
+from coin_scale.models.batches import Batch, BatchResult, MapsResult, ReplicaWork, UnitMapsResult
 from coin_scale.models.replica_core import ReplicaCore
+from coin_scale.models.unit_maps import UnitMapsRequest
 from tests.test_dissect_cli import exemplar_tensors, reference_top5
 
 
@@ -33,6 +34,11 @@ class InProcessReplicas:
 
     def run_maps(self, batches: Sequence[Batch], layer: str) -> Iterator[MapsResult]:
         return (self.core.run_maps(i, batch, layer) for i, batch in enumerate(batches))
+
+    def run_unit_maps(
+        self, batches: Sequence[Batch], requests: Sequence[UnitMapsRequest]
+    ) -> Iterator[UnitMapsResult]:
+        return (self.core.run_unit_maps(i, batch, requests) for i, batch in enumerate(batches))
 
 
 def test_dissect_runs_on_the_replicas_it_is_given_and_reuses_a_stored_result(probe_dir, tmp_path):

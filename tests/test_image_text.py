@@ -189,3 +189,42 @@ def test_run_sweep_explains_a_photo_with_clip(tiny_clip, ray_cluster, probe_dir,
     vocabulary = {*load_vocabulary("textures").concepts, *load_vocabulary("colors").concepts}
     assert len(rows) == 4 and all(r[:2] == ("ok", "clip") and r[2] in vocabulary for r in rows)
     assert {r[3] for r in rows} == {"soft_wpmi"}
+    # The class explanation by concept: the four units' words, printed, stored and reported.
+    con = connect(warehouse)
+    parts = con.sql(
+        "SELECT part, concept, contribution, units, score_name FROM class_concepts "
+        "WHERE run_id = 'clip1' ORDER BY rank"
+    ).fetchall()
+    logit = con.sql("SELECT logit FROM class_explanations WHERE run_id = 'clip1'").fetchall()[0][0]
+    assert {p[0] for p in parts} == {"concept", "rest"} and parts[-1][0] == "rest"
+    assert {p[1] for p in parts if p[0] == "concept"} == {r[2] for r in rows}
+    assert sum(len(p[3]) for p in parts if p[0] == "concept") == 4
+    assert sum(p[2] for p in parts) == pytest.approx(logit, rel=1e-5, abs=1e-5)
+    assert {p[4] for p in parts if p[0] == "concept"} == {"soft_wpmi"}
+    first = parts[0]
+    assert f"because of {first[1]} (" in out and "the rest of layer4 and the bias" in out
+    html = (warehouse / "reports" / "clip1" / "report.html").read_text()
+    assert "<h2>By concept</h2>" in html and f"because of {first[1]}" in html
+
+
+def test_bench_photo_times_every_phase_against_both_bare_forward_passes(
+    ray_cluster, tiny_clip, probe_dir, tmp_path, cache, capsys
+) -> None:
+    """`coin-scale bench photo`: a whole layer over a photo folder, labelled by clip, with its
+    phases, rates and the ratio to both models' bare forward passes (tiny inputs here)."""
+    from coin_scale.cli import main
+
+    words = tmp_path / "words.txt"
+    words.write_text("red\ngreen\nblue\nsky\n")
+    argv = ["bench", "photo", "--model", "resnet18", "--probe", str(probe_dir), "--clip-model",
+            tiny_clip, "--concepts", str(words), "--bare-images", "8", "--batch-size", "8"]  # fmt: skip
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["images"], result["units"], result["concepts"]) == (36, 512, 4)
+    assert 0 < result["explained_ok"] <= 512 and result["pipeline_s"] > 0
+    assert len(result["phases_s"]) == 5 and all(v >= 0 for v in result["phases_s"].values())
+    both = result["bare_forward_s"]["both"]
+    assert both == pytest.approx(result["bare_forward_s"]["model"] + result["bare_forward_s"]["image_text"])
+    assert result["pipeline_over_bare_forward"] == pytest.approx(result["pipeline_s"] / both)
+    assert main([*argv[:2], "--explainer", "offline"]) == 2
+    assert "must be clip or clip-formula" in capsys.readouterr().err

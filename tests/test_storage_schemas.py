@@ -13,7 +13,9 @@ from coin_scale.storage import TABLES, TableSpec, Warehouse, connect, get_spec
 from coin_scale.storage.docgen import column_docs, update_doc
 from coin_scale.storage.examples import example_rows
 from coin_scale.storage.schemas import (
+    activation_maps,
     chain_edges,
+    class_concepts,
     class_explanations,
     dissections,
     exemplars,
@@ -33,8 +35,8 @@ MODULES = {
     m.SPEC.name: m
     for m in (
         runs, probe_images, dissections, unit_stats, exemplars,
-        units, explanations, chain_edges, class_explanations, scores, experiments, llm_calls,
-        visualizations,
+        units, explanations, chain_edges, class_explanations, class_concepts, scores, experiments,
+        llm_calls, visualizations, activation_maps,
     )
 }  # fmt: skip
 DOC = Path(__file__).resolve().parents[1] / "docs" / "storage.md"
@@ -43,8 +45,8 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "storage.md"
 def test_registry_holds_every_table_module() -> None:
     assert list(TABLES) == [
         "runs", "probe_images", "dissections", "unit_stats", "exemplars",
-        "units", "explanations", "chain_edges", "class_explanations", "scores", "experiments",
-        "llm_calls", "visualizations",
+        "units", "explanations", "chain_edges", "class_explanations", "class_concepts", "scores",
+        "experiments", "llm_calls", "visualizations", "activation_maps",
     ]  # fmt: skip
     assert all(TABLES[name] is module.SPEC for name, module in MODULES.items())
 

@@ -11,7 +11,8 @@ import ray
 
 from coin_scale.actors.dispatch import DispatchedPool, Dispatcher
 from coin_scale.actors.replica import ModelReplica, WorkRef
-from coin_scale.models.batches import Batch, BatchResult, MapsResult, ReplicaWork
+from coin_scale.models.batches import Batch, BatchResult, MapsResult, ReplicaWork, UnitMapsResult
+from coin_scale.models.unit_maps import UnitMapsRequest
 
 
 class ReplicaPool(DispatchedPool):
@@ -59,6 +60,15 @@ class ReplicaPool(DispatchedPool):
     ) -> Iterator[MapsResult]:
         """Like `run`, with every batch's whole float16 conv maps of `layer` (`MapsResult`)."""
         return self._run("run_maps", batches, (layer,), on_resubmit)
+
+    def run_unit_maps(
+        self,
+        batches: Sequence[Batch],
+        requests: Sequence[UnitMapsRequest],
+        on_resubmit: Callable[[int, str], None] | None = None,
+    ) -> Iterator[UnitMapsResult]:
+        """Like `run`, with every batch's spatial maps of the requested units (`UnitMapsResult`)."""
+        return self._run("run_unit_maps", batches, (tuple(requests),), on_resubmit)
 
     def _run(
         self,

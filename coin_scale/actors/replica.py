@@ -1,6 +1,6 @@
 """ModelReplica: a Ray actor that holds one copy of the model (a `ReplicaCore`, in
-`coin_scale.models.replica_core`) and returns reduced activations (dissection) or a layer's whole
-conv maps (SAE training)."""
+`coin_scale.models.replica_core`) and returns reduced activations (dissection), a layer's whole
+conv maps (SAE training) or a few units' spatial maps (the sweep's exemplar maps)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from dataclasses import dataclass
 
 import ray
 
-from coin_scale.models.batches import BatchResult, MapsResult, ReplicaWork
+from coin_scale.models.batches import BatchResult, MapsResult, ReplicaWork, UnitMapsResult
 from coin_scale.models.replica_core import ReplicaCore
+from coin_scale.models.unit_maps import UnitMapsRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +65,15 @@ class ModelReplica:
         self, work: WorkRef, batch_id: int, items: list[tuple[int, str]], layer: str
     ) -> MapsResult:
         return self._core(work).run_maps(batch_id, items, layer)
+
+    def run_unit_maps(
+        self,
+        work: WorkRef,
+        batch_id: int,
+        items: list[tuple[int, str]],
+        requests: tuple[UnitMapsRequest, ...],
+    ) -> UnitMapsResult:
+        return self._core(work).run_unit_maps(batch_id, items, requests)
 
     def pid(self) -> int:
         return os.getpid()

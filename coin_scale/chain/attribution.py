@@ -46,15 +46,25 @@ class UnitContributions:
 
 
 def pooled_linear_head(module: nn.Module, layer: str) -> nn.Linear | None:
-    """The `fc` of a ResNet-style head when `layer` feeds `avgpool -> flatten -> fc` directly."""
+    """The `fc` of a ResNet-style head when `layer` feeds `avgpool -> flatten -> fc` directly
+    (torchvision's `avgpool`, or timm's `global_pool` averaging: its ResNets)."""
     children = list(module.named_children())
     names = [name for name, _ in children]
-    if names[-2:] != ["avgpool", "fc"] or layer not in names or names.index(layer) != len(names) - 3:
+    if names[-2:] not in (["avgpool", "fc"], ["global_pool", "fc"]):
         return None
-    avgpool, fc = children[-2][1], children[-1][1]
-    if isinstance(avgpool, nn.AdaptiveAvgPool2d) and isinstance(fc, nn.Linear):
+    if layer not in names or names.index(layer) != len(names) - 3:
+        return None
+    pool, fc = children[-2][1], children[-1][1]
+    if _averages_space(pool) and isinstance(fc, nn.Linear):
         return fc
     return None
+
+
+def _averages_space(pool: nn.Module) -> bool:
+    """torchvision's AdaptiveAvgPool2d, or timm's SelectAdaptivePool2d of pool type `avg`."""
+    if isinstance(pool, nn.AdaptiveAvgPool2d):
+        return True
+    return type(pool).__name__ == "SelectAdaptivePool2d" and getattr(pool, "pool_type", "") == "avg"
 
 
 def forward_keeping(module: nn.Module, layer: str, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -18,6 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _register_sae(benches)
     _register_chain(benches)
     _register_visualize(benches)
+    _register_photo(benches)
     from coin_scale.cli.bench_suite import register_suite
 
     register_suite(benches)
@@ -179,6 +180,49 @@ def _register_visualize(benches: argparse._SubParsersAction) -> None:
     v.add_argument("--sheet-units", type=int, default=32, help="units on the sheet (default 32)")
     v.add_argument("--no-progress", action="store_true", help="no per-unit lines on stderr")
     v.set_defaults(func=run_visualize)
+
+
+def _register_photo(benches: argparse._SubParsersAction) -> None:
+    p = benches.add_parser(
+        "photo",
+        help="a whole layer over a folder of photographs, labelled by clip, vs both models' bare "
+        "forward passes (default resnet152 layer4 over ../shared/data/images/imagenet_sample)",
+    )
+    p.add_argument("--model", default="resnet152")
+    p.add_argument("--weights", default="none", help="none (default: speed does not depend on them)")
+    p.add_argument("--layer", default="layer4")
+    p.add_argument("--probe", default=None,
+                   help="a folder of photographs (default: the ImageNet sample beside the checkout)")  # fmt: skip
+    p.add_argument("--explainer", default="clip", help="clip (default) or clip-formula")
+    p.add_argument("--clip-model", default="ViT-B-32")
+    p.add_argument("--clip-weights", default="none", help="none (default), default or PATH")
+    p.add_argument("--concepts", default="photo", help="vocabulary (default photo: all of them)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--bare-images", type=int, default=256,
+                   help="images each bare forward pass is timed on (default 256)")  # fmt: skip
+    p.add_argument("--repeats", type=int, default=1, help="whole runs; medians reported")
+    p.add_argument("--address", default=None)
+    p.set_defaults(func=run_photo)
+
+
+def run_photo(args: argparse.Namespace) -> int:
+    from coin_scale.bench.photo_bench import PhotoBenchConfig, run_photo_bench
+    from coin_scale.errors import UserError
+
+    if args.repeats < 1 or args.batch_size < 1 or args.bare_images < 1:
+        raise UserError("--repeats, --batch-size and --bare-images must be at least 1")
+    config = PhotoBenchConfig(
+        model=args.model, weights=args.weights, layer=args.layer, probe=args.probe,
+        explainer=args.explainer, clip_model=args.clip_model, clip_weights=args.clip_weights,
+        concepts=args.concepts, batch_size=args.batch_size, bare_images=args.bare_images,
+        repeats=args.repeats, address=args.address,
+    )  # fmt: skip
+    try:
+        result = run_photo_bench(config)
+    except ValueError as err:
+        raise UserError(f"bench photo: {err}") from None
+    print(json.dumps(result, indent=2))
+    return 0
 
 
 def run_dissect(args: argparse.Namespace) -> int:

@@ -7,17 +7,22 @@ from pathlib import Path
 from typing import Any
 
 from coin_scale.errors import UserError
+from coin_scale.probe.split import DEFAULT_HELD_OUT
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model", required=True,
-        help="torchvision classification model name (resnet18, vit_b_16, ...) or a coin-scale checkpoint",
+        help="torchvision classification model name (resnet18, vit_b_16, ...), timm:NAME (a timm "
+        "model, e.g. timm:vit_small_patch8_224.dino), clip:ARCH (an open_clip image encoder, e.g. "
+        "clip:RN50) or a coin-scale checkpoint",
     )  # fmt: skip
     parser.add_argument(
         "--weights", default="default",
-        help="default (torchvision pretrained, downloaded to its cache), none (random, for testing "
-        "only), a weights enum name (IMAGENET1K_V1), or PATH to a state-dict file",
+        help="default (the family's pretrained weights, downloaded to its cache; torchvision's "
+        "DEFAULT), none (random, for testing only), a torchvision weights enum name (IMAGENET1K_V1, "
+        "the weights MAIA evaluated ResNet-152 with) or open_clip pretrained tag, or PATH to a "
+        "weights file",
     )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="seed of random weights (--weights none)")
 
@@ -41,29 +46,62 @@ def add_llm_args(parser: argparse.ArgumentParser, *, flag: str) -> None:
 
 
 def add_clip_args(parser: argparse.ArgumentParser) -> None:
-    """The image-text explainer's flags (`--explainer clip`)."""
-    clip = parser.add_argument_group("image-text explainers (--explainer clip, clip-formula)")
-    clip.add_argument("--clip-model", default="ViT-B-32",
-                      help="open_clip architecture scoring images against words (default ViT-B-32)")  # fmt: skip
-    clip.add_argument("--clip-weights", default="default",
-                      help="default (open_clip's standard weights, cached or downloaded), PATH (a "
-                      "local checkpoint), or none (random weights: tests only)")  # fmt: skip
+    """The image-text explainer's flags (`--explainer clip`); `--clip-model` / `--clip-weights`
+    also read an LLM explainer's labels on held-out images. Their defaults are filled in by
+    `clip_config`, so that `clip_given` can tell whether they were passed."""
+    clip = parser.add_argument_group(
+        "image-text explainers (--explainer clip, clip-formula; with an LLM explainer, "
+        "--clip-model or --clip-weights score its labels on the held-out images)"
+    )
+    clip.add_argument("--clip-model", default=None,
+                      help=f"open_clip architecture scoring images against words (default {CLIP_MODEL})")  # fmt: skip
+    clip.add_argument("--clip-weights", default=None,
+                      help="default (open_clip's standard weights, cached or downloaded; the default), "
+                      "PATH (a local checkpoint), or none (random weights: tests only)")  # fmt: skip
     clip.add_argument("--concepts", default="photo",
-                      help="vocabulary: objects, scenes, textures, materials, colors, parts, photo "
+                      help="vocabulary: objects, scenes, textures, materials, colors, parts, nouns, photo "
                       "(all of them, default), several joined by commas, or FILE (one concept a line)")  # fmt: skip
+
+
+CLIP_MODEL = "ViT-B-32"
+"""`--clip-model`'s default (`coin_scale.models.image_text.DEFAULT_MODEL`)."""
+
+
+def clip_given(args: argparse.Namespace) -> bool:
+    """Whether `--clip-model` or `--clip-weights` was passed (on the command line or in a
+    `--config` file)."""
+    return args.clip_model is not None or args.clip_weights is not None
+
+
+def clip_config(args: argparse.Namespace) -> Any:
+    """The `ClipExplainerConfig` of `add_clip_args`' flags, defaults filled in."""
+    from coin_scale.explain.image_text import ClipExplainerConfig
+
+    return ClipExplainerConfig(
+        model=args.clip_model or CLIP_MODEL, weights=args.clip_weights or "default",
+        concepts=args.concepts,
+    )  # fmt: skip
 
 
 def clip_explainer(args: argparse.Namespace) -> Any:
     """The image-text explainer (`clip` or `clip-formula`) of `add_clip_args`' flags, its model
     and vocabulary loaded; a bad one is a one-line UserError."""
-    from coin_scale.explain.image_text import ClipExplainerConfig, image_text_explainer
+    from coin_scale.explain.image_text import image_text_explainer
 
     try:
-        return image_text_explainer(args.explainer, ClipExplainerConfig(
-            model=args.clip_model, weights=args.clip_weights, concepts=args.concepts,
-        ))  # fmt: skip
+        return image_text_explainer(args.explainer, clip_config(args))
     except ValueError as err:
         raise UserError(f"--explainer {args.explainer}: {err}") from None
+
+
+def add_held_out_arg(parser: argparse.ArgumentParser) -> None:
+    """`--held-out`: the share of a folder probe's images held out from the explainer."""
+    parser.add_argument(
+        "--held-out", type=float, default=DEFAULT_HELD_OUT, metavar="SHARE",
+        help="share of a folder probe's images (chosen by a hash of each path) that the explainer "
+        "never sees; every explanation is scored on them: AUC, Pearson r, F1, AUPRC, stored in "
+        "scores (test heldout). Default 0.2; 0: none held out, no such scores",
+    )  # fmt: skip
 
 
 def llm_settings(args: argparse.Namespace, provider: str, cache_dir: str) -> Any:

@@ -4,22 +4,28 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from coin_scale.cli.common import (
     add_clip_args,
     add_config_arg,
+    add_held_out_arg,
     add_llm_args,
     add_model_args,
     add_warehouse_arg,
+    clip_config,
     clip_explainer,
+    clip_given,
     llm_settings,
 )
 from coin_scale.errors import UserError
 from coin_scale.explain.registry import explainer_help, explainer_names, get_explainer
+from coin_scale.probe.split import check_share
 from coin_scale.records import LAYER_UNIT_KINDS
 
 if TYPE_CHECKING:
+    from coin_scale.eval.heldout import HeldOutScore
     from coin_scale.explain.whole_layer import LayerExplanations
     from coin_scale.records import UnitSelection
 
@@ -64,6 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "layer4=0-7, or @FILE with one LAYER=UNITS a line",
     )  # fmt: skip
     add_clip_args(parser)
+    add_held_out_arg(parser)
     add_llm_args(parser, flag="--explainer")
     parser.add_argument(
         "--dry-run", action="store_true",
@@ -90,6 +97,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(str(err)) from None
     entry = get_explainer(args.explainer) if args.explainer else None
     select = _selection(args) if args.select else None
+    try:
+        check_share(args.held_out)
+    except ValueError as err:
+        raise UserError(str(err)) from None
     # the image-text model and the vocabulary are loaded now: a bad one stops before any work
     image_text = entry is not None and entry.image_text
     clip = clip_explainer(args) if image_text and not args.dry_run else None
@@ -102,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
             prepared = prepare(_llm_settings(args), require_key=not args.dry_run)
         except ValueError as err:
             raise UserError(f"--explainer {args.explainer}: {err}") from None
+    labels = _held_out_labels(args, entry) if not args.dry_run else None
     if args.dry_run:
         from coin_scale.dissect.dry_run import estimate_dissection
 
@@ -111,9 +123,11 @@ def run(args: argparse.Namespace) -> int:
             lines[-1:-1] = _llm_plan(prepared, estimate, args.explainer)
         print("\n".join(lines))
         return 0
-    explained = None
+    explained = heldout = None
     if entry is not None:
-        explained, result, payload = _explain_layer(args, config, prepared, select, clip)
+        explained, result, payload, heldout = _explain_layer(
+            args, config, prepared, select, clip, labels
+        )
     else:
         result = run_dissection(config, progress=not args.no_progress)
     summary = {
@@ -136,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
             summary["mean_iou"] = round(explained.mean_iou, 4)
         else:
             summary["cost_usd"] = round(explained.cost_usd, 6)
+        summary |= _held_out_summary(heldout)
     if args.json:
         print(json.dumps(summary))
         return 0
@@ -154,6 +169,7 @@ def run(args: argparse.Namespace) -> int:
         _print_explanations(
             explained, args, offline=prepared is None, random_weights=payload.random_weights
         )
+        _print_held_out(heldout, args, explained.run_id)
     print(f"warehouse: {args.warehouse}  (try: coin-scale query --warehouse {args.warehouse} "
           f"\"SELECT * FROM unit_stats ORDER BY threshold DESC LIMIT 5\")")  # fmt: skip
     return 0
@@ -167,7 +183,7 @@ def _print_explanations(layer: LayerExplanations, args: argparse.Namespace, *, o
     clip = args.explainer == "clip"
     if get_explainer(args.explainer).image_text:
         iou = f"; mean IoU {layer.mean_iou:.3f}" if not clip else ""
-        print(f"explained {_which(layer)} with {args.explainer} ({args.clip_model}, --concepts "
+        print(f"explained {_which(layer)} with {args.explainer} ({clip_config(args).model}, --concepts "
               f"{args.concepts}): {statuses}{iou} (run {layer.run_id})")  # fmt: skip
     elif offline:
         print(
@@ -241,13 +257,16 @@ def _selection(args: argparse.Namespace) -> UnitSelection:
 
 def _explain_layer(
     args: argparse.Namespace, config: Any, prepared: Any, select: UnitSelection | None,
-    clip: Any = None,
-) -> tuple[LayerExplanations, Any, Any]:  # fmt: skip
+    clip: Any = None, labels: Any = None,
+) -> tuple[LayerExplanations, Any, Any, HeldOut]:  # fmt: skip
     """Every unit of the layer (or those of `select`) explained by `--explainer` (agents when
-    `prepared`, the LLM resolved): (the explanations, the dissection's result, the payload)."""
+    `prepared`, the LLM resolved), over a folder probe minus its `--held-out` images, on which
+    the explanations are then scored: (the explanations, the dissection's result, the payload,
+    the held-out scores)."""
     from dataclasses import replace
 
     from coin_scale.dissect.pipeline import plan_dissection
+    from coin_scale.explain.evidence import held_out_split
     from coin_scale.models import ModelSource, resolve_model
     from coin_scale.models.zoo import SYNTHETIC_UNITS_ARCH
     from coin_scale.storage import Warehouse
@@ -267,14 +286,17 @@ def _explain_layer(
     result = evidence.result
     run_id = config.run_id or result.run_id
     kind = "synthetic" if payload.arch == SYNTHETIC_UNITS_ARCH else args.units
+    split, note = held_out_split(evidence, args.held_out)
+    shown = split.explain if split is not None else evidence
     if prepared is None:
         from coin_scale.explain.whole_layer import explain_whole_layer
 
         explained = explain_whole_layer(
-            evidence, Warehouse(args.warehouse), run_id=run_id, model=result.model,
+            shown, Warehouse(args.warehouse), run_id=run_id, model=result.model,
             layer=result.layer, kind=kind, units=units, explainer=clip,
         )  # fmt: skip
-        return explained, result, payload
+        heldout = _score_held_out(args, split, note, explained, clip, labels, run_id, kind)
+        return explained, result, payload, heldout
     from coin_scale.dissect.pipeline import load_sae_units
     from coin_scale.models import build_module, describe_layers, find_layer
     from coin_scale.sweep.whole_layer_agents import explain_whole_layer_with_agents
@@ -284,7 +306,102 @@ def _explain_layer(
                        payload.model_id)  # fmt: skip
     sae = load_sae_units(args.sae, payload, layer) if args.units == "sae" else None
     explained = explain_whole_layer_with_agents(
-        prepared, evidence, payload, module, layer, args.warehouse, run_id=run_id, kind=kind,
+        prepared, shown, payload, module, layer, args.warehouse, run_id=run_id, kind=kind,
         sae=sae, address=args.address, progress=not args.no_progress, units=units,
     )  # fmt: skip
-    return explained, result, payload
+    heldout = _score_held_out(args, split, note, explained, None, labels, run_id, kind)
+    return explained, result, payload, heldout
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """A layer's held-out scores (`--held-out`) and how they went."""
+
+    scores: dict[int, HeldOutScore]
+    """By unit, each ok explanation's score or why none."""
+    n_images: int
+    """Readable held-out images (0: nothing held out)."""
+    note: str | None = None
+    """Why nothing was held out, when the probe was too small."""
+
+
+def _held_out_labels(args: argparse.Namespace, entry: Any) -> Any:
+    """The image-text model that reads an LLM's labels on held-out images (`--clip-model` /
+    `--clip-weights` with an LLM explainer), loaded before any work; None otherwise."""
+    if entry is None or not entry.uses_llm or not clip_given(args) or args.held_out <= 0:
+        return None
+    from coin_scale.explain.image_text import label_scorer
+
+    try:
+        return label_scorer(clip_config(args))
+    except ValueError as err:
+        raise UserError(
+            f"--clip-weights (to score the LLM's labels on held-out images): {err}"
+        ) from None
+
+
+def _score_held_out(
+    args: argparse.Namespace, split: Any, note: str | None, explained: LayerExplanations,
+    explainer: Any, labels: Any, run_id: str, kind: str,
+) -> HeldOut:  # fmt: skip
+    """Score the explanations on the held-out images and store the rows in `scores` under
+    `run_id` (replacing a rerun's; none without a split)."""
+    from coin_scale.eval.heldout import score_rows
+    from coin_scale.eval.heldout_predictors import held_out_sources, score_held_out
+    from coin_scale.storage import Warehouse
+    from coin_scale.storage.schemas import get_spec
+
+    if split is None:
+        scores: dict[int, HeldOutScore] = {}
+        n_images = 0
+    else:
+        sources = held_out_sources(explainer, labels)
+        scores = score_held_out(explained.explanations, split, sources)
+        n_images = int(split.held_out.activations.shape[0])
+    rows = score_rows(scores, run_id=run_id, layer=args.layer, kind=kind)
+    Warehouse(args.warehouse).write("scores", get_spec("scores").from_dicts(rows), key=run_id)
+    return HeldOut(scores=scores, n_images=n_images, note=note)
+
+
+def _held_out_summary(heldout: HeldOut | None) -> dict[str, Any]:
+    """The `--json` fields of the held-out scores."""
+    from coin_scale.eval.heldout import median_auc
+
+    if heldout is None:
+        return {}
+    median = median_auc(heldout.scores.values())
+    return {
+        "heldout_images": heldout.n_images,
+        "heldout_scored": sum(s.scored for s in heldout.scores.values()),
+        "heldout_median_auc": None if median is None else round(median, 4),
+        "heldout_note": heldout.note,
+    }
+
+
+def _print_held_out(heldout: HeldOut | None, args: argparse.Namespace, run_id: str) -> None:
+    """One line: the median held-out AUC over the scored units (or why there is none), and
+    the query that lists every unit's scores."""
+    from collections import Counter
+
+    from coin_scale.eval.heldout import REASONS, median_auc
+
+    if heldout is None or (not heldout.scores and heldout.note is None):
+        return
+    if heldout.note is not None:
+        print(f"NOTE: {heldout.note}")
+        return
+    scores = heldout.scores.values()
+    scored = [s for s in scores if s.scored]
+    why = Counter(REASONS[s.reason] for s in scores if s.reason)
+    unscored = "; ".join(f"{n} {r}" for r, n in why.most_common())
+    median = median_auc(scored)
+    head = (
+        f"median AUC {median:.2f} over {len(scored)} of {len(heldout.scores)} explained units"
+        if median is not None else f"none of the {len(heldout.scores)} explained units scored"
+    )  # fmt: skip
+    print(f"held-out scores on {heldout.n_images} images the explainer never saw: {head}"
+          + (f" (not scored: {unscored})" if unscored else ""))  # fmt: skip
+    print(
+        f'  every unit: coin-scale query --warehouse {args.warehouse} "SELECT unit, metric, value '
+        f"FROM scores WHERE run_id = '{run_id}' AND test = 'heldout' ORDER BY unit, metric\""
+    )

@@ -23,11 +23,16 @@ def run(args: argparse.Namespace) -> int:
     containers = {name for name, sub in module.named_modules() if any(True for _ in sub.children())}
     shown = [layer for layer in layers if args.all or layer.name in containers or "." not in layer.name]
     width = max(len(layer.name) for layer in shown)
-    print(f"{'layer':<{width}}  {'units':>6}  {'layout':<6}  {'type':<20} shape")
+    kind = max(20, *(len(layer.type) for layer in shown))
+    print(f"{'layer':<{width}}  {'units':>6}  {'layout':<6}  {'type':<{kind}} shape")
     for layer in shown:
         shape = "x".join(str(s) for s in layer.shape)
-        print(f"{layer.name:<{width}}  {layer.units:>6}  {layer.layout:<6}  {layer.type:<20} {shape}")
+        name, units, layout = f"{layer.name:<{width}}", f"{layer.units:>6}", f"{layer.layout:<6}"
+        print(f"{name}  {units}  {layout}  {layer.type:<{kind}} {shape}")
     hidden = len(layers) - len(shown)
     if hidden:
         print(f"({hidden} leaf layers not shown; --all lists them)")
+    if not payload.has_class_logits:
+        print("(the model outputs an embedding, not class logits: `coin-scale dissect` explains "
+              "any layer's units; run_sweep.py, which explains a predicted class, needs a classifier)")  # fmt: skip
     return 0

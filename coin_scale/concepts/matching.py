@@ -100,20 +100,24 @@ def _check(similarity: torch.Tensor, activations: torch.Tensor) -> None:
 def concept_log_likelihoods(
     similarity: torch.Tensor, activations: torch.Tensor, config: MatchConfig | None = None
 ) -> torch.Tensor:
-    """float64 (unit, concept): `log p(c | u)` from each unit's top images (see the module doc)."""
+    """float64 (unit, concept): `log p(c | u)` from each unit's top images (see the module doc).
+
+    The per-image terms are computed in float32, in place (a whole layer against thousands of
+    concepts is ~10^9 of them), and summed over the top images in float64."""
     config = config or MatchConfig()
     _check(similarity, activations)
-    p_concept = torch.softmax(config.temperature * similarity.double(), dim=1)  # (image, concept)
+    p_concept = torch.softmax(config.temperature * similarity.double(), dim=1).float()
     k = min(config.top_k, activations.shape[0])
     top = torch.topk(activations.double(), k, dim=0).indices  # (k, unit)
     ranks = torch.arange(k, dtype=torch.float64)
     weights = config.weight_first - ranks / max(k, 1) * (config.weight_first - config.weight_last)
+    w = weights.float().view(k, 1, 1)
     out = []
     for start in range(0, activations.shape[1], config.chunk_units):
         rows = top[:, start : start + config.chunk_units]  # (k, chunk)
-        p = p_concept[rows]  # (k, chunk, concept)
-        shown = 1.0 + weights.view(k, 1, 1) * (p - 1.0)
-        out.append(torch.log(shown + config.floor).sum(dim=0))
+        shown = p_concept[rows]  # (k, chunk, concept), a copy: p(c | x_r)
+        shown.sub_(1.0).mul_(w).add_(1.0 + config.floor).log_()  # log(1 - w (1 - p) + floor)
+        out.append(shown.sum(dim=0, dtype=torch.float64))
     return torch.cat(out, dim=0)
 
 

@@ -94,6 +94,23 @@ def pseudo_attributes(
             f"scores: expected (image, concept) with {len(names)} concepts (one per name); got "
             f"shape {tuple(scores.shape)}"
         )
-    z = standardized_scores(scores)
-    shown = (z > otsu_thresholds(z)[None, :]) & (z >= config.min_z)
+    shown = concept_margins(scores, config) > 0
     return filter_concepts(list(names), shown.T.contiguous(), min_count=config.min_images)
+
+
+def concept_margins(
+    scores: torch.Tensor, config: PseudoAttributeConfig | None = None
+) -> torch.Tensor:
+    """float64 (image, concept): how far each standardised score lies above what its concept
+    needs (above its Otsu split and at least `min_z`); an image shows a concept exactly where
+    its margin is positive. Every concept is kept (none is filtered), so a formula found on some
+    images can be read, softly, on others (`coin_scale.eval.heldout_predictors`)."""
+    config = config or PseudoAttributeConfig()
+    z = standardized_scores(scores)
+    split = otsu_thresholds(z)[None, :]
+    # z > split and z >= min_z, as one signed distance: the smaller of the two margins, with
+    # z == min_z (shown) nudged just above zero
+    above_min = torch.where(
+        z >= config.min_z, (z - config.min_z).clamp_min(1e-12), z - config.min_z
+    )
+    return torch.minimum(z - split, above_min)

@@ -4,7 +4,9 @@ against, shipped with the package or given by the user (`--concepts FILE`, one c
 Shipped (`SHIPPED`), each with its source and licence in its file's header (`vocabularies/`):
 `objects` (ImageNet-1k's 1,000 class names, as torchvision's weights metadata carries them),
 `scenes` (Places365's 365 categories), `textures` (the Describable Textures Dataset's 47),
-`materials` (MINC's 22), `colors` (20) and `parts` (60). `photo` is all of them together.
+`materials` (MINC's 22), `colors` (20), `parts` (60) and `nouns` (3,000 common English nouns
+for things one can see, from WordNet 3.0 ranked by word frequency;
+`scripts/make_nouns_vocabulary.py` builds it). `photo` is all of them together.
 
 A vocabulary's concepts are stripped, their inner spaces collapsed, and each kept once (case
 matters: ImageNet's 'Cardigan' is a corgi, its 'cardigan' a sweater); blank lines and `#` comments are skipped. An empty vocabulary
@@ -26,6 +28,7 @@ SHIPPED_FILES = {
     "materials": "materials.txt",
     "colors": "colors.txt",
     "parts": "parts.txt",
+    "nouns": "nouns.txt",
 }
 """The shipped vocabularies kept as files under `coin_scale/concepts/vocabularies/`."""
 SHIPPED: tuple[str, ...] = ("objects", *SHIPPED_FILES)

@@ -42,16 +42,13 @@ def auc(positive: Sequence[float] | np.ndarray, negative: Sequence[float] | np.n
         raise ValueError(f"AUC needs images on both sides, got {pos.size} and {neg.size}")
     both = np.concatenate([pos, neg])
     order = np.argsort(both, kind="stable")
-    ranks = np.empty(both.size, dtype=np.float64)
     sorted_values = both[order]
-    # Average ranks over ties (1-based).
-    start = 0
-    while start < both.size:
-        end = start
-        while end + 1 < both.size and sorted_values[end + 1] == sorted_values[start]:
-            end += 1
-        ranks[order[start : end + 1]] = (start + end) / 2.0 + 1.0
-        start = end + 1
+    # Average ranks over ties (1-based): each run of equal values shares its mean rank.
+    starts = np.flatnonzero(np.r_[True, sorted_values[1:] != sorted_values[:-1]])
+    ends = np.r_[starts[1:], both.size] - 1
+    group = np.repeat(np.arange(starts.size), ends - starts + 1)
+    ranks = np.empty(both.size, dtype=np.float64)
+    ranks[order] = ((starts + ends) / 2.0 + 1.0)[group]
     u = ranks[: pos.size].sum() - pos.size * (pos.size + 1) / 2.0
     return float(u / (pos.size * neg.size))
 

@@ -17,6 +17,7 @@ probabilities from rendered scenes' pixels (`coin_scale.eval.stand_in`), where t
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -109,6 +110,31 @@ class ImageTextScorer:
         texts = text_embeddings(self.model, self.vocabulary.concepts, self.vocabulary.fingerprint)
         rows = torch.tensor(evidence.image_indices(), dtype=torch.long)
         return concept_similarity(images[rows], texts)
+
+
+class LabelScorer:
+    """Free-text labels (an LLM's) scored against probe images: the cosine similarity of each
+    label's text embedding with every image's, by an open_clip model (both cached)."""
+
+    def __init__(self, model: ImageTextModel) -> None:
+        self.model = model
+        self.summary = f"open_clip {model.source.model}"
+
+    def scores(self, evidence: LayerEvidence, labels: Sequence[str]) -> torch.Tensor:
+        """float (row, label) over the evidence's rows; a NaN row: an image it could not read."""
+        probe = evidence.probe
+        paths = [image.path for image in probe.images]
+        images = image_embeddings(self.model, paths, probe.probe_id)
+        fingerprint = hashlib.blake2b("\n".join(labels).encode(), digest_size=16).hexdigest()
+        texts = text_embeddings(self.model, list(labels), fingerprint)
+        rows = torch.tensor(evidence.image_indices(), dtype=torch.long)
+        return concept_similarity(images[rows], texts)
+
+
+def label_scorer(config: ClipExplainerConfig) -> LabelScorer:
+    """The image-text model of `config` (its vocabulary unused), loaded now: `ValueError` on bad
+    weights."""
+    return LabelScorer(ImageTextModel(ImageTextSource(model=config.model, weights=config.weights)))
 
 
 def image_text_scorer(config: ClipExplainerConfig) -> ImageTextScorer:

@@ -81,8 +81,9 @@ def explain_whole_layer(
         chunk = max(1, int(evidence.activations.shape[1]))
     n_units = int(evidence.activations.shape[1])
     settings = repr(getattr(explainer, "config", None))
+    held = (f"held_out={evidence.held_out}",) if evidence.held_out else ()  # other rows, new scope
     ckpt = ExplainCheckpoint(
-        warehouse.fs, run_id, scope_name(explainer.name, evidence.dissection_id, settings)
+        warehouse.fs, run_id, scope_name(explainer.name, evidence.dissection_id, settings, *held)
     )
     done = {e.unit: e for piece in ckpt.pieces().values() for e in map(_from_json, piece)}
     selected = units is not None

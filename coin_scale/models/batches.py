@@ -20,6 +20,7 @@ import numpy as np
 from coin_scale.models.activations import SAEUnits
 from coin_scale.models.layers import Layout
 from coin_scale.models.loading import ModelPayload
+from coin_scale.models.unit_maps import UnitMapsRequest
 
 Batch = list[tuple[int, str]]
 """(image index, image path) pairs: replicas read the files themselves."""
@@ -51,6 +52,21 @@ class MapsResult:
     seconds: float
 
 
+@dataclass(frozen=True, slots=True)
+class UnitMapsResult:
+    """What a replica returns for one batch of `run_unit_maps`: the spatial maps of the requested
+    units only (a few units of a few images, so float32)."""
+
+    batch_id: int
+    indices: np.ndarray
+    """int64 (batch,) image indices that decoded and ran."""
+    maps: dict[str, np.ndarray]
+    """{layer: float32 (batch, unit, height, width)}, units in the request's order; empty when
+    nothing decoded."""
+    failures: list[tuple[int, str]]
+    seconds: float
+
+
 @dataclass(frozen=True)
 class ReplicaWork:
     """What every replica computes: the model, the layers it hooks (with their layouts), the
@@ -77,6 +93,12 @@ class BatchRunner(Protocol):
 
     def run_maps(self, batches: Sequence[Batch], layer: str) -> Iterator[MapsResult]:
         """`layer`'s whole float16 conv maps."""
+        ...
+
+    def run_unit_maps(
+        self, batches: Sequence[Batch], requests: Sequence[UnitMapsRequest]
+    ) -> Iterator[UnitMapsResult]:
+        """The spatial maps of the requested units of each layer (one forward pass a batch)."""
         ...
 
 

@@ -1,4 +1,5 @@
-"""coin-scale's own model checkpoint: architecture + weights + classes + preprocessing in one file."""
+"""coin-scale's own model checkpoint: architecture + weights + classes + preprocessing in one file,
+and the `checkpoint` model family (`--model PATH`), whose own architectures are the zoo's."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import torch
 from torch import nn
 
 from coin_scale.errors import UserError
+from coin_scale.models.families import ModelFamily, register
+from coin_scale.models.payload import ModelPayload, ModelSource, safe_id
 from coin_scale.models.preprocess import Preprocess
 
 CHECKPOINT_FORMAT = "coin-scale-checkpoint"
@@ -25,7 +28,8 @@ def save_checkpoint(
     arch_kwargs: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Save a model that `--model PATH` can load back (arch is a torchvision model name)."""
+    """Save a model that `--model PATH` can load back (arch: a torchvision or zoo name, or a
+    family's namespaced architecture such as `timm:resnet10t`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
@@ -66,3 +70,61 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
 def first_line(err: BaseException) -> str:
     text = str(err).strip() or type(err).__name__
     return text.splitlines()[0]
+
+
+def resolve_checkpoint(source: ModelSource) -> ModelPayload:
+    """A coin-scale checkpoint (`--model PATH`): its architecture, weights, classes and
+    preprocessing; `--weights` is not used."""
+    import hashlib
+
+    from coin_scale.models.families import family_for_arch, instantiate
+
+    path = Path(source.model)
+    if not path.is_file():
+        raise UserError(f"model checkpoint {path} does not exist")
+    payload = read_checkpoint(path)
+    arch = payload["arch"]
+    if family_for_arch(arch) is None:
+        raise UserError(f"checkpoint {path} names an unknown architecture {arch!r}")
+    state_dict = payload["state_dict"]
+    module = instantiate(arch, payload["arch_kwargs"])
+    try:
+        module.load_state_dict(state_dict)
+    except RuntimeError as err:
+        raise UserError(f"checkpoint {path} does not fit {arch}: {first_line(err)}") from None
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    pre = payload["preprocess"]
+    return ModelPayload(
+        model_id=safe_id(path.stem), arch=arch, arch_kwargs=dict(payload["arch_kwargs"]),
+        weights_id=f"file-{digest[:12]}", random_weights=False,
+        preprocess=Preprocess(
+            resize=pre["resize"], crop=pre["crop"], mean=tuple(pre["mean"]),
+            std=tuple(pre["std"]), interpolation=pre["interpolation"],
+        ),
+        class_names=tuple(payload["class_names"]), state_dict=state_dict,
+    )  # fmt: skip
+
+
+def _is_checkpoint_path(model: str) -> bool:
+    path = Path(model)
+    return path.suffix in {".pt", ".pth", ".ckpt"} or path.is_file()
+
+
+def _build_zoo(arch: str, arch_kwargs: dict[str, Any]) -> nn.Module:
+    from coin_scale.models import zoo
+
+    return zoo.build(arch, **arch_kwargs)
+
+
+def _in_zoo(arch: str) -> bool:
+    from coin_scale.models import zoo
+
+    return arch in zoo.architectures()
+
+
+FAMILY = ModelFamily(
+    name="checkpoint", usage="a coin-scale checkpoint PATH", prefixed=False,
+    resolve=resolve_checkpoint, instantiate=_build_zoo, claims=_is_checkpoint_path,
+    builds=_in_zoo,
+)  # fmt: skip
+register(FAMILY)

@@ -98,6 +98,42 @@ def _reachable(host: tuple[str, int], timeout: float = 3.0) -> bool:
         return False
 
 
+class WeightsUnavailable(ValueError):
+    """Pretrained weights that are neither cached nor downloadable from here."""
+
+
+def hub_file_available(repo: str, *filenames: str) -> bool:
+    """Whether one of a hub repository's files is in the Hugging Face cache, or the hub can be
+    reached from here to download it (a socket test of seconds, not the hub's long retries)."""
+    return any(_cached(repo, name) for name in filenames) or _reachable(HUB_HOST)
+
+
+def reachable(host: tuple[str, int]) -> bool:
+    """Whether (host, port) accepts a connection within seconds."""
+    return _reachable(host)
+
+
+def pretrained_tag(model: str, tag: str | None = None, *, flag: str = "--clip-weights") -> str:
+    """`tag` of open_clip `model` (default: its standard one, `openai` where it has one), checked
+    in seconds to be cached or downloadable; a one-line ValueError otherwise (WeightsUnavailable
+    when offline) naming the model, the file expected and `flag PATH`."""
+    tag = tag or _default_tag(model)
+    if tag is None:
+        raise ValueError(
+            f"open_clip {model} has no pretrained weights to download; pass {flag} PATH"
+        )
+    hub = _hub_file(model, tag)
+    if hub is not None and not hub_file_available(*hub):
+        repo, filename = hub
+        raise WeightsUnavailable(
+            f"the weights of open_clip {model} ({tag}) are not in the Hugging Face cache "
+            f"({repo}/{filename}) and cannot be downloaded from here: pass {flag} "
+            f"PATH (a local open_clip checkpoint), or {flag} none for random weights "
+            "(tests only)"
+        )
+    return tag
+
+
 class ImageTextModel:
     """An open_clip model with its image preprocessing and tokenizer, in eval mode."""
 
@@ -143,22 +179,13 @@ class ImageTextModel:
         self.tokenizer = open_clip.get_tokenizer(source.model)
 
     def _default_weights(self) -> str:
-        model = self.source.model
-        tag = _default_tag(model)
-        if tag is None:
-            raise ValueError(
-                f"open_clip {model} has no pretrained weights to download; pass --clip-weights PATH"
-            )
-        hub = _hub_file(model, tag)
-        if hub is not None and not _cached(*hub) and not _reachable(HUB_HOST):
-            repo, filename = hub
-            raise ValueError(
-                f"the weights of open_clip {model} ({tag}) are not in the Hugging Face cache "
-                f"({repo}/{filename}) and cannot be downloaded from here: pass --clip-weights "
-                "PATH (a local open_clip checkpoint), or --clip-weights none for random weights "
-                "(tests only)"
-            )
-        return tag
+        return pretrained_tag(self.source.model)
+
+    @property
+    def input_size(self) -> int:
+        """Side of the square images the image tower takes (224 for ViT-B-32)."""
+        size = self.model.visual.image_size
+        return int(size[0] if isinstance(size, tuple | list) else size)
 
     @property
     def key(self) -> str:
@@ -176,31 +203,49 @@ class ImageTextModel:
 
     @torch.inference_mode()
     def encode_images(self, paths: Sequence[str], *, batch_size: int = 32) -> torch.Tensor:
-        """float32 (image, dim), L2-normalised; a row of NaN for an image that cannot be read."""
+        """float32 (image, dim), L2-normalised; a row of NaN for an image that cannot be read.
+
+        The next batch is decoded and preprocessed in a background thread while the model runs
+        on the current one (PIL releases the GIL while it decodes and resizes)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        starts = list(range(0, len(paths), batch_size))
         rows: list[torch.Tensor | None] = []
         dim = None
-        for start in range(0, len(paths), batch_size):
-            batch, where = [], []
-            for i, path in enumerate(paths[start : start + batch_size]):
-                try:
-                    with Image.open(path) as image:
-                        batch.append(self.preprocess(image.convert("RGB")))
-                    where.append(i)
-                except (OSError, UnidentifiedImageError, ValueError) as err:
-                    log.debug("image-text model: cannot read %s: %s", path, err)
-            chunk: list[torch.Tensor | None] = [None] * len(paths[start : start + batch_size])
-            if batch:
-                emb = torch.nn.functional.normalize(
-                    self.model.encode_image(torch.stack(batch)).float(), dim=-1
-                )
-                dim = emb.shape[1]
-                for j, i in enumerate(where):
-                    chunk[i] = emb[j]
-            rows.extend(chunk)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="clip-decode") as pool:
+            pending = pool.submit(self._load, paths[0:batch_size]) if starts else None
+            for n, start in enumerate(starts):
+                assert pending is not None
+                batch, where = pending.result()
+                if n + 1 < len(starts):
+                    nxt = starts[n + 1]
+                    pending = pool.submit(self._load, paths[nxt : nxt + batch_size])
+                chunk: list[torch.Tensor | None] = [None] * len(paths[start : start + batch_size])
+                if batch:
+                    emb = self.model.encode_image(torch.stack(batch)).float()
+                    emb = torch.nn.functional.normalize(emb, dim=-1)
+                    dim = emb.shape[1]
+                    for j, i in enumerate(where):
+                        chunk[i] = emb[j]
+                rows.extend(chunk)
         if dim is None:
             raise ValueError(f"none of the {len(paths)} images could be read")
         nan = torch.full((dim,), float("nan"))
         return torch.stack([r if r is not None else nan for r in rows])
+
+    def _load(self, paths: Sequence[str]) -> tuple[list[torch.Tensor], list[int]]:
+        """(preprocessed images, their positions in `paths`) of the readable ones."""
+        batch, where = [], []
+        for i, path in enumerate(paths):
+            try:
+                with Image.open(path) as image:
+                    if image.format == "JPEG":  # decode at a reduced scale when it is larger
+                        image.draft("RGB", (self.input_size, self.input_size))
+                    batch.append(self.preprocess(image.convert("RGB")))
+                where.append(i)
+            except (OSError, UnidentifiedImageError, ValueError) as err:
+                log.debug("image-text model: cannot read %s: %s", path, err)
+        return batch, where
 
 
 def _cache_file(kind: str, key: str) -> Path:

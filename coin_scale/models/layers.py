@@ -34,10 +34,14 @@ class LayerInfo:
     """Output shape for one image, without the batch dimension."""
 
 
-def layout_of(arch: str, shape: tuple[int, ...]) -> Layout | None:
-    """Layout of an output of shape (batch, ...), or None when it cannot be read per unit."""
+def layout_of(arch: str, shape: tuple[int, ...], *, channels_last: bool = False) -> Layout | None:
+    """Layout of an output of shape (batch, ...), or None when it cannot be read per unit.
+
+    A 4-d output is channels-last for torchvision's Swin (`arch` swin_*) and when the model says
+    so (`channels_last`: timm's `output_fmt` NHWC, e.g. its Swin and MambaOut); else (B, C, H, W).
+    """
     if len(shape) == 4:
-        return "nhwc" if arch.startswith(_CHANNELS_LAST_ARCHS) else "nchw"
+        return "nhwc" if channels_last or arch.startswith(_CHANNELS_LAST_ARCHS) else "nchw"
     if len(shape) == 3:
         return "ntc"
     if len(shape) == 2:
@@ -68,12 +72,13 @@ def describe_layers(module: nn.Module, arch: str, image_size: int) -> list[Layer
     finally:
         for handle in handles:
             handle.remove()
+    channels_last = str(getattr(module, "output_fmt", "")).upper() == "NHWC"  # timm's flag
     layers = []
     for name, _ in module.named_modules():
         shape = outputs.get(name)
         if shape is None:
             continue
-        layout = layout_of(arch, shape)
+        layout = layout_of(arch, shape, channels_last=channels_last)
         if layout is None or calls[name] != 1 or shape[0] != 1:
             continue
         units = shape[1] if layout == "nchw" or layout == "nc" else shape[-1]
@@ -86,11 +91,13 @@ def find_layer(layers: list[LayerInfo], name: str, model_id: str) -> LayerInfo:
     for layer in layers:
         if layer.name == name:
             return layer
+    from coin_scale.models.families import model_flag
+
     hint = close_matches(name, [layer.name for layer in layers])
     raise UserError(
         f"model {model_id} has no dissectable layer {name!r}"
         + (f"; close matches: {hint}" if hint else "")
-        + f"; `coin-scale layers --model {model_id} --weights none` lists them"
+        + f"; `coin-scale layers --model {model_flag(model_id)} --weights none` lists them"
     )
 
 

@@ -1,6 +1,6 @@
 """The work of a model replica without Ray: decode a batch of images, run the model under
-inference_mode, and reduce the hooked layers on the device (`run`) or return one layer's whole
-conv maps (`run_maps`). The actor `coin_scale.actors.replica.ModelReplica` holds one
+inference_mode, and reduce the hooked layers on the device (`run`), return one layer's whole
+conv maps (`run_maps`) or the spatial maps of a few chosen units (`run_unit_maps`). The actor `coin_scale.actors.replica.ModelReplica` holds one
 `ReplicaCore`; tests and dry runs use it in process."""
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ from coin_scale.models.activations import (
     decode_batch,
     sae_code_maps,
 )
-from coin_scale.models.batches import BatchResult, MapsResult
+from coin_scale.models.batches import BatchResult, MapsResult, UnitMapsResult
 from coin_scale.models.layers import Layout
 from coin_scale.models.loading import ModelPayload, build_module
+from coin_scale.models.unit_maps import UnitMapsRequest, capture_unit_maps
 
 
 class _StopAfterLayer(Exception):
@@ -110,6 +111,31 @@ class ReplicaCore:
             out = captured[0].to("cpu", torch.float16).contiguous()
             maps = out.numpy()
         return MapsResult(
+            batch_id=batch_id,
+            indices=np.asarray(decoded.indices, dtype=np.int64),
+            maps=maps,
+            failures=decoded.failures,
+            seconds=time.perf_counter() - start,
+        )
+
+    def run_unit_maps(
+        self, batch_id: int, items: Sequence[tuple[int, str]], requests: Sequence[UnitMapsRequest]
+    ) -> UnitMapsResult:
+        """Like `run`, but return the float32 (batch, unit, height, width) maps of each request's
+        units (through the layer's SAE when the replica has one, as its dissection did)."""
+        start = time.perf_counter()
+        decoded = decode_batch(items, self.preprocess)
+        maps: dict[str, np.ndarray] = {}
+        if decoded.indices:
+            with self._forward_lock, torch.inference_mode(), self._autocast():
+                pixels = decoded.pixels.to(self.device, non_blocking=True)
+                pixels = pixels.contiguous(memory_format=torch.channels_last)
+                captured = capture_unit_maps(
+                    self.capture.module, self.preprocess.normalize(pixels), requests,
+                    self.capture.transforms,
+                )  # fmt: skip
+            maps = {layer: t.contiguous().numpy() for layer, t in captured.items()}
+        return UnitMapsResult(
             batch_id=batch_id,
             indices=np.asarray(decoded.indices, dtype=np.int64),
             maps=maps,

@@ -4,8 +4,8 @@ with `@register("name")` (`probe_cnn`, `attribute_net`, `synthetic_model`); the 
 those modules on first use.
 
 `build(arch, **kwargs)` is to project architectures what `torchvision.models.get_model` is to
-torchvision's: `coin_scale.models.loading` tries this registry first when a checkpoint names its
-architecture. Every architecture here ends in `avgpool -> flatten -> fc` right after its last
+torchvision's: the `checkpoint` model family (`coin_scale.models.checkpoint`, see
+`coin_scale.models.families`) builds from this registry when a checkpoint names its architecture. Every architecture here ends in `avgpool -> flatten -> fc` right after its last
 block, so `coin_scale.chain.attribution` attributes logits exactly to that block's units.
 """
 

@@ -16,7 +16,10 @@ from coin_scale.chain.faithfulness import AblationScore, margin_ratio
 from coin_scale.chain.graph import Edge
 from coin_scale.report.chain_svg import chain_graph_svg, chain_layers, deletion_curve_svg
 from coin_scale.report.chain_svg import esc as _esc
+from coin_scale.report.concepts import concept_section
+from coin_scale.report.heldout import heldout_line
 from coin_scale.report.images import JPEG_QUALITY, thumbnail_data_uri
+from coin_scale.report.map_strip import unit_maps_strip
 from coin_scale.sweep.records import ClassExplanation, Exemplar, UnitFinding
 from coin_scale.sweep.text import TERM_WORDS
 
@@ -84,6 +87,11 @@ code, .mono { font-family:"DejaVu Sans Mono", Menlo, Consolas, monospace; font-s
                justify-content:center; text-align:center; overflow:hidden; word-break:break-all;
                padding:4px; }
 .placeholder.target { height:256px; font-size:12px; }
+.exemplar.heat { margin-left:14px; }
+.exemplar.heat img { outline:2px solid var(--accent); outline-offset:1px; }
+.map-note { font-size:12px; margin:6px 0 0; }
+.heat-scale { display:inline-block; width:110px; height:10px; border-radius:2px;
+              vertical-align:middle; margin:0 4px; }
 table.neg-table { border-collapse:collapse; width:100%; background:var(--card);
                   border:1px solid var(--line); border-radius:8px; }
 .neg-table th, .neg-table td { text-align:left; padding:6px 10px; border-bottom:1px solid var(--line);
@@ -140,6 +148,7 @@ def render_report(explanation: ClassExplanation) -> str:
         "<h2>Explanation</h2>",
         f'<div class="paragraph">{_esc(e.text) if e.text else "<em>no paragraph</em>"}</div>',
         f'<p class="method">Method: {_esc(method_text(e.method))}{_bias_line(e)}</p>',
+        concept_section(e),
         _chain_section(e),
         f"<h2>{_esc(_plural(e))} that pushed towards {_esc(e.class_name)} ({len(e.positive)})</h2>",
         "".join(_unit_card(u, e.unit_noun) for u in sorted(e.positive, key=lambda u: u.rank))
@@ -251,12 +260,14 @@ def _unit_card(u: UnitFinding, noun: str = "unit", edges: Sequence[Edge] | None 
         body.append(f"<div>{_esc(u.description)}</div>")
     if u.formula:
         body.append(f'<code class="formula">{_esc(u.formula)}</code>')
+    body.append(heldout_line(u))
     if u.error:
         body.append(f'<div class="error">{_esc(u.reason or "error")}: {_esc(u.error)}</div>')
     if u.exemplars or u.visualization:
         thumbs = _visualization(u.visualization) if u.visualization else ""
         thumbs += "".join(_exemplar(x) for x in u.exemplars)
         body.append(f'<div class="exemplars">{thumbs}</div>')
+    body.append(unit_maps_strip(u, EXEMPLAR_SIZE))
     return f'<section class="unit">{"".join(body)}</section>'
 
 

@@ -267,8 +267,14 @@ def _cache_maps(
 
 def measure_replacement(plan: SAEPlan, sae: SparseAutoencoder) -> dict[str, Any]:
     """Top-1 agreement and KL with the layer replaced by the SAE, on up to
-    `replacement_images` evenly spaced probe images, with the model built in the driver."""
+    `replacement_images` evenly spaced probe images, with the model built in the driver; none
+    for a model whose output is an embedding (top-1 and KL are over class logits)."""
     from coin_scale.models.activations import decode_batch
+
+    if not plan.payload.has_class_logits:
+        log.info("%s outputs an embedding, not class logits: no top-1 agreement or KL "
+                 "of the replaced layer", plan.payload.model_id)  # fmt: skip
+        return {}
 
     images = plan.probe.images
     count = min(plan.request.replacement_images, len(images))

@@ -34,6 +34,10 @@ def example_value(table: str, column: str, i: int) -> Any:
         return i + 0.5
     if pa.types.is_timestamp(t):
         return _EPOCH + timedelta(seconds=i, microseconds=i)
+    if pa.types.is_list(t) and pa.types.is_floating(t.value_type):
+        return (i + 0.5, i + 1.5)
+    if pa.types.is_list(t) and pa.types.is_integer(t.value_type):
+        return (i, i + 1)
     if pa.types.is_list(t):
         return (f"{column}-{i}", f"{column}-{i + 1}")
     if pa.types.is_boolean(t):

@@ -1,7 +1,8 @@
 """The sweep's LLM step: each selected unit explained by an agent that experiments on it.
 
-Exemplars come from the dissection's `exemplars` table (with ground-truth attributes for a
-rendered probe set); activations on new images are measured with the sweep's own module; renders
+Exemplars are each unit's strongest images among the evidence's rows (the dissection's dense
+activations; over a folder probe, without its held-out images), with ground-truth attributes for a
+rendered probe set; activations on new images are measured with the sweep's own module; renders
 and edits go through the in-process procedural renderer. The agents' steps and the gateway's
 ledger are written as soon as the agents finish (they were paid for), keyed by the run id.
 """
@@ -31,7 +32,7 @@ from coin_scale.models import ModelPayload
 from coin_scale.models.activations import SAEUnits, sae_code_maps
 from coin_scale.models.layers import LayerInfo
 from coin_scale.runtime.pools import gateway_pool
-from coin_scale.storage import Warehouse, connect
+from coin_scale.storage import Warehouse
 from coin_scale.storage.schemas import experiments, llm_calls
 from unity_pool.tools import LocalRenderer, RenderTools
 
@@ -88,11 +89,12 @@ def explain_with_agents(
     `sae` the units are its features: agents measure them through it. The gateway actors are
     started for the units not yet finished by a killed run of the same run id."""
     prepared, run_id = run.prepared, run.run_id
-    subjects = _subjects(run.warehouse, evidence, payload, layer, units, sae)
+    subjects = _subjects(evidence, payload, layer, units, sae)
     ledger = ledger or AgentLedger(Warehouse(run.warehouse), run_id)
     ckpt = ExplainCheckpoint(ledger.warehouse.fs, run_id, scope_name(
         "agents", evidence.dissection_id, layer.name, prepared.config.provider, prepared.model,
         "sae" if sae else "neuron",
+        *((f"held_out={evidence.held_out}",) if evidence.held_out else ()),
     ))  # fmt: skip
     done = load_finished_units(ckpt)
     if done:
@@ -154,26 +156,15 @@ class AgentExplainer:
 
 
 def _subjects(
-    warehouse: str,
     evidence: LayerEvidence,
     payload: ModelPayload,
     layer: LayerInfo,
     units: list[int],
     sae: SAEUnits | None,
 ) -> list[UnitSubject]:
-    """Each unit as an agent's subject, with its strongest exemplars from the dissection."""
-    rows = (
-        connect(warehouse)
-        .execute(
-            "SELECT unit, image_path, activation FROM exemplars "
-            "WHERE dissection_id = ? AND rank < ? ORDER BY unit, rank",
-            [evidence.dissection_id, AGENT_EXEMPLARS],
-        )
-        .fetchall()
-    )
-    top: dict[int, list[tuple[str, float]]] = {}
-    for unit, path, activation in rows:
-        top.setdefault(int(unit), []).append((str(path), float(activation)))
+    """Each unit as an agent's subject, with its strongest exemplars among the evidence's rows
+    (over a folder probe, never a held-out image)."""
+    top = {unit: evidence.top_images(unit, AGENT_EXEMPLARS) for unit in units}
     attributes = evidence.probe.attributes_path
     return [
         UnitSubject(

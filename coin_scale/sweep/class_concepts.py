@@ -17,10 +17,9 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from coin_scale.concepts.formula import concept_words
-from coin_scale.sweep.records import UnitFinding
+from coin_scale.sweep.records import ConceptShare, UnitFinding
 
 CONCEPT = "concept"
 UNEXPLAINED = "unexplained"
@@ -31,34 +30,12 @@ PARTS = (CONCEPT, UNEXPLAINED, REST)
 _KEYWORDS = re.compile(r"\s+(AND NOT|AND|OR)\s+")
 
 
-@dataclass(frozen=True, kw_only=True)
-class ConceptShare:
-    """One concept's part of a class explanation in one layer."""
-
-    layer: str
-    part: str
-    """`concept`, `unexplained` or `rest` (see the module doc)."""
-    concept: str
-    """The concept in words (`red`, `dog`, an LLM's label); "" for the other parts."""
-    contribution: float
-    """Summed contribution of its units (their share of it when a unit names several concepts)."""
-    share: float
-    """`contribution` over the logit (the explained layer) or over the layer's total drive into
-    the chain (earlier layers); NaN when that total is not positive."""
-    units: tuple[int, ...] = ()
-    """The units labelled with the concept, strongest first."""
-    mean_score: float | None = None
-    """Mean of those units' explanation scores (`score_name`), where they have one."""
-    score_name: str | None = None
-    """`iou`, `soft_wpmi` or `confidence`: the explainers' own score (None when mixed or none)."""
-
-
 def formula_terms(formula: str) -> tuple[list[str], list[str]]:
     """(positive, negated) concept names of a formula in machine form (`to_text`): a term right
     after `AND NOT` is negated, every other one positive."""
     flat = formula.replace("(", " ").replace(")", " ")
     pieces = _KEYWORDS.split(" ".join(flat.split()))
-    positive, negated = [pieces[0].strip()], []
+    positive, negated = [pieces[0].strip()], list[str]()
     for keyword, term in zip(pieces[1::2], pieces[2::2], strict=True):
         (negated if keyword == "AND NOT" else positive).append(term.strip())
     return [t for t in positive if t], [t for t in negated if t]

@@ -15,6 +15,7 @@ from coin_scale.dissect.config import check_units
 from coin_scale.explain.image_text import ClipExplainerConfig
 from coin_scale.explain.llm import LLMExplainerConfig
 from coin_scale.explain.registry import get_explainer
+from coin_scale.probe.split import DEFAULT_HELD_OUT, check_share
 from coin_scale.records import LayerUnitKind, UnitSelection
 
 PROBE_CNN = "probe"
@@ -158,8 +159,13 @@ class ScoringConfig:
     visualize: int = 0
     """Steps of one feature visualization per explained unit, shown in the report beside its
     exemplars (0: none)."""
+    held_out: float = DEFAULT_HELD_OUT
+    """Share of a folder probe's images held out from the explainer (chosen by a hash of each
+    image's path, `coin_scale.probe.split`), on which every explanation is scored: AUC, Pearson r,
+    F1 and AUPRC (`coin_scale.eval.heldout`); 0: none held out, no such scores."""
 
     def __post_init__(self) -> None:
+        check_share(self.held_out)
         if self.visualize < 0:
             raise ValueError(
                 f"--visualize takes optimisation steps >= 1 (0: none), got {self.visualize}"
@@ -195,8 +201,9 @@ class SweepConfig:
     """The LLM explainer's provider, model, limits and budgets; set exactly when `explainer` is
     an LLM one (its `provider` is the explainer's)."""
     clip: ClipExplainerConfig | None = None
-    """The image-text explainer's model, weights and vocabulary; set exactly when `explainer` is
-    `clip` or `clip-formula`."""
+    """The image-text explainer's model, weights and vocabulary; set when `explainer` is `clip`
+    or `clip-formula`, and optionally with an LLM explainer, whose labels its model then reads
+    on the held-out images (`scoring.held_out`)."""
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     run: RunConfig = field(default_factory=RunConfig)
     dry_run: bool = False
@@ -213,11 +220,13 @@ class SweepConfig:
             raise ValueError(
                 f"llm.provider {self.llm.provider!r} is not explainer {self.explainer!r}'s provider"
             )
-        if entry.image_text != (self.clip is not None):
+        if self.clip is not None and not (entry.image_text or entry.uses_llm):
             raise ValueError(
                 f"explainer {self.explainer!r}: the clip settings go with --explainer "
-                "clip or clip-formula only"
+                "clip or clip-formula (or an LLM's, to score its labels on held-out images)"
             )
+        if entry.image_text and self.clip is None:
+            raise ValueError(f"explainer {self.explainer!r} needs its clip settings (clip)")
         if self.dry_run and not entry.uses_llm:
             raise ValueError(
                 "--dry-run estimates LLM costs; use it with --explainer openai|anthropic|gemini"

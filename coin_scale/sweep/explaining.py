@@ -1,5 +1,6 @@
 """Explaining a layer's selected units in a sweep: dissect the layer over the probe set (cached),
-then the offline explainer or LLM agents, plus each unit's strongest exemplars."""
+then the sweep's explainer (over a folder probe, minus its held-out images, on which each
+explanation is then scored), plus each unit's strongest exemplars."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from coin_scale.eval.heldout import HeldOutScore
 from coin_scale.explain import Explanation, OfflineExplainer
 from coin_scale.explain.registry import Explainer
 from coin_scale.models.activations import SAEUnits
@@ -18,6 +20,7 @@ from coin_scale.sweep.config import SweepConfig
 from coin_scale.sweep.records import Exemplar, UnitFinding
 
 if TYPE_CHECKING:
+    from coin_scale.explain.image_text import LabelScorer
     from coin_scale.explain.llm import PreparedLLM
     from coin_scale.sweep.agents import AgentLedger
 
@@ -37,12 +40,16 @@ def explain_layer(
     ledger: AgentLedger | None = None,
     *,
     clip: Explainer | None = None,
+    labels: LabelScorer | None = None,
 ) -> tuple[str, list[UnitFinding]]:
     """Dissect `layer` over the probe set (cached), explain the units of `findings` with the
-    sweep's explainer and add their exemplars; returns the dissection id and the findings."""
+    sweep's explainer and add their exemplars; returns the dissection id and the findings.
+    Over a folder probe the explainer reads it minus its held-out images, on which each
+    explanation is then scored (`sweep/heldout.py`; `labels` reads an LLM's labels there)."""
     from coin_scale.dissect.config import DissectConfig
     from coin_scale.storage import connect
     from coin_scale.sweep.evidence import layer_evidence
+    from coin_scale.sweep.heldout import explained_rows, held_out_scores
 
     evidence = layer_evidence(
         DissectConfig(
@@ -56,6 +63,7 @@ def explain_layer(
     )  # fmt: skip
     units = list(dict.fromkeys(f.unit for f in findings))
     probe_set = evidence.probe
+    shown_evidence, split = explained_rows(config, evidence, notes)
     no_concepts = (
         "The probe folder has no labels or attributes: units get exemplars but no concepts."
     )
@@ -92,20 +100,27 @@ def explain_layer(
         explainer = clip
     else:
         explainer = OfflineExplainer()
-    explained = dict(zip(units, explainer.explain(evidence, units), strict=True))
+    explained = dict(zip(units, explainer.explain(shown_evidence, units), strict=True))
+    heldout = held_out_scores(split, list(explained.values()), explainer, labels)
     return evidence.dissection_id, [
-        with_explanation(f, explained[f.unit], tuple(shown.get(f.unit, []))) for f in findings
+        with_explanation(f, explained[f.unit], tuple(shown.get(f.unit, [])), heldout.get(f.unit))
+        for f in findings
     ]
 
 
 def with_explanation(
-    f: UnitFinding, e: Explanation, exemplars: tuple[Exemplar, ...]
+    f: UnitFinding,
+    e: Explanation,
+    exemplars: tuple[Exemplar, ...],
+    heldout: HeldOutScore | None = None,
 ) -> UnitFinding:
-    """`f` with its unit's explanation and exemplars (no label unless the explanation is ok)."""
+    """`f` with its unit's explanation, exemplars and held-out score (no label unless the
+    explanation is ok)."""
     score, score_name = e.score()
     return replace(
         f, status=e.status, reason=e.reason, label=e.label or None, score=score,
         score_name=score_name,
         description=e.description or None, formula=e.formula or None, iou=e.iou,
         confidence=e.confidence, explainer=e.explainer, error=e.error, exemplars=exemplars,
+        heldout=heldout,
     )  # fmt: skip

@@ -1,4 +1,5 @@
-"""Write a sweep's tables: runs, units, explanations, chain_edges, scores, class_explanations."""
+"""Write a sweep's tables: runs, units, explanations, chain_edges, scores (with the held-out
+scores of `sweep/heldout.py`), class_explanations."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from coin_scale.explain.resume import clear_run
 from coin_scale.storage import Warehouse
 from coin_scale.storage.schemas import get_spec
 from coin_scale.sweep.config import SweepConfig
-from coin_scale.sweep.records import ClassExplanation
+from coin_scale.sweep.heldout import heldout_rows
+from coin_scale.sweep.records import ClassExplanation, ConceptShare
 
 
 def _table(name: str, rows: list[dict]) -> pa.Table:
@@ -100,9 +102,8 @@ def store_sweep(
         for metric, value in (("margin_drop", score.margin_drop), ("logit_drop", score.logit_drop),
                               ("probability_drop", score.probability_drop))
     ]  # fmt: skip
-    warehouse.write(
-        "scores", _table("scores", ablation_rows + unit_score_rows(run_id, e)), key=run_id
-    )
+    scores = ablation_rows + unit_score_rows(run_id, e) + heldout_rows(e)
+    warehouse.write("scores", _table("scores", scores), key=run_id)
     warehouse.write("class_explanations", _table("class_explanations", [{
         "run_id": run_id, "model": e.model, "weights": e.weights,
         "random_weights": e.random_weights, "image_path": e.image_path,
@@ -113,4 +114,23 @@ def store_sweep(
         "sae_sha256": e.sae.sha256 if e.sae else None,
         "sae_decoder_bias": terms.get("sae_decoder_bias"), "sae_error": terms.get("sae_error"),
     }]), key=run_id)  # fmt: skip
+    warehouse.write("class_concepts", _table("class_concepts", [
+        {"run_id": run_id, "model": e.model, "class_name": e.class_name,
+         "class_index": e.class_index, "layer": s.layer, "part": s.part,
+         "concept": s.concept or None, "rank": rank, "contribution": s.contribution,
+         "share": s.share if math.isfinite(s.share) else None, "units": list(s.units),
+         "mean_score": s.mean_score, "score_name": s.score_name}
+        for rank, s in _ranked(e)
+    ]), key=run_id)  # fmt: skip
     clear_run(warehouse.fs, run_id)  # every row is stored: the resume checkpoints are spent
+
+
+def _ranked(e: ClassExplanation) -> list[tuple[int, ConceptShare]]:
+    """Each concept row with its rank within its layer (concepts first, then the other parts)."""
+    seen: dict[str, int] = {}
+    out = []
+    for share in e.concepts:
+        rank = seen.get(share.layer, 0)
+        seen[share.layer] = rank + 1
+        out.append((rank, share))
+    return out

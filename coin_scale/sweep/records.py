@@ -7,7 +7,35 @@ from dataclasses import dataclass, field
 from coin_scale.chain.faithfulness import AblationScore
 from coin_scale.chain.graph import Edge
 from coin_scale.eval.explanation_scores import UnitScores
+from coin_scale.eval.heldout import HeldOutScore
 from coin_scale.explain.explanation import Status
+
+
+@dataclass(frozen=True, kw_only=True)
+class ActivationMap:
+    """A unit's spatial activation map on one image, at its layer's resolution (7 x 7 for a
+    resnet's layer4; a ViT's patch grid)."""
+
+    height: int
+    width: int
+    values: tuple[float, ...]
+    """The map, row by row: height x width raw activations (float32)."""
+    crop_fraction: float = 1.0
+    """The map covers the centred square the model saw, of side crop_fraction x the image's
+    short side (its preprocessing: resize the short side, centre-crop; crop / resize)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class UnitThreshold:
+    """Where a unit counts as firing at a position (MAIA-style, after NetDissect): the top
+    quantile of its activations over every position of its maps on probe images."""
+
+    value: float
+    """The activation at `quantile`."""
+    quantile: float
+    """e.g. 0.99: the positions above `value` are the unit's top 1%."""
+    images: int
+    """Probe images (drawn at random) whose map positions the quantile is over."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -18,6 +46,9 @@ class Exemplar:
     activation: float
     label: str | None = None
     """Folder label, or for a rendered probe set a short attribute summary."""
+    activation_map: ActivationMap | None = None
+    """The unit's spatial map on the image (the sweep's exemplars and target); None when the
+    layer has no spatial extent or the maps were not computed."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -57,6 +88,37 @@ class UnitFinding:
     """Why the unit could not be explained, when it could not (stored, never hidden)."""
     visualization: Exemplar | None = None
     """A feature visualization of the unit (`--visualize`), measured like the exemplars."""
+    target_map: Exemplar | None = None
+    """The target image with the unit's spatial activation map on it (`activation`: the map's
+    peak); None without maps."""
+    threshold: UnitThreshold | None = None
+    """The unit's firing threshold over the probe, which its masked exemplars are cut at."""
+    heldout: HeldOutScore | None = None
+    """Its explanation scored on the folder probe's images held out from the explainer (AUC,
+    Pearson r, F1, AUPRC: `coin_scale.eval.heldout`), or why not; None when nothing was held
+    out (a rendered probe, `--held-out 0`) or the unit has no label."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConceptShare:
+    """One concept's part of a class explanation in one layer (`coin_scale.sweep.class_concepts`)."""
+
+    layer: str
+    part: str
+    """`concept`, `unexplained` or `rest` (see the module doc)."""
+    concept: str
+    """The concept in words (`red`, `dog`, an LLM's label); "" for the other parts."""
+    contribution: float
+    """Summed contribution of its units (their share of it when a unit names several concepts)."""
+    share: float
+    """`contribution` over the logit (the explained layer) or over the layer's total drive into
+    the chain (earlier layers); NaN when that total is not positive."""
+    units: tuple[int, ...] = ()
+    """The units labelled with the concept, strongest first."""
+    mean_score: float | None = None
+    """Mean of those units' explanation scores (`score_name`), where they have one."""
+    score_name: str | None = None
+    """`iou`, `soft_wpmi` or `confidence`: the explainers' own score (None when mixed or none)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -106,6 +168,11 @@ class ClassExplanation:
     """Per explained unit: predictive score and InterpScore on held-out rendered images."""
     scoring_images: int = 0
     """Images of the held-out rendered set the unit scores were measured on."""
+    concepts: tuple[ConceptShare, ...] = ()
+    """The logit by concept: the explained units' contributions summed per concept they were
+    labelled with, the unlabelled ones and the rest; then each earlier chain layer's."""
+    concept_text: str = ""
+    """The same as a paragraph: 'Predicted tabby (p=0.81) because of furry texture (40% ...'."""
 
     @property
     def unit_noun(self) -> str:

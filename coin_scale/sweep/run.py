@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from coin_scale.models.payload import require_class_logits
 from coin_scale.storage.runs import RunRecorder, new_run_id
 from coin_scale.sweep import stages
 from coin_scale.sweep.config import SweepConfig
@@ -27,7 +28,7 @@ class SweepOutcome:
     warehouse: str
     phases: tuple[tuple[str, float], ...] = ()
     """Wall seconds of each phase, in order (model and attribution, chain edges, dissect and
-    explain, faithfulness, explanation scores, visualizations, report and tables)."""
+    explain, activation maps, faithfulness, explanation scores, visualizations, report and tables)."""
 
 
 class PhaseClock:
@@ -56,6 +57,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("model and attribution", stages.attribute),
     Stage("chain edges", stages.trace_chain),
     Stage("dissect and explain", stages.explain),
+    Stage("activation maps", stages.map_units, when=lambda config: bool(config.probe.probe)),
     Stage("faithfulness", stages.test_faithfulness),
     Stage("explanation scores", stages.score),
     Stage("visualizations", stages.visualize, when=lambda config: config.scoring.visualize > 0),
@@ -68,6 +70,7 @@ def run_sweep(config: SweepConfig, *, reporter: Reporter | None = None) -> Sweep
     `reporter` writes the HTML report (none is written without it)."""
     run_id = config.run.run_id or new_run_id()
     inputs = stages.prepare(config, run_id)
+    require_class_logits(inputs.payload, "the sweep")  # an image encoder's embedding has no class
     recorder = RunRecorder(
         warehouse=inputs.warehouse, run_id=run_id, command="sweep",
         model=inputs.payload.model_id, weights=inputs.payload.weights_id,

@@ -1,7 +1,7 @@
 """The sweep's stages, in order: each reads the `SweepState` and fills in its part.
 
 `prepare` checks and loads what every stage needs before the clock starts (a missing API key or
-bad ratings stop it before any work); then `attribute`, `trace_chain`, `explain`,
+bad ratings stop it before any work); then `attribute`, `trace_chain`, `explain`, `map_units`,
 `test_faithfulness`, `score`, `visualize` and `store` run as `coin_scale.sweep.run.STAGES`.
 """
 
@@ -31,6 +31,7 @@ from coin_scale.storage import Warehouse
 from coin_scale.storage.fs import local_dir
 from coin_scale.sweep import inputs
 from coin_scale.sweep.chain import chain_faithfulness, chain_nodes, probe_batches, resolve_chain
+from coin_scale.sweep.class_concepts import concept_paragraph, concept_shares
 from coin_scale.sweep.config import PROBE_CNN, RENDERED, SweepConfig
 from coin_scale.sweep.explaining import explain_layer
 from coin_scale.sweep.records import ClassExplanation, SAESummary, UnitFinding
@@ -57,7 +58,7 @@ def prepare(config: SweepConfig, run_id: str) -> SweepInputs:
                 str(err).replace("--explainer offline", "--explainer clip (no key, no labels)")
             ) from None
     clip = None
-    if config.clip is not None:  # the image-text model and the vocabulary, loaded now
+    if config.clip is not None and config.llm is None:  # the model and vocabulary, loaded now
         from coin_scale.explain.image_text import image_text_explainer
 
         try:
@@ -94,8 +95,11 @@ def prepare(config: SweepConfig, run_id: str) -> SweepInputs:
         raise UserError(
             f"--top-k {sel.top_k} is more than the {n_units} {noun} of {chain[-1].name}"
         )
+    from coin_scale.sweep.heldout import prepare_labels
+
     return SweepInputs(
         config=config, run_id=run_id, warehouse=Warehouse(config.run.warehouse), prepared=prepared, clip=clip,
+        labels=prepare_labels(config),
         ratings=ratings, model=model, payload=payload, module=module, chain=chain, sae=sae,
         sae_model=sae.build() if sae else None,
     )  # fmt: skip
@@ -187,7 +191,7 @@ def explain(state: SweepState) -> None:
     selected = state.positive + state.negative
     state.dissection_ids[i.layer.name], explained = explain_layer(
         config, i.model, i.payload, probe, i.layer, selected, state.notes, i.module, i.prepared,
-        i.run_id, i.sae, ledger, clip=i.clip,
+        i.run_id, i.sae, ledger, clip=i.clip, labels=i.labels,
     )  # fmt: skip
     state.positive, state.negative = (
         explained[: len(state.positive)],
@@ -198,9 +202,16 @@ def explain(state: SweepState) -> None:
         if mine:
             state.dissection_ids[earlier.name], done = explain_layer(
                 config, i.model, i.payload, probe, earlier, mine, state.notes, i.module,
-                i.prepared, i.run_id, ledger=ledger, clip=i.clip,
+                i.prepared, i.run_id, ledger=ledger, clip=i.clip, labels=i.labels,
             )  # fmt: skip
             state.nodes = [n for n in state.nodes if n.layer != earlier.name] + done
+
+
+def map_units(state: SweepState) -> None:
+    """The explained units' spatial maps on their exemplars and the target (`sweep/maps.py`)."""
+    from coin_scale.sweep.maps import map_findings
+
+    map_findings(state)
 
 
 def test_faithfulness(state: SweepState) -> None:
@@ -270,6 +281,9 @@ def class_explanation(state: SweepState) -> ClassExplanation:
     cls, names = c.class_index, i.payload.class_names
     probability = float(state.probabilities[cls])
     positive, negative, nodes = state.positive, state.negative, state.nodes
+    shares = concept_shares(
+        layer=i.layer.name, logit=c.logit, findings=[*positive, *negative], chain_nodes=nodes
+    )
     return ClassExplanation(
         run_id=i.run_id, image_path=str(Path(state.image_path).resolve()),
         model=i.payload.model_id, weights=i.payload.weights_id,
@@ -287,7 +301,10 @@ def class_explanation(state: SweepState) -> ClassExplanation:
         layers=tuple(x.name for x in i.chain) if len(i.chain) > 1 else (),
         chain_nodes=tuple(nodes), chain_edges=tuple(state.edges),
         faithfulness=tuple(state.faithfulness), unit_scores=tuple(state.unit_scores),
-        scoring_images=state.scoring_images,
+        scoring_images=state.scoring_images, concepts=tuple(shares),
+        concept_text=concept_paragraph(
+            class_name=names[cls], probability=probability, layer=i.layer.name, shares=shares,
+        ),
     )  # fmt: skip
 
 

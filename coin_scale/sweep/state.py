@@ -24,7 +24,7 @@ from coin_scale.sweep.records import ClassExplanation, UnitFinding
 
 if TYPE_CHECKING:
     from coin_scale.eval.human_ratings import UnitRating
-    from coin_scale.explain.image_text import ClipExplainer, ClipFormulaExplainer
+    from coin_scale.explain.image_text import ClipExplainer, ClipFormulaExplainer, LabelScorer
     from coin_scale.explain.llm import PreparedLLM
 
 
@@ -46,6 +46,9 @@ class SweepInputs:
     clip: ClipExplainer | ClipFormulaExplainer | None
     """The image-text explainer, its model and vocabulary loaded (`--explainer clip` or
     `clip-formula`)."""
+    labels: LabelScorer | None
+    """The image-text model that reads an LLM explainer's labels on the held-out images
+    (`--clip-model` / `--clip-weights` with an LLM explainer over a folder probe)."""
     ratings: dict[tuple[str, int], UnitRating] | None
     """Human ratings by (layer, unit) (`--human-ratings`)."""
     model: str

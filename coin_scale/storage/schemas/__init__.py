@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from coin_scale.errors import close_matches
 from coin_scale.storage.schemas import (
+    activation_maps,
     chain_edges,
+    class_concepts,
     class_explanations,
     dissections,
     exemplars,
@@ -26,8 +28,9 @@ from coin_scale.storage.spec import TableSpec
 
 _MODULES = (
     runs, probe_images, dissections, unit_stats, exemplars,
-    units, explanations, chain_edges, class_explanations, scores, experiments, llm_calls,
-    visualizations,
+    units, explanations, chain_edges, class_explanations, class_concepts, scores, experiments,
+    llm_calls,
+    visualizations, activation_maps,
 )  # fmt: skip
 
 TABLES: dict[str, TableSpec] = {m.SPEC.name: m.SPEC for m in _MODULES}

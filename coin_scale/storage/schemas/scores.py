@@ -20,11 +20,15 @@ class Row:
     test: str
     """'ablation' (faithfulness of a chain layer's units), 'interpscore' (selectivity, causality,
     robustness, human alignment and their aggregate), 'predictive' (an explanation's AUC and
-    Cohen's d on images rendered to satisfy it or not), 'mis' (machine psychophysics)."""
+    Cohen's d on images rendered to satisfy it or not), 'mis' (machine psychophysics), 'heldout'
+    (an explanation over a folder probe read as a predictor of the unit's activation on the probe
+    images held out from its explainer: `coin_scale.eval.heldout`)."""
     metric: str
     """What was measured, e.g. 'margin_drop', 'logit_drop', 'probability_drop' (ablation); 'S',
     'C', 'R', 'H', 'interpscore' (interpscore); 'auc', 'cohens_d' (predictive); 'f1', 'iou',
-    'auprc' (the unit as a detector of its concept, beside any test's scores)."""
+    'auprc' (the unit as a detector of its concept, beside any test's scores); 'auc', 'pearson',
+    'f1', 'auprc' (heldout: the explanation's predictor against the unit's activation above its
+    threshold, or, for 'pearson', against the activation itself)."""
     value: float
     """The measurement (for random selections, the mean over `draws`)."""
     layer: str | None
@@ -45,7 +49,9 @@ class Row:
     std: float | None = None
     """Standard deviation over the draws."""
     details: str | None = None
-    """Anything else about the measurement, as JSON (e.g. the settings of a score)."""
+    """Anything else about the measurement, as JSON (e.g. the settings of a score; for heldout
+    the predictor kind, the held-out images `n_images`, those above the unit's threshold
+    `n_positive`, the threshold)."""
 
 
 SPEC = TableSpec(
@@ -72,7 +78,7 @@ SPEC = TableSpec(
     key_by=("run_id",),
     natural_key=("run_id", "test", "metric", "layer", "unit", "ablation", "selection", "k"),
     choices={
-        "test": ("ablation", "interpscore", "predictive", "mis"),
+        "test": ("ablation", "interpscore", "predictive", "mis", "heldout"),
         "kind": UNIT_KINDS,
         "ablation": ("zero", "mean"),
         "selection": ("chain", "random", "activation"),
@@ -80,7 +86,8 @@ SPEC = TableSpec(
     row_type=Row,
     doc="One row per measured number (keyed by run_id): faithfulness of a run's chain (ablating "
     "its units vs random and most-active units, over k) and per-unit scores (InterpScore, predictive "
-    "AUC, MIS) with F1/IoU/AUPRC beside them.",
+    "AUC, MIS) with F1/IoU/AUPRC beside them; over a folder probe, each explanation's held-out "
+    "AUC, Pearson r, F1 and AUPRC (test heldout).",
 )
 
 
