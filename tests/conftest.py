@@ -42,3 +42,24 @@ def trained_probe_cache(tmp_path_factory) -> Path:
         patch.setenv("COIN_SCALE_CACHE", str(cache))
         probe_cnn_checkpoint()
     return cache
+
+
+TINY_CLIP = "coin-tiny-clip"
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory) -> str:
+    """A tiny CLIP architecture (a test double of ViT-B-32's shape) as a local open_clip model
+    config file: `--clip-model PATH.json`, which every process that builds it (the image-text
+    replicas included) registers with open_clip."""
+    import json
+
+    folder = tmp_path_factory.mktemp("clip-configs")
+    config = {
+        "embed_dim": 32,
+        "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8},
+        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
+    }
+    path = folder / f"{TINY_CLIP}.json"
+    path.write_text(json.dumps(config))
+    return str(path)

@@ -15,30 +15,8 @@ from PIL import Image
 from coin_scale.probe import scan_probe
 from coin_scale.probe.split import held_out_images
 
-TINY = "coin-tiny-clip"
 PREDICTOR = {"clip": "word_similarity", "clip-formula": "soft_formula", "offline": "formula"}
 
-
-@pytest.fixture(scope="module")
-def tiny_clip(tmp_path_factory) -> str:
-    """A tiny CLIP architecture registered with open_clip (as in tests/test_image_text.py)."""
-    import open_clip
-
-    folder = tmp_path_factory.mktemp("clip-configs")
-    config = {
-        "embed_dim": 32,
-        "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8},
-        "text_cfg": {
-            "context_length": 16,
-            "vocab_size": 49408,
-            "width": 32,
-            "heads": 2,
-            "layers": 2,
-        },
-    }
-    (folder / f"{TINY}.json").write_text(json.dumps(config))
-    open_clip.add_model_config(folder)
-    return TINY
 
 
 @pytest.fixture(scope="module")
@@ -57,11 +35,11 @@ def cache(tmp_path, monkeypatch):
     return tmp_path / "cache"
 
 
-def _dissect(photos, warehouse, run_id: str, explainer: str, *extra: str) -> list[str]:
+def _dissect(photos, warehouse, run_id: str, explainer: str, tiny_clip: str, *extra: str) -> list[str]:
     return ["dissect", "--model", "resnet18", "--weights", "none", "--layer", "layer4",
             "--probe", str(photos), "--warehouse", str(warehouse), "--batch-size", "16",
             "--no-progress", "--run-id", run_id, "--explainer", explainer,
-            "--clip-model", TINY, "--clip-weights", "none", "--concepts", "textures,colors",
+            "--clip-model", tiny_clip, "--clip-weights", "none", "--concepts", "textures,colors",
             "--select", "layer4=0-23", *extra]  # fmt: skip
 
 
@@ -76,7 +54,7 @@ def test_dissect_scores_every_explanation_on_images_it_never_saw(
     n_held = sum(held_out_images(scan_probe(photos), 0.2))
     assert n_held >= 10
     warehouse = tmp_path / "wh"
-    assert main(_dissect(photos, warehouse, "h1", explainer)) == 0
+    assert main(_dissect(photos, warehouse, "h1", explainer, tiny_clip)) == 0
     out = capsys.readouterr().out
     line = re.search(
         rf"held-out scores on {n_held} images the explainer never saw: median AUC ([0-9.]+) "
@@ -121,7 +99,7 @@ def test_held_out_0_shows_every_image_to_the_explainer_and_stores_no_such_score(
     from coin_scale.storage import connect
 
     warehouse = tmp_path / "wh"
-    assert main(_dissect(photos, warehouse, "h0", "clip", "--held-out", "0")) == 0
+    assert main(_dissect(photos, warehouse, "h0", "clip", tiny_clip, "--held-out", "0")) == 0
     out = capsys.readouterr().out
     assert "held-out" not in out
     con = connect(str(warehouse))
@@ -130,11 +108,11 @@ def test_held_out_0_shows_every_image_to_the_explainer_and_stores_no_such_score(
     assert "over 100 images" in described
 
 
-def test_a_bad_held_out_share_is_one_line_before_any_work(photos, tmp_path, capsys):
+def test_a_bad_held_out_share_is_one_line_before_any_work(photos, tiny_clip, tmp_path, capsys):
     from coin_scale.cli import main
 
     warehouse = tmp_path / "wh"
-    argv = _dissect(photos, warehouse, "bad", "offline", "--held-out", "1.5")
+    argv = _dissect(photos, warehouse, "bad", "offline", tiny_clip, "--held-out", "1.5")
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "--held-out takes the share of probe images" in err and "Traceback" not in err
@@ -153,7 +131,7 @@ def test_the_sweep_prints_each_units_held_out_scores_and_shows_them_in_the_repor
     warehouse = tmp_path / "wh"
     argv = ["--image", str(image), "--model", "resnet18", "--weights", "none", "--top-k", "3",
             "--negatives", "1", "--probe", str(photos), "--warehouse", str(warehouse),
-            "--run-id", "s1", "--no-progress", "--explainer", "clip", "--clip-model", TINY,
+            "--run-id", "s1", "--no-progress", "--explainer", "clip", "--clip-model", tiny_clip,
             "--clip-weights", "none", "--concepts", "textures,colors", "--ablation-draws", "1"]  # fmt: skip
     assert run_sweep.main(argv) == 0
     out = capsys.readouterr().out
@@ -193,7 +171,7 @@ def test_an_llms_labels_are_read_by_the_image_text_model_when_one_is_given(
     with FakeProviderServer("openai", ExperimenterPolicy(), api_key=key) as server:
         assert main([*argv, "--run-id", "bare", "--base-url", server.base_url]) == 0
         bare = capsys.readouterr().out
-        read = [*argv, "--run-id", "read", "--base-url", server.base_url, "--clip-model", TINY,
+        read = [*argv, "--run-id", "read", "--base-url", server.base_url, "--clip-model", tiny_clip,
                 "--clip-weights", "none"]  # fmt: skip
         assert main(read) == 0
         out = capsys.readouterr().out

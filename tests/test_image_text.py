@@ -3,7 +3,10 @@ architecture built here (random weights), its embedding caches, and its errors."
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
+import re
 
 import numpy as np
 import pytest
@@ -19,24 +22,6 @@ from coin_scale.models.image_text import (
     image_embeddings,
     text_embeddings,
 )
-
-TINY = "coin-tiny-clip"
-
-
-@pytest.fixture(scope="module")
-def tiny_clip(tmp_path_factory) -> str:
-    """A tiny CLIP architecture registered with open_clip (a test double of ViT-B-32's shape)."""
-    import open_clip
-
-    folder = tmp_path_factory.mktemp("clip-configs")
-    config = {
-        "embed_dim": 32,
-        "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8},
-        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
-    }
-    (folder / f"{TINY}.json").write_text(json.dumps(config))
-    open_clip.add_model_config(folder)
-    return TINY
 
 
 @pytest.fixture
@@ -58,7 +43,7 @@ def _images(folder, n=6):
 
 def test_random_weights_encode_texts_and_images_normalised(tiny_clip, tmp_path, caplog):
     model = ImageTextModel(ImageTextSource(model=tiny_clip, weights="none"))
-    assert "RANDOM weights" in caplog.text and model.key == f"{tiny_clip}-none-seed0"
+    assert "RANDOM weights" in caplog.text and re.fullmatch(r"coin-tiny-clip-[0-9a-f]{8}-none-seed0", model.key)
     texts = model.encode_texts(["tabby cat", "grass", "brick wall"])
     assert texts.shape == (3, 32) and torch.allclose(texts.norm(dim=1), torch.ones(3))
     images = model.encode_images(_images(tmp_path / "probe"))
@@ -76,8 +61,8 @@ def test_embeddings_are_cached_per_model_weights_and_content(tiny_clip, tmp_path
     first = text_embeddings(model, ["a", "b"], "f" * 64)
     images = image_embeddings(model, paths, "probe123")
     assert {p.relative_to(cache).as_posix() for p in cache.rglob("*.npy")} == {
-        f"image_text/images/{tiny_clip}-none-seed0-probe123.npy",
-        f"image_text/text/{tiny_clip}-none-seed0-{'f' * 32}.npy",
+        f"image_text/images/{model.key}-probe123.npy",
+        f"image_text/text/{model.key}-{'f' * 32}.npy",
     }
 
     def refuse(*args, **kwargs):
@@ -98,7 +83,7 @@ def test_a_local_checkpoint_loads_and_one_of_another_architecture_is_one_line(ti
     torch.testing.assert_close(loaded.encode_texts(["grass"]), model.encode_texts(["grass"]))
     other = tmp_path / "other.pt"
     torch.save({"visual.proj": torch.zeros(3, 3)}, other)
-    with pytest.raises(ValueError, match=f"not weights of open_clip {tiny_clip}"):
+    with pytest.raises(ValueError, match="not weights of open_clip coin-tiny-clip"):
         ImageTextModel(ImageTextSource(model=tiny_clip, weights=str(other)))
     with pytest.raises(ValueError, match="no such file"):
         ImageTextModel(ImageTextSource(model=tiny_clip, weights=str(tmp_path / "missing.pt")))
@@ -115,6 +100,74 @@ def test_unknown_architecture_and_unreachable_weights_are_one_line(tiny_clip, mo
     message = str(err.value)
     assert "open_clip ViT-B-32 (openai)" in message and "--clip-weights PATH" in message
     assert "open_clip_pytorch_model.bin" in message and "\n" not in message
+
+
+def test_a_replica_batch_is_the_in_process_encoding_with_its_failures(tiny_clip, tmp_path):
+    """What an image-text replica computes for one batch: the readable images' embeddings under
+    their probe indices, the unreadable ones named, and the weights' fingerprint, which a second
+    build of the same source shares (so texts encoded here compare with images encoded there)."""
+    model = ImageTextModel(ImageTextSource(model=tiny_clip, weights="none"))
+    paths = _images(tmp_path / "probe", n=3)  # 3 images and a broken file
+    result = model.embed_batch(7, [(10 + i, path) for i, path in enumerate(paths)])
+    assert result.batch_id == 7 and result.indices.tolist() == [10, 11, 12]
+    assert [index for index, _ in result.failures] == [13] and "UnidentifiedImageError" in result.failures[0][1]
+    np.testing.assert_allclose(result.embeddings, model.encode_images(paths)[:3].numpy(), atol=1e-5)
+    again = ImageTextModel(ImageTextSource(model=tiny_clip, weights="none"))
+    assert result.weights == again.fingerprint()
+    other = ImageTextModel(ImageTextSource(model=tiny_clip, weights="none", seed=1))
+    assert other.fingerprint() != result.weights
+
+
+class _OtherWeights:
+    """Image-text replicas that report weights other than the driver's (a test double)."""
+
+    def __init__(self, model):
+        self.model = model
+
+    @contextlib.contextmanager
+    def __call__(self, source):
+        yield self
+
+    def embed(self, batches):
+        for i, batch in enumerate(batches):
+            result = self.model.embed_batch(i, batch)
+            yield dataclasses.replace(result, weights="0" * 16)
+
+
+def test_replicas_with_other_weights_are_refused(tiny_clip, tmp_path, cache):
+    model = ImageTextModel(ImageTextSource(model=tiny_clip, weights="none"))
+    paths = _images(tmp_path / "probe", n=2)
+    with pytest.raises(ValueError, match="image-text replica built coin-tiny-clip with other weights"):
+        image_embeddings(model, paths, "p1", open_encoders=_OtherWeights(model))
+    assert not list(cache.rglob("*.npy"))  # nothing cached from them
+
+
+@pytest.mark.slow
+def test_a_probe_is_embedded_on_image_text_replicas(tiny_clip, ray_cluster, tmp_path, cache):
+    """The probe's images go to image-text replicas on Ray (processes of their own, which build
+    the tiny architecture from its config file): the same embeddings as in this process, the
+    unreadable image a NaN row, cached for the next run."""
+    import os
+
+    from coin_scale.runtime.pools import image_text_pool
+
+    seen: list[list[int]] = []
+
+    @contextlib.contextmanager
+    def recording(source):
+        with image_text_pool(source, address=None, replicas=None) as pool:
+            seen.append(pool.pids())
+            yield pool
+
+    model = ImageTextModel(ImageTextSource(model=tiny_clip, weights="none"))
+    paths = _images(tmp_path / "probe", n=40)  # two batches of 32 and the broken file
+    images = image_embeddings(model, paths, "p40", open_encoders=recording)
+    assert seen and os.getpid() not in seen[0]
+    assert images.shape == (41, 32) and torch.isnan(images[-1]).all()
+    np.testing.assert_allclose(images[:-1].numpy(), model.encode_images(paths)[:-1].numpy(), atol=1e-5)
+    again = image_embeddings(model, paths, "p40", open_encoders=recording)  # read from the cache
+    assert len(seen) == 1
+    np.testing.assert_array_equal(again.numpy(), images.numpy())
 
 
 @pytest.mark.slow
@@ -151,6 +204,7 @@ def test_dissect_explains_a_photo_folder_with_clip(tiny_clip, ray_cluster, probe
     [
         (["--concepts", "/nowhere/words.txt"], "is neither a file nor one of objects"),
         (["--clip-model", "ViT-B-33"], "unknown open_clip model 'ViT-B-33'"),
+        (["--clip-model", "/nowhere/tiny.json"], "open_clip model config /nowhere/tiny.json: no such file"),
     ],
 )
 def test_a_bad_clip_setting_is_one_line_before_any_work(tiny_clip, probe_dir, tmp_path, capsys, flags, message):

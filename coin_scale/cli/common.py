@@ -54,7 +54,8 @@ def add_clip_args(parser: argparse.ArgumentParser) -> None:
         "--clip-model or --clip-weights score its labels on the held-out images)"
     )
     clip.add_argument("--clip-model", default=None,
-                      help=f"open_clip architecture scoring images against words (default {CLIP_MODEL})")  # fmt: skip
+                      help=f"open_clip architecture scoring images against words (default {CLIP_MODEL}), "
+                      "or a local open_clip model config NAME.json")  # fmt: skip
     clip.add_argument("--clip-weights", default=None,
                       help="default (open_clip's standard weights, cached or downloaded; the default), "
                       "PATH (a local checkpoint), or none (random weights: tests only)")  # fmt: skip
@@ -83,13 +84,23 @@ def clip_config(args: argparse.Namespace) -> Any:
     )  # fmt: skip
 
 
+def image_text_encoders(args: argparse.Namespace) -> Any:
+    """Where a probe's images are encoded for the image-text model: its own replicas on the Ray
+    cluster of `--address` (`--replicas` of them where the command has the flag)."""
+    from coin_scale.runtime.pools import image_text_opener
+
+    return image_text_opener(address=args.address, replicas=getattr(args, "replicas", None))
+
+
 def clip_explainer(args: argparse.Namespace) -> Any:
     """The image-text explainer (`clip` or `clip-formula`) of `add_clip_args`' flags, its model
     and vocabulary loaded; a bad one is a one-line UserError."""
     from coin_scale.explain.image_text import image_text_explainer
 
     try:
-        return image_text_explainer(args.explainer, clip_config(args))
+        return image_text_explainer(
+            args.explainer, clip_config(args), open_encoders=image_text_encoders(args)
+        )
     except ValueError as err:
         raise UserError(f"--explainer {args.explainer}: {err}") from None
 

@@ -17,6 +17,7 @@ from coin_scale.cli.common import (
     clip_config,
     clip_explainer,
     clip_given,
+    image_text_encoders,
     llm_settings,
 )
 from coin_scale.errors import UserError
@@ -123,13 +124,16 @@ def run(args: argparse.Namespace) -> int:
             lines[-1:-1] = _llm_plan(prepared, estimate, args.explainer)
         print("\n".join(lines))
         return 0
+    from coin_scale.runtime.pools import keep_ray
+
     explained = heldout = None
-    if entry is not None:
-        explained, result, payload, heldout = _explain_layer(
-            args, config, prepared, select, clip, labels
-        )
-    else:
-        result = run_dissection(config, progress=not args.no_progress)
+    with keep_ray():  # the model replicas, then the image-text ones: one Ray start
+        if entry is not None:
+            explained, result, payload, heldout = _explain_layer(
+                args, config, prepared, select, clip, labels
+            )
+        else:
+            result = run_dissection(config, progress=not args.no_progress)
     summary = {
         "dissection_id": result.dissection_id, "run_id": result.run_id, "cached": result.cached,
         "model": result.model, "layer": result.layer, "units": result.n_units,
@@ -333,7 +337,7 @@ def _held_out_labels(args: argparse.Namespace, entry: Any) -> Any:
     from coin_scale.explain.image_text import label_scorer
 
     try:
-        return label_scorer(clip_config(args))
+        return label_scorer(clip_config(args), image_text_encoders(args))
     except ValueError as err:
         raise UserError(
             f"--clip-weights (to score the LLM's labels on held-out images): {err}"

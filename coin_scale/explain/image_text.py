@@ -11,7 +11,8 @@ API key, so any folder of photographs is a probe.
 Both read their scores from a `ConceptScorer`: in production `ImageTextScorer` (an open_clip
 model and a vocabulary, resolved when the explainer is made, so a missing weights file or an
 empty vocabulary stops the run before any work; embeddings cached by
-`coin_scale.models.image_text`); in `coin-scale eval synthetic`, a stand-in that reads concept
+`coin_scale.models.image_text`, the probe's images encoded on image-text replicas when the driver
+passes `open_encoders`); in `coin-scale eval synthetic`, a stand-in that reads concept
 probabilities from rendered scenes' pixels (`coin_scale.eval.stand_in`), where the truth is known.
 """
 
@@ -35,6 +36,7 @@ from coin_scale.models.image_text import (
     DEFAULT_MODEL,
     ImageTextModel,
     ImageTextSource,
+    OpenEncoders,
     concept_similarity,
     image_embeddings,
     text_embeddings,
@@ -94,19 +96,34 @@ class ConceptScorer(Protocol):
         ...
 
 
+def _probe_embeddings(
+    model: ImageTextModel, evidence: LayerEvidence, open_encoders: OpenEncoders | None
+) -> torch.Tensor:
+    """(probe image, dim) embeddings of the evidence's whole probe (cached, so the held-out
+    images cost nothing later), on image-text replicas when `open_encoders` is given."""
+    probe = evidence.probe
+    paths = [image.path for image in probe.images]
+    return image_embeddings(
+        model, paths, probe.probe_id, open_encoders=open_encoders, progress=open_encoders is not None
+    )
+
+
 class ImageTextScorer:
     """Cosine similarity of an open_clip model's image and text embeddings (both cached)."""
 
-    def __init__(self, model: ImageTextModel, vocabulary: Vocabulary) -> None:
+    def __init__(
+        self, model: ImageTextModel, vocabulary: Vocabulary, open_encoders: OpenEncoders | None = None
+    ) -> None:
+        """`open_encoders`: where the probe's images are encoded (image-text replicas on Ray,
+        from the driver); None: in this process."""
         self.model = model
         self.vocabulary = vocabulary
+        self.open_encoders = open_encoders
         self.names = tuple(vocabulary.concepts)
-        self.summary = f"open_clip {model.source.model}"
+        self.summary = f"open_clip {model.arch}"
 
     def scores(self, evidence: LayerEvidence) -> torch.Tensor:
-        probe = evidence.probe
-        paths = [image.path for image in probe.images]
-        images = image_embeddings(self.model, paths, probe.probe_id)
+        images = _probe_embeddings(self.model, evidence, self.open_encoders)
         texts = text_embeddings(self.model, self.vocabulary.concepts, self.vocabulary.fingerprint)
         rows = torch.tensor(evidence.image_indices(), dtype=torch.long)
         return concept_similarity(images[rows], texts)
@@ -116,33 +133,34 @@ class LabelScorer:
     """Free-text labels (an LLM's) scored against probe images: the cosine similarity of each
     label's text embedding with every image's, by an open_clip model (both cached)."""
 
-    def __init__(self, model: ImageTextModel) -> None:
+    def __init__(self, model: ImageTextModel, open_encoders: OpenEncoders | None = None) -> None:
         self.model = model
-        self.summary = f"open_clip {model.source.model}"
+        self.open_encoders = open_encoders
+        self.summary = f"open_clip {model.arch}"
 
     def scores(self, evidence: LayerEvidence, labels: Sequence[str]) -> torch.Tensor:
         """float (row, label) over the evidence's rows; a NaN row: an image it could not read."""
-        probe = evidence.probe
-        paths = [image.path for image in probe.images]
-        images = image_embeddings(self.model, paths, probe.probe_id)
+        images = _probe_embeddings(self.model, evidence, self.open_encoders)
         fingerprint = hashlib.blake2b("\n".join(labels).encode(), digest_size=16).hexdigest()
         texts = text_embeddings(self.model, list(labels), fingerprint)
         rows = torch.tensor(evidence.image_indices(), dtype=torch.long)
         return concept_similarity(images[rows], texts)
 
 
-def label_scorer(config: ClipExplainerConfig) -> LabelScorer:
+def label_scorer(config: ClipExplainerConfig, open_encoders: OpenEncoders | None = None) -> LabelScorer:
     """The image-text model of `config` (its vocabulary unused), loaded now: `ValueError` on bad
     weights."""
-    return LabelScorer(ImageTextModel(ImageTextSource(model=config.model, weights=config.weights)))
+    source = ImageTextSource(model=config.model, weights=config.weights)
+    return LabelScorer(ImageTextModel(source), open_encoders)
 
 
-def image_text_scorer(config: ClipExplainerConfig) -> ImageTextScorer:
+def image_text_scorer(
+    config: ClipExplainerConfig, open_encoders: OpenEncoders | None = None
+) -> ImageTextScorer:
     """The vocabulary and the model of `config`, loaded now: `ValueError` on a bad file or weights."""
     vocabulary = load_vocabulary(config.concepts)
-    return ImageTextScorer(
-        ImageTextModel(ImageTextSource(model=config.model, weights=config.weights)), vocabulary
-    )
+    source = ImageTextSource(model=config.model, weights=config.weights)
+    return ImageTextScorer(ImageTextModel(source), vocabulary, open_encoders)
 
 
 def _readable(evidence: LayerEvidence, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -239,9 +257,17 @@ class ClipFormulaExplainer:
 
 
 def image_text_explainer(
-    name: str, config: ClipExplainerConfig | None = None, scorer: ConceptScorer | None = None
+    name: str,
+    config: ClipExplainerConfig | None = None,
+    scorer: ConceptScorer | None = None,
+    *,
+    open_encoders: OpenEncoders | None = None,
 ) -> ClipExplainer | ClipFormulaExplainer:
-    """The image-text explainer registered as `name` (`clip` or `clip-formula`)."""
+    """The image-text explainer registered as `name` (`clip` or `clip-formula`); without a
+    `scorer`, `config`'s model and vocabulary, the probe's images encoded on the replicas
+    `open_encoders` starts (in this process without it)."""
+    if scorer is None and name in IMAGE_TEXT_EXPLAINERS:
+        scorer = image_text_scorer(config or ClipExplainerConfig(), open_encoders)
     if name == NAME:
         return ClipExplainer(config, scorer)
     if name == FORMULA_NAME:

@@ -1,8 +1,13 @@
 """Opening Ray and the actor pools, once for every stage: `replica_pool` (model replicas for a
-dissection or an SAE's activation pass) and `gateway_pool` (the LLM gateway actors of the
-agents). Each is a context manager: connect (a local Ray unless `address` is given), start the
-pool, wait until it is ready, yield it, then shut the pool down and close the session (a session
-this process did not start is left open).
+dissection or an SAE's activation pass), `image_text_pool` (the image-text replicas that embed a
+photo probe for the clip explainers) and `gateway_pool` (the LLM gateway actors of the agents).
+Each is a context manager: connect (a local Ray unless `address` is given), start the pool, wait
+until it is ready, yield it, then shut the pool down and close the session (a session this
+process did not start is left open).
+
+Inside `keep_ray()` (a sweep, `coin-scale dissect`) the pools share one session: the first pool
+starts Ray, the later ones reuse it, and it closes when the block ends; a local Ray start costs
+seconds, and a sweep over photographs opens three pools.
 """
 
 from __future__ import annotations
@@ -15,13 +20,46 @@ from typing import TYPE_CHECKING
 
 from coin_scale.errors import UserError
 from coin_scale.models.batches import OpenReplicas, ReplicaWork
+from coin_scale.models.image_text import ImageTextSource, OpenEncoders
 
 if TYPE_CHECKING:  # Ray is imported only when a pool starts (a dry run or a cached result never)
+    from coin_scale.actors.cluster import RaySession
+    from coin_scale.actors.image_text import ImageTextPool
     from coin_scale.actors.llm_gateway import GatewayPool
     from coin_scale.actors.pool import ReplicaPool
     from coin_scale.explain.llm import PreparedLLM
 
 log = logging.getLogger(__name__)
+
+_kept: list[RaySession] = []
+"""Sessions started inside `keep_ray`, closed when its outermost block ends."""
+_keeping = 0
+
+
+@contextmanager
+def keep_ray() -> Iterator[None]:
+    """Pools opened inside share one Ray session, started by the first that needs it (none when
+    every result is cached) and closed when the outermost block ends."""
+    global _keeping
+    _keeping += 1
+    try:
+        yield
+    finally:
+        _keeping -= 1
+        if _keeping == 0:
+            while _kept:
+                _kept.pop().close()
+
+
+def _connect(address: str | None) -> RaySession:
+    """`connect(address)`; inside `keep_ray` a session this starts is kept for the block."""
+    from coin_scale.actors.cluster import RaySession, connect
+
+    session = connect(address)
+    if _keeping and session.owned:
+        _kept.append(session)
+        return RaySession(address=address, owned=False)
+    return session
 
 
 @contextmanager
@@ -30,10 +68,10 @@ def replica_pool(
 ) -> Iterator[ReplicaPool]:
     """Model replicas doing `work` on Ray (one per GPU, else one using every core, unless
     `replicas`), ready; their `startup_seconds` times their start alone, not Ray's."""
-    from coin_scale.actors.cluster import connect, cpu_gpu_per_replica
+    from coin_scale.actors.cluster import cpu_gpu_per_replica
     from coin_scale.actors.pool import ReplicaPool
 
-    session = connect(address)
+    session = _connect(address)
     try:
         n, cpus, gpus = cpu_gpu_per_replica(replicas)
         log.info("%d replica(s), %s CPU and %s GPU each", n, cpus, gpus)
@@ -52,6 +90,34 @@ def replica_opener(*, address: str | None, replicas: int | None) -> OpenReplicas
     return functools.partial(replica_pool, address=address, replicas=replicas)
 
 
+@contextmanager
+def image_text_pool(
+    source: ImageTextSource, *, address: str | None, replicas: int | None
+) -> Iterator[ImageTextPool]:
+    """Image-text replicas of `source` on Ray (one per GPU, else one using every core, unless
+    `replicas`), ready."""
+    from coin_scale.actors.cluster import cpu_gpu_per_replica
+    from coin_scale.actors.image_text import ImageTextPool
+
+    session = _connect(address)
+    try:
+        n, cpus, gpus = cpu_gpu_per_replica(replicas)
+        log.info("%d image-text replica(s) of %s, %s CPU and %s GPU each", n, source.model, cpus, gpus)
+        pool = ImageTextPool(source, replicas=n, cpus_each=cpus, gpus_each=gpus)
+        try:
+            pool.wait_ready()
+            yield pool
+        finally:
+            pool.shutdown()
+    finally:
+        session.close()
+
+
+def image_text_opener(*, address: str | None, replicas: int | None = None) -> OpenEncoders:
+    """The `OpenEncoders` the image-text scorers call when a probe's embeddings are not cached."""
+    return functools.partial(image_text_pool, address=address, replicas=replicas)
+
+
 def start_gateways(prepared: PreparedLLM) -> GatewayPool:
     """The gateway actors for `prepared` (Ray must be connected)."""
     from coin_scale.actors.llm_gateway import GatewayPool, GatewaySpec
@@ -68,9 +134,7 @@ def start_gateways(prepared: PreparedLLM) -> GatewayPool:
 @contextmanager
 def gateway_pool(prepared: PreparedLLM, *, address: str | None) -> Iterator[GatewayPool]:
     """The LLM gateway actors of `prepared` on Ray at `address` (`Gateways` to the agents)."""
-    from coin_scale.actors.cluster import connect
-
-    session = connect(address)
+    session = _connect(address)
     try:
         pool = start_gateways(prepared)
         try:

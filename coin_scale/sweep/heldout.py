@@ -13,6 +13,7 @@ from coin_scale.explain.evidence import EvidenceSplit, LayerEvidence, held_out_s
 from coin_scale.explain.explanation import Explanation
 from coin_scale.explain.image_text import LabelScorer, label_scorer
 from coin_scale.explain.registry import Explainer
+from coin_scale.runtime.pools import image_text_opener
 from coin_scale.sweep.config import RENDERED, SweepConfig
 from coin_scale.sweep.records import ClassExplanation
 
@@ -26,7 +27,7 @@ def prepare_labels(config: SweepConfig) -> LabelScorer | None:
     if config.probe.probe in (None, RENDERED):
         return None
     try:
-        return label_scorer(config.clip)
+        return label_scorer(config.clip, image_text_opener(address=config.run.address))
     except ValueError as err:
         raise UserError(
             f"--clip-weights (to score the LLM's labels on held-out images): {err}"

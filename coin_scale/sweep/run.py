@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from coin_scale.models.payload import require_class_logits
+from coin_scale.runtime.pools import keep_ray
 from coin_scale.storage.runs import RunRecorder, new_run_id
 from coin_scale.sweep import stages
 from coin_scale.sweep.config import SweepConfig
@@ -78,7 +79,7 @@ def run_sweep(config: SweepConfig, *, reporter: Reporter | None = None) -> Sweep
         config=config.to_dict(),
         secrets=[inputs.prepared.api_key] if inputs.prepared and inputs.prepared.api_key else [],
     )  # fmt: skip
-    with recorder:
+    with recorder, keep_ray():  # every pool of the sweep on one Ray start
         state = SweepState(inputs=inputs)
         clock = PhaseClock()
         for stage in STAGES:

@@ -60,9 +60,12 @@ def prepare(config: SweepConfig, run_id: str) -> SweepInputs:
     clip = None
     if config.clip is not None and config.llm is None:  # the model and vocabulary, loaded now
         from coin_scale.explain.image_text import image_text_explainer
+        from coin_scale.runtime.pools import image_text_opener
 
         try:
-            clip = image_text_explainer(config.explainer, config.clip)
+            clip = image_text_explainer(
+                config.explainer, config.clip, open_encoders=image_text_opener(address=config.run.address)
+            )
         except ValueError as err:
             raise UserError(f"--explainer {config.explainer}: {err}") from None
     ratings = None
