@@ -118,3 +118,29 @@ def test_bad_sae_input_is_one_line_and_writes_nothing(probe_dir, tmp_path, capsy
         assert "Traceback" not in stderr
     written = [p for p in warehouse.rglob("*") if p.is_file()] if warehouse.exists() else []
     assert written == []
+
+
+@pytest.mark.slow
+def test_clip_explains_sae_features_over_a_photo_folder(ray_cluster, probe_dir, tiny_clip, tmp_path, monkeypatch, capsys):
+    """The image-text explainer reads SAE features as it reads neurons: each chosen feature
+    gets a word of the vocabulary (the images embedded on image-text replicas)."""
+    monkeypatch.setenv("COIN_SCALE_CACHE", str(tmp_path / "cache"))
+    sae_path = write_sae(tmp_path / "layer3.safetensors", "layer3", 256)
+    words = tmp_path / "words.txt"
+    words.write_text("tabby cat\ngrass\nbrick wall\nsky\n")
+    warehouse = str(tmp_path / "wh")
+    argv = [*BASE, "--layer", "layer3", "--units", "sae", "--sae", str(sae_path), "--probe",
+            str(probe_dir), "--warehouse", warehouse, "--run-id", "saeclip", "--explainer", "clip",
+            "--clip-model", tiny_clip, "--clip-weights", "none", "--concepts", str(words),
+            "--select", "layer3=0-5", "--held-out", "0"]  # fmt: skip
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert "random image-text weights" in out, err
+    rows = connect(warehouse).sql(
+        "SELECT unit, kind, explainer, label, status FROM explanations WHERE run_id = 'saeclip' "
+        "ORDER BY unit"
+    ).fetchall()
+    assert [r[0] for r in rows] == list(range(6))
+    assert {(r[1], r[2]) for r in rows} == {("sae", "clip")}
+    ok = [r for r in rows if r[4] == "ok"]
+    assert ok and {r[3] for r in ok} <= {"tabby cat", "grass", "brick wall", "sky"}
