@@ -280,5 +280,6 @@ def test_bench_photo_times_every_phase_against_both_bare_forward_passes(
     both = result["bare_forward_s"]["both"]
     assert both == pytest.approx(result["bare_forward_s"]["model"] + result["bare_forward_s"]["image_text"])
     assert result["pipeline_over_bare_forward"] == pytest.approx(result["pipeline_s"] / both)
+    assert result["pipeline_over_bare_forward_each"] == [pytest.approx(result["pipeline_over_bare_forward"])]
     assert main([*argv[:2], "--explainer", "offline"]) == 2
     assert "must be clip or clip-formula" in capsys.readouterr().err
