@@ -14,7 +14,9 @@ of things one can see (`VISIBLE`: artifacts, animals, plants, foods, body parts,
 substances, people; scenes are `scenes.txt`'s); (2) it is written in lower case there (not a
 name such as London) and is one word of at least three letters; (3) it is
 tagged as a noun in WordNet's SemCor counts, at least as often as a verb and an adjective
-together; (4) it is among the most frequent such lemmas by wordfreq's English Zipf frequency.
+together; (4) it is not a slur or a vulgar word (`EXCLUDED`: a label a researcher would have to
+read in a report); (5) it is among the most frequent such lemmas by wordfreq's English Zipf
+frequency.
 """
 
 from __future__ import annotations
@@ -44,6 +46,14 @@ HEADER = """# Nouns: {n} common English nouns for things one can see (objects, a
 """
 
 _WORD = re.compile(r"^[a-z]{3,}$")
+
+EXCLUDED = frozenset("""
+    arse ass asshole bastard bitch bollocks boob boobs bugger bullshit butt crap cunt dick
+    dildo douche fag faggot fanny git hooker jackass jerk nigger nigga piss prick pussy retard
+    scum shit skank slut tit tits turd twat wanker whore
+""".split())
+"""Slurs and vulgar words, never shipped as concepts (their senses are often harmless, but as a
+unit's label they read as an insult, not an explanation)."""
 
 
 def _synsets(wordnet: Path) -> dict[str, tuple[str, set[str]]]:
@@ -84,7 +94,7 @@ def main() -> None:
     kept = []
     for lemma, (synsets, tagged) in nouns.items():
         word = lemma.replace("_", " ")
-        if not _WORD.match(word) or not synsets:
+        if not _WORD.match(word) or not synsets or word in EXCLUDED:
             continue
         lexfile, written = synset.get(synsets[0], ("", set()))
         if lexfile not in VISIBLE or lemma not in written:  # `London`: a name, not a noun

@@ -16,6 +16,7 @@ from coin_scale.concepts.vocabulary import SHIPPED, load_vocabulary
         ("materials", 22, "brick"),
         ("colors", 20, "black"),
         ("parts", 60, "head"),
+        ("nouns", 3000, "world"),
     ],
 )
 def test_every_shipped_vocabulary_loads_with_its_source_and_licence(name, size, first):
@@ -29,6 +30,18 @@ def test_every_shipped_vocabulary_loads_with_its_source_and_licence(name, size, 
 def test_objects_keep_imagenets_distinct_spellings():
     concepts = load_vocabulary("objects").concepts
     assert "Cardigan" in concepts and "cardigan" in concepts  # a corgi and a sweater
+
+
+def test_no_shipped_vocabulary_holds_a_slur_or_a_vulgar_word():
+    """What the nouns' build script excludes is not in any shipped list (a unit's label is read
+    in reports)."""
+    import runpy
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "make_nouns_vocabulary.py"
+    excluded = runpy.run_path(str(script))["EXCLUDED"]
+    assert {"shit", "whore"} <= excluded
+    assert not excluded & {c.lower() for c in load_vocabulary("photo").concepts}
 
 
 def test_photo_is_every_shipped_vocabulary_once():
