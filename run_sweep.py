@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
+import math
 import sys
 from typing import TYPE_CHECKING
 
@@ -83,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-progress", dest="progress", action="store_false", help="hide progress bars"
     )
+    p.add_argument("--json", action="store_true",
+                   help="print the sweep's outcome as one JSON object (the prediction, each "
+                   "explained unit, the explanation, phases, where the model's forward passes "
+                   "ran) instead of the text")  # fmt: skip
     return p
 
 
@@ -150,8 +156,50 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"run_sweep.py: error: {err}", file=sys.stderr)
         return err.exit_code
-    print_outcome(outcome)
+    if args.json:
+        print(json.dumps(_finite(outcome_json(outcome)), indent=2, allow_nan=False))
+    else:
+        print_outcome(outcome)
     return 0
+
+
+def _finite(value):  # type: ignore[no-untyped-def]
+    """`value` with every NaN or infinite float as None (strict JSON)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def outcome_json(outcome) -> dict:  # type: ignore[no-untyped-def]
+    """The sweep's outcome as one JSON-able object (`--json`)."""
+    e = outcome.explanation
+
+    def unit(f) -> dict:  # type: ignore[no-untyped-def]
+        return {
+            "layer": f.layer, "unit": f.unit, "contribution": f.contribution, "share": f.share,
+            "status": f.status, "explainer": f.explainer, "label": f.label, "formula": f.formula,
+            "score_name": f.score_name, "score": f.score,
+            "heldout": dataclasses.asdict(f.heldout) if f.heldout is not None else None,
+        }  # fmt: skip
+
+    return {
+        "run_id": e.run_id, "image": e.image_path, "model": e.model, "weights": e.weights,
+        "random_weights": e.random_weights, "notes": list(e.notes),
+        "predicted": {"class": e.class_name, "index": e.class_index, "probability": e.probability,
+                      "logit": e.logit},
+        "runners_up": [{"class": n, "probability": p} for n, p in e.top_classes[1:]],
+        "layer": e.layer, "unit_kind": e.unit_kind, "method": e.method,
+        "positive": [unit(f) for f in e.positive], "negative": [unit(f) for f in e.negative],
+        "chain": [unit(f) for f in e.chain_nodes],
+        "text": e.text, "concept_text": e.concept_text or None,
+        "phases_s": dict(outcome.phases),
+        "forward_passes": outcome.forward_passes.to_dict(),
+        "report": outcome.report_path, "warehouse": outcome.warehouse,
+    }  # fmt: skip
 
 
 def print_outcome(outcome) -> None:  # type: ignore[no-untyped-def]
@@ -211,6 +259,7 @@ def print_outcome(outcome) -> None:  # type: ignore[no-untyped-def]
         total = sum(seconds for _, seconds in outcome.phases)
         print("time: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in outcome.phases)
               + f" (after loading the model; {total:.1f} s)")  # fmt: skip
+    print(outcome.forward_passes.words())
     print(f"report: {outcome.report_path}")
     print(f"warehouse: {outcome.warehouse}  run_id: {e.run_id}  "
           f"(coin-scale query --warehouse {outcome.warehouse} \"SELECT * FROM class_explanations\")")  # fmt: skip

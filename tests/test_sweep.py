@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -88,8 +89,12 @@ def test_run_sweep_end_to_end_on_a_rendered_probe(ray_cluster, tmp_path, capsys,
     assert edges == [(5, "class")]
     text = con.sql("SELECT text FROM class_explanations WHERE run_id = 'r1'").fetchall()[0][0]
     assert text.startswith("Predicted ") and "Random weights" in text
-    # The same run id again replaces its rows instead of duplicating them.
-    assert run_sweep.main(argv) == 0
+    assert "forward passes of the model: " in out  # where they ran, in words
+    # The same run id again replaces its rows instead of duplicating them; --json says where
+    # the model ran: the probe pass (cached now) and the exemplars' maps on the replicas.
+    assert run_sweep.main([*argv, "--json"]) == 0
+    passes = json.loads(capsys.readouterr().out)["forward_passes"]
+    assert passes["replicas"]["passes"] >= 1 and passes["replicas"]["images"] >= 1
     assert con.sql("SELECT count(*) FROM units WHERE run_id = 'r1'").fetchall()[0][0] == 5
 
 

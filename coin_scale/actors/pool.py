@@ -11,8 +11,15 @@ import ray
 
 from coin_scale.actors.dispatch import DispatchedPool, Dispatcher
 from coin_scale.actors.replica import ModelReplica, WorkRef
+from coin_scale.models.accounting import FORWARDS
 from coin_scale.models.batches import Batch, BatchResult, MapsResult, ReplicaWork, UnitMapsResult
 from coin_scale.models.unit_maps import UnitMapsRequest
+
+
+def _counted(result: Any) -> Any:
+    """A replica's batch result, its forward pass counted in this process's ledger."""
+    FORWARDS.count("replicas", len(result.indices))
+    return result
 
 
 class ReplicaPool(DispatchedPool):
@@ -87,7 +94,7 @@ class ReplicaPool(DispatchedPool):
                 on_resubmit(batch_id, type(err).__name__)
 
         stream = self.dispatch.stream(len(batches), submit, what="batch {}".format, on_lost=lost)
-        return (done.value for done in stream)
+        return (_counted(done.value) for done in stream)
 
     def wait_ready(self) -> None:
         """Block until every replica has loaded its model (start-up is timed apart from throughput)."""

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from coin_scale.models.accounting import FORWARDS, ForwardCounts
 from coin_scale.models.payload import require_class_logits
 from coin_scale.runtime.pools import keep_ray
 from coin_scale.storage.runs import RunRecorder, new_run_id
@@ -27,6 +28,8 @@ class SweepOutcome:
     explanation: ClassExplanation
     report_path: str | None
     warehouse: str
+    forward_passes: ForwardCounts = field(default_factory=ForwardCounts)
+    """The explained model's forward passes during the sweep, by where they ran."""
     phases: tuple[tuple[str, float], ...] = ()
     """Wall seconds of each phase, in order (model and attribution, chain edges, dissect and
     explain, activation maps, faithfulness, explanation scores, visualizations, report and tables)."""
@@ -70,6 +73,7 @@ def run_sweep(config: SweepConfig, *, reporter: Reporter | None = None) -> Sweep
     """The whole pipeline for one image; user errors are raised before any work is stored.
     `reporter` writes the HTML report (none is written without it)."""
     run_id = config.run.run_id or new_run_id()
+    forwards = FORWARDS.snapshot()
     inputs = stages.prepare(config, run_id)
     require_class_logits(inputs.payload, "the sweep")  # an image encoder's embedding has no class
     recorder = RunRecorder(
@@ -93,6 +97,7 @@ def run_sweep(config: SweepConfig, *, reporter: Reporter | None = None) -> Sweep
     return SweepOutcome(
         explanation=explanation, report_path=str(report) if report else None,
         warehouse=config.run.warehouse, phases=tuple(clock.phases),
+        forward_passes=FORWARDS.snapshot().minus(forwards),
     )  # fmt: skip
 
 

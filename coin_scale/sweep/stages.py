@@ -22,6 +22,7 @@ from coin_scale.chain.units import SAEFeatures, UnitView
 from coin_scale.dissect.pipeline import load_sae_units
 from coin_scale.errors import UserError
 from coin_scale.models import ModelSource, build_module, describe_layers, find_layer, resolve_model
+from coin_scale.models.accounting import count_driver_forwards
 from coin_scale.models.activations import SAEUnits
 from coin_scale.models.layers import LayerInfo, Layout, last_block
 from coin_scale.models.loading import ModelPayload
@@ -79,7 +80,7 @@ def prepare(config: SweepConfig, run_id: str) -> SweepInputs:
     t, sel = config.target, config.selection
     model = inputs.probe_cnn_checkpoint() if t.model == PROBE_CNN else t.model
     payload = resolve_model(ModelSource(model=model, weights=t.weights, seed=t.seed))
-    module = build_module(payload)
+    module = count_driver_forwards(build_module(payload))  # its every pass counted as the driver's
     layers = describe_layers(module, payload.arch, payload.preprocess.crop)
     if sel.chain_layers:
         chain = resolve_chain(sel.chain_layers, layers, payload, module)

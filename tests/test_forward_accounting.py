@@ -1,0 +1,54 @@
+"""Where the explained model's forward passes ran: the ledger, the driver's hook, and the sweep's
+accounting in its closing lines and `--json`."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from torch import nn
+
+import run_sweep
+from coin_scale.models.accounting import FORWARDS, ForwardCounts, count_driver_forwards
+from tests.test_sweep import _target
+
+
+def test_every_call_of_the_drivers_model_counts_with_its_images():
+    module = count_driver_forwards(nn.Sequential(nn.Flatten(), nn.Linear(12, 2)))
+    assert count_driver_forwards(module) is module  # hooked once
+    before = FORWARDS.snapshot()
+    module(torch.zeros(5, 3, 2, 2))
+    x = torch.zeros(3, 3, 2, 2, requires_grad=True)
+    module(x).sum().backward()  # a gradient pass is a forward pass too
+    used = FORWARDS.snapshot().minus(before)
+    assert used.passes == {"replicas": 0, "driver": 2} and used.images == {"replicas": 0, "driver": 8}
+    assert used.to_dict()["driver"] == {"passes": 2, "images": 8}
+    assert used.words() == (
+        "forward passes of the model: 0 on the replicas (0 images), 2 in the driver (8 images)"
+    )
+
+
+def test_replica_batches_count_as_the_replicas():
+    before = FORWARDS.snapshot()
+    FORWARDS.count("replicas", 32)
+    FORWARDS.count("replicas", 7)
+    used = FORWARDS.snapshot().minus(before)
+    assert used == ForwardCounts(passes={"replicas": 2, "driver": 0}, images={"replicas": 39, "driver": 0})
+
+
+def test_run_sweep_json_is_one_object_with_where_the_forward_passes_ran(tmp_path, capsys):
+    argv = ["--image", str(_target(tmp_path)), "--model", "resnet18", "--weights", "none",
+            "--top-k", "3", "--probe", "none", "--warehouse", str(tmp_path / "wh"), "--run-id", "j1"]  # fmt: skip
+    assert run_sweep.main([*argv, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)  # stdout is the JSON alone
+    assert result["run_id"] == "j1" and result["random_weights"] is True
+    assert result["predicted"]["class"] and len(result["positive"]) == 3
+    assert {"unit", "contribution", "label", "status"} <= result["positive"][0].keys()
+    assert result["text"].startswith("Predicted ") and "model and attribution" in result["phases_s"]
+    passes = result["forward_passes"]
+    # No probe: no dissection on the replicas; the attribution ran in the driver.
+    assert passes["replicas"] == {"passes": 0, "images": 0}
+    assert passes["driver"]["passes"] >= 1 and passes["driver"]["images"] >= 1
+    assert run_sweep.main([*argv[:-2], "--run-id", "j2"]) == 0
+    out = capsys.readouterr().out
+    assert "forward passes of the model: 0 on the replicas (0 images), " in out
