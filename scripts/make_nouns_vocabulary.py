@@ -47,11 +47,14 @@ HEADER = """# Nouns: {n} common English nouns for things one can see (objects, a
 
 _WORD = re.compile(r"^[a-z]{3,}$")
 
-EXCLUDED = frozenset("""
-    arse ass asshole bastard bitch bollocks boob boobs bugger bullshit butt crap cunt dick
-    dildo douche fag faggot fanny git hooker jackass jerk nigger nigga piss prick pussy retard
-    scum shit skank slut tit tits turd twat wanker whore
-""".split())
+EXCLUDED = frozenset(
+    [
+        "arse", "ass", "asshole", "bastard", "bitch", "bollocks", "boob", "boobs", "bugger",
+        "bullshit", "butt", "crap", "cunt", "dick", "dildo", "douche", "fag", "faggot", "fanny",
+        "git", "hooker", "jackass", "jerk", "nigger", "nigga", "piss", "prick", "pussy", "retard",
+        "scum", "shit", "skank", "slut", "tit", "tits", "turd", "twat", "wanker", "whore",
+    ]
+)
 """Slurs and vulgar words, never shipped as concepts (their senses are often harmless, but as a
 unit's label they read as an insult, not an explanation)."""
 
