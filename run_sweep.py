@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true",
                    help="print the sweep's outcome as one JSON object (the prediction, each "
                    "explained unit, the explanation, phases, where the model's forward passes "
-                   "ran) instead of the text")  # fmt: skip
+                   "ran, where images were rendered) instead of the text")  # fmt: skip
     return p
 
 
@@ -198,6 +198,7 @@ def outcome_json(outcome) -> dict:  # type: ignore[no-untyped-def]
         "text": e.text, "concept_text": e.concept_text or None,
         "phases_s": dict(outcome.phases),
         "forward_passes": outcome.forward_passes.to_dict(),
+        "rendered_images": outcome.rendered_images.to_dict(),
         "report": outcome.report_path, "warehouse": outcome.warehouse,
     }  # fmt: skip
 
@@ -259,7 +260,7 @@ def print_outcome(outcome) -> None:  # type: ignore[no-untyped-def]
         total = sum(seconds for _, seconds in outcome.phases)
         print("time: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in outcome.phases)
               + f" (after loading the model; {total:.1f} s)")  # fmt: skip
-    print(outcome.forward_passes.words())
+    print(f"{outcome.forward_passes.words()}; {outcome.rendered_images.words()}")
     print(f"report: {outcome.report_path}")
     print(f"warehouse: {outcome.warehouse}  run_id: {e.run_id}  "
           f"(coin-scale query --warehouse {outcome.warehouse} \"SELECT * FROM class_explanations\")")  # fmt: skip

@@ -7,7 +7,7 @@ Packages stand in ranks, and imports run one way, from a higher rank to a lower 
     actors       actors                       Ray actors: hold a resource, call the core
     stages       dissect, sae, explain, agent, chain, eval, visualize, training
     foundations  models, probe, llm, storage
-    ground       errors, cache, records, layering (modules at the package's root)
+    ground       errors, cache, records, accounting, layering (modules at the package's root)
 
 Imports between packages of one rank are allowed as long as no cycle forms. Every import
 counts, at the top of a module or inside a function. The core (stages, foundations and the
@@ -37,7 +37,7 @@ RANKS: dict[str, int] = {
     "dissect": 2, "sae": 2, "explain": 2, "agent": 2, "chain": 2, "eval": 2,
     "visualize": 2, "training": 2,
     "models": 1, "probe": 1, "llm": 1, "storage": 1, "concepts": 1,
-    "errors": 0, "cache": 0, "records": 0, "layering": 0, "__init__": 0,
+    "errors": 0, "cache": 0, "records": 0, "accounting": 0, "layering": 0, "__init__": 0,
 }
 RANK_NAMES = {5: "face", 4: "drivers", 3: "actors", 2: "stages", 1: "foundations", 0: "ground"}
 CORE_RANK = 2          # stages and below: never import actors or ray

@@ -9,7 +9,13 @@ import torch
 from torch import nn
 
 import run_sweep
-from coin_scale.models.accounting import FORWARDS, ForwardCounts, count_driver_forwards
+from coin_scale.accounting import (
+    FORWARDS,
+    RENDERS,
+    CountedRenderer,
+    ForwardCounts,
+    count_driver_forwards,
+)
 from tests.test_sweep import _target
 
 
@@ -36,6 +42,23 @@ def test_replica_batches_count_as_the_replicas():
     assert used == ForwardCounts(passes={"replicas": 2, "driver": 0}, images={"replicas": 39, "driver": 0})
 
 
+def test_renders_count_where_they_ran_and_a_cached_probe_set_renders_nothing(tmp_path):
+    from coin_scale.probe.rendered import rendered_probe
+    from unity_pool.scene import Scene, SceneObject
+    from unity_pool.tools import LocalRenderer
+
+    before = RENDERS.snapshot()
+    renderer = CountedRenderer(LocalRenderer())
+    scenes = [Scene(objects=(SceneObject(shape="star", color="red"),), width=32, height=32, seed=i)
+              for i in range(3)]  # fmt: skip
+    assert len(renderer.render_many(scenes)) == 3
+    rendered_probe(8, 32, progress=False, root_dir=tmp_path)
+    rendered_probe(8, 32, progress=False, root_dir=tmp_path)  # the second is read from the cache
+    used = RENDERS.snapshot().minus(before)
+    assert used.to_dict() == {"render_pool": 0, "driver": 11}
+    assert used.words() == "rendered images: 0 on the render pool, 11 in the driver"
+
+
 def test_run_sweep_json_is_one_object_with_where_the_forward_passes_ran(tmp_path, capsys):
     argv = ["--image", str(_target(tmp_path)), "--model", "resnet18", "--weights", "none",
             "--top-k", "3", "--probe", "none", "--warehouse", str(tmp_path / "wh"), "--run-id", "j1"]  # fmt: skip
@@ -49,6 +72,8 @@ def test_run_sweep_json_is_one_object_with_where_the_forward_passes_ran(tmp_path
     # No probe: no dissection on the replicas; the attribution ran in the driver.
     assert passes["replicas"] == {"passes": 0, "images": 0}
     assert passes["driver"]["passes"] >= 1 and passes["driver"]["images"] >= 1
+    assert result["rendered_images"] == {"render_pool": 0, "driver": 0}  # no probe: no renders
     assert run_sweep.main([*argv[:-2], "--run-id", "j2"]) == 0
     out = capsys.readouterr().out
     assert "forward passes of the model: 0 on the replicas (0 images), " in out
+    assert "; rendered images: 0 on the render pool, 0 in the driver" in out

@@ -9,9 +9,9 @@ from typing import Any
 
 import ray
 
+from coin_scale.accounting import FORWARDS
 from coin_scale.actors.dispatch import DispatchedPool, Dispatcher
 from coin_scale.actors.replica import ModelReplica, WorkRef
-from coin_scale.models.accounting import FORWARDS
 from coin_scale.models.batches import Batch, BatchResult, MapsResult, ReplicaWork, UnitMapsResult
 from coin_scale.models.unit_maps import UnitMapsRequest
 

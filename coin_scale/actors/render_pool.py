@@ -17,6 +17,7 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, RayTaskError
 
+from coin_scale.accounting import RENDERS
 from coin_scale.actors.dispatch import DispatchedPool, Dispatcher
 from coin_scale.actors.render_batches import (
     UNITY_SLOT,
@@ -120,6 +121,7 @@ class RenderPool(DispatchedPool):
         try:
             for batch_id, slot, outcomes in stream:
                 self._answered.add(slot)
+                RENDERS.count("render_pool", len(outcomes))
                 yield from order.add(batch_id, outcomes, worker=slot)
         except RayTaskError as err:
             raise _cause(err) from None

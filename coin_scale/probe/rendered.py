@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from coin_scale.accounting import RENDERS
 from coin_scale.cache import cache_root
 
 log = logging.getLogger(__name__)
@@ -39,4 +40,5 @@ def rendered_probe(
         fixed = (("n_objects", 1), ("size", "large")) if single_object else ()
         params = ProbeSetParams(n=n, seed=seed, size=size, fixed=fixed)
         write_probe_set(root, params, progress=progress)
+        RENDERS.count("driver", n)  # by a process pool on the driver's machine
     return str(root)

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from coin_scale.accounting import CountedRenderer
 from coin_scale.agent import (
     AgentOutcome,
     ExperimentTools,
@@ -196,7 +197,7 @@ def _tool_maker(
             direction=built.w_dec[subject.unit].detach() if built is not None else None,
         )  # fmt: skip
         return ExperimentTools(
-            subject, meter, RenderTools(renderer=LocalRenderer()), visualizer=visualizer
+            subject, meter, RenderTools(renderer=CountedRenderer(LocalRenderer())), visualizer=visualizer
         )
 
     return make_tools

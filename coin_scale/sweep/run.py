@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from coin_scale.models.accounting import FORWARDS, ForwardCounts
+from coin_scale.accounting import FORWARDS, RENDERS, ForwardCounts, RenderCounts
 from coin_scale.models.payload import require_class_logits
 from coin_scale.runtime.pools import keep_ray
 from coin_scale.storage.runs import RunRecorder, new_run_id
@@ -30,6 +30,8 @@ class SweepOutcome:
     warehouse: str
     forward_passes: ForwardCounts = field(default_factory=ForwardCounts)
     """The explained model's forward passes during the sweep, by where they ran."""
+    rendered_images: RenderCounts = field(default_factory=RenderCounts)
+    """Images rendered during the sweep (a cached probe set: none), by where."""
     phases: tuple[tuple[str, float], ...] = ()
     """Wall seconds of each phase, in order (model and attribution, chain edges, dissect and
     explain, activation maps, faithfulness, explanation scores, visualizations, report and tables)."""
@@ -73,7 +75,7 @@ def run_sweep(config: SweepConfig, *, reporter: Reporter | None = None) -> Sweep
     """The whole pipeline for one image; user errors are raised before any work is stored.
     `reporter` writes the HTML report (none is written without it)."""
     run_id = config.run.run_id or new_run_id()
-    forwards = FORWARDS.snapshot()
+    forwards, renders = FORWARDS.snapshot(), RENDERS.snapshot()
     inputs = stages.prepare(config, run_id)
     require_class_logits(inputs.payload, "the sweep")  # an image encoder's embedding has no class
     recorder = RunRecorder(
@@ -98,6 +100,7 @@ def run_sweep(config: SweepConfig, *, reporter: Reporter | None = None) -> Sweep
         explanation=explanation, report_path=str(report) if report else None,
         warehouse=config.run.warehouse, phases=tuple(clock.phases),
         forward_passes=FORWARDS.snapshot().minus(forwards),
+        rendered_images=RENDERS.snapshot().minus(renders),
     )  # fmt: skip
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from coin_scale.accounting import count_driver_forwards
 from coin_scale.chain.attribution import UnitContributions, unit_contributions
 from coin_scale.chain.graph import chain_edges
 from coin_scale.chain.sae_attribution import sae_contributions
@@ -22,7 +23,6 @@ from coin_scale.chain.units import SAEFeatures, UnitView
 from coin_scale.dissect.pipeline import load_sae_units
 from coin_scale.errors import UserError
 from coin_scale.models import ModelSource, build_module, describe_layers, find_layer, resolve_model
-from coin_scale.models.accounting import count_driver_forwards
 from coin_scale.models.activations import SAEUnits
 from coin_scale.models.layers import LayerInfo, Layout, last_block
 from coin_scale.models.loading import ModelPayload
