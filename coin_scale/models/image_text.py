@@ -302,42 +302,11 @@ class ImageTextModel:
             seconds=time.perf_counter() - start, weights=self.fingerprint(),
         )  # fmt: skip
 
-    @torch.inference_mode()
     def encode_images(self, paths: Sequence[str], *, batch_size: int = IMAGE_BATCH) -> torch.Tensor:
-        """float32 (image, dim), L2-normalised; a row of NaN for an image that cannot be read.
-
-        The next batch is decoded and preprocessed in a background thread while the model runs
-        on the current one (PIL releases the GIL while it decodes and resizes)."""
-        from concurrent.futures import ThreadPoolExecutor
-
-        starts = list(range(0, len(paths), batch_size))
-        rows: list[torch.Tensor | None] = []
-        dim = None
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="clip-decode") as pool:
-            pending = pool.submit(self._load, paths[0:batch_size]) if starts else None
-            for n, start in enumerate(starts):
-                assert pending is not None
-                batch, where = pending.result()
-                if n + 1 < len(starts):
-                    nxt = starts[n + 1]
-                    pending = pool.submit(self._load, paths[nxt : nxt + batch_size])
-                chunk: list[torch.Tensor | None] = [None] * len(paths[start : start + batch_size])
-                if batch:
-                    emb = self.model.encode_image(torch.stack(batch).to(self.device)).float().cpu()
-                    emb = torch.nn.functional.normalize(emb, dim=-1)
-                    dim = emb.shape[1]
-                    for j, i in enumerate(where):
-                        chunk[i] = emb[j]
-                rows.extend(chunk)
-        if dim is None:
-            raise ValueError(f"none of the {len(paths)} images could be read")
-        nan = torch.full((dim,), float("nan"))
-        return torch.stack([r if r is not None else nan for r in rows])
-
-    def _load(self, paths: Sequence[str]) -> tuple[list[torch.Tensor], list[int]]:
-        """(preprocessed images, their positions in `paths`) of the readable ones."""
-        batch, where, _ = self._load_reporting(paths)
-        return batch, where
+        """float32 (image, dim), L2-normalised, in this process (the replicas' work, one batch
+        after another); a row of NaN for an image that cannot be read."""
+        batches = _batches(paths, batch_size)
+        return _assemble((self.embed_batch(i, batch) for i, batch in enumerate(batches)), len(paths))
 
     def _load_reporting(
         self, paths: Sequence[str]
@@ -410,27 +379,43 @@ def encode_on_replicas(
     replica's weights are not `model`'s (its texts would not be comparable)."""
     from tqdm import tqdm
 
-    items = list(enumerate(paths))
-    batches = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
-    rows: np.ndarray | None = None
-    with open_encoders(model.source) as replicas, tqdm(
-        total=len(items), unit="img", desc="image-text embeddings", disable=not progress,
-        dynamic_ncols=True,
-    ) as bar:  # fmt: skip
-        for result in replicas.embed(batches):
+    batches = _batches(paths, batch_size)
+
+    def checked(results: Iterator[EmbeddingResult], bar: Any) -> Iterator[EmbeddingResult]:
+        for result in results:
             if result.weights != model.fingerprint():
                 raise ValueError(
                     f"an image-text replica built {model.arch} with other weights "
                     f"({result.weights}, here {model.fingerprint()}): is --clip-weights the same "
                     "file on every node?"
                 )
-            if len(result.indices):
-                if rows is None:
-                    rows = np.full((len(items), result.embeddings.shape[1]), np.nan, np.float32)
-                rows[result.indices] = result.embeddings
             bar.update(len(result.indices) + len(result.failures))
+            yield result
+
+    with open_encoders(model.source) as replicas, tqdm(
+        total=len(paths), unit="img", desc="image-text embeddings", disable=not progress,
+        dynamic_ncols=True,
+    ) as bar:  # fmt: skip
+        return _assemble(checked(replicas.embed(batches), bar), len(paths))
+
+
+def _batches(paths: Sequence[str], batch_size: int) -> list[list[tuple[int, str]]]:
+    """(index, path) batches of `paths`."""
+    items = list(enumerate(paths))
+    return [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
+
+
+def _assemble(results: Iterator[EmbeddingResult], n: int) -> torch.Tensor:
+    """float32 (n, dim) of batch results in any order, NaN rows for the images none returned;
+    ValueError when no image could be read."""
+    rows: np.ndarray | None = None
+    for result in results:
+        if len(result.indices):
+            if rows is None:
+                rows = np.full((n, result.embeddings.shape[1]), np.nan, np.float32)
+            rows[result.indices] = result.embeddings
     if rows is None:
-        raise ValueError(f"none of the {len(paths)} images could be read")
+        raise ValueError(f"none of the {n} images could be read")
     return torch.from_numpy(rows)
 
 

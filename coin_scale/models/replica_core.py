@@ -8,13 +8,14 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
 
 from coin_scale.models.activations import (
     ActivationCapture,
+    DecodedBatch,
     Reduction,
     SAEUnits,
     decode_batch,
@@ -62,11 +63,8 @@ class ReplicaCore:
         decoded = decode_batch(items, self.preprocess)
         activations: dict[str, dict[str, np.ndarray]] = {}
         if decoded.indices:
-            with self._forward_lock, torch.inference_mode(), self._autocast():
-                pixels = decoded.pixels.to(self.device, non_blocking=True)
-                # uint8 -> channels_last first (cheap), so normalising keeps that memory format.
-                pixels = pixels.contiguous(memory_format=torch.channels_last)
-                captured = self.capture(self.preprocess.normalize(pixels))
+            with self._forwarding(decoded) as pixels:
+                captured = self.capture(pixels)
             activations = {
                 layer: {r: t.numpy() for r, t in values.items()}
                 for layer, values in captured.items()
@@ -96,13 +94,11 @@ class ReplicaCore:
                 captured.append(out.detach())
                 raise _StopAfterLayer
 
-            with self._forward_lock, torch.inference_mode(), self._autocast():
-                pixels = decoded.pixels.to(self.device, non_blocking=True)
-                pixels = pixels.contiguous(memory_format=torch.channels_last)
+            with self._forwarding(decoded) as pixels:
                 handle = target.register_forward_hook(hook)
                 try:
                     with contextlib.suppress(_StopAfterLayer):
-                        module(self.preprocess.normalize(pixels))
+                        module(pixels)
                 finally:
                     handle.remove()
             if not captured or captured[0].dim() != 4:
@@ -127,13 +123,10 @@ class ReplicaCore:
         decoded = decode_batch(items, self.preprocess)
         maps: dict[str, np.ndarray] = {}
         if decoded.indices:
-            with self._forward_lock, torch.inference_mode(), self._autocast():
-                pixels = decoded.pixels.to(self.device, non_blocking=True)
-                pixels = pixels.contiguous(memory_format=torch.channels_last)
+            with self._forwarding(decoded) as pixels:
                 captured = capture_unit_maps(
-                    self.capture.module, self.preprocess.normalize(pixels), requests,
-                    self.capture.transforms,
-                )  # fmt: skip
+                    self.capture.module, pixels, requests, self.capture.transforms
+                )
             maps = {layer: t.contiguous().numpy() for layer, t in captured.items()}
         return UnitMapsResult(
             batch_id=batch_id,
@@ -142,6 +135,16 @@ class ReplicaCore:
             failures=decoded.failures,
             seconds=time.perf_counter() - start,
         )
+
+    @contextlib.contextmanager
+    def _forwarding(self, decoded: DecodedBatch) -> Iterator[torch.Tensor]:
+        """The decoded batch as the model's input (on the device, channels-last, normalised),
+        inside the forward lock, inference mode and the device's autocast."""
+        with self._forward_lock, torch.inference_mode(), self._autocast():
+            pixels = decoded.pixels.to(self.device, non_blocking=True)
+            # uint8 -> channels_last first (cheap), so normalising keeps that memory format.
+            pixels = pixels.contiguous(memory_format=torch.channels_last)
+            yield self.preprocess.normalize(pixels)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.device.type == "cuda":

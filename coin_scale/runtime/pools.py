@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from coin_scale.errors import UserError
 from coin_scale.models.batches import OpenReplicas, ReplicaWork
@@ -30,6 +30,9 @@ if TYPE_CHECKING:  # Ray is imported only when a pool starts (a dry run or a cac
     from coin_scale.explain.llm import PreparedLLM
 
 log = logging.getLogger(__name__)
+
+_Pool = TypeVar("_Pool", bound=Any)
+"""A model pool (`wait_ready`, `shutdown`)."""
 
 _kept: list[RaySession] = []
 """Sessions started inside `keep_ray`, closed when its outermost block ends."""
@@ -63,19 +66,19 @@ def _connect(address: str | None) -> RaySession:
 
 
 @contextmanager
-def replica_pool(
-    work: ReplicaWork, *, address: str | None, replicas: int | None
-) -> Iterator[ReplicaPool]:
-    """Model replicas doing `work` on Ray (one per GPU, else one using every core, unless
-    `replicas`), ready; their `startup_seconds` times their start alone, not Ray's."""
+def _ready_pool(
+    address: str | None, replicas: int | None, what: str, make: Callable[[int, float, float], _Pool]
+) -> Iterator[_Pool]:
+    """The one sequence of every model pool: connect, size it (one replica per GPU, else one
+    using every core, unless `replicas`), `make(n, cpus_each, gpus_each)`, wait until ready,
+    yield, shut down, close the session."""
     from coin_scale.actors.cluster import cpu_gpu_per_replica
-    from coin_scale.actors.pool import ReplicaPool
 
     session = _connect(address)
     try:
         n, cpus, gpus = cpu_gpu_per_replica(replicas)
-        log.info("%d replica(s), %s CPU and %s GPU each", n, cpus, gpus)
-        pool = ReplicaPool(work, replicas=n, cpus_each=cpus, gpus_each=gpus)
+        log.info("%d %s, %s CPU and %s GPU each", n, what, cpus, gpus)
+        pool = make(n, cpus, gpus)
         try:
             pool.wait_ready()
             yield pool
@@ -83,6 +86,21 @@ def replica_pool(
             pool.shutdown()
     finally:
         session.close()
+
+
+@contextmanager
+def replica_pool(
+    work: ReplicaWork, *, address: str | None, replicas: int | None
+) -> Iterator[ReplicaPool]:
+    """Model replicas doing `work` on Ray, ready; their `startup_seconds` times their start
+    alone, not Ray's."""
+    from coin_scale.actors.pool import ReplicaPool
+
+    def make(n: int, cpus: float, gpus: float) -> ReplicaPool:
+        return ReplicaPool(work, replicas=n, cpus_each=cpus, gpus_each=gpus)
+
+    with _ready_pool(address, replicas, "replica(s)", make) as pool:
+        yield pool
 
 
 def replica_opener(*, address: str | None, replicas: int | None) -> OpenReplicas:
@@ -94,23 +112,14 @@ def replica_opener(*, address: str | None, replicas: int | None) -> OpenReplicas
 def image_text_pool(
     source: ImageTextSource, *, address: str | None, replicas: int | None
 ) -> Iterator[ImageTextPool]:
-    """Image-text replicas of `source` on Ray (one per GPU, else one using every core, unless
-    `replicas`), ready."""
-    from coin_scale.actors.cluster import cpu_gpu_per_replica
+    """Image-text replicas of `source` on Ray, ready."""
     from coin_scale.actors.image_text import ImageTextPool
 
-    session = _connect(address)
-    try:
-        n, cpus, gpus = cpu_gpu_per_replica(replicas)
-        log.info("%d image-text replica(s) of %s, %s CPU and %s GPU each", n, source.model, cpus, gpus)
-        pool = ImageTextPool(source, replicas=n, cpus_each=cpus, gpus_each=gpus)
-        try:
-            pool.wait_ready()
-            yield pool
-        finally:
-            pool.shutdown()
-    finally:
-        session.close()
+    def make(n: int, cpus: float, gpus: float) -> ImageTextPool:
+        return ImageTextPool(source, replicas=n, cpus_each=cpus, gpus_each=gpus)
+
+    with _ready_pool(address, replicas, f"image-text replica(s) of {source.model}", make) as pool:
+        yield pool
 
 
 def image_text_opener(*, address: str | None, replicas: int | None = None) -> OpenEncoders:
