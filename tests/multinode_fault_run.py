@@ -9,6 +9,10 @@ scenario kills actors on the worker nodes in the middle of their work.
 - `gateway CACHE`: LLM agents explaining units through a GatewayPool with one actor per worker
   node, against a fake OpenAI server; every gateway actor is SIGKILLed while the server answers
   the fifth request. An identical run without the kill is the reference.
+- `agents CACHE`: LLM agents whose every measurement runs on model replicas, one per worker node
+  (the driver's head node has none), gathered into shared passes; the replica on worker0 is
+  SIGKILLed after the agents' fourth measurement. An identical run without the kill is the
+  reference.
 
 Prints one JSON line per scenario, `{"scenario": name, ...}`, for the test to check.
 """
@@ -213,6 +217,99 @@ def gateway(nodes: dict[str, Any], cache: str) -> dict[str, Any]:
     return {"reference": reference, "faulted": faulted}
 
 
+@dataclass
+class KillReplicaAfter:
+    """A meter that measures through `inner` and SIGKILLs worker0's model replica once, after the
+    agents' `after`-th measurement (so later ones find it dead or restarting)."""
+
+    inner: Any
+    after: int | None
+    state: dict[str, Any]
+
+    def measure(self, images: Any) -> list[float]:
+        values = self.inner.measure(images)
+        with self.state["lock"]:
+            self.state["measured"] += 1
+            if self.after is not None and self.state["measured"] == self.after and not self.state["killed"]:
+                (pid,) = actors_named(self.state["nodes"]["worker0"], "ModelReplica")
+                os.kill(pid, signal.SIGKILL)
+                self.state["killed"].append(pid)
+        return values
+
+
+def _agents(cache: str, after: int | None, nodes: dict[str, Any], head: Any) -> dict[str, Any]:
+    """Four probe-CNN units explained by ExperimenterPolicy through two gateway actors, their
+    measurements on two model replicas on the worker nodes; with `after`, the replica on worker0
+    is killed after that many measurements."""
+    from coin_scale.actors.llm_gateway import GatewayPool, GatewaySpec
+    from coin_scale.agent import ExperimentTools
+    from coin_scale.agent.batched_meter import BatchedUnitMeter
+    from coin_scale.bench.llm_bench import _probe_model, _subjects
+    from coin_scale.explain.llm import LLMExplainerConfig, explain_subjects, prepare
+    from coin_scale.sweep.agents import measuring
+    from coin_scale.testing.agent_policies import ExperimenterPolicy
+    from coin_scale.testing.fakeserver import FakeProviderServer
+    from unity_pool.tools import LocalRenderer, RenderTools
+
+    payload, layer = _probe_model()
+    state: dict[str, Any] = {"lock": threading.Lock(), "measured": 0, "killed": [], "nodes": nodes}
+    with FakeProviderServer("openai", ExperimenterPolicy()) as server, measuring(
+        payload, layer, replicas=2
+    ) as batcher:
+        replica_nodes = sorted(
+            name for name, node in nodes.items() for _ in actors_named(node, "ModelReplica")
+        )
+        on_head = actors_named(head, "ModelReplica")
+        subjects, _ = _subjects(4, payload, layer, batcher)
+        before = (batcher.batches, batcher.images)
+
+        def tools(subject: Any) -> ExperimentTools:
+            meter = KillReplicaAfter(BatchedUnitMeter(batcher, payload.preprocess, subject.unit), after, state)
+            return ExperimentTools(subject, meter, RenderTools(renderer=LocalRenderer()))
+
+        prepared = prepare(
+            LLMExplainerConfig(
+                provider="openai", model="fake-model", base_url=server.base_url,
+                requests_per_minute=60000, tokens_per_minute=1e12, cache_dir=cache,
+                gateway_actors=2, concurrency=4,
+            )  # fmt: skip
+        )
+        spec = GatewaySpec(config=prepared.gateway_config(), limits=prepared.limits,
+                           base_url=server.base_url)  # fmt: skip
+        assert prepared.api_key is not None
+        pool = GatewayPool(spec, prepared.api_key, actors=2, actor_options={
+            "resources": {WORKER: 0.01}, "scheduling_strategy": "SPREAD",
+        })  # fmt: skip
+        try:
+            result = explain_subjects(
+                prepared, subjects, tools, run_id="agents", gateways=pool, progress=False
+            )
+        finally:
+            pool.shutdown()
+        passes = (batcher.batches - before[0], batcher.images - before[1])
+    steps = [
+        {k: step[k] for k in ("unit", "round", "step", "tool", "arguments_json", "status", "result_summary")}
+        for o in result.outcomes for step in (asdict(s) for s in o.experiments)
+    ]  # fmt: skip
+    return {
+        "outcomes": [(o.status, o.label, o.description, o.rounds, o.error) for o in result.outcomes],
+        "steps": steps,
+        "replica_nodes": replica_nodes,
+        "replicas_on_driver_node": len(on_head),
+        "killed": state["killed"],
+        "measurements": state["measured"],
+        "passes": passes,
+    }
+
+
+def agents(nodes: dict[str, Any], head: Any, cache: str) -> dict[str, Any]:
+    """The same agents without and with a model replica killed (separate request caches)."""
+    os.environ["OPENAI_API_KEY"] = "sk-test-multinode-faults"
+    reference = _agents(os.path.join(cache, "agents-reference"), None, nodes, head)
+    faulted = _agents(os.path.join(cache, "agents-faulted"), 4, nodes, head)
+    return {"reference": reference, "faulted": faulted}
+
+
 def main(argv: list[str]) -> None:
     cluster = Cluster(
         initialize_head=True, head_node_args={"num_cpus": 0}
@@ -231,6 +328,8 @@ def main(argv: list[str]) -> None:
                 out = render(nodes)
             elif name == "gateway":
                 out = gateway(nodes, args.pop(0))
+            elif name == "agents":
+                out = agents(nodes, cluster.head_node, args.pop(0))
             else:
                 raise SystemExit(f"unknown scenario {name!r}")
             print(json.dumps({"scenario": name, **out}, default=str), flush=True)

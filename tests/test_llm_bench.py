@@ -12,8 +12,8 @@ from coin_scale.cli import main
 pytestmark = pytest.mark.slow
 
 
-def test_bench_llm_reports_rate_and_faults(ray_cluster, capsys):
-    argv = ["bench", "llm", "--parts", "rate,faults", "--seconds", "4", "--units", "3",
+def test_bench_llm_reports_rate_concurrency_and_faults(ray_cluster, capsys):
+    argv = ["bench", "llm", "--parts", "rate,concurrency,faults", "--seconds", "4", "--units", "3",
             "--latency", "0.05", "--rpm", "600"]  # fmt: skip
     assert main(argv) == 0
     report = json.loads(capsys.readouterr().out)
@@ -21,6 +21,10 @@ def test_bench_llm_reports_rate_and_faults(ray_cluster, capsys):
     assert rate["requests"] >= 20 and rate["max_in_any_60s_window"] <= 600
     assert rate["refused_by_server_429"] == 0 and rate["replies_ok"] == rate["requests"]
     assert faults["units"] == 3 and faults["units_lost"] == 0 and faults["calls"] >= 3
+    many = report["concurrency"]
+    assert many["ok_one_at_a_time"] == many["ok_all_at_once"] == 3
+    # The agents measured on the replicas, several agents' images in one pass.
+    assert 0 < many["all_at_once_forward_passes"] <= many["all_at_once_measured_images"]
 
 
 def test_bench_llm_rejects_unknown_parts(capsys):

@@ -109,3 +109,24 @@ def test_vit_layers_are_tokens():
     layers = describe_layers(build_module(payload), "vit_b_16", 224)
     block = find_layer(layers, "encoder.layers.encoder_layer_11", "vit_b_16")
     assert (block.layout, block.units) == ("ntc", 768)
+
+
+def test_decoding_a_batch_on_threads_gives_the_same_pixels_and_failures(probe_dir):
+    """A GPU replica decodes a batch's images on several threads (`decode_threads`); the pixels,
+    their order and the unreadable files are those of decoding one after another."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from coin_scale.models.activations import decode_batch
+    from coin_scale.models.preprocess import Preprocess
+    from coin_scale.models.replica_core import decode_threads
+    from coin_scale.probe import scan_probe
+
+    items = [(im.index, im.path) for im in scan_probe(str(probe_dir)).images]
+    preprocess = Preprocess(resize=64, crop=56)
+    one = decode_batch(items, preprocess)
+    with ThreadPoolExecutor(3) as pool:
+        many = decode_batch(items, preprocess, pool)
+    assert torch.equal(one.pixels, many.pixels) and one.indices == many.indices
+    assert one.failures == many.failures and len(one.failures) == 1
+    assert decode_threads(torch.device("cpu"), 16) == 1
+    assert decode_threads(torch.device("cuda"), 8) == 7 and decode_threads(torch.device("cuda"), 1) == 1

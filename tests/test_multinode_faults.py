@@ -32,8 +32,9 @@ def faults(probe_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[st
     warehouse = tmp / "wh"
     env = os.environ | {"PYTHONPATH": str(ROOT), "RAY_DEDUP_LOGS": "0"}
     argv = [sys.executable, str(ROOT / "tests" / "multinode_fault_run.py"),
-            "replicas", str(probe_dir), str(warehouse), "render", "gateway", str(tmp / "cache")]  # fmt: skip
-    run = subprocess.run(argv, capture_output=True, text=True, timeout=540, env=env, cwd=ROOT)
+            "replicas", str(probe_dir), str(warehouse), "render", "gateway", str(tmp / "cache"),
+            "agents", str(tmp / "cache")]  # fmt: skip
+    run = subprocess.run(argv, capture_output=True, text=True, timeout=580, env=env, cwd=ROOT)
     assert run.returncode == 0, run.stderr[-3000:]
     reports = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
     return {r["scenario"]: r for r in reports} | {"warehouse": warehouse, "stderr": run.stderr}
@@ -89,6 +90,21 @@ def test_gateway_actors_killed_on_worker_nodes_lose_no_unit_and_pay_little_twice
     assert faulted["request_views"] == reference["request_views"]
     extra = faulted["requests"] - faulted["distinct_requests"]
     assert faulted["in_flight_at_kill"] >= 1 and 0 <= extra <= min(faulted["resubmitted"], 4)
+
+
+@pytest.mark.timeout(600)
+def test_agents_measuring_on_replicas_of_other_nodes_survive_a_killed_replica(faults):
+    """Issue 19: the agents' measurements run on model replicas, none on the driver's node; a
+    replica killed mid-run changes no explanation."""
+    reference, faulted = faults["agents"]["reference"], faults["agents"]["faulted"]
+    for run in (reference, faulted):
+        assert run["replica_nodes"] == ["worker0", "worker1"] and run["replicas_on_driver_node"] == 0
+        passes, images = run["passes"]  # the agents' measurements only
+        assert 0 < passes <= run["measurements"] <= images
+    assert len(faulted["killed"]) == 1 and faulted["measurements"] > 4  # killed mid-run
+    assert [o[0] for o in faulted["outcomes"]] == ["ok"] * 4
+    assert faulted["outcomes"] == reference["outcomes"]
+    assert faulted["steps"] == reference["steps"]  # every tool call and what the agent was told
 
 
 @pytest.mark.timeout(600)

@@ -6,12 +6,14 @@ for a backoff that doubles with each consecutive loss (`first_s` up to `max_s`),
 not thrown back at it while it restarts and the item's attempts are not all spent in a second;
 its next success ends the streak. An item is tried at most `max_attempts` times. New work goes to
 the least loaded slot that is not resting, ties broken in turn. The dispatch loops of
-`coin_scale.actors.dispatch` run every pool's calls on one such record.
+`coin_scale.actors.dispatch` run every pool's calls on one such record; several threads may
+stream on one pool at once (the agents' shared measurements), so its changes hold a lock.
 """
 
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 from collections.abc import Callable
 
@@ -44,6 +46,7 @@ class PoolHealth:
         """Items sent again because their actor was lost (each restart of an actor costs some)."""
         self._clock = clock
         self._turn = itertools.count()
+        self._lock = threading.RLock()
 
     def ready_slots(self) -> list[int]:
         """The slots not resting now."""
@@ -58,24 +61,27 @@ class PoolHealth:
     def acquire(self) -> int | None:
         """The least loaded slot not resting (ties in turn), now counted as one call busier; None
         while every slot rests."""
-        ready = self.ready_slots()
-        if not ready:
-            return None
-        turn, n = next(self._turn), len(self.load)
-        slot = min(ready, key=lambda i: (self.load[i], (turn + i) % n))
-        self.load[slot] += 1
-        return slot
+        with self._lock:
+            ready = self.ready_slots()
+            if not ready:
+                return None
+            turn, n = next(self._turn), len(self.load)
+            slot = min(ready, key=lambda i: (self.load[i], (turn + i) % n))
+            self.load[slot] += 1
+            return slot
 
     def release(self, slot: int) -> None:
         """A call on `slot` is over (answered, failed or abandoned)."""
-        self.load[slot] -= 1
+        with self._lock:
+            self.load[slot] -= 1
 
     def failed(self, slot: int) -> float:
         """`slot` lost a call: it rests, longer after each consecutive loss; the seconds."""
-        delay = min(self.max_s, self.first_s * 2 ** self.failures[slot])
-        self.failures[slot] += 1
-        self.resting_until[slot] = self._clock() + delay
-        return delay
+        with self._lock:
+            delay = min(self.max_s, self.first_s * 2 ** self.failures[slot])
+            self.failures[slot] += 1
+            self.resting_until[slot] = self._clock() + delay
+            return delay
 
     def succeeded(self, slot: int) -> None:
         self.failures[slot] = 0
@@ -84,8 +90,9 @@ class PoolHealth:
         """`slot` lost an item on its `attempts`-th try: the slot rests, and the seconds are
         returned if the item may go again (counted as resubmitted), None when its tries are
         spent."""
-        delay = self.failed(slot)
-        if attempts >= self.max_attempts:
-            return None
-        self.resubmitted += 1
-        return delay
+        with self._lock:
+            delay = self.failed(slot)
+            if attempts >= self.max_attempts:
+                return None
+            self.resubmitted += 1
+            return delay

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import ray
 
 from coin_scale.accounting import FORWARDS
@@ -59,6 +60,12 @@ class ReplicaPool(DispatchedPool):
         """Yield results in completion order; a batch whose replica died goes to the next one."""
         return self._run("run", batches, (), on_resubmit)
 
+    def run_pixels(
+        self, batches: Sequence[np.ndarray], on_resubmit: Callable[[int, str], None] | None = None
+    ) -> Iterator[BatchResult]:
+        """Like `run`, on uint8 (batch, channel, crop, crop) images decoded by the caller."""
+        return self._run("run_pixels", batches, (), on_resubmit)
+
     def run_maps(
         self,
         batches: Sequence[Batch],
@@ -80,7 +87,7 @@ class ReplicaPool(DispatchedPool):
     def _run(
         self,
         method: str,
-        batches: Sequence[Batch],
+        batches: Sequence[Any],
         extra: tuple[Any, ...],
         on_resubmit: Callable[[int, str], None] | None,
     ) -> Iterator[Any]:

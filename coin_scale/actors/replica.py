@@ -1,6 +1,7 @@
 """ModelReplica: a Ray actor that holds one copy of the model (a `ReplicaCore`, in
 `coin_scale.models.replica_core`) and returns reduced activations (dissection), a layer's whole
-conv maps (SAE training) or a few units' spatial maps (the sweep's exemplar maps)."""
+conv maps (SAE training), a few units' spatial maps (the sweep's exemplar maps) or the reduced
+activations of images sent already decoded (the agents' measurements)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import threading
 from dataclasses import dataclass
 
+import numpy as np
 import ray
 
 from coin_scale.models.batches import BatchResult, MapsResult, ReplicaWork, UnitMapsResult
@@ -60,6 +62,9 @@ class ModelReplica:
 
     def run(self, work: WorkRef, batch_id: int, items: list[tuple[int, str]]) -> BatchResult:
         return self._core(work).run(batch_id, items)
+
+    def run_pixels(self, work: WorkRef, batch_id: int, pixels: np.ndarray) -> BatchResult:
+        return self._core(work).run_pixels(batch_id, pixels)
 
     def run_maps(
         self, work: WorkRef, batch_id: int, items: list[tuple[int, str]], layer: str

@@ -11,7 +11,9 @@ Three measurements, each in one run, as ratios:
 - faults: the same units at once with `fault_rate` of the calls answered 429 (with Retry-After)
   or 500; how many units still end with a valid label.
 The units are those of the probe CNN architecture with random weights (the bench measures the
-engine, not labels); exemplars are its top images of a rendered probe set.
+engine, not labels); exemplars are its top images of a rendered probe set. The agents measure on
+model replicas, as in a sweep (`coin_scale.sweep.agents.measuring`): agents running at once share
+forward passes, and the concurrency part reports how many passes their measurements took.
 """
 
 from __future__ import annotations
@@ -71,11 +73,15 @@ def run_llm_bench(config: LLMBenchConfig) -> dict[str, Any]:
         if "rate" in config.parts:
             out["rate"] = _rate(config)
         if {"concurrency", "faults"} & set(config.parts):
-            subjects, make_tools = _subjects(config.units)
-            if "concurrency" in config.parts:
-                out["concurrency"] = _concurrency(config, subjects, make_tools)
-            if "faults" in config.parts:
-                out["faults"] = _faults(config, subjects, make_tools)
+            from coin_scale.sweep.agents import measuring
+
+            payload, layer = _probe_model()
+            with measuring(payload, layer, address=config.address) as batcher:
+                subjects, make_tools = _subjects(config.units, payload, layer, batcher)
+                if "concurrency" in config.parts:
+                    out["concurrency"] = _concurrency(config, subjects, make_tools, batcher)
+                if "faults" in config.parts:
+                    out["faults"] = _faults(config, subjects, make_tools)
         return out
     finally:
         session.close()
@@ -158,38 +164,52 @@ async def _hammer(pool: Any, config: LLMBenchConfig) -> int:
     return ok
 
 
-def _subjects(n_units: int):  # type: ignore[no-untyped-def]
-    """`n_units` units of a random-weight probe CNN, with their top rendered exemplars."""
-    import io
-
+def _probe_model():  # type: ignore[no-untyped-def]
+    """The probe CNN with random weights (seed 0) as a payload replicas build, and its last block."""
     import torch
 
-    from coin_scale.agent import ExemplarImage, ExperimentTools, TorchUnitMeter, UnitSubject
     from coin_scale.models.layers import describe_layers, last_block
+    from coin_scale.models.payload import ModelPayload
     from coin_scale.models.preprocess import Preprocess
     from coin_scale.models.probe_cnn import probe_cnn
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        module = probe_cnn().eval()
+    preprocess = Preprocess(resize=64, crop=64, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    payload = ModelPayload(
+        model_id="probe_cnn", arch="probe_cnn", arch_kwargs={}, weights_id="none-seed0",
+        random_weights=True, preprocess=preprocess, class_names=(),
+        state_dict={k: v.detach().clone() for k, v in module.state_dict().items()},
+    )  # fmt: skip
+    return payload, last_block(module, describe_layers(module, "probe_cnn", 64))
+
+
+def _subjects(n_units: int, payload, layer, batcher):  # type: ignore[no-untyped-def]
+    """`n_units` units of the probe CNN, with their top rendered exemplars, and a tools maker
+    whose meters measure through `batcher` (the replicas)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from coin_scale.agent import ExemplarImage, ExperimentTools, UnitSubject
+    from coin_scale.agent.batched_meter import BatchedUnitMeter
     from unity_pool.sampling import sample_scenes
     from unity_pool.tools import LocalRenderer, RenderTools
 
-    torch.manual_seed(0)
-    module = probe_cnn().eval()
-    preprocess = Preprocess(resize=64, crop=64, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
-    layer = last_block(module, describe_layers(module, "probe_cnn", 64))
     scenes = sample_scenes(96, seed=0, width=64, height=64)
     rendered = LocalRenderer().render_many(scenes)
-    from PIL import Image
-
     images = [Image.open(io.BytesIO(r.data)).convert("RGB") for r in rendered]
+    values = batcher.activations(np.stack([payload.preprocess.load(im).numpy() for im in images]))
     subjects = []
     for unit in range(min(n_units, layer.units)):
-        meter = TorchUnitMeter(module, preprocess, layer.name, layer.layout, unit)
-        values = meter.measure(images)
-        top = sorted(range(len(images)), key=lambda i: -values[i])[:8]
+        top = np.argsort(-values[:, unit], kind="stable")[:8]
         subjects.append(
             UnitSubject(
                 model="probe_cnn (random weights)", layer=layer.name, unit=unit,
                 exemplars=tuple(
-                    ExemplarImage(png=rendered[i].data, activation=values[i],
+                    ExemplarImage(png=rendered[i].data, activation=float(values[i, unit]),
                                   attributes=dict(rendered[i].attributes))
                     for i in top
                 ),
@@ -197,7 +217,7 @@ def _subjects(n_units: int):  # type: ignore[no-untyped-def]
         )
 
     def make_tools(subject: UnitSubject) -> ExperimentTools:
-        meter = TorchUnitMeter(module, preprocess, layer.name, layer.layout, subject.unit)
+        meter = BatchedUnitMeter(batcher, payload.preprocess, subject.unit)
         return ExperimentTools(subject, meter, RenderTools(renderer=LocalRenderer()))
 
     return subjects, make_tools
@@ -253,12 +273,14 @@ def _explain(config: LLMBenchConfig, subjects, make_tools, *, concurrency: int, 
     return result, seconds
 
 
-def _concurrency(config: LLMBenchConfig, subjects, make_tools) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def _concurrency(config: LLMBenchConfig, subjects, make_tools, batcher) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     latency = ("--latency", str(config.latency_s))
     one, t_one = _explain(config, subjects, make_tools, concurrency=1, server_args=latency)
+    passes, images = batcher.batches, batcher.images
     many, t_many = _explain(
         config, subjects, make_tools, concurrency=len(subjects), server_args=latency
     )
+    passes, images = batcher.batches - passes, batcher.images - images
     # The same with an instant server: what the experiments, SDKs and Ray cost on this machine.
     _, t_floor = _explain(
         config, subjects, make_tools, concurrency=len(subjects), server_args=("--latency", "0")
@@ -273,6 +295,8 @@ def _concurrency(config: LLMBenchConfig, subjects, make_tools) -> dict[str, Any]
         "all_at_once_instant_server_s": round(t_floor, 2),
         "ok_one_at_a_time": sum(o.status == "ok" for o in one.outcomes),
         "ok_all_at_once": sum(o.status == "ok" for o in many.outcomes),
+        "all_at_once_measured_images": images,
+        "all_at_once_forward_passes": passes,
     }
 
 

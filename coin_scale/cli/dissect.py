@@ -312,6 +312,7 @@ def _explain_layer(
     explained = explain_whole_layer_with_agents(
         prepared, shown, payload, module, layer, args.warehouse, run_id=run_id, kind=kind,
         sae=sae, address=args.address, progress=not args.no_progress, units=units,
+        reduction=args.reduction, replicas=args.replicas,
     )  # fmt: skip
     heldout = _score_held_out(args, split, note, explained, None, labels, run_id, kind)
     return explained, result, payload, heldout

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Literal
 
@@ -83,16 +85,31 @@ class DecodedBatch:
     """(image index, reason) of unreadable or corrupt files."""
 
 
-def decode_batch(items: Sequence[tuple[int, str]], preprocess: Preprocess) -> DecodedBatch:
-    """Read, convert to RGB, resize and crop each (index, path); failures are kept, not raised."""
+def _decode_one(path: str, preprocess: Preprocess) -> torch.Tensor | str:
+    """One image file as `preprocess.load` makes it, or why it could not be read."""
+    try:
+        with Image.open(path) as image:
+            return preprocess.load(image)
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:
+        return f"{type(err).__name__}: {err}".splitlines()[0][:300]
+
+
+def decode_batch(
+    items: Sequence[tuple[int, str]], preprocess: Preprocess, pool: Executor | None = None
+) -> DecodedBatch:
+    """Read, convert to RGB, resize and crop each (index, path); failures are kept, not raised.
+    With `pool` (threads: PIL releases the GIL while it decodes and resizes) the images are
+    decoded in parallel, in the same order."""
+    paths = [path for _, path in items]
+    decode = functools.partial(_decode_one, preprocess=preprocess)
+    loaded = list(pool.map(decode, paths)) if pool is not None and len(items) > 1 else map(decode, paths)
     tensors, indices, failures = [], [], []
-    for index, path in items:
-        try:
-            with Image.open(path) as image:
-                tensors.append(preprocess.load(image))
+    for (index, _), one in zip(items, loaded, strict=True):
+        if isinstance(one, str):
+            failures.append((index, one))
+        else:
+            tensors.append(one)
             indices.append(index)
-        except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as err:
-            failures.append((index, f"{type(err).__name__}: {err}".splitlines()[0][:300]))
     size = preprocess.crop
     pixels = torch.stack(tensors) if tensors else torch.empty(0, 3, size, size, dtype=torch.uint8)
     return DecodedBatch(pixels, indices, failures)

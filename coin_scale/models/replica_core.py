@@ -9,6 +9,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -25,6 +26,15 @@ from coin_scale.models.batches import BatchResult, MapsResult, UnitMapsResult
 from coin_scale.models.layers import Layout
 from coin_scale.models.loading import ModelPayload, build_module
 from coin_scale.models.unit_maps import UnitMapsRequest, capture_unit_maps
+
+
+def decode_threads(device: torch.device, threads: int | None) -> int:
+    """Threads that decode a batch's images: on a GPU, all but one of the replica's cores (the GPU
+    computes, the cores decode); on the CPU one, since the forward pass uses every core (and a
+    second batch decodes while one computes: `ModelReplica` takes two calls at once)."""
+    if device.type == "cuda":
+        return max(1, (threads or 1) - 1)
+    return 1
 
 
 class _StopAfterLayer(Exception):
@@ -56,11 +66,17 @@ class ReplicaCore:
         }
         self.capture = ActivationCapture(module, layers, reductions, transforms)
         self._forward_lock = threading.Lock()
+        self.decode_threads = decode_threads(self.device, threads)
+        self._decoder = (
+            ThreadPoolExecutor(self.decode_threads, thread_name_prefix="decode")
+            if self.decode_threads > 1
+            else None
+        )
 
     def run(self, batch_id: int, items: Sequence[tuple[int, str]]) -> BatchResult:
         """Decode outside the lock (so one batch decodes while another runs), forward inside it."""
         start = time.perf_counter()
-        decoded = decode_batch(items, self.preprocess)
+        decoded = decode_batch(items, self.preprocess, self._decoder)
         activations: dict[str, dict[str, np.ndarray]] = {}
         if decoded.indices:
             with self._forwarding(decoded) as pixels:
@@ -77,6 +93,36 @@ class ReplicaCore:
             seconds=time.perf_counter() - start,
         )
 
+    def run_pixels(self, batch_id: int, pixels: np.ndarray) -> BatchResult:
+        """Like `run`, on images the caller already decoded and preprocessed: uint8 (batch,
+        channel, crop, crop), as `Preprocess.load` makes them (the agents' renders and edits).
+        The result's indices are the batch's rows, 0 to batch - 1."""
+        start = time.perf_counter()
+        expected = (3, self.preprocess.crop, self.preprocess.crop)
+        if pixels.dtype != np.uint8 or pixels.ndim != 4 or tuple(pixels.shape[1:]) != expected:
+            raise ValueError(
+                f"run_pixels: expected uint8 (batch, {', '.join(map(str, expected))}); got "
+                f"{pixels.dtype} {tuple(pixels.shape)}"
+            )
+        # Arrays from the object store are read-only: np.require copies only those.
+        writable = np.require(pixels, requirements=["C_CONTIGUOUS", "WRITEABLE"])
+        decoded = DecodedBatch(torch.from_numpy(writable), list(range(len(pixels))), [])
+        activations: dict[str, dict[str, np.ndarray]] = {}
+        if len(pixels):
+            with self._forwarding(decoded) as inputs:
+                captured = self.capture(inputs)
+            activations = {
+                layer: {r: t.numpy() for r, t in values.items()}
+                for layer, values in captured.items()
+            }
+        return BatchResult(
+            batch_id=batch_id,
+            indices=np.arange(len(pixels), dtype=np.int64),
+            activations=activations,
+            failures=[],
+            seconds=time.perf_counter() - start,
+        )
+
     def run_maps(self, batch_id: int, items: Sequence[tuple[int, str]], layer: str) -> MapsResult:
         """Like `run`, but return `layer`'s whole output as float16 (batch, C, H, W) maps; the
         forward pass stops after that layer."""
@@ -85,7 +131,7 @@ class ReplicaCore:
         target = dict(module.named_modules()).get(layer)
         if target is None:
             raise ValueError(f"model has no module {layer!r}")
-        decoded = decode_batch(items, self.preprocess)
+        decoded = decode_batch(items, self.preprocess, self._decoder)
         maps = np.zeros((0, 0, 0, 0), dtype=np.float16)
         if decoded.indices:
             captured: list[torch.Tensor] = []
@@ -120,7 +166,7 @@ class ReplicaCore:
         """Like `run`, but return the float32 (batch, unit, height, width) maps of each request's
         units (through the layer's SAE when the replica has one, as its dissection did)."""
         start = time.perf_counter()
-        decoded = decode_batch(items, self.preprocess)
+        decoded = decode_batch(items, self.preprocess, self._decoder)
         maps: dict[str, np.ndarray] = {}
         if decoded.indices:
             with self._forwarding(decoded) as pixels:

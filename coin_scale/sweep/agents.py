@@ -2,8 +2,10 @@
 
 Exemplars are each unit's strongest images among the evidence's rows (the dissection's dense
 activations; over a folder probe, without its held-out images), with ground-truth attributes for a
-rendered probe set; activations on new images are measured with the sweep's own module; renders
-and edits go through the in-process procedural renderer. The agents' steps and the gateway's
+rendered probe set. Activations on new images are measured on the model replica pool: every
+agent's `measure` goes through one `MeasureBatcher`, so agents running at once share forward
+passes on the replicas (the driver runs none for them); `visualize(n)` still optimises images
+through the driver's module. Renders and edits go through the in-process procedural renderer. The agents' steps and the gateway's
 ledger are written as soon as the agents finish (they were paid for), keyed by the run id.
 """
 
@@ -11,28 +13,26 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 
 from coin_scale.accounting import CountedRenderer
-from coin_scale.agent import (
-    AgentOutcome,
-    ExperimentTools,
-    TorchUnitMeter,
-    UnitSubject,
-    exemplars_from_paths,
-)
+from coin_scale.agent import AgentOutcome, ExperimentTools, UnitSubject, exemplars_from_paths
+from coin_scale.agent.batched_meter import BatchedUnitMeter, MeasureBatcher
 from coin_scale.agent.visualizer import TorchUnitVisualizer
 from coin_scale.explain.evidence import LayerEvidence
 from coin_scale.explain.explanation import Explanation, from_agent
 from coin_scale.explain.llm import PreparedLLM, explain_subjects
 from coin_scale.explain.resume import ExplainCheckpoint, scope_name
 from coin_scale.models import ModelPayload
-from coin_scale.models.activations import SAEUnits, sae_code_maps
+from coin_scale.models.activations import Reduction, SAEUnits
+from coin_scale.models.batches import ReplicaWork
 from coin_scale.models.layers import LayerInfo
-from coin_scale.runtime.pools import gateway_pool
+from coin_scale.runtime.pools import gateway_pool, replica_pool
 from coin_scale.storage import Warehouse
 from coin_scale.storage.schemas import experiments, llm_calls
 from unity_pool.tools import LocalRenderer, RenderTools
@@ -41,6 +41,11 @@ log = logging.getLogger(__name__)
 
 AGENT_EXEMPLARS = 12
 """Exemplars each agent can see (the first message shows `AgentConfig.exemplars_shown`)."""
+
+MEASURE_BATCH = 64
+"""Most images in one shared measuring pass on a replica (the agents' requests gathered)."""
+MEASURE_WINDOW_S = 0.005
+"""How long a shared measuring pass waits for more agents' images once the first arrives."""
 
 
 @dataclass
@@ -72,6 +77,41 @@ class AgentRun:
     run_id: str
     address: str | None = None
     progress: bool = True
+    reduction: Reduction = "max"
+    """The dissection's spatial reduction: activations the agents measure compare with the
+    exemplars' only when reduced the same way."""
+    replicas: int | None = None
+    """Model replicas measuring for the agents (None: one per GPU, else one using every core)."""
+
+
+@contextmanager
+def measuring(
+    payload: ModelPayload,
+    layer: LayerInfo,
+    sae: SAEUnits | None = None,
+    *,
+    reduction: Reduction = "max",
+    address: str | None = None,
+    replicas: int | None = None,
+) -> Iterator[MeasureBatcher]:
+    """Model replicas of `layer` (its SAE's features with `sae`) behind one `MeasureBatcher`: the
+    agents' measurements, gathered into shared forward passes on the pool."""
+    work = ReplicaWork(payload, {layer.name: layer.layout}, (reduction,), {layer.name: sae} if sae else None)
+    with replica_pool(work, address=address, replicas=replicas) as pool:
+
+        def forward(pixels: Any) -> Any:
+            (result,) = pool.run_pixels([pixels])
+            return result.activations[layer.name][reduction]
+
+        in_flight = pool.in_flight_each * len(pool.actors)
+        with MeasureBatcher(
+            forward, max_images=MEASURE_BATCH, window_s=MEASURE_WINDOW_S, in_flight=in_flight
+        ) as batcher:
+            yield batcher
+        log.info(
+            "agents' measurements: %d images in %d forward passes on the replicas",
+            batcher.images, batcher.batches,
+        )  # fmt: skip
 
 
 def explain_with_agents(
@@ -104,9 +144,15 @@ def explain_with_agents(
     todo = [s for s in subjects if s.unit not in done]
     calls: list[llm_calls.Row] = [c for u in units if u in done for c in done[u].calls]
     if todo:
-        with gateway_pool(prepared, address=run.address) as gateways:
+        with (
+            measuring(
+                payload, layer, sae, reduction=run.reduction, address=run.address,
+                replicas=run.replicas,
+            ) as batcher,
+            gateway_pool(prepared, address=run.address) as gateways,
+        ):
             result = explain_subjects(
-                prepared, todo, _tool_maker(payload, module, layer, sae), run_id=run_id,
+                prepared, todo, _tool_maker(payload, module, layer, sae, batcher), run_id=run_id,
                 gateways=gateways, progress=run.progress,
                 on_outcome=lambda subject, outcome, mine: save_finished_unit(
                     ckpt, FinishedUnit(subject.unit, outcome, mine)
@@ -182,16 +228,18 @@ def _subjects(
 
 
 def _tool_maker(
-    payload: ModelPayload, module: torch.nn.Module, layer: LayerInfo, sae: SAEUnits | None
+    payload: ModelPayload,
+    module: torch.nn.Module,
+    layer: LayerInfo,
+    sae: SAEUnits | None,
+    batcher: MeasureBatcher,
 ) -> Callable[[UnitSubject], ExperimentTools]:
-    """A subject's tools: measured and visualized through `module` (and `sae`'s features)."""
+    """A subject's tools: measured on the replicas through `batcher`, visualized through `module`
+    (and `sae`'s features)."""
     built = sae.build() if sae else None
-    transform = sae_code_maps(built) if built is not None else None
 
     def make_tools(subject: UnitSubject) -> ExperimentTools:
-        meter = TorchUnitMeter(
-            module, payload.preprocess, layer.name, layer.layout, subject.unit, transform=transform
-        )
+        meter = BatchedUnitMeter(batcher, payload.preprocess, subject.unit)
         visualizer = TorchUnitVisualizer(
             module, payload.preprocess, layer.name, layer.layout, subject.unit,
             direction=built.w_dec[subject.unit].detach() if built is not None else None,

@@ -17,7 +17,7 @@ from coin_scale.explain.llm import PreparedLLM
 from coin_scale.explain.resume import clear_run
 from coin_scale.explain.whole_layer import LayerExplanations
 from coin_scale.models import ModelPayload
-from coin_scale.models.activations import SAEUnits
+from coin_scale.models.activations import Reduction, SAEUnits
 from coin_scale.models.layers import LayerInfo
 from coin_scale.storage import Warehouse
 from coin_scale.storage.schemas import get_spec
@@ -38,14 +38,18 @@ def explain_whole_layer_with_agents(
     address: str | None = None,
     progress: bool = True,
     units: Sequence[int] | None = None,
+    reduction: Reduction = "max",
+    replicas: int | None = None,
 ) -> LayerExplanations:
     """Explain every unit of `evidence` (or only `units`) with its own agent and store the rows
-    under `run_id` (with the agents' steps in `experiments` and their requests in `llm_calls`)."""
+    under `run_id` (with the agents' steps in `experiments` and their requests in `llm_calls`).
+    `reduction` is the dissection's; `replicas` the model replicas measuring for the agents."""
     chosen = units
     units = list(units) if units is not None else list(range(int(evidence.activations.shape[1])))
     run = AgentRun(
-        prepared=prepared, warehouse=warehouse, run_id=run_id, address=address, progress=progress
-    )
+        prepared=prepared, warehouse=warehouse, run_id=run_id, address=address, progress=progress,
+        reduction=reduction, replicas=replicas,
+    )  # fmt: skip
     explainer = AgentExplainer(run, payload, module, layer, sae=sae)
     explanations = explainer.explain(evidence, units)
     rows = explanation_rows(

@@ -1,0 +1,174 @@
+"""Many agents' measurements gathered into shared forward passes.
+
+Every agent's `measure(images)` needs the same thing from the model: one forward pass to the
+unit's layer, reduced over space. Agents that run at once on one layer therefore share passes:
+`MeasureBatcher` gathers the requests that arrive within a short window (or until a batch is
+full) into one batch, runs it through `forward` (in production a call on the model replica pool,
+`coin_scale.sweep.agents`), and hands each request its rows. `BatchedUnitMeter` is the agent's
+`UnitMeter` on top of it. Pure threads; the batcher knows nothing of Ray or the model.
+
+32 agents measuring 10 images each at once cost ceil(320 / max_images) passes, not 32.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+
+from coin_scale.models.preprocess import Preprocess
+
+PooledForward = Callable[[np.ndarray], np.ndarray]
+"""uint8 (batch, channel, crop, crop) images -> float32 (batch, unit) reduced activations of the
+layer (every unit: a pass costs the same whichever units are read)."""
+
+
+@dataclass
+class _Request:
+    pixels: np.ndarray
+    done: Future[np.ndarray] = field(default_factory=Future)
+
+
+class MeasureBatcher:
+    """Gathers concurrent requests into batches of at most `max_images`, each run by `forward`.
+
+    A batch leaves when it is full, when `window_s` has passed since its first request arrived,
+    or at once when nothing else is in flight and the window has passed; while `in_flight`
+    batches run, new requests keep gathering. A request larger than `max_images` is split.
+    Thread-safe; `close()` (or the context manager) stops the gathering thread after the queue
+    is drained.
+    """
+
+    def __init__(
+        self,
+        forward: PooledForward,
+        *,
+        max_images: int = 64,
+        window_s: float = 0.005,
+        in_flight: int = 2,
+    ) -> None:
+        if max_images < 1 or in_flight < 1 or window_s < 0:
+            raise ValueError(
+                f"MeasureBatcher: max_images and in_flight must be >= 1 and window_s >= 0; got "
+                f"{max_images}, {in_flight}, {window_s}"
+            )
+        self.forward = forward
+        self.max_images = max_images
+        self.window_s = window_s
+        self._slots = threading.Semaphore(in_flight)
+        self._queue: list[_Request] = []
+        self._ready = threading.Condition()
+        self._closed = False
+        self.batches = 0
+        """Forward passes run so far."""
+        self.images = 0
+        """Images measured so far."""
+        self._thread = threading.Thread(target=self._loop, name="measure-batcher", daemon=True)
+        self._thread.start()
+
+    def activations(self, pixels: np.ndarray) -> np.ndarray:
+        """float32 (n, unit) activations of uint8 (n, channel, crop, crop) images; blocks until
+        their batch has run, and raises the batch's error if it failed."""
+        if len(pixels) == 0:
+            return np.zeros((0, 0), dtype=np.float32)
+        requests = [
+            _Request(pixels[i : i + self.max_images]) for i in range(0, len(pixels), self.max_images)
+        ]
+        with self._ready:
+            if self._closed:
+                raise RuntimeError("MeasureBatcher is closed")
+            self._queue.extend(requests)
+            self._ready.notify()
+        return np.concatenate([r.done.result() for r in requests])
+
+    def close(self) -> None:
+        """Stop after the requests already queued have run."""
+        with self._ready:
+            self._closed = True
+            self._ready.notify()
+        self._thread.join()
+
+    def __enter__(self) -> MeasureBatcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _loop(self) -> None:
+        while True:
+            batch = self._gather()
+            if batch is None:
+                return
+            self._slots.acquire()  # while every slot is busy, later requests keep queueing
+            threading.Thread(target=self._run, args=(batch,), daemon=True).start()
+
+    def _gather(self) -> list[_Request] | None:
+        """The next batch: wait for a first request, then for more until full or the window ends."""
+        with self._ready:
+            while not self._queue:
+                if self._closed:
+                    return None
+                self._ready.wait()
+            deadline = time.monotonic() + self.window_s
+            while self._size() < self.max_images and not self._closed:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._ready.wait(left)
+            batch: list[_Request] = []
+            total = 0
+            while self._queue and (not batch or total + len(self._queue[0].pixels) <= self.max_images):
+                request = self._queue.pop(0)
+                batch.append(request)
+                total += len(request.pixels)
+            return batch
+
+    def _size(self) -> int:
+        return sum(len(r.pixels) for r in self._queue)
+
+    def _run(self, batch: list[_Request]) -> None:
+        try:
+            pixels = np.concatenate([r.pixels for r in batch])
+            values = np.asarray(self.forward(pixels), dtype=np.float32)
+            if values.ndim != 2 or len(values) != len(pixels):
+                raise RuntimeError(
+                    f"forward returned shape {values.shape} for {len(pixels)} images"
+                )
+            self.batches += 1
+            self.images += len(pixels)
+            start = 0
+            for request in batch:
+                request.done.set_result(values[start : start + len(request.pixels)])
+                start += len(request.pixels)
+        except BaseException as err:  # every waiting agent gets the error, none hangs
+            for request in batch:
+                if not request.done.done():
+                    request.done.set_exception(err)
+        finally:
+            self._slots.release()
+
+
+class BatchedUnitMeter:
+    """One unit's `UnitMeter` through a shared `MeasureBatcher`: images are preprocessed here as
+    a dissection's are (`Preprocess.load`), measured in the batcher's shared passes, and the
+    unit's column read."""
+
+    def __init__(self, batcher: MeasureBatcher, preprocess: Preprocess, unit: int) -> None:
+        self.batcher = batcher
+        self.preprocess = preprocess
+        self.unit = unit
+
+    def measure(self, images: Sequence[Image.Image]) -> list[float]:
+        """The unit's activation on every image, in order."""
+        if not images:
+            return []
+        pixels = np.stack([self.preprocess.load(image).numpy() for image in images])
+        values = self.batcher.activations(pixels)
+        if values.shape[1] <= self.unit:
+            raise RuntimeError(f"the layer has {values.shape[1]} units; no unit {self.unit}")
+        return [float(v) for v in values[:, self.unit]]
