@@ -10,6 +10,18 @@ import pytest
 from coin_scale.bench.images import write_synthetic_images
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `gpu` run wherever CUDA exists and are skipped, saying why, elsewhere."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device (none here)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def ray_cluster():
     """A real local Ray instance with 2 CPUs, shared by every test that needs Ray."""

@@ -243,28 +243,28 @@ def _agents(cache: str, after: int | None, nodes: dict[str, Any], head: Any) -> 
     is killed after that many measurements."""
     from coin_scale.actors.llm_gateway import GatewayPool, GatewaySpec
     from coin_scale.agent import ExperimentTools
-    from coin_scale.agent.batched_meter import BatchedUnitMeter
     from coin_scale.bench.llm_bench import _probe_model, _subjects
     from coin_scale.explain.llm import LLMExplainerConfig, explain_subjects, prepare
-    from coin_scale.sweep.agents import measuring
+    from coin_scale.sweep.agents import agent_replicas
     from coin_scale.testing.agent_policies import ExperimenterPolicy
     from coin_scale.testing.fakeserver import FakeProviderServer
     from unity_pool.tools import LocalRenderer, RenderTools
 
     payload, layer = _probe_model()
     state: dict[str, Any] = {"lock": threading.Lock(), "measured": 0, "killed": [], "nodes": nodes}
-    with FakeProviderServer("openai", ExperimenterPolicy()) as server, measuring(
+    with FakeProviderServer("openai", ExperimenterPolicy()) as server, agent_replicas(
         payload, layer, replicas=2
-    ) as batcher:
+    ) as replicas:
+        batcher = replicas.batcher
         replica_nodes = sorted(
             name for name, node in nodes.items() for _ in actors_named(node, "ModelReplica")
         )
         on_head = actors_named(head, "ModelReplica")
-        subjects, _ = _subjects(4, payload, layer, batcher)
+        subjects, _ = _subjects(4, payload, layer, replicas)
         before = (batcher.batches, batcher.images)
 
         def tools(subject: Any) -> ExperimentTools:
-            meter = KillReplicaAfter(BatchedUnitMeter(batcher, payload.preprocess, subject.unit), after, state)
+            meter = KillReplicaAfter(replicas.meter(subject.unit), after, state)
             return ExperimentTools(subject, meter, RenderTools(renderer=LocalRenderer()))
 
         prepared = prepare(

@@ -154,7 +154,7 @@ ARGS = ["eval", "mis", "--model", "resnet18", "--weights", "none", "--layer", "l
 
 
 def test_cli_scores_units_and_writes_the_warehouse(
-    probe_dir, tmp_path, monkeypatch, capsys, caplog
+    ray_cluster, probe_dir, tmp_path, monkeypatch, capsys, caplog
 ):
     monkeypatch.setitem(sim.SIMILARITIES, "mean-colour", lambda cache: _mean_colour)
     warehouse = tmp_path / "wh"
@@ -236,7 +236,9 @@ def test_a_unit_that_is_its_concept_detects_it_perfectly():
     assert second is not None and second.auprc < 1.0
 
 
-def test_cli_records_a_run_that_fails_after_it_started(probe_dir, tmp_path, monkeypatch, capsys):
+def test_cli_records_a_run_that_fails_after_it_started(
+    ray_cluster, probe_dir, tmp_path, monkeypatch, capsys
+):
     """Too few probe images for the tasks is found once the run has started (the model and layer
     are checked, the probe pass done): the `runs` row ends 'failed' with the error, no scores."""
     monkeypatch.setitem(sim.SIMILARITIES, "mean-colour", lambda cache: _mean_colour)
@@ -262,3 +264,22 @@ def test_cli_writes_nothing_for_a_bad_run_id(probe_dir, tmp_path, monkeypatch, c
                  "--warehouse", str(tmp_path / "wh"), "--run-id", "../x"])  # fmt: skip
     assert code == 2 and "--run-id '../x' is not a safe path component" in capsys.readouterr().err
     assert not (tmp_path / "wh").exists()
+
+
+def test_the_probe_pass_on_the_replicas_gives_the_in_process_scores(ray_cluster, probe_dir):
+    """Issue 19: MIS's activations are a call on the model replica pool (what `eval mis` does);
+    the activations, the images read and so every score are those of the pass in this process."""
+    from coin_scale.eval.mis import MISRunConfig, run_mis
+    from coin_scale.runtime.pools import replica_opener
+
+    config = MISRunConfig(
+        model="resnet18", weights="none", layer="layer4", units=(0, 3, 9), probe=str(probe_dir),
+        similarity="mean-colour", mis=MISConfig(k=3, n=6, quantile=0.5),
+    )  # fmt: skip
+    here = run_mis(config, _mean_colour)
+    there = run_mis(config, _mean_colour, open_pool=replica_opener(address=None, replicas=None))
+    assert there.n_images == here.n_images == 36  # the corrupt file skipped on both
+    assert there.units == here.units == (0, 3, 9)
+    for a, b in zip(here.scores, there.scores, strict=True):
+        assert a.mis == pytest.approx(b.mis, abs=1e-9) and a.accuracy == pytest.approx(b.accuracy)
+        assert [t.correct for t in a.answers] == [t.correct for t in b.answers]

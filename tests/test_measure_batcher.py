@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -153,17 +154,18 @@ def test_run_pixels_refuses_images_of_another_size():
 
 
 def test_agents_measure_on_the_replicas_through_one_batcher(ray_cluster):
-    """The sweep's `measuring`: replicas on Ray, many threads at once, the SAE's features too;
+    """The sweep's `agent_replicas`: replicas on Ray, many threads at once, the SAE's features too;
     every pass is counted on the replicas and none in the driver."""
     from coin_scale.models.sae import SparseAutoencoder
     from coin_scale.models.sae_config import SAEConfig
-    from coin_scale.sweep.agents import measuring
+    from coin_scale.sweep.agents import agent_replicas
 
     payload, module = _probe_payload()
     layer = last_block(module, describe_layers(module, "probe_cnn", 32))
     images = _images(6)
     before = FORWARDS.snapshot()
-    with measuring(payload, layer) as batcher:
+    with agent_replicas(payload, layer) as replicas:
+        batcher = replicas.batcher
         got: dict[int, list[float]] = {}
         threads = [
             threading.Thread(target=lambda u=u: got.__setitem__(u, BatchedUnitMeter(batcher, PREPROCESS, u).measure(images)))
@@ -184,11 +186,35 @@ def test_agents_measure_on_the_replicas_through_one_batcher(ray_cluster):
     config = SAEConfig(model="probe_cnn", layer=layer.name, d_in=layer.units, expansion=2, k=4)
     sae = SparseAutoencoder(config.d_in, config.d_sae, config.k, config.kind).eval()
     units = SAEUnits(config=config, state={k: v.clone() for k, v in sae.state_dict().items()}, sha256="x")
-    with measuring(payload, layer, units) as batcher:
-        features = BatchedUnitMeter(batcher, PREPROCESS, 3).measure(images)
+    with agent_replicas(payload, layer, units) as replicas:
+        features = replicas.meter(3).measure(images)
     from coin_scale.models.activations import sae_code_maps
 
     want = TorchUnitMeter(
         module, PREPROCESS, layer.name, layer.layout, 3, transform=sae_code_maps(units.build())
     ).measure(images)
     np.testing.assert_allclose(features, want, rtol=1e-4, atol=1e-5)
+
+
+def test_agents_visualize_on_a_replica_as_in_process(ray_cluster):
+    """`visualize(n)` runs on a replica from a picklable spec: the same images as the driver-side
+    visualizer's (the same seed and optimisation), counted as the replica's passes."""
+    from coin_scale.agent.visualizer import TorchUnitVisualizer
+    from coin_scale.sweep.agents import agent_replicas
+
+    payload, module = _probe_payload()
+    layer = last_block(module, describe_layers(module, "probe_cnn", 32))
+    before = FORWARDS.snapshot()
+    with agent_replicas(payload, layer) as replicas:
+        visualizer = replicas.visualizer(4)
+        visualizer.spec = replace(visualizer.spec, steps=6)
+        got = visualizer.visualize(2, seed=3)
+        with pytest.raises(ValueError, match="n: expected 1 to 4"):
+            visualizer.visualize(9, seed=0)
+    used = FORWARDS.snapshot().minus(before).to_dict()
+    assert used["replicas"] == {"passes": 7, "images": 14} and used["driver"]["passes"] == 0
+    local = TorchUnitVisualizer(module, PREPROCESS, layer.name, layer.layout, 4, steps=6)
+    want = local.visualize(2, seed=3)
+    assert [im.size for im in got] == [im.size for im in want] == [(32, 32)] * 2
+    diff = np.abs(np.asarray(got[0], float) - np.asarray(want[0], float)).mean()
+    assert diff < 2.0  # 8-bit images of the same optimisation (thread counts may differ)

@@ -13,13 +13,23 @@ import ray
 from coin_scale.accounting import FORWARDS
 from coin_scale.actors.dispatch import DispatchedPool, Dispatcher
 from coin_scale.actors.replica import ModelReplica, WorkRef
-from coin_scale.models.batches import Batch, BatchResult, MapsResult, ReplicaWork, UnitMapsResult
+from coin_scale.models.batches import (
+    Batch,
+    BatchResult,
+    MapsResult,
+    ReplicaWork,
+    UnitMapsResult,
+    VisualizeResult,
+)
 from coin_scale.models.unit_maps import UnitMapsRequest
 
 
 def _counted(result: Any) -> Any:
-    """A replica's batch result, its forward pass counted in this process's ledger."""
-    FORWARDS.count("replicas", len(result.indices))
+    """A replica's batch result, its forward passes counted in this process's ledger."""
+    if isinstance(result, VisualizeResult):
+        FORWARDS.count("replicas", result.images, result.passes)
+    else:
+        FORWARDS.count("replicas", len(result.indices))
     return result
 
 
@@ -65,6 +75,12 @@ class ReplicaPool(DispatchedPool):
     ) -> Iterator[BatchResult]:
         """Like `run`, on uint8 (batch, channel, crop, crop) images decoded by the caller."""
         return self._run("run_pixels", batches, (), on_resubmit)
+
+    def visualize(
+        self, requests: Sequence[tuple[Any, int, int]]
+    ) -> Iterator[VisualizeResult]:
+        """Feature visualizations, one (spec, n, seed) request each (`ModelReplica.visualize`)."""
+        return self._run("visualize", requests, (), None)
 
     def run_maps(
         self,

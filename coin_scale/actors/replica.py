@@ -7,12 +7,20 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from dataclasses import dataclass
 
 import numpy as np
 import ray
 
-from coin_scale.models.batches import BatchResult, MapsResult, ReplicaWork, UnitMapsResult
+from coin_scale.agent.visualizer import VisualizationSpec, render_pngs
+from coin_scale.models.batches import (
+    BatchResult,
+    MapsResult,
+    ReplicaWork,
+    UnitMapsResult,
+    VisualizeResult,
+)
 from coin_scale.models.replica_core import ReplicaCore
 from coin_scale.models.unit_maps import UnitMapsRequest
 
@@ -79,6 +87,21 @@ class ModelReplica:
         requests: tuple[UnitMapsRequest, ...],
     ) -> UnitMapsResult:
         return self._core(work).run_unit_maps(batch_id, items, requests)
+
+    def visualize(
+        self, work: WorkRef, batch_id: int, request: tuple[VisualizationSpec, int, int]
+    ) -> VisualizeResult:
+        """`n` feature visualizations of `spec` (request: spec, n, seed) on this replica's model."""
+        spec, n, seed = request
+        start = time.perf_counter()
+        core = self._core(work)
+        with core.exclusive() as module:
+            pngs = render_pngs(module, core.preprocess, spec, n, seed)
+        passes = spec.steps + 1  # the optimisation's steps, then the final images measured
+        return VisualizeResult(
+            batch_id=batch_id, pngs=pngs, passes=passes, images=passes * n,
+            seconds=time.perf_counter() - start,
+        )  # fmt: skip
 
     def pid(self) -> int:
         return os.getpid()

@@ -9,6 +9,8 @@ it on a CPU, under the module's lock, since meters of the same module share it.
 
 from __future__ import annotations
 
+import io
+from dataclasses import dataclass
 from typing import Protocol
 
 import torch
@@ -30,6 +32,37 @@ class Visualizer(Protocol):
     def visualize(self, n: int, seed: int) -> list[Image.Image]:
         """`n` images, deterministic for `seed`."""
         ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class VisualizationSpec:
+    """What a `TorchUnitVisualizer` optimises, as plain picklable data: a replica builds the
+    visualizer from it on its own copy of the model (`render_pngs`)."""
+
+    layer: str
+    layout: Layout
+    unit: int
+    direction: torch.Tensor | None = None
+    """An SAE feature's decoder column (d_in,), or None for the channel."""
+    steps: int = 48
+    size: int | None = None
+    lr: float = 0.05
+    diversity_weight: float = 0.05
+    polish: float = DEFAULT_POLISH
+
+
+def render_pngs(
+    module: nn.Module, preprocess: Preprocess, spec: VisualizationSpec, n: int, seed: int
+) -> list[bytes]:
+    """`n` visualizations of `spec` through `module` (the caller holds whatever lock keeps other
+    hooks off the module), PNG-encoded."""
+    visualizer = TorchUnitVisualizer.from_spec(module, preprocess, spec)
+    out = []
+    for image in visualizer.visualize(n, seed, locked=False):
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        out.append(buffer.getvalue())
+    return out
 
 
 class TorchUnitVisualizer:
@@ -65,6 +98,25 @@ class TorchUnitVisualizer:
         self.diversity_weight = diversity_weight
         self.polish = polish
 
+    @classmethod
+    def from_spec(
+        cls, module: nn.Module, preprocess: Preprocess, spec: VisualizationSpec
+    ) -> TorchUnitVisualizer:
+        """The visualizer of `spec` through `module`."""
+        return cls(
+            module, preprocess, spec.layer, spec.layout, spec.unit, direction=spec.direction,
+            steps=spec.steps, size=spec.size, lr=spec.lr, diversity_weight=spec.diversity_weight,
+            polish=spec.polish,
+        )  # fmt: skip
+
+    def spec(self) -> VisualizationSpec:
+        """This visualizer as plain data (what a replica needs to rebuild it)."""
+        return VisualizationSpec(
+            layer=self.layer_name, layout=self.layout, unit=self.unit, direction=self.direction,
+            steps=self.steps, size=self.size, lr=self.lr, diversity_weight=self.diversity_weight,
+            polish=self.polish,
+        )  # fmt: skip
+
     def objective(self, n: int = 1):  # type: ignore[no-untyped-def]
         """What the images maximise: the unit (channel mean or direction), plus diversity for n > 1."""
         from coin_scale.visualize import channel, direction, diversity
@@ -79,14 +131,18 @@ class TorchUnitVisualizer:
             )
         return objective
 
-    def visualize(self, n: int, seed: int) -> list[Image.Image]:
-        """`n` images optimised for the unit, 8-bit RGB at `size` pixels."""
+    def visualize(self, n: int, seed: int, *, locked: bool = True) -> list[Image.Image]:
+        """`n` images optimised for the unit, 8-bit RGB at `size` pixels; under the module's lock
+        unless `locked` is False (the caller keeps other hooks off the module)."""
+        import contextlib
+
         from coin_scale.visualize import make_param, render, standard_transforms, to_pil
 
         if not 1 <= n <= MAX_VISUALIZATIONS:
             raise ValueError(f"n: expected 1 to {MAX_VISUALIZATIONS}; got {n}")
         param = make_param("fft", self.size, batch=n, generator=torch.Generator().manual_seed(seed))
-        with module_lock(self.module):
+        lock = module_lock(self.module) if locked else contextlib.nullcontext()
+        with lock:
             result = render(
                 self.module, self.objective(n), param, steps=self.steps, lr=self.lr,
                 transforms=standard_transforms(self.size), seed=seed, preprocess=self.preprocess,

@@ -12,7 +12,7 @@ Three measurements, each in one run, as ratios:
   or 500; how many units still end with a valid label.
 The units are those of the probe CNN architecture with random weights (the bench measures the
 engine, not labels); exemplars are its top images of a rendered probe set. The agents measure on
-model replicas, as in a sweep (`coin_scale.sweep.agents.measuring`): agents running at once share
+model replicas, as in a sweep (`coin_scale.sweep.agents.agent_replicas`): agents at once share
 forward passes, and the concurrency part reports how many passes their measurements took.
 """
 
@@ -73,11 +73,12 @@ def run_llm_bench(config: LLMBenchConfig) -> dict[str, Any]:
         if "rate" in config.parts:
             out["rate"] = _rate(config)
         if {"concurrency", "faults"} & set(config.parts):
-            from coin_scale.sweep.agents import measuring
+            from coin_scale.sweep.agents import agent_replicas
 
             payload, layer = _probe_model()
-            with measuring(payload, layer, address=config.address) as batcher:
-                subjects, make_tools = _subjects(config.units, payload, layer, batcher)
+            with agent_replicas(payload, layer, address=config.address) as replicas:
+                batcher = replicas.batcher
+                subjects, make_tools = _subjects(config.units, payload, layer, replicas)
                 if "concurrency" in config.parts:
                     out["concurrency"] = _concurrency(config, subjects, make_tools, batcher)
                 if "faults" in config.parts:
@@ -185,23 +186,23 @@ def _probe_model():  # type: ignore[no-untyped-def]
     return payload, last_block(module, describe_layers(module, "probe_cnn", 64))
 
 
-def _subjects(n_units: int, payload, layer, batcher):  # type: ignore[no-untyped-def]
+def _subjects(n_units: int, payload, layer, replicas):  # type: ignore[no-untyped-def]
     """`n_units` units of the probe CNN, with their top rendered exemplars, and a tools maker
-    whose meters measure through `batcher` (the replicas)."""
+    whose meters measure on `replicas` (`sweep.agents.AgentReplicas`)."""
     import io
 
     import numpy as np
     from PIL import Image
 
     from coin_scale.agent import ExemplarImage, ExperimentTools, UnitSubject
-    from coin_scale.agent.batched_meter import BatchedUnitMeter
     from unity_pool.sampling import sample_scenes
     from unity_pool.tools import LocalRenderer, RenderTools
 
     scenes = sample_scenes(96, seed=0, width=64, height=64)
     rendered = LocalRenderer().render_many(scenes)
     images = [Image.open(io.BytesIO(r.data)).convert("RGB") for r in rendered]
-    values = batcher.activations(np.stack([payload.preprocess.load(im).numpy() for im in images]))
+    pixels = np.stack([payload.preprocess.load(im).numpy() for im in images])
+    values = replicas.batcher.activations(pixels)
     subjects = []
     for unit in range(min(n_units, layer.units)):
         top = np.argsort(-values[:, unit], kind="stable")[:8]
@@ -217,8 +218,7 @@ def _subjects(n_units: int, payload, layer, batcher):  # type: ignore[no-untyped
         )
 
     def make_tools(subject: UnitSubject) -> ExperimentTools:
-        meter = BatchedUnitMeter(batcher, payload.preprocess, subject.unit)
-        return ExperimentTools(subject, meter, RenderTools(renderer=LocalRenderer()))
+        return ExperimentTools(subject, replicas.meter(subject.unit), RenderTools(renderer=LocalRenderer()))
 
     return subjects, make_tools
 

@@ -310,7 +310,7 @@ def _explain_layer(
                        payload.model_id)  # fmt: skip
     sae = load_sae_units(args.sae, payload, layer) if args.units == "sae" else None
     explained = explain_whole_layer_with_agents(
-        prepared, shown, payload, module, layer, args.warehouse, run_id=run_id, kind=kind,
+        prepared, shown, payload, layer, args.warehouse, run_id=run_id, kind=kind,
         sae=sae, address=args.address, progress=not args.no_progress, units=units,
         reduction=args.reduction, replicas=args.replicas,
     )  # fmt: skip

@@ -141,6 +141,8 @@ def _register_mis(evals: argparse._SubParsersAction) -> None:
     m.add_argument("--run-id", default=None,
                    help="run id of the scores rows (default mis-MODEL-LAYER-SIMILARITY)")  # fmt: skip
     m.add_argument("--json", action="store_true", help="print JSON (settings and every unit)")
+    m.add_argument("--address", default=None,
+                   help="Ray cluster of the model replicas (default: a local Ray)")  # fmt: skip
     m.set_defaults(func=run_mis)
 
 
@@ -186,7 +188,11 @@ def run_mis(args: argparse.Namespace) -> int:
                               alpha=args.alpha),
             )  # fmt: skip
             started_at = datetime.now(UTC)
-            result = run(config, on_start=start)
+            from coin_scale.runtime.pools import replica_opener
+
+            # The probe pass on model replicas (a local Ray unless --address), as a dissection's.
+            opener = replica_opener(address=args.address, replicas=None)
+            result = run(config, on_start=start, open_pool=opener)
             if started:  # scores, then 'complete'
                 store_scores(started[0], result, config)
         except ValueError as err:

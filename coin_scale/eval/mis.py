@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
     from coin_scale.eval.explained_detection import ExplainedDetection
     from coin_scale.eval.similarity import Similarity
+    from coin_scale.models.batches import OpenReplicas
     from coin_scale.probe import ProbeSet
     from coin_scale.storage.runs import RunRecorder
     from coin_scale.storage.schemas.scores import Row as ScoreRow
@@ -334,6 +335,25 @@ def layer_activations(
     return torch.cat(rows).numpy(), read
 
 
+def replica_activations(
+    open_pool: OpenReplicas, payload: Any, layer: Any, paths: Sequence[str], config: MISRunConfig
+) -> tuple[np.ndarray, list[int]]:
+    """`layer_activations` on model replicas from `open_pool`: the same decoding, hooks and
+    reduction, in the replicas' processes (GPUs where present)."""
+    from coin_scale.models.batches import ReplicaWork, dense_activations
+
+    work = ReplicaWork(payload, {layer.name: layer.layout}, (config.reduction,))
+    with open_pool(work) as runner:
+        acts, read, failures = dense_activations(
+            runner, paths, layer.name, config.reduction, config.batch_size
+        )
+    for index, reason in failures:
+        log.warning("skipped unreadable probe image %s: %s", paths[index], reason)
+    if not read:
+        raise ValueError("no probe image could be read")
+    return acts, read
+
+
 def probe_set(config: MISRunConfig) -> ProbeSet:
     """The probe set: the cached rendered set (64 px) or the given folder."""
     from coin_scale.probe import scan_probe
@@ -371,13 +391,15 @@ def run_mis(
     similarity: Similarity | None = None,
     *,
     on_start: Callable[[str, str], None] | None = None,
+    open_pool: OpenReplicas | None = None,
 ) -> MISRunResult:
     """Measure the layer's units over the probe set and score each one's MIS.
 
     The similarity is loaded by name (`config.similarity`) before any model work, so a missing
     package or weights fails fast; pass `similarity` to use another one (tests). `on_start(model
     id, layer)` is called once the model, layer and units are checked, before the probe pass (the
-    CLI starts its `runs` row there)."""
+    CLI starts its `runs` row there). With `open_pool` (the CLI passes replicas on Ray) the probe
+    pass runs on the model replica pool; without it, in this process."""
     from PIL import Image
 
     from coin_scale.eval.similarity import load_similarity
@@ -405,10 +427,13 @@ def run_mis(
         on_start(payload.model_id, layer.name)
     probe = probe_set(config)
     paths = [image.path for image in probe.images]
-    acts, read = layer_activations(
-        module, payload.preprocess, layer, paths,
-        reduction=config.reduction, batch_size=config.batch_size,
-    )  # fmt: skip
+    if open_pool is None:
+        acts, read = layer_activations(
+            module, payload.preprocess, layer, paths,
+            reduction=config.reduction, batch_size=config.batch_size,
+        )  # fmt: skip
+    else:
+        acts, read = replica_activations(open_pool, payload, layer, paths, config)
     cache: dict[int, Image.Image] = {}
 
     def load(i: int) -> Image.Image:  # i indexes the images read

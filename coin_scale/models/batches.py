@@ -67,6 +67,19 @@ class UnitMapsResult:
     seconds: float
 
 
+@dataclass(frozen=True, slots=True)
+class VisualizeResult:
+    """What a replica returns for one feature-visualization request: the images as PNG bytes and
+    the forward (and backward) passes the optimisation ran."""
+
+    batch_id: int
+    pngs: list[bytes]
+    passes: int
+    images: int
+    """Images through the model over all passes (passes x batch)."""
+    seconds: float
+
+
 @dataclass(frozen=True)
 class ReplicaWork:
     """What every replica computes: the model, the layers it hooks (with their layouts), the
@@ -104,3 +117,27 @@ class BatchRunner(Protocol):
 
 OpenReplicas = Callable[[ReplicaWork], AbstractContextManager[BatchRunner]]
 """Starts replicas doing `ReplicaWork`, yields them ready, and stops them on exit."""
+
+
+def dense_activations(
+    runner: BatchRunner, paths: Sequence[str], layer: str, reduction: str, batch_size: int
+) -> tuple[np.ndarray, list[int], list[tuple[int, str]]]:
+    """Every image of `paths` through `runner`: ((image read, unit) float32 activations of
+    `layer`, in path order; the indices of the images read; (index, reason) of those that could
+    not be). Batches come back in any order; the rows do not."""
+    batches = [
+        [(i, paths[i]) for i in range(start, min(start + batch_size, len(paths)))]
+        for start in range(0, len(paths), batch_size)
+    ]
+    by_index: dict[int, np.ndarray] = {}
+    failures: list[tuple[int, str]] = []
+    for result in runner.run(batches):
+        matrix = result.activations.get(layer, {}).get(reduction)
+        for row, index in enumerate(result.indices.tolist()):
+            assert matrix is not None
+            by_index[index] = matrix[row]
+        failures += result.failures
+    read = sorted(by_index)
+    width = next(iter(by_index.values())).shape[0] if by_index else 0
+    acts = np.stack([by_index[i] for i in read]) if read else np.zeros((0, width), np.float32)
+    return acts.astype(np.float32, copy=False), read, sorted(failures)

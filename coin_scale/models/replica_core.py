@@ -6,6 +6,7 @@ conv maps (`run_maps`) or the spatial maps of a few chosen units (`run_unit_maps
 from __future__ import annotations
 
 import contextlib
+import copy
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -66,6 +67,7 @@ class ReplicaCore:
         }
         self.capture = ActivationCapture(module, layers, reductions, transforms)
         self._forward_lock = threading.Lock()
+        self._cpu_module: torch.nn.Module | None = None
         self.decode_threads = decode_threads(self.device, threads)
         self._decoder = (
             ThreadPoolExecutor(self.decode_threads, thread_name_prefix="decode")
@@ -181,6 +183,19 @@ class ReplicaCore:
             failures=decoded.failures,
             seconds=time.perf_counter() - start,
         )
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[torch.nn.Module]:
+        """The module on the CPU, with no other call's hooks on it meanwhile (the forward lock),
+        outside inference mode: for work that needs gradients (feature visualization, whose
+        image parameterisation lives on the CPU). On a GPU replica that is a CPU copy, made once."""
+        with self._forward_lock:
+            if self.device.type == "cpu":
+                yield self.capture.module
+                return
+            if self._cpu_module is None:
+                self._cpu_module = copy.deepcopy(self.capture.module).to("cpu").eval()
+            yield self._cpu_module
 
     @contextlib.contextmanager
     def _forwarding(self, decoded: DecodedBatch) -> Iterator[torch.Tensor]:

@@ -2,15 +2,16 @@
 
 Exemplars are each unit's strongest images among the evidence's rows (the dissection's dense
 activations; over a folder probe, without its held-out images), with ground-truth attributes for a
-rendered probe set. Activations on new images are measured on the model replica pool: every
-agent's `measure` goes through one `MeasureBatcher`, so agents running at once share forward
-passes on the replicas (the driver runs none for them); `visualize(n)` still optimises images
-through the driver's module. Renders and edits go through the in-process procedural renderer. The agents' steps and the gateway's
+rendered probe set. The agents' experiments run on the model replica pool (`agent_replicas`):
+every agent's `measure` goes through one `MeasureBatcher`, so agents running at once share
+forward passes, and `visualize(n)` optimises its images on a replica; the driver holds no copy of
+the model for them. Renders and edits go through the in-process procedural renderer. The agents' steps and the gateway's
 ledger are written as soon as the agents finish (they were paid for), keyed by the run id.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -19,11 +20,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
+from PIL import Image
 
 from coin_scale.accounting import CountedRenderer
 from coin_scale.agent import AgentOutcome, ExperimentTools, UnitSubject, exemplars_from_paths
 from coin_scale.agent.batched_meter import BatchedUnitMeter, MeasureBatcher
-from coin_scale.agent.visualizer import TorchUnitVisualizer
+from coin_scale.agent.visualizer import VisualizationSpec
 from coin_scale.explain.evidence import LayerEvidence
 from coin_scale.explain.explanation import Explanation, from_agent
 from coin_scale.explain.llm import PreparedLLM, explain_subjects
@@ -44,8 +46,11 @@ AGENT_EXEMPLARS = 12
 
 MEASURE_BATCH = 64
 """Most images in one shared measuring pass on a replica (the agents' requests gathered)."""
-MEASURE_WINDOW_S = 0.005
-"""How long a shared measuring pass waits for more agents' images once the first arrives."""
+MEASURE_WINDOW_S = 0.02
+"""How long a shared measuring pass waits for more agents' images once the first arrives. Measured
+with `bench llm` (32 agents at once, instant server, 2 cores): 5 ms gave 41-49 passes and 2.9-3.1 s,
+20 ms 21-29 passes and 2.6-2.8 s, 50 ms 15-18 passes and 2.4-2.6 s; a lone agent waits the window
+at most once per measurement, small beside an LLM call."""
 
 
 @dataclass
@@ -84,8 +89,46 @@ class AgentRun:
     """Model replicas measuring for the agents (None: one per GPU, else one using every core)."""
 
 
+@dataclass(frozen=True)
+class AgentReplicas:
+    """The model replicas the agents of one layer experiment on: a `MeasureBatcher` for their
+    measurements, the pool itself for their feature visualizations."""
+
+    batcher: MeasureBatcher
+    pool: Any
+    """The `ReplicaPool`."""
+    payload: ModelPayload
+    layer: LayerInfo
+
+    def meter(self, unit: int) -> BatchedUnitMeter:
+        """The unit's `UnitMeter`, its measurements in the shared passes."""
+        return BatchedUnitMeter(self.batcher, self.payload.preprocess, unit)
+
+    def visualizer(self, unit: int, direction: torch.Tensor | None = None) -> ReplicaVisualizer:
+        """The unit's `Visualizer` (an SAE feature's with its decoder `direction`), on a replica."""
+        spec = VisualizationSpec(
+            layer=self.layer.name, layout=self.layer.layout, unit=unit, direction=direction
+        )
+        return ReplicaVisualizer(self.pool, spec)
+
+
+class ReplicaVisualizer:
+    """A `Visualizer` whose images are optimised on a model replica (`ModelReplica.visualize`)."""
+
+    def __init__(self, pool: Any, spec: VisualizationSpec) -> None:
+        self.pool, self.spec = pool, spec
+
+    def visualize(self, n: int, seed: int) -> list[Image.Image]:
+        from coin_scale.agent.visualizer import MAX_VISUALIZATIONS
+
+        if not 1 <= n <= MAX_VISUALIZATIONS:
+            raise ValueError(f"n: expected 1 to {MAX_VISUALIZATIONS}; got {n}")
+        (result,) = self.pool.visualize([(self.spec, n, seed)])
+        return [Image.open(io.BytesIO(png)).convert("RGB") for png in result.pngs]
+
+
 @contextmanager
-def measuring(
+def agent_replicas(
     payload: ModelPayload,
     layer: LayerInfo,
     sae: SAEUnits | None = None,
@@ -93,9 +136,9 @@ def measuring(
     reduction: Reduction = "max",
     address: str | None = None,
     replicas: int | None = None,
-) -> Iterator[MeasureBatcher]:
-    """Model replicas of `layer` (its SAE's features with `sae`) behind one `MeasureBatcher`: the
-    agents' measurements, gathered into shared forward passes on the pool."""
+) -> Iterator[AgentReplicas]:
+    """Model replicas of `layer` (its SAE's features with `sae`) for the agents' experiments:
+    their measurements gathered into shared forward passes, their visualizations."""
     work = ReplicaWork(payload, {layer.name: layer.layout}, (reduction,), {layer.name: sae} if sae else None)
     with replica_pool(work, address=address, replicas=replicas) as pool:
 
@@ -107,7 +150,7 @@ def measuring(
         with MeasureBatcher(
             forward, max_images=MEASURE_BATCH, window_s=MEASURE_WINDOW_S, in_flight=in_flight
         ) as batcher:
-            yield batcher
+            yield AgentReplicas(batcher, pool, payload, layer)
         log.info(
             "agents' measurements: %d images in %d forward passes on the replicas",
             batcher.images, batcher.batches,
@@ -118,7 +161,6 @@ def explain_with_agents(
     run: AgentRun,
     evidence: LayerEvidence,
     payload: ModelPayload,
-    module: torch.nn.Module,
     layer: LayerInfo,
     units: list[int],
     *,
@@ -145,14 +187,14 @@ def explain_with_agents(
     calls: list[llm_calls.Row] = [c for u in units if u in done for c in done[u].calls]
     if todo:
         with (
-            measuring(
+            agent_replicas(
                 payload, layer, sae, reduction=run.reduction, address=run.address,
                 replicas=run.replicas,
-            ) as batcher,
+            ) as replicas,
             gateway_pool(prepared, address=run.address) as gateways,
         ):
             result = explain_subjects(
-                prepared, todo, _tool_maker(payload, module, layer, sae, batcher), run_id=run_id,
+                prepared, todo, _tool_maker(replicas, sae), run_id=run_id,
                 gateways=gateways, progress=run.progress,
                 on_outcome=lambda subject, outcome, mine: save_finished_unit(
                     ckpt, FinishedUnit(subject.unit, outcome, mine)
@@ -175,27 +217,26 @@ def explain_with_agents(
 
 class AgentExplainer:
     """The `Explainer` (`coin_scale.explain.registry`) of the LLM explainers: an agent per unit
-    that experiments on it through `module` (and `sae`'s features), its calls through gateway
+    that experiments on it on model replicas (through `sae`'s features), its calls through gateway
     actors this opens for the call; `outcomes` keeps every agent's full outcome by unit."""
 
     def __init__(
         self,
         run: AgentRun,
         payload: ModelPayload,
-        module: torch.nn.Module,
         layer: LayerInfo,
         *,
         sae: SAEUnits | None = None,
         ledger: AgentLedger | None = None,
     ) -> None:
         self.name = run.prepared.config.provider
-        self.run, self.payload, self.module, self.layer = run, payload, module, layer
+        self.run, self.payload, self.layer = run, payload, layer
         self.sae, self.ledger = sae, ledger
         self.outcomes: dict[int, AgentOutcome] = {}
 
     def explain(self, evidence: LayerEvidence, units: Sequence[int]) -> list[Explanation]:
         outcomes = explain_with_agents(
-            self.run, evidence, self.payload, self.module, self.layer, list(units), sae=self.sae,
+            self.run, evidence, self.payload, self.layer, list(units), sae=self.sae,
             ledger=self.ledger,
         )  # fmt: skip
         self.outcomes |= outcomes
@@ -228,25 +269,17 @@ def _subjects(
 
 
 def _tool_maker(
-    payload: ModelPayload,
-    module: torch.nn.Module,
-    layer: LayerInfo,
-    sae: SAEUnits | None,
-    batcher: MeasureBatcher,
+    replicas: AgentReplicas, sae: SAEUnits | None
 ) -> Callable[[UnitSubject], ExperimentTools]:
-    """A subject's tools: measured on the replicas through `batcher`, visualized through `module`
-    (and `sae`'s features)."""
-    built = sae.build() if sae else None
+    """A subject's tools: measured and visualized on the replicas (an SAE feature through its
+    decoder direction)."""
 
     def make_tools(subject: UnitSubject) -> ExperimentTools:
-        meter = BatchedUnitMeter(batcher, payload.preprocess, subject.unit)
-        visualizer = TorchUnitVisualizer(
-            module, payload.preprocess, layer.name, layer.layout, subject.unit,
-            direction=built.w_dec[subject.unit].detach() if built is not None else None,
-        )  # fmt: skip
+        direction = sae.state["w_dec"][subject.unit].detach().clone() if sae is not None else None
         return ExperimentTools(
-            subject, meter, RenderTools(renderer=CountedRenderer(LocalRenderer())), visualizer=visualizer
-        )
+            subject, replicas.meter(subject.unit), RenderTools(renderer=CountedRenderer(LocalRenderer())),
+            visualizer=replicas.visualizer(subject.unit, direction),
+        )  # fmt: skip
 
     return make_tools
 

@@ -7,8 +7,6 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-import torch
-
 from coin_scale.eval.heldout import HeldOutScore
 from coin_scale.explain import Explanation, OfflineExplainer
 from coin_scale.explain.registry import Explainer
@@ -33,7 +31,6 @@ def explain_layer(
     layer: LayerInfo,
     findings: list[UnitFinding],
     notes: list[str],
-    module: torch.nn.Module,
     prepared: PreparedLLM | None,
     run_id: str,
     sae: SAEUnits | None = None,
@@ -95,7 +92,7 @@ def explain_layer(
             prepared=prepared, warehouse=config.run.warehouse, run_id=run_id, address=config.run.address,
             progress=config.run.progress,
         )  # fmt: skip
-        explainer = AgentExplainer(run, payload, module, layer, sae=sae, ledger=ledger)
+        explainer = AgentExplainer(run, payload, layer, sae=sae, ledger=ledger)
     elif clip is not None:
         explainer = clip
     else:

@@ -194,7 +194,7 @@ def explain(state: SweepState) -> None:
         ledger = AgentLedger(i.warehouse, i.run_id)
     selected = state.positive + state.negative
     state.dissection_ids[i.layer.name], explained = explain_layer(
-        config, i.model, i.payload, probe, i.layer, selected, state.notes, i.module, i.prepared,
+        config, i.model, i.payload, probe, i.layer, selected, state.notes, i.prepared,
         i.run_id, i.sae, ledger, clip=i.clip, labels=i.labels,
     )  # fmt: skip
     state.positive, state.negative = (
@@ -205,7 +205,7 @@ def explain(state: SweepState) -> None:
         mine = [n for n in state.nodes if n.layer == earlier.name]
         if mine:
             state.dissection_ids[earlier.name], done = explain_layer(
-                config, i.model, i.payload, probe, earlier, mine, state.notes, i.module,
+                config, i.model, i.payload, probe, earlier, mine, state.notes,
                 i.prepared, i.run_id, ledger=ledger, clip=i.clip, labels=i.labels,
             )  # fmt: skip
             state.nodes = [n for n in state.nodes if n.layer != earlier.name] + done

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
-
 from coin_scale.explain.evidence import LayerEvidence
 from coin_scale.explain.explanation import explanation_rows
 from coin_scale.explain.llm import PreparedLLM
@@ -28,7 +26,6 @@ def explain_whole_layer_with_agents(
     prepared: PreparedLLM,
     evidence: LayerEvidence,
     payload: ModelPayload,
-    module: torch.nn.Module,
     layer: LayerInfo,
     warehouse: str,
     *,
@@ -50,7 +47,7 @@ def explain_whole_layer_with_agents(
         prepared=prepared, warehouse=warehouse, run_id=run_id, address=address, progress=progress,
         reduction=reduction, replicas=replicas,
     )  # fmt: skip
-    explainer = AgentExplainer(run, payload, module, layer, sae=sae)
+    explainer = AgentExplainer(run, payload, layer, sae=sae)
     explanations = explainer.explain(evidence, units)
     rows = explanation_rows(
         explanations, run_id=run_id, model=payload.model_id, layer=layer.name, kind=kind,
