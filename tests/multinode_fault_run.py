@@ -141,12 +141,31 @@ class KillGatewaysAt:
         return self.inner(view)
 
 
+def gateways_on_workers(base_url: str, cache: str) -> tuple[Any, Any]:
+    """(prepared LLM, GatewayPool): two gateway actors spread over the worker nodes, against the
+    fake OpenAI server at `base_url`, with a request cache at `cache`."""
+    from coin_scale.actors.llm_gateway import GatewayPool, GatewaySpec
+    from coin_scale.explain.llm import LLMExplainerConfig, prepare
+
+    prepared = prepare(
+        LLMExplainerConfig(
+            provider="openai", model="fake-model", base_url=base_url, requests_per_minute=60000,
+            tokens_per_minute=1e12, cache_dir=cache, gateway_actors=2, concurrency=4,
+        )  # fmt: skip
+    )
+    spec = GatewaySpec(config=prepared.gateway_config(), limits=prepared.limits, base_url=base_url)
+    assert prepared.api_key is not None
+    pool = GatewayPool(spec, prepared.api_key, actors=2, actor_options={
+        "resources": {WORKER: 0.01}, "scheduling_strategy": "SPREAD",
+    })  # fmt: skip
+    return prepared, pool
+
+
 def _explain(cache: str, at: int | None, nodes: dict[str, Any]) -> dict[str, Any]:
     """Four units explained by ExperimenterPolicy through two gateway actors on the worker nodes;
     with `at`, every gateway actor is killed while the server answers request `at`."""
-    from coin_scale.actors.llm_gateway import GatewayPool, GatewaySpec
     from coin_scale.agent import ExperimentTools
-    from coin_scale.explain.llm import LLMExplainerConfig, explain_subjects, prepare
+    from coin_scale.explain.llm import explain_subjects
     from coin_scale.testing.agent_policies import ExperimenterPolicy
     from coin_scale.testing.fakeserver import FakeProviderServer, Faults
     from tests.test_agent_loop import Redness, _subject
@@ -156,24 +175,7 @@ def _explain(cache: str, at: int | None, nodes: dict[str, Any]) -> dict[str, Any
     policy = KillGatewaysAt(ExperimenterPolicy(), at or 0)
     with FakeProviderServer("openai", policy, faults=Faults(latency_s=0.2)) as server:
         policy.server = server
-        prepared = prepare(
-            LLMExplainerConfig(
-                provider="openai",
-                model="fake-model",
-                base_url=server.base_url,
-                requests_per_minute=60000,
-                tokens_per_minute=1e12,
-                cache_dir=cache,
-                gateway_actors=2,
-                concurrency=4,
-            )  # fmt: skip
-        )
-        spec = GatewaySpec(config=prepared.gateway_config(), limits=prepared.limits,
-                           base_url=server.base_url)  # fmt: skip
-        assert prepared.api_key is not None
-        pool = GatewayPool(spec, prepared.api_key, actors=2, actor_options={
-            "resources": {WORKER: 0.01}, "scheduling_strategy": "SPREAD",
-        })  # fmt: skip
+        prepared, pool = gateways_on_workers(server.base_url, cache)
         try:
             policy.pids = pool.pids()
             gateway_nodes = [node_of(pid, nodes) for pid in policy.pids]
@@ -241,10 +243,9 @@ def _agents(cache: str, after: int | None, nodes: dict[str, Any], head: Any) -> 
     """Four probe-CNN units explained by ExperimenterPolicy through two gateway actors, their
     measurements on two model replicas on the worker nodes; with `after`, the replica on worker0
     is killed after that many measurements."""
-    from coin_scale.actors.llm_gateway import GatewayPool, GatewaySpec
     from coin_scale.agent import ExperimentTools
     from coin_scale.bench.llm_bench import _probe_model, _subjects
-    from coin_scale.explain.llm import LLMExplainerConfig, explain_subjects, prepare
+    from coin_scale.explain.llm import explain_subjects
     from coin_scale.sweep.agents import agent_replicas
     from coin_scale.testing.agent_policies import ExperimenterPolicy
     from coin_scale.testing.fakeserver import FakeProviderServer
@@ -267,19 +268,7 @@ def _agents(cache: str, after: int | None, nodes: dict[str, Any], head: Any) -> 
             meter = KillReplicaAfter(replicas.meter(subject.unit), after, state)
             return ExperimentTools(subject, meter, RenderTools(renderer=LocalRenderer()))
 
-        prepared = prepare(
-            LLMExplainerConfig(
-                provider="openai", model="fake-model", base_url=server.base_url,
-                requests_per_minute=60000, tokens_per_minute=1e12, cache_dir=cache,
-                gateway_actors=2, concurrency=4,
-            )  # fmt: skip
-        )
-        spec = GatewaySpec(config=prepared.gateway_config(), limits=prepared.limits,
-                           base_url=server.base_url)  # fmt: skip
-        assert prepared.api_key is not None
-        pool = GatewayPool(spec, prepared.api_key, actors=2, actor_options={
-            "resources": {WORKER: 0.01}, "scheduling_strategy": "SPREAD",
-        })  # fmt: skip
+        prepared, pool = gateways_on_workers(server.base_url, cache)
         try:
             result = explain_subjects(
                 prepared, subjects, tools, run_id="agents", gateways=pool, progress=False

@@ -87,7 +87,9 @@ def test_gateway_actors_killed_on_worker_nodes_lose_no_unit_and_pay_little_twice
     # resubmitted (one per unit at most). Counting only those still at the server is too tight:
     # a reply already on its way back dies with its actor too (seen in a fresh-clone CI run).
     assert reference["requests"] == reference["distinct_requests"] == 16
-    assert faulted["request_views"] == reference["request_views"]
+    # A request cut off mid-send by the kill reaches the server unparsed (view None, seen once in
+    # a full-suite run); every parsed one is one the undisturbed run sent too.
+    assert [v for v in faulted["request_views"] if v != "None"] == reference["request_views"]
     extra = faulted["requests"] - faulted["distinct_requests"]
     assert faulted["in_flight_at_kill"] >= 1 and 0 <= extra <= min(faulted["resubmitted"], 4)
 

@@ -78,22 +78,7 @@ class ReplicaCore:
     def run(self, batch_id: int, items: Sequence[tuple[int, str]]) -> BatchResult:
         """Decode outside the lock (so one batch decodes while another runs), forward inside it."""
         start = time.perf_counter()
-        decoded = decode_batch(items, self.preprocess, self._decoder)
-        activations: dict[str, dict[str, np.ndarray]] = {}
-        if decoded.indices:
-            with self._forwarding(decoded) as pixels:
-                captured = self.capture(pixels)
-            activations = {
-                layer: {r: t.numpy() for r, t in values.items()}
-                for layer, values in captured.items()
-            }
-        return BatchResult(
-            batch_id=batch_id,
-            indices=np.asarray(decoded.indices, dtype=np.int64),
-            activations=activations,
-            failures=decoded.failures,
-            seconds=time.perf_counter() - start,
-        )
+        return self._reduced(batch_id, decode_batch(items, self.preprocess, self._decoder), start)
 
     def run_pixels(self, batch_id: int, pixels: np.ndarray) -> BatchResult:
         """Like `run`, on images the caller already decoded and preprocessed: uint8 (batch,
@@ -109,19 +94,23 @@ class ReplicaCore:
         # Arrays from the object store are read-only: np.require copies only those.
         writable = np.require(pixels, requirements=["C_CONTIGUOUS", "WRITEABLE"])
         decoded = DecodedBatch(torch.from_numpy(writable), list(range(len(pixels))), [])
+        return self._reduced(batch_id, decoded, start)
+
+    def _reduced(self, batch_id: int, decoded: DecodedBatch, start: float) -> BatchResult:
+        """The forward pass of a decoded batch, its hooked layers reduced."""
         activations: dict[str, dict[str, np.ndarray]] = {}
-        if len(pixels):
-            with self._forwarding(decoded) as inputs:
-                captured = self.capture(inputs)
+        if decoded.indices:
+            with self._forwarding(decoded) as pixels:
+                captured = self.capture(pixels)
             activations = {
                 layer: {r: t.numpy() for r, t in values.items()}
                 for layer, values in captured.items()
             }
         return BatchResult(
             batch_id=batch_id,
-            indices=np.arange(len(pixels), dtype=np.int64),
+            indices=np.asarray(decoded.indices, dtype=np.int64),
             activations=activations,
-            failures=[],
+            failures=decoded.failures,
             seconds=time.perf_counter() - start,
         )
 
