@@ -29,7 +29,8 @@ def test_a_sweep_explains_the_prediction_with_sae_features(ray_cluster, tmp_path
     sae_path = write_sae(tmp_path / "layer4.safetensors", "layer4", 512)
     wh = tmp_path / "wh"
     argv = [*BASE, "--units", "sae", "--sae", str(sae_path), "--warehouse", str(wh), "--run-id", "s1",
-            "--layers", "layer3,layer4", "--fanout", "2", "--ablation-draws", "4"]  # fmt: skip
+            "--layers", "layer3,layer4", "--fanout", "2", "--ablation-draws", "4",
+            "--visualize", "2"]  # fmt: skip
     assert run_sweep.main(argv) == 0
     out = capsys.readouterr().out
     assert "SAE features of layer4 driving logit" in out
@@ -52,6 +53,12 @@ def test_a_sweep_explains_the_prediction_with_sae_features(ray_cluster, tmp_path
     assert max(u[0] for u in units) >= 0 and all(u[0] < 1024 for u in units)
     kinds = con.sql("SELECT DISTINCT layer, kind FROM explanations WHERE run_id='s1' ORDER BY 1")
     assert kinds.fetchall() == [("layer3", "neuron"), ("layer4", "sae")]
+    # Feature visualizations of both layers, optimised and measured on the replicas: the SAE's
+    # features through their decoder directions.
+    drawn = con.sql(
+        "SELECT DISTINCT layer, kind, steps FROM visualizations WHERE run_id='s1' ORDER BY 1"
+    ).fetchall()
+    assert drawn == [("layer3", "neuron", 2), ("layer4", "sae", 2)]
     edges = con.sql(
         "SELECT DISTINCT source_layer, source_kind, target_kind, method FROM chain_edges "
         "WHERE run_id='s1' ORDER BY 1"

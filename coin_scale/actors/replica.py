@@ -96,10 +96,10 @@ class ModelReplica:
         start = time.perf_counter()
         core = self._core(work)
         with core.exclusive() as module:
-            pngs = render_pngs(module, core.preprocess, spec, n, seed)
+            pngs, values = render_pngs(module, core.preprocess, spec, n, seed)
         passes = spec.steps + 1  # the optimisation's steps, then the final images measured
         return VisualizeResult(
-            batch_id=batch_id, pngs=pngs, passes=passes, images=passes * n,
+            batch_id=batch_id, pngs=pngs, values=values, passes=passes, images=passes * n,
             seconds=time.perf_counter() - start,
         )  # fmt: skip
 

@@ -53,16 +53,18 @@ class VisualizationSpec:
 
 def render_pngs(
     module: nn.Module, preprocess: Preprocess, spec: VisualizationSpec, n: int, seed: int
-) -> list[bytes]:
+) -> tuple[list[bytes], list[float]]:
     """`n` visualizations of `spec` through `module` (the caller holds whatever lock keeps other
-    hooks off the module), PNG-encoded."""
+    hooks off the module), PNG-encoded, and the objective's value on each (as `coin-scale
+    visualize` records it)."""
     visualizer = TorchUnitVisualizer.from_spec(module, preprocess, spec)
+    images, values = visualizer.render(n, seed, locked=False)
     out = []
-    for image in visualizer.visualize(n, seed, locked=False):
+    for image in images:
         buffer = io.BytesIO()
         image.save(buffer, format="PNG")
         out.append(buffer.getvalue())
-    return out
+    return out, values
 
 
 class TorchUnitVisualizer:
@@ -134,6 +136,10 @@ class TorchUnitVisualizer:
     def visualize(self, n: int, seed: int, *, locked: bool = True) -> list[Image.Image]:
         """`n` images optimised for the unit, 8-bit RGB at `size` pixels; under the module's lock
         unless `locked` is False (the caller keeps other hooks off the module)."""
+        return self.render(n, seed, locked=locked)[0]
+
+    def render(self, n: int, seed: int, *, locked: bool = True) -> tuple[list[Image.Image], list[float]]:
+        """`visualize`'s images and the objective's value on each (of n = 1: the unit's)."""
         import contextlib
 
         from coin_scale.visualize import make_param, render, standard_transforms, to_pil
@@ -148,4 +154,4 @@ class TorchUnitVisualizer:
                 transforms=standard_transforms(self.size), seed=seed, preprocess=self.preprocess,
                 polish=self.polish,
             )  # fmt: skip
-        return [to_pil(image) for image in result.images]
+        return [to_pil(image) for image in result.images], [float(v) for v in result.values]

@@ -74,6 +74,8 @@ class VisualizeResult:
 
     batch_id: int
     pngs: list[bytes]
+    values: list[float]
+    """The objective's value on each image (the unit's, for one image)."""
     passes: int
     images: int
     """Images through the model over all passes (passes x batch)."""

@@ -269,9 +269,10 @@ def visualize(state: SweepState) -> None:
     n_pos, n_neg = len(state.positive), len(state.negative)
     shown = state.positive + state.negative + state.nodes
     drawn, state.visualizations = visualize_findings(
-        i.module, i.payload, {c.name: c for c in i.chain}, shown, steps=config.scoring.visualize,
+        i.payload, {c.name: c for c in i.chain}, shown, steps=config.scoring.visualize,
         out_dir=Path(local_dir(config.run.warehouse, f"reports/{i.run_id}")) / "visualizations",
-        sae_layer=i.layer.name if i.sae_model is not None else None, sae_model=i.sae_model,
+        sae_layer=i.layer.name if i.sae is not None else None, sae=i.sae,
+        address=config.run.address,
     )  # fmt: skip
     state.positive, state.negative = drawn[:n_pos], drawn[n_pos : n_pos + n_neg]
     state.nodes = drawn[n_pos + n_neg :]
