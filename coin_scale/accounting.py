@@ -6,8 +6,8 @@ Two process-wide ledgers. `FORWARDS`: the replica pool counts every batch a repl
 (`count("replicas", images)`), and `count_driver_forwards(module)` hooks the driver's copy of the
 model so that every call of it counts (`driver`), gradients (attribution, integrated gradients)
 and early-stopped passes included. `RENDERS`: a rendered probe set counts its images when it is
-rendered (not when read from the cache), `CountedRenderer` the renders it passes on (the agents'
-local renderer), the render pool what its workers return. A command takes `snapshot()` before
+rendered (not when read from the cache), `CountedRenderer` the renders it passes on (an
+in-process renderer), the render pool what its workers return (the agents' renders and edits). A command takes `snapshot()` before
 and after its work and reports the difference (`Counts.minus`).
 """
 

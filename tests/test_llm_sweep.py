@@ -4,6 +4,7 @@ that speak each API's wire format through the official SDKs; the scripted policy
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -51,6 +52,9 @@ def test_units_are_explained_by_an_agent_through_each_providers_sdk(
         requests = len(server.log)
     out, err = capsys.readouterr()
     assert f"({provider}, confidence" in out
+    # The agents' renders and edits ran on the render pool: 10 renders and 1 edit per unit.
+    pooled = re.search(r"rendered images: ([\d,]+) on the render pool", out)
+    assert pooled is not None and int(pooled.group(1).replace(",", "")) == 33
 
     con = connect(wh)
     rows = con.sql(

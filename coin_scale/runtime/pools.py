@@ -1,6 +1,7 @@
 """Opening Ray and the actor pools, once for every stage: `replica_pool` (model replicas for a
 dissection or an SAE's activation pass), `image_text_pool` (the image-text replicas that embed a
-photo probe for the clip explainers) and `gateway_pool` (the LLM gateway actors of the agents).
+photo probe for the clip explainers), `gateway_pool` (the LLM gateway actors of the agents) and
+`render_pool` (render workers: the agents' renders and edits).
 Each is a context manager: connect (a local Ray unless `address` is given), start the pool, wait
 until it is ready, yield it, then shut the pool down and close the session (a session this
 process did not start is left open).
@@ -27,6 +28,8 @@ if TYPE_CHECKING:  # Ray is imported only when a pool starts (a dry run or a cac
     from coin_scale.actors.image_text import ImageTextPool
     from coin_scale.actors.llm_gateway import GatewayPool
     from coin_scale.actors.pool import ReplicaPool
+    from coin_scale.actors.render_batches import RenderPoolConfig
+    from coin_scale.actors.render_pool import RenderPool
     from coin_scale.explain.llm import PreparedLLM
 
 log = logging.getLogger(__name__)
@@ -150,5 +153,33 @@ def gateway_pool(prepared: PreparedLLM, *, address: str | None) -> Iterator[Gate
             yield pool
         finally:
             pool.shutdown()
+    finally:
+        session.close()
+
+
+AGENT_RENDER_WORKERS = 2
+"""Render workers the agents of a sweep share (each a procedural renderer process)."""
+
+
+@contextmanager
+def render_pool(config: RenderPoolConfig | None = None, *, address: str | None) -> Iterator[RenderPool]:
+    """Render workers on Ray at `address`, their backends started (a one-line `ResourceError`
+    when they cannot be), shut down on exit. The default is the agents' pool: procedural
+    backends that reserve no CPU (they render in bursts, between an agent's LLM calls, beside
+    model replicas that take every core), spread over the cluster's nodes by Ray."""
+    from coin_scale.actors.render_batches import RenderPoolConfig
+    from coin_scale.actors.render_pool import RenderPool
+    from coin_scale.errors import ResourceError
+    from unity_pool.client import RendererUnavailable
+
+    config = config or RenderPoolConfig(workers=AGENT_RENDER_WORKERS, cpus_each=0.0)
+    session = _connect(address)
+    try:
+        with RenderPool(config) as pool:
+            try:
+                pool.wait_ready(timeout=120)
+            except RendererUnavailable as err:
+                raise ResourceError(f"render workers: {err}") from None
+            yield pool
     finally:
         session.close()

@@ -5,7 +5,8 @@ activations; over a folder probe, without its held-out images), with ground-trut
 rendered probe set. The agents' experiments run on the model replica pool (`agent_replicas`):
 every agent's `measure` goes through one `MeasureBatcher`, so agents running at once share
 forward passes, and `visualize(n)` optimises its images on a replica; the driver holds no copy of
-the model for them. Renders and edits go through the in-process procedural renderer. The agents' steps and the gateway's
+the model for them. Renders and edits go through a pool of render workers (`RenderPool`, the
+procedural renderer; a worker lost mid-render is replaced and its batch sent again). The agents' steps and the gateway's
 ledger are written as soon as the agents finish (they were paid for), keyed by the run id.
 """
 
@@ -22,7 +23,6 @@ from typing import Any
 import torch
 from PIL import Image
 
-from coin_scale.accounting import CountedRenderer
 from coin_scale.agent import AgentOutcome, ExperimentTools, UnitSubject, exemplars_from_paths
 from coin_scale.agent.batched_meter import BatchedUnitMeter, MeasureBatcher
 from coin_scale.agent.visualizer import VisualizationSpec
@@ -34,10 +34,10 @@ from coin_scale.models import ModelPayload
 from coin_scale.models.activations import Reduction, SAEUnits
 from coin_scale.models.batches import ReplicaWork
 from coin_scale.models.layers import LayerInfo
-from coin_scale.runtime.pools import gateway_pool, replica_pool
+from coin_scale.runtime.pools import gateway_pool, render_pool, replica_pool
 from coin_scale.storage import Warehouse
 from coin_scale.storage.schemas import experiments, llm_calls
-from unity_pool.tools import LocalRenderer, RenderTools
+from unity_pool.tools import RenderTools
 
 log = logging.getLogger(__name__)
 
@@ -191,10 +191,11 @@ def explain_with_agents(
                 payload, layer, sae, reduction=run.reduction, address=run.address,
                 replicas=run.replicas,
             ) as replicas,
+            render_pool(address=run.address) as renderers,
             gateway_pool(prepared, address=run.address) as gateways,
         ):
             result = explain_subjects(
-                prepared, todo, _tool_maker(replicas, sae), run_id=run_id,
+                prepared, todo, _tool_maker(replicas, sae, renderers), run_id=run_id,
                 gateways=gateways, progress=run.progress,
                 on_outcome=lambda subject, outcome, mine: save_finished_unit(
                     ckpt, FinishedUnit(subject.unit, outcome, mine)
@@ -269,15 +270,15 @@ def _subjects(
 
 
 def _tool_maker(
-    replicas: AgentReplicas, sae: SAEUnits | None
+    replicas: AgentReplicas, sae: SAEUnits | None, renderer: Any
 ) -> Callable[[UnitSubject], ExperimentTools]:
     """A subject's tools: measured and visualized on the replicas (an SAE feature through its
-    decoder direction)."""
+    decoder direction), rendered and edited by `renderer` (the render pool)."""
 
     def make_tools(subject: UnitSubject) -> ExperimentTools:
         direction = sae.state["w_dec"][subject.unit].detach().clone() if sae is not None else None
         return ExperimentTools(
-            subject, replicas.meter(subject.unit), RenderTools(renderer=CountedRenderer(LocalRenderer())),
+            subject, replicas.meter(subject.unit), RenderTools(renderer=renderer),
             visualizer=replicas.visualizer(subject.unit, direction),
         )  # fmt: skip
 
