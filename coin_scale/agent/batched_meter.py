@@ -37,9 +37,8 @@ class _Request:
 class MeasureBatcher:
     """Gathers concurrent requests into batches of at most `max_images`, each run by `forward`.
 
-    A batch leaves when it is full, when `window_s` has passed since its first request arrived,
-    or at once when nothing else is in flight and the window has passed; while `in_flight`
-    batches run, new requests keep gathering. A request larger than `max_images` is split.
+    A batch leaves when it is full or when `window_s` has passed since its first request
+    arrived; while `in_flight` batches run, new requests keep gathering. A request larger than `max_images` is split.
     Thread-safe; `close()` (or the context manager) stops the gathering thread after the queue
     is drained.
     """
@@ -139,8 +138,9 @@ class MeasureBatcher:
                 raise RuntimeError(
                     f"forward returned shape {values.shape} for {len(pixels)} images"
                 )
-            self.batches += 1
-            self.images += len(pixels)
+            with self._ready:  # several batches may finish at once
+                self.batches += 1
+                self.images += len(pixels)
             start = 0
             for request in batch:
                 request.done.set_result(values[start : start + len(request.pixels)])
