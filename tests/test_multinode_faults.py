@@ -81,8 +81,13 @@ def test_gateway_actors_killed_on_worker_nodes_lose_no_unit_and_pay_little_twice
     # Every unit ends as without the fault: status, label, rounds, tokens and every step.
     assert [o["status"] for o in faulted["outcomes"]] == ["ok"] * 4
     assert faulted["outcomes"] == reference["outcomes"]
-    # Every call has its one ledger row; none was lost with the dead actors.
-    assert faulted["ledger"] == reference["ledger"] and len(faulted["ledger"]) == 16
+    # Every call has its one ledger row; none was lost with the dead actors. A call whose reply
+    # reached the request cache just before its actor died is answered from the cache when it is
+    # sent again, so its row says 'cached' (seen once in a fresh-clone CI run); at most one such
+    # row per resubmitted call.
+    ledger = [(u, r, "ok" if s == "cached" else s) for u, r, s in faulted["ledger"]]
+    assert ledger == [tuple(row) for row in reference["ledger"]] and len(ledger) == 16
+    assert sum(s == "cached" for *_, s in faulted["ledger"]) <= faulted["resubmitted"]
     # The same requests; paid twice at most: the calls outstanding on the dead actors, which were
     # resubmitted (one per unit at most). Counting only those still at the server is too tight:
     # a reply already on its way back dies with its actor too (seen in a fresh-clone CI run).
