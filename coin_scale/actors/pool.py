@@ -21,12 +21,13 @@ from coin_scale.models.batches import (
     UnitMapsResult,
     VisualizeResult,
 )
+from coin_scale.models.module_call import CallResult, ModuleCall
 from coin_scale.models.unit_maps import UnitMapsRequest
 
 
 def _counted(result: Any) -> Any:
     """A replica's batch result, its forward passes counted in this process's ledger."""
-    if isinstance(result, VisualizeResult):
+    if isinstance(result, VisualizeResult | CallResult):
         FORWARDS.count("replicas", result.images, result.passes)
     else:
         FORWARDS.count("replicas", len(result.indices))
@@ -81,6 +82,11 @@ class ReplicaPool(DispatchedPool):
     ) -> Iterator[VisualizeResult]:
         """Feature visualizations, one (spec, n, seed) request each (`ModelReplica.visualize`)."""
         return self._run("visualize", requests, (), None)
+
+    def call(self, calls: Sequence[ModuleCall]) -> Iterator[CallResult]:
+        """Model calls (`ModuleCall`), one a replica at a time, results in completion order (each
+        with its `batch_id`, the call's index); a call whose replica died runs on another."""
+        return self._run("call", calls, (), None)
 
     def run_maps(
         self,

@@ -1,7 +1,8 @@
 """ModelReplica: a Ray actor that holds one copy of the model (a `ReplicaCore`, in
 `coin_scale.models.replica_core`) and returns reduced activations (dissection), a layer's whole
 conv maps (SAE training), a few units' spatial maps (the sweep's exemplar maps) or the reduced
-activations of images sent already decoded (the agents' measurements)."""
+activations of images sent already decoded (the agents' measurements), or runs a `ModuleCall`
+(the sweep's attribution, chain edges, ablations and scoring)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from coin_scale.models.batches import (
     UnitMapsResult,
     VisualizeResult,
 )
+from coin_scale.models.module_call import CallResult, ModuleCall
 from coin_scale.models.replica_core import ReplicaCore
 from coin_scale.models.unit_maps import UnitMapsRequest
 
@@ -102,6 +104,10 @@ class ModelReplica:
             batch_id=batch_id, pngs=pngs, values=values, passes=passes, images=passes * n,
             seconds=time.perf_counter() - start,
         )  # fmt: skip
+
+    def call(self, work: WorkRef, batch_id: int, call: ModuleCall) -> CallResult:
+        """A `ModuleCall` (attribution, chain edges, ablations, scoring) on this replica's model."""
+        return self._core(work).call(batch_id, call)
 
     def pid(self) -> int:
         return os.getpid()

@@ -115,3 +115,9 @@ def unit_contributions(
     return UnitContributions(
         layer, cls, float(logits[0, cls].detach()), contributions, None, "grad_x_activation"
     )
+
+
+def class_probabilities(module: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    """The softmax over the classes of each input, (batch, classes), under inference mode."""
+    with torch.inference_mode():
+        return module(inputs).softmax(dim=1)

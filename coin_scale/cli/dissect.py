@@ -302,12 +302,11 @@ def _explain_layer(
         heldout = _score_held_out(args, split, note, explained, clip, labels, run_id, kind)
         return explained, result, payload, heldout
     from coin_scale.dissect.pipeline import load_sae_units
-    from coin_scale.models import build_module, describe_layers, find_layer
+    from coin_scale.models import find_layer
+    from coin_scale.models.loading import payload_layers
     from coin_scale.sweep.whole_layer_agents import explain_whole_layer_with_agents
 
-    module = build_module(payload)
-    layer = find_layer(describe_layers(module, payload.arch, payload.preprocess.crop), args.layer,
-                       payload.model_id)  # fmt: skip
+    layer = find_layer(payload_layers(payload), args.layer, payload.model_id)
     sae = load_sae_units(args.sae, payload, layer) if args.units == "sae" else None
     explained = explain_whole_layer_with_agents(
         prepared, shown, payload, layer, args.warehouse, run_id=run_id, kind=kind,

@@ -15,11 +15,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from coin_scale.models import ModelSource, build_module, describe_layers, resolve_model
+    from coin_scale.models import ModelSource, resolve_model
+    from coin_scale.models.loading import payload_layers, structure_module
 
     payload = resolve_model(ModelSource(model=args.model, weights=args.weights, seed=args.seed))
-    module = build_module(payload)
-    layers = describe_layers(module, payload.arch, payload.preprocess.crop)
+    layers = payload_layers(payload)
+    module = structure_module(payload)  # names only
     containers = {name for name, sub in module.named_modules() if any(True for _ in sub.children())}
     shown = [layer for layer in layers if args.all or layer.name in containers or "." not in layer.name]
     width = max(len(layer.name) for layer in shown)

@@ -36,13 +36,12 @@ from coin_scale.models import (
     LayerInfo,
     ModelPayload,
     ModelSource,
-    build_module,
-    describe_layers,
     find_layer,
     resolve_model,
 )
 from coin_scale.models.activations import SAEUnits
 from coin_scale.models.batches import BatchResult, BatchRunner, OpenReplicas, ReplicaWork
+from coin_scale.models.loading import payload_layers
 from coin_scale.models.zoo import SYNTHETIC_UNITS_ARCH
 from coin_scale.probe import ProbeSet, scan_probe
 from coin_scale.records import UnitKind
@@ -112,7 +111,7 @@ def plan_dissection(
     payload = payload or resolve_model(
         ModelSource(model=config.model, weights=config.weights, seed=config.seed)
     )
-    layers = describe_layers(build_module(payload), payload.arch, payload.preprocess.crop)
+    layers = payload_layers(payload)  # traced on the meta device: the driver builds no model
     layer = find_layer(layers, config.layer, payload.model_id)
     sae = load_sae_units(config.sae, payload, layer) if config.units == "sae" else None
     key = {

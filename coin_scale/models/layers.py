@@ -66,9 +66,10 @@ def describe_layers(module: nn.Module, arch: str, image_size: int) -> list[Layer
 
         kinds[name] = type(sub).__name__
         handles.append(sub.register_forward_hook(hook))
+    device = next(module.parameters(), torch.zeros(0)).device  # meta: shapes without arithmetic
     try:
         with torch.inference_mode():
-            module.eval()(torch.zeros(1, 3, image_size, image_size))
+            module.eval()(torch.zeros(1, 3, image_size, image_size, device=device))
     finally:
         for handle in handles:
             handle.remove()

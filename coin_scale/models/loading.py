@@ -6,9 +6,12 @@ clip); this module is the two entry points every command uses.
 
 from __future__ import annotations
 
+import logging
+
 from torch import nn
 
 from coin_scale.models.families import family_for_model, instantiate
+from coin_scale.models.layers import LayerInfo, describe_layers
 from coin_scale.models.payload import (
     RANDOM_WEIGHTS_WARNING,
     ModelPayload,
@@ -27,11 +30,40 @@ __all__ = [
     "resolve_model",
 ]
 
+log = logging.getLogger(__name__)
+
 
 def resolve_model(source: ModelSource) -> ModelPayload:
     """Turn a ModelSource into a payload through its family; user errors are one-line
     `UserError`s (an unreachable download a `ResourceError`)."""
     return family_for_model(source.model).resolve(source)
+
+
+def structure_module(payload: ModelPayload, *, meta: bool = True) -> nn.Module:
+    """The architecture without its weights: on the meta device (its layers' names, kinds and
+    output shapes without memory or arithmetic), for the driver, which holds no model (issue 19).
+    A model whose code reads tensor values while it is built (torchvision's RegNets) is built on
+    the CPU instead, with random weights, for its structure only."""
+    import torch
+
+    if meta:
+        try:
+            with torch.device("meta"):
+                return instantiate(payload.arch, payload.arch_kwargs).eval()
+        except (NotImplementedError, RuntimeError) as err:
+            log.debug("%s cannot be built on the meta device (%s)", payload.model_id, err)
+    return instantiate(payload.arch, payload.arch_kwargs).eval()
+
+
+def payload_layers(payload: ModelPayload) -> list[LayerInfo]:
+    """`describe_layers` of the model, traced on the meta device (`structure_module`; on the CPU
+    when its forward cannot run there)."""
+    crop = payload.preprocess.crop
+    try:
+        return describe_layers(structure_module(payload), payload.arch, crop)
+    except (NotImplementedError, RuntimeError) as err:
+        log.debug("%s does not trace on the meta device (%s)", payload.model_id, err)
+        return describe_layers(structure_module(payload, meta=False), payload.arch, crop)
 
 
 def build_module(payload: ModelPayload) -> nn.Module:

@@ -1,12 +1,15 @@
 """The work of a model replica without Ray: decode a batch of images, run the model under
 inference_mode, and reduce the hooked layers on the device (`run`), return one layer's whole
-conv maps (`run_maps`) or the spatial maps of a few chosen units (`run_unit_maps`). The actor `coin_scale.actors.replica.ModelReplica` holds one
-`ReplicaCore`; tests and dry runs use it in process."""
+conv maps (`run_maps`), the spatial maps of a few chosen units (`run_unit_maps`), or run a
+`ModuleCall` on the model (`call`: attribution, chain edges, ablations, scoring). The actor
+`coin_scale.actors.replica.ModelReplica` holds one `ReplicaCore`; tests and dry runs use it in
+process."""
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -26,6 +29,7 @@ from coin_scale.models.activations import (
 from coin_scale.models.batches import BatchResult, MapsResult, UnitMapsResult
 from coin_scale.models.layers import Layout
 from coin_scale.models.loading import ModelPayload, build_module
+from coin_scale.models.module_call import CallResult, ModuleCall, run_counted
 from coin_scale.models.unit_maps import UnitMapsRequest, capture_unit_maps
 
 
@@ -172,6 +176,13 @@ class ReplicaCore:
             failures=decoded.failures,
             seconds=time.perf_counter() - start,
         )
+
+    def call(self, batch_id: int, call: ModuleCall) -> CallResult:
+        """`call` on this replica's model (`exclusive`: on the CPU, gradients allowed), its
+        passes counted; the value comes back as the function returned it."""
+        with self.exclusive() as module:
+            result = run_counted(call, module)
+        return dataclasses.replace(result, batch_id=batch_id)
 
     @contextlib.contextmanager
     def exclusive(self) -> Iterator[torch.nn.Module]:

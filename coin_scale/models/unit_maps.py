@@ -20,6 +20,7 @@ from torch import nn
 
 from coin_scale.models.activations import UnitTransform
 from coin_scale.models.layers import Layout
+from coin_scale.models.sae import SparseAutoencoder
 
 SPATIAL_LAYOUTS: tuple[Layout, ...] = ("nchw", "nhwc", "ntc")
 """Layouts whose units have a spatial map; `nc` (one vector per image) has none."""
@@ -124,3 +125,19 @@ def _hooks(
     finally:
         for handle in handles:
             handle.remove()
+
+
+def target_unit_maps(
+    module: nn.Module,
+    inputs: torch.Tensor,
+    requests: Sequence[UnitMapsRequest],
+    sae: SparseAutoencoder | None = None,
+    sae_layer: str | None = None,
+) -> dict[str, torch.Tensor]:
+    """`capture_unit_maps` under inference mode, `sae_layer`'s units the codes of `sae`; every
+    argument plain data, so it can run on a model replica (`ModuleCall`)."""
+    from coin_scale.models.activations import sae_code_maps
+
+    transforms = {sae_layer: sae_code_maps(sae)} if sae is not None and sae_layer else {}
+    with torch.inference_mode():
+        return capture_unit_maps(module, inputs, requests, transforms)

@@ -1,7 +1,8 @@
 """Opening Ray and the actor pools, once for every stage: `replica_pool` (model replicas for a
 dissection or an SAE's activation pass), `image_text_pool` (the image-text replicas that embed a
 photo probe for the clip explainers), `gateway_pool` (the LLM gateway actors of the agents) and
-`render_pool` (render workers: the agents' renders and edits).
+`render_pool` (render workers: the agents' renders and edits), and `ReplicaModel` (one replica
+that runs the sweep's attribution, chain edges, ablations and scoring as `ModuleCall`s).
 Each is a context manager: connect (a local Ray unless `address` is given), start the pool, wait
 until it is ready, yield it, then shut the pool down and close the session (a session this
 process did not start is left open).
@@ -16,12 +17,14 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from coin_scale.errors import UserError
 from coin_scale.models.batches import OpenReplicas, ReplicaWork
 from coin_scale.models.image_text import ImageTextSource, OpenEncoders
+from coin_scale.models.loading import ModelPayload
+from coin_scale.models.module_call import ModuleCall
 
 if TYPE_CHECKING:  # Ray is imported only when a pool starts (a dry run or a cached result never)
     from coin_scale.actors.cluster import RaySession
@@ -183,3 +186,50 @@ def render_pool(config: RenderPoolConfig | None = None, *, address: str | None) 
             yield pool
     finally:
         session.close()
+
+
+class ReplicaModel:
+    """A `ModelRunner` on one model replica of `payload`: every `ModuleCall` (attribution, chain
+    edges, ablations, scoring, layer listing) runs there, so the driver holds no copy of the
+    model. The replica starts on the first call and stays until `release()`; a stage that opens
+    model pools of its own (a dissection, the agents' replicas) releases it first, so they never
+    compete for the cores, and a later call starts it again. A user error raised by the call on
+    the replica (an unknown layer, a layer path that does not feed the output) is raised here as
+    itself, without Ray's wrapping."""
+
+    def __init__(self, payload: ModelPayload, *, address: str | None) -> None:
+        self.payload = payload
+        self.address = address
+        self.starts = 0
+        self._stack: ExitStack | None = None
+        self._pool: ReplicaPool | None = None
+
+    def __call__(self, call: ModuleCall) -> Any:
+        from ray.exceptions import RayTaskError
+
+        if self._pool is None:
+            stack = ExitStack()
+            work = ReplicaWork(self.payload, {}, ("max",), None)
+            self._pool = stack.enter_context(replica_pool(work, address=self.address, replicas=1))
+            self._stack = stack
+            self.starts += 1
+        try:
+            (result,) = self._pool.call([call])
+        except RayTaskError as err:
+            cause = getattr(err, "cause", None)
+            if isinstance(cause, Exception):
+                raise cause from None
+            raise
+        return result.value
+
+    def release(self) -> None:
+        """Stop the replica (a later call starts it again)."""
+        stack, self._stack, self._pool = self._stack, None, None
+        if stack is not None:
+            stack.close()
+
+    def __enter__(self) -> ReplicaModel:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.release()

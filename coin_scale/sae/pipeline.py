@@ -29,11 +29,11 @@ from coin_scale.models import (
     ModelPayload,
     ModelSource,
     build_module,
-    describe_layers,
     find_layer,
     resolve_model,
 )
 from coin_scale.models.batches import MapsResult, OpenReplicas, ReplicaWork
+from coin_scale.models.loading import payload_layers
 from coin_scale.models.sae import SparseAutoencoder
 from coin_scale.models.sae_config import SAEConfig, SAEKind
 from coin_scale.probe import ProbeSet, scan_probe
@@ -117,7 +117,7 @@ def plan_train_sae(request: TrainSAERequest) -> SAEPlan:
     payload = resolve_model(
         ModelSource(model=request.model, weights=request.weights, seed=request.seed)
     )
-    layers = describe_layers(build_module(payload), payload.arch, payload.preprocess.crop)
+    layers = payload_layers(payload)  # traced on the meta device: the driver builds no model
     layer = find_layer(layers, request.layer, payload.model_id)
     if layer.layout != "nchw":
         raise UserError(

@@ -7,8 +7,7 @@ After the probe pass, one forward pass a batch on the model replicas
 units' maps on the union of their exemplar images (every explained layer's at once) and of
 `THRESHOLD_IMAGES` probe images drawn at random. A unit's threshold is MAIA's (after NetDissect):
 the top quantile of its activations over every position of its maps on those drawn images. The
-target goes through the driver-side module the attribution stage already runs, by the same
-`capture_unit_maps`. A layer with no spatial extent (one vector per image) gets a note instead.
+target goes through the sweep's model replica (`ReplicaModel`), by the same `capture_unit_maps`. A layer with no spatial extent (one vector per image) gets a note instead.
 """
 
 from __future__ import annotations
@@ -20,13 +19,12 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
-from coin_scale.models.activations import UnitTransform, sae_code_maps
 from coin_scale.models.batches import Batch, ReplicaWork
 from coin_scale.models.layers import LayerInfo
-from coin_scale.models.unit_maps import SPATIAL_LAYOUTS, UnitMapsRequest, capture_unit_maps
+from coin_scale.models.module_call import ModuleCall
+from coin_scale.models.unit_maps import SPATIAL_LAYOUTS, UnitMapsRequest, target_unit_maps
 from coin_scale.probe import ProbeSet
 from coin_scale.storage import Warehouse, get_spec
 from coin_scale.sweep.records import ActivationMap, Exemplar, UnitFinding, UnitThreshold
@@ -87,12 +85,9 @@ def map_findings(state: SweepState) -> None:
         for x in refs
         if x.image_index in ran
     }
-    transforms: dict[str, UnitTransform] = {}
-    if i.sae_model is not None and i.layer.name in ids:
-        transforms[i.layer.name] = sae_code_maps(i.sae_model)
+    sae = i.sae_model if i.sae_model is not None and i.layer.name in ids else None
     pixels, _ = state.attributed()
-    with torch.inference_mode():
-        captured = capture_unit_maps(i.module, pixels, requests, transforms)
+    captured = i.runner(ModuleCall.of(target_unit_maps, pixels, requests, sae, i.layer.name))
     target = {
         (r.layer, unit, state.image_path): captured[r.layer][0, k].numpy()
         for r in requests

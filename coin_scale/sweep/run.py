@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from coin_scale.accounting import FORWARDS, RENDERS, ForwardCounts, RenderCounts
 from coin_scale.models.payload import require_class_logits
@@ -18,7 +19,7 @@ from coin_scale.storage.runs import RunRecorder, new_run_id
 from coin_scale.sweep import stages
 from coin_scale.sweep.config import SweepConfig
 from coin_scale.sweep.records import ClassExplanation
-from coin_scale.sweep.state import Reporter, SweepState
+from coin_scale.sweep.state import Reporter, SweepInputs, SweepState
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +77,23 @@ def run_sweep(config: SweepConfig, *, reporter: Reporter | None = None) -> Sweep
     `reporter` writes the HTML report (none is written without it)."""
     run_id = config.run.run_id or new_run_id()
     forwards, renders = FORWARDS.snapshot(), RENDERS.snapshot()
-    inputs = stages.prepare(config, run_id)
+    with keep_ray():  # every pool of the sweep, its model replica first, on one Ray start
+        inputs = stages.prepare(config, run_id)
+        try:
+            explanation, report, phases = _run_stages(config, run_id, inputs, reporter)
+        finally:
+            inputs.runner.release()
+    return SweepOutcome(
+        explanation=explanation, report_path=str(report) if report else None,
+        warehouse=config.run.warehouse, phases=phases,
+        forward_passes=FORWARDS.snapshot().minus(forwards),
+        rendered_images=RENDERS.snapshot().minus(renders),
+    )  # fmt: skip
+
+
+def _run_stages(
+    config: SweepConfig, run_id: str, inputs: SweepInputs, reporter: Reporter | None
+) -> tuple[ClassExplanation, Path | None, tuple[tuple[str, float], ...]]:
     require_class_logits(inputs.payload, "the sweep")  # an image encoder's embedding has no class
     recorder = RunRecorder(
         warehouse=inputs.warehouse, run_id=run_id, command="sweep",
@@ -85,7 +102,7 @@ def run_sweep(config: SweepConfig, *, reporter: Reporter | None = None) -> Sweep
         config=config.to_dict(),
         secrets=[inputs.prepared.api_key] if inputs.prepared and inputs.prepared.api_key else [],
     )  # fmt: skip
-    with recorder, keep_ray():  # every pool of the sweep on one Ray start
+    with recorder:
         state = SweepState(inputs=inputs)
         clock = PhaseClock()
         for stage in STAGES:
@@ -96,12 +113,7 @@ def run_sweep(config: SweepConfig, *, reporter: Reporter | None = None) -> Sweep
         report = stages.store(state, explanation, reporter)
         clock.lap("report and tables")
         recorder.n_images, recorder.n_failed = 1, 0  # the one target image, read
-    return SweepOutcome(
-        explanation=explanation, report_path=str(report) if report else None,
-        warehouse=config.run.warehouse, phases=tuple(clock.phases),
-        forward_passes=FORWARDS.snapshot().minus(forwards),
-        rendered_images=RENDERS.snapshot().minus(renders),
-    )  # fmt: skip
+    return explanation, report, tuple(clock.phases)
 
 
 def dry_run_lines(config: SweepConfig) -> list[str]:

@@ -15,19 +15,24 @@ from pathlib import Path
 
 import torch
 
-from coin_scale.accounting import count_driver_forwards
-from coin_scale.chain.attribution import UnitContributions, unit_contributions
+from coin_scale.chain.attribution import (
+    UnitContributions,
+    class_probabilities,
+    unit_contributions,
+)
 from coin_scale.chain.graph import chain_edges
 from coin_scale.chain.sae_attribution import sae_contributions
 from coin_scale.chain.units import SAEFeatures, UnitView
 from coin_scale.dissect.pipeline import load_sae_units
 from coin_scale.errors import UserError
-from coin_scale.models import ModelSource, build_module, describe_layers, find_layer, resolve_model
+from coin_scale.models import ModelSource, describe_layers, find_layer, resolve_model
 from coin_scale.models.activations import SAEUnits
 from coin_scale.models.layers import LayerInfo, Layout, last_block
 from coin_scale.models.loading import ModelPayload
+from coin_scale.models.module_call import ModelRunner, ModuleCall
 from coin_scale.probe import scan_probe
 from coin_scale.probe.rendered import rendered_probe
+from coin_scale.runtime.pools import ReplicaModel
 from coin_scale.storage import Warehouse
 from coin_scale.storage.fs import local_dir
 from coin_scale.sweep import inputs
@@ -80,14 +85,12 @@ def prepare(config: SweepConfig, run_id: str) -> SweepInputs:
     t, sel = config.target, config.selection
     model = inputs.probe_cnn_checkpoint() if t.model == PROBE_CNN else t.model
     payload = resolve_model(ModelSource(model=model, weights=t.weights, seed=t.seed))
-    module = count_driver_forwards(build_module(payload))  # its every pass counted as the driver's
-    layers = describe_layers(module, payload.arch, payload.preprocess.crop)
-    if sel.chain_layers:
-        chain = resolve_chain(sel.chain_layers, layers, payload, module)
-    elif sel.explained_layer:
-        chain = [find_layer(layers, sel.explained_layer, payload.model_id)]
-    else:
-        chain = [last_block(module, layers)]
+    runner = ReplicaModel(payload, address=config.run.address)  # the driver holds no model
+    try:
+        chain = _chain(runner, payload, config)
+    except BaseException:
+        runner.release()
+        raise
     sae = load_sae_units(sel.sae, payload, chain[-1]) if sel.units == "sae" else None
     n_units, noun = (sae.config.d_sae, "SAE features") if sae else (chain[-1].units, "units")
     if sel.select is not None:
@@ -104,9 +107,21 @@ def prepare(config: SweepConfig, run_id: str) -> SweepInputs:
     return SweepInputs(
         config=config, run_id=run_id, warehouse=Warehouse(config.run.warehouse), prepared=prepared, clip=clip,
         labels=prepare_labels(config),
-        ratings=ratings, model=model, payload=payload, module=module, chain=chain, sae=sae,
+        ratings=ratings, model=model, payload=payload, runner=runner, chain=chain, sae=sae,
         sae_model=sae.build() if sae else None,
     )  # fmt: skip
+
+
+def _chain(runner: ModelRunner, payload: ModelPayload, config: SweepConfig) -> list[LayerInfo]:
+    """The chain's layers (`--layers`), the explained layer (`--layer`) or the last block, listed
+    and checked on the replica."""
+    sel = config.selection
+    layers = runner(ModuleCall.of(describe_layers, payload.arch, payload.preprocess.crop))
+    if sel.chain_layers:
+        return resolve_chain(sel.chain_layers, layers, payload, runner)
+    if sel.explained_layer:
+        return [find_layer(layers, sel.explained_layer, payload.model_id)]
+    return [runner(ModuleCall.of(last_block, layers))]
 
 
 RENDERED_WORLD_ARCHS = ("probe_cnn", "attribute_net", "synthetic_units")
@@ -138,17 +153,20 @@ def attribute(state: SweepState) -> None:
     )
     image = inputs.load_image(state.image_path)
     pixels = i.payload.preprocess.normalize(i.payload.preprocess.load(image).unsqueeze(0))
-    with torch.inference_mode():
-        probs = i.module(pixels).softmax(dim=1)[0]
+    probs = i.runner(ModuleCall.of(class_probabilities, pixels))[0]
     top = torch.topk(probs, k=min(5, probs.numel()))
     state.top_classes = tuple(
         (i.payload.class_names[int(c)], float(p))
         for p, c in zip(top.values, top.indices, strict=True)
     )
     if i.sae_model is not None:
-        contributions = sae_contributions(i.module, i.layer.name, pixels, i.sae_model)
+        contributions = i.runner(
+            ModuleCall.of(sae_contributions, i.layer.name, pixels, i.sae_model)
+        )
     else:
-        contributions = unit_contributions(i.module, i.layer.name, i.layer.layout, pixels)
+        contributions = i.runner(
+            ModuleCall.of(unit_contributions, i.layer.name, i.layer.layout, pixels)
+        )
     state.pixels, state.probabilities, state.contributions = pixels, probs, contributions
     state.notes = _notes(i.payload, contributions, i.layer, i.sae)
     guidance = probe_guidance(config, i.payload)
@@ -174,10 +192,10 @@ def trace_chain(state: SweepState) -> None:
         if i.sae_model is not None:  # the last layer's units are the SAE's features
             views[-1] = (i.layer.name, SAEFeatures(i.sae_model))
         chain = state.config.chain
-        state.edges = chain_edges(
-            i.module, pixels, views, [f.unit for f in state.positive], chain.fanout,
+        state.edges = i.runner(ModuleCall.of(
+            chain_edges, pixels, views, [f.unit for f in state.positive], chain.fanout,
             method=chain.chain_method, steps=chain.ig_steps,
-        )  # fmt: skip
+        ))  # fmt: skip
     state.nodes = chain_nodes(state.edges)
 
 
@@ -186,6 +204,7 @@ def explain(state: SweepState) -> None:
     i, config = state.inputs, state.config
     if not config.probe.probe:
         return
+    i.runner.release()  # the dissections and the agents open model pools of their own
     state.probe = probe = scan_probe(_probe_path(config, i.payload, single_object=i.single_object))
     ledger = None
     if i.prepared is not None:
@@ -222,12 +241,12 @@ def test_faithfulness(state: SweepState) -> None:
     """Ablate the chain's units in each chain layer against random and most-active ones."""
     i, config = state.inputs, state.config
     pixels, contributions = state.attributed()
-    state.faithfulness = chain_faithfulness(
-        i.module, pixels, i.chain, contributions, state.nodes, config.selection.top_k,
+    state.faithfulness = i.runner(ModuleCall.of(
+        chain_faithfulness, pixels, i.chain, contributions, state.nodes, config.selection.top_k,
         sae=i.sae_model,
         mean_batches=probe_batches(state.probe, i.payload) if state.probe is not None else (),
         draws=config.chain.ablation_draws, seed=config.target.seed,
-    )  # fmt: skip
+    ))  # fmt: skip
 
 
 def score(state: SweepState) -> None:
@@ -248,10 +267,10 @@ def score(state: SweepState) -> None:
     if i.sae_model is not None:
         scored[i.layer.name] = SAEFeatures(i.sae_model)
     began = time.perf_counter()
-    state.unit_scores = score_findings(
-        i.module, i.payload, scored, state.positive + state.negative + state.nodes, scoring,
+    state.unit_scores = i.runner(ModuleCall.of(
+        score_findings, i.payload, scored, state.positive + state.negative + state.nodes, scoring,
         seed=config.target.seed,
-    )  # fmt: skip
+    ))  # fmt: skip
     log.info(
         "scored %d explanations in %.1f s", len(state.unit_scores), time.perf_counter() - began
     )
@@ -266,6 +285,7 @@ def visualize(state: SweepState) -> None:
     from coin_scale.sweep.visualizing import visualize_findings
 
     i, config = state.inputs, state.config
+    i.runner.release()  # the visualizations run on a pool of the chain's layers
     n_pos, n_neg = len(state.positive), len(state.negative)
     shown = state.positive + state.negative + state.nodes
     drawn, state.visualizations = visualize_findings(

@@ -16,6 +16,7 @@ from coin_scale.eval.explanation_scores import UnitScores
 from coin_scale.models.activations import SAEUnits
 from coin_scale.models.layers import LayerInfo
 from coin_scale.models.loading import ModelPayload
+from coin_scale.models.module_call import ModelRunner
 from coin_scale.models.sae import SparseAutoencoder
 from coin_scale.probe import ProbeSet
 from coin_scale.storage import Warehouse
@@ -54,7 +55,8 @@ class SweepInputs:
     model: str
     """The model as the dissections name it (`probe` resolved to its checkpoint)."""
     payload: ModelPayload
-    module: torch.nn.Module
+    runner: ModelRunner
+    """Where the model's work runs (`ReplicaModel`: a replica; the driver holds no model)."""
     chain: list[LayerInfo]
     """The chain's layers, input side first; `[layer]` without `--layers`."""
     sae: SAEUnits | None
