@@ -78,11 +78,25 @@ def test_a_monosemantic_unit_scores_one_and_a_random_unit_about_a_half():
     similarity = _same_concept(concepts)
     ids = list(range(400))
     mono = (concepts == 2) + 0.01 * rng.normal(size=400)  # fires on concept 2 only
-    score = unit_mis(mono, ids, similarity, MISConfig(k=9, n=50, quantile=0.2))
+    hard = MISConfig(k=9, n=50, quantile=0.2, alpha=None)
+    score = unit_mis(mono, ids, similarity, hard)
     assert score.mis == 1.0 and score.accuracy == 1.0 and score.std == 0.0
     noise = rng.normal(size=400)  # ignores the concepts
-    score = unit_mis(noise, ids, similarity, MISConfig(k=9, n=400, quantile=0.2))
+    score = unit_mis(noise, ids, similarity, MISConfig(k=9, n=400, quantile=0.2, alpha=None))
     assert 0.4 < score.mis < 0.6
+    # The default, the reference's soft score sigmoid(0.16 x margin): every task is right, but a
+    # similarity in [0, 1] bounds the margin by 2, so the score stays below sigmoid(0.32).
+    soft = unit_mis(mono, ids, similarity, MISConfig(k=9, n=50))
+    margins = [a.delta_positive - a.delta_negative for a in soft.answers]
+    assert soft.accuracy == 1.0 and 0.5 < soft.mis < 1 / (1 + np.exp(-0.32))
+    assert soft.mis == pytest.approx(np.mean(1 / (1 + np.exp(-0.16 * np.array(margins)))))
+
+
+def test_the_defaults_are_the_reference_codes():
+    """klindtlab/machine-interpretability MIS.py: K = 9, N = 20 (line 70), quantile 0.1 (line 81),
+    sigmoid(alpha (d+ - d-)) (line 129) with alpha 0.16 (line 134)."""
+    c = MISConfig()
+    assert (c.k, c.n, c.quantile, c.alpha) == (9, 20, 0.1, 0.16)
 
 
 def test_the_sigmoid_score_is_the_expected_accuracy_of_each_task():
@@ -283,3 +297,106 @@ def test_the_probe_pass_on_the_replicas_gives_the_in_process_scores(ray_cluster,
     for a, b in zip(here.scores, there.scores, strict=True):
         assert a.mis == pytest.approx(b.mis, abs=1e-9) and a.accuracy == pytest.approx(b.accuracy)
         assert [t.correct for t in a.answers] == [t.correct for t in b.answers]
+
+
+def test_mis_scores_sae_features_with_their_activations_through_the_encoder(
+    ray_cluster, probe_dir, tmp_path, monkeypatch, capsys
+):
+    """Issue 21: `--units sae --sae PATH` scores the SAE's features; their activations are the
+    codes a dissection of the same SAE gives (max over space), computed on the replicas."""
+    from coin_scale.eval.mis import MISRunConfig, run_mis
+    from coin_scale.runtime.pools import replica_opener
+    from tests.test_dissect_sae import reference_max_codes, write_sae
+
+    sae_path = write_sae(tmp_path / "layer3.safetensors", "layer3", 256)
+    monkeypatch.setitem(sim.SIMILARITIES, "mean-colour", lambda cache: _mean_colour)
+    warehouse = tmp_path / "wh"
+    code = main(["eval", "mis", "--model", "resnet18", "--weights", "none", "--layer", "layer3",
+                 "--units", "sae", "--sae", str(sae_path), "--select", "0-3,500", "--k", "3",
+                 "--n", "6", "--quantile", "0.5", "--probe", str(probe_dir), "--similarity",
+                 "mean-colour", "--warehouse", str(warehouse)])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    from coin_scale.storage import run_query
+
+    _, rows = run_query(warehouse, "SELECT unit, kind, details FROM scores WHERE metric = 'mis' "
+                        "ORDER BY unit")  # fmt: skip
+    assert [(u, k) for u, k, _ in rows] == [(0, "sae"), (1, "sae"), (2, "sae"), (3, "sae"),
+                                            (500, "sae")]  # fmt: skip
+    assert json.loads(rows[0][2])["sae"] == str(sae_path)
+
+    # The tasks are drawn from the features' codes: the same as those of the reference pass.
+    config = MISRunConfig(
+        model="resnet18", weights="none", layer="layer3", units=(0, 5), unit_kind="sae",
+        sae=str(sae_path), probe=str(probe_dir), similarity="mean-colour",
+        mis=MISConfig(k=3, n=6, quantile=0.5),
+    )  # fmt: skip
+    result = run_mis(config, _mean_colour, open_pool=replica_opener(address=None, replicas=None))
+    codes = reference_max_codes(probe_dir, sae_path).numpy()
+    for unit, score in zip(result.units, result.scores, strict=True):
+        want = build_tasks(codes[:, unit], config.mis)
+        got = [(a.delta_positive, a.delta_negative) for a in score.answers]
+        assert len(got) == len(want) == 6
+        assert unit_mis(codes[:, unit], _images(probe_dir), _mean_colour, config.mis).mis == (
+            pytest.approx(score.mis, abs=1e-9)
+        )
+
+    # A feature past the SAE's width, or --sae without --units sae: one line, exit 2.
+    base = ["eval", "mis", "--model", "resnet18", "--weights", "none", "--layer", "layer3",
+            "--probe", str(probe_dir), "--similarity", "mean-colour"]  # fmt: skip
+    assert main([*base, "--units", "sae", "--sae", str(sae_path), "--select", "512"]) == 2
+    assert "has SAE features 0-511" in capsys.readouterr().err
+    assert main([*base, "--sae", str(sae_path)]) == 2
+    assert "--sae is for --units sae" in capsys.readouterr().err
+
+
+def _images(probe_dir):
+    """The probe's readable images in probe order (as MIS indexes them), as PIL images."""
+    from PIL import Image
+
+    from coin_scale.probe import scan_probe
+
+    out = []
+    for image in scan_probe(probe_dir).images:
+        try:
+            with Image.open(image.path) as im:
+                out.append(im.convert("RGB"))
+        except OSError:
+            continue
+    return out
+
+
+class _CountingEmbedder:
+    """A stand-in for DreamSim's model: the image's mean colour as its embedding, every image it
+    embeds counted (what `DreamSimSimilarity` caches is under test, not DreamSim)."""
+
+    def __init__(self) -> None:
+        self.images = 0
+
+    def embed(self, batch):  # noqa: ANN001, ANN201
+        self.images += batch.shape[0]
+        return batch.mean(dim=(2, 3)) + 1.0
+
+
+def test_each_probe_image_is_embedded_once_for_all_units():
+    """Issue 21: the similarity embeds an image once (by content) however many units' tasks draw
+    it, and a copy of an image under another name is the same image."""
+    import torch
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)) for _ in range(60)]
+    images.append(images[0].copy())  # the same pixels again
+    model = _CountingEmbedder()
+
+    def preprocess(im):  # noqa: ANN001, ANN202
+        return torch.from_numpy(np.asarray(im, np.float32)).permute(2, 0, 1)[None] / 255
+
+    similarity = sim.DreamSimSimilarity(model, preprocess, "cpu")
+    config = MISConfig(k=5, n=10, quantile=0.4)
+    scores = [unit_mis(rng.normal(size=61), images, similarity, config) for _ in range(8)]
+    assert all(0.0 <= s.mis <= 1.0 for s in scores)
+    assert model.images == similarity.embedded <= 60  # never more than the distinct images
+    assert similarity.reused > similarity.embedded  # eight units drew from the same images
+    fresh = sim.DreamSimSimilarity(_CountingEmbedder(), preprocess, "cpu")
+    np.testing.assert_allclose(similarity(images[:7], images[7:20]), fresh(images[:7], images[7:20]),
+                               rtol=1e-6)  # fmt: skip

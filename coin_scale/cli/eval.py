@@ -100,7 +100,9 @@ N 2-alternative tasks per unit, each with K of its most and K of its least activ
 as references and one query from each side (drawn from the top and bottom --quantile of its
 activations); a perceptual similarity picks the query more like the top references. MIS is the
 mean over tasks of the expected accuracy (sigmoid of the evidence difference times --alpha), or of
-the hard choices without --alpha. DreamSim and LPIPS are optional: pip install 'coin-scale[mis]'.
+the hard choices with --hard. The defaults (K 9, N 20, quantile 0.1, alpha 0.16) are the reference
+code's (klindtlab/machine-interpretability, MIS.py). DreamSim and LPIPS are optional: pip install
+'coin-scale[mis]'.
 """
 
 
@@ -117,7 +119,13 @@ def _register_mis(evals: argparse._SubParsersAction) -> None:
     m.add_argument(
         "--layer", required=True, help="layer whose units are scored (`coin-scale layers`)"
     )
-    m.add_argument("--units", default=None, help="unit indices, e.g. 0-9,12 (default: all)")
+    m.add_argument("--units", default=None, metavar="neuron|sae|INDICES",
+                   help="neuron (the layer's channels, default), sae (the features of --sae), or "
+                   "unit indices such as 0-9,12 (the same as --select)")  # fmt: skip
+    m.add_argument("--sae", default=None, metavar="PATH",
+                   help="the layer's SAE checkpoint, with --units sae")  # fmt: skip
+    m.add_argument("--select", default=None, metavar="INDICES",
+                   help="the units (or SAE features) scored, e.g. 0-9,12 (default: all)")  # fmt: skip
     m.add_argument("--probe", default="rendered",
                    help="rendered (cached rendered probe set) or a probe set directory")  # fmt: skip
     m.add_argument("--probe-images", type=int, default=1000,
@@ -128,11 +136,15 @@ def _register_mis(evals: argparse._SubParsersAction) -> None:
                    "~/.cache/coin-scale/dreamsim; lpips: a torch hub directory)")  # fmt: skip
     m.add_argument("--k", type=int, default=9, help="references per side of a task (default 9)")
     m.add_argument("--n", type=int, default=20, help="tasks per unit (default 20)")
-    m.add_argument("--quantile", type=float, default=0.2,
-                   help="fraction of the probe images each side draws from (default 0.2)")  # fmt: skip
+    m.add_argument("--quantile", type=float, default=0.1,
+                   help="fraction of the probe images each side draws from (default 0.1, the "
+                   "reference code's)")  # fmt: skip
     m.add_argument("--task-seed", type=int, default=0, help="seed of the task draws (default 0)")
-    m.add_argument("--alpha", type=float, default=None,
-                   help="sigmoid slope of the expected accuracy; default: hard-choice accuracy")  # fmt: skip
+    m.add_argument("--alpha", type=float, default=0.16,
+                   help="sigmoid slope of the expected accuracy (default 0.16, the reference "
+                   "code's)")  # fmt: skip
+    m.add_argument("--hard", action="store_true",
+                   help="score the hard 0/1 choices (accuracy) instead of the expected accuracy")  # fmt: skip
     m.add_argument("--reduction", choices=["max", "mean"], default="max",
                    help="spatial reduction of a unit's map to one value per image")  # fmt: skip
     m.add_argument("--batch-size", type=int, default=32)
@@ -155,6 +167,17 @@ def parse_units(text: str) -> tuple[int, ...]:
         return parse_unit_list(text)
     except ValueError:
         raise UserError(f"--units: expected indices like 0-9,12; got {text!r}") from None
+
+
+def _selected(args: argparse.Namespace) -> tuple[int, ...] | None:
+    """The unit indices of `--select`, or of `--units` given as indices (the older form)."""
+    from coin_scale.errors import UserError
+
+    given = args.units if args.units not in (None, "neuron", "sae") else None
+    if given is not None and args.select is not None:
+        raise UserError("give the unit indices once: --select (or --units INDICES), not both")
+    text = args.select if args.select is not None else given
+    return None if text is None else parse_units(text)
 
 
 def run_mis(args: argparse.Namespace) -> int:
@@ -180,12 +203,13 @@ def run_mis(args: argparse.Namespace) -> int:
         try:
             config = MISRunConfig(
                 model=args.model, weights=args.weights, seed=args.seed, layer=args.layer,
-                units=None if args.units is None else parse_units(args.units), probe=args.probe,
+                units=_selected(args), unit_kind="sae" if args.units == "sae" else "neuron",
+                sae=args.sae, probe=args.probe,
                 probe_images=args.probe_images, similarity=args.similarity,
                 similarity_cache=args.similarity_cache, reduction=args.reduction,
                 batch_size=args.batch_size,
                 mis=MISConfig(k=args.k, n=args.n, quantile=args.quantile, seed=args.task_seed,
-                              alpha=args.alpha),
+                              alpha=None if args.hard else args.alpha),
             )  # fmt: skip
             started_at = datetime.now(UTC)
             from coin_scale.runtime.pools import replica_opener

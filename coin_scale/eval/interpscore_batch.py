@@ -3,8 +3,24 @@
 The CSV has one row per trial (an image shown to a person): `trial_category`, `ground_truth` (the
 image's concept), `level` (perturbation level; `clean_level` is the unperturbed one),
 `activation_<id>` per unit, and the human's answer (`soft_correct`, true/false). The JSON maps a
-unit id to its concept name. A CSV holds no model or images, so C (causality) cannot be measured
-from it and is reported as missing, never invented.
+unit id to its concept name.
+
+R follows the framework's `InterpScore/robustness.py` (ernestoBocini/Interpretability-Score):
+the recognised perturbed images of the concept fall into groups, by default the benign levels 1
+and 2 pooled and the adversarial level 3, with level 4 (DeepDream) left out; each group scores
+min(r, 1/r) of r = mean |activation| over the mean |activation| on the clean images, and R is the
+mean over the groups that have images. `robust_groups` sets other groups (each level on its own
+was coin-scale's earlier definition).
+
+Two modes (`compat`):
+- 'coin-scale' (default): a CSV holds no model or images, so C (causality) cannot be measured
+  and is reported as missing, never invented; the aggregate is the `weights`-weighted mean of the
+  measured parts, renormalised over them (the 'parts' column says which); a part that cannot be
+  measured (no recognised perturbed image, no human column) is missing, not 0.
+- 'reference': the framework's script as it runs: C = 0 (its causality finds no images), R and H
+  0 when they cannot be measured, the aggregate the plain mean of S, C, R and H (its script
+  parses `--weights` but never passes them to the aggregate), R's clean level 5 as in its
+  `robustness.py`; the results CSV has its columns (`REFERENCE_COLUMNS`).
 """
 
 from __future__ import annotations
@@ -21,6 +37,7 @@ import numpy as np
 from coin_scale.errors import UserError
 from coin_scale.eval.detection import Detection, detection
 from coin_scale.eval.interpscore import (
+    PARTS,
     InterpScore,
     InterpWeights,
     human_alignment,
@@ -30,9 +47,18 @@ from coin_scale.eval.interpscore import (
 )
 
 REQUIRED_COLUMNS = ("trial_category", "ground_truth", "level")
+REFERENCE_GROUPS: tuple[tuple[int, ...], ...] = ((1, 2), (3,))
+"""R's groups of perturbation levels in the framework's robustness.py: benign levels 1-2 pooled,
+adversarial level 3; level 4 (DeepDream) excluded."""
+REFERENCE_R_CLEAN_LEVEL = 5
+"""The clean level of the framework's robustness.py (fixed there, whatever --clean-level says)."""
+REFERENCE_RECOGNIZABLE_LEVELS = (3, 4, 5)
+"""The framework script's --recognizable-levels default; its robustness.py takes no such argument,
+so no score depends on it (recorded in the run's config only)."""
 TRUE_WORDS = {"true", "1", "1.0", "yes", "t", "y"}
 FALSE_WORDS = {"false", "0", "0.0", "no", "f", "n"}
 NO_CAUSALITY = "C not measured: a trials CSV holds no model or images to ablate"
+REFERENCE_CAUSALITY = "C = 0, as the framework's script gives it: a trials CSV holds no images to ablate"
 
 
 @dataclass(frozen=True)
@@ -43,17 +69,65 @@ class InterpBatchConfig:
     threshold_percentile: float = 0.95
     """Quantile of the unit's clean non-concept activations above which it 'fires' (for H)."""
     weights: InterpWeights = field(default_factory=InterpWeights)
-    robust_levels: tuple[int, ...] | None = None
-    """Perturbation levels for R; None = every level but the clean one."""
+    """The aggregate's weights in 'coin-scale' mode (the 'reference' mode takes the plain mean)."""
+    robust_groups: tuple[tuple[int, ...], ...] | None = REFERENCE_GROUPS
+    """R's groups of perturbation levels (each group's images pooled); None = every level but the
+    clean one, each on its own."""
     human_column: str = "soft_correct"
     trial_category: str | None = "experiment"
     """Keep only trials of this category; None keeps all."""
+    compat: str = "coin-scale"
+    """'coin-scale' or 'reference' (the framework's script's numbers and columns; see the module)."""
+    recognizable_levels: tuple[int, ...] = REFERENCE_RECOGNIZABLE_LEVELS
+    min_p_value: float = 0.05
+    """The framework script's --min-p-value; its human-alignment function takes no p-value, so no
+    score depends on it (recorded in the run's config only)."""
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold_percentile < 1.0:
             raise UserError(
                 f"--threshold-percentile must be in (0, 1), got {self.threshold_percentile}"
             )
+        if self.compat not in ("coin-scale", "reference"):
+            raise UserError(f"--compat must be coin-scale or reference, got {self.compat!r}")
+        if not 0.0 < self.min_p_value <= 1.0:
+            raise UserError(f"--min-p-value must be in (0, 1], got {self.min_p_value}")
+
+    @property
+    def reference(self) -> bool:
+        return self.compat == "reference"
+
+
+def parse_robust_groups(text: str) -> tuple[tuple[int, ...], ...] | None:
+    """'1,2;3' -> ((1, 2), (3,)): groups split by ';', levels by ',' or spaces; 'per-level' ->
+    None (every non-clean level on its own). A level in two groups or a non-integer is an error."""
+    if text.strip().lower() == "per-level":
+        return None
+    groups: list[tuple[int, ...]] = []
+    seen: set[int] = set()
+    for piece in text.split(";"):
+        words = piece.replace(",", " ").split()
+        if not words:
+            raise UserError(f"--robust-groups: an empty group in {text!r} (e.g. '1,2;3')")
+        try:
+            levels = tuple(int(w) for w in words)
+        except ValueError:
+            raise UserError(
+                f"--robust-groups: levels must be integers, got {piece.strip()!r} (e.g. '1,2;3')"
+            ) from None
+        twice = seen & set(levels)
+        if twice:
+            raise UserError(f"--robust-groups: level {min(twice)} is in two groups")
+        seen |= set(levels)
+        groups.append(levels)
+    return tuple(groups)
+
+
+def groups_text(groups: tuple[tuple[int, ...], ...] | None) -> str:
+    """'1,2;3' (or 'per-level')."""
+    if groups is None:
+        return "per-level"
+    return ";".join(",".join(str(lv) for lv in g) for g in groups)
 
 
 @dataclass(frozen=True)
@@ -182,14 +256,18 @@ def _score_unit(
     if target.size == 0 or other.size == 0:
         return f"no clean (level {config.clean_level}) images of {'the concept' if target.size == 0 else 'other concepts'}"
     threshold = float(np.quantile(other, config.threshold_percentile))
-    notes = [NO_CAUSALITY]
+    notes = [REFERENCE_CAUSALITY if config.reference else NO_CAUSALITY]
 
     recognised = trials.human == 1.0 if trials.human is not None else np.ones(len(trials), bool)
-    levels = config.robust_levels
-    if levels is None:
-        levels = tuple(sorted({int(v) for v in trials.level if int(v) != config.clean_level}))
-    perturbed = {lv: acts[(trials.level == lv) & is_concept & valid & recognised] for lv in levels}
-    R = robustness(target, perturbed)
+    clean_level = REFERENCE_R_CLEAN_LEVEL if config.reference else config.clean_level
+    groups = config.robust_groups
+    if groups is None:
+        groups = tuple((int(v),) for v in sorted({int(v) for v in trials.level}) if v != clean_level)
+    r_clean = acts[(trials.level == clean_level) & is_concept & valid]
+    perturbed = {
+        g: acts[np.isin(trials.level, g) & is_concept & valid & recognised] for g in groups
+    }
+    R = robustness(r_clean, perturbed)
     if R is None:
         notes.append("R not measured: no recognised perturbed image of the concept")
 
@@ -203,9 +281,15 @@ def _score_unit(
         if n_high == 0:
             notes.append("H = 0: no concept image fires the unit above the threshold")
 
-    interp = interp_score(
-        S=selectivity(target, other), C=None, R=R, H=H, weights=config.weights, notes=notes
-    )
+    if config.reference:  # the framework's script: unmeasurable parts are 0, the plain mean
+        parts = {"S": selectivity(target, other), "C": 0.0, "R": R or 0.0, "H": H or 0.0}
+        interp = InterpScore(
+            **parts, score=sum(parts.values()) / 4, parts=PARTS, notes=tuple(notes)
+        )
+    else:
+        interp = interp_score(
+            S=selectivity(target, other), C=None, R=R, H=H, weights=config.weights, notes=notes
+        )
     labels = is_concept[clean]
     return UnitResult(
         unit=unit,
@@ -267,17 +351,40 @@ def result_rows(results: Sequence[UnitResult]) -> list[dict[str, object]]:
     return rows
 
 
-def write_results(path: str | Path, results: Sequence[UnitResult]) -> None:
-    """Write the results CSV whole or not at all (a temporary file renamed into place)."""
+REFERENCE_COLUMNS = ("Neuron", "Concept", "S", "C", "R", "H", "InterpScore", "Notes")
+"""The columns of the framework script's results CSV (`--compat reference`)."""
+
+
+def reference_rows(results: Sequence[UnitResult]) -> list[dict[str, object]]:
+    """The results as the framework's script writes them: full-precision floats (Python's
+    shortest round-trip form, as pandas writes float64), 'Threshold: x.xxxx' in Notes."""
+    rows = []
+    for r in results:
+        i = r.interp
+        rows.append({
+            "Neuron": int(r.unit), "Concept": r.concept,
+            **{k: repr(float(v or 0.0)) for k, v in (("S", i.S), ("C", i.C), ("R", i.R), ("H", i.H))},
+            "InterpScore": repr(float(i.score or 0.0)), "Notes": f"Threshold: {r.threshold:.4f}",
+        })  # fmt: skip
+    return rows
+
+
+def write_results(path: str | Path, results: Sequence[UnitResult], *, reference: bool = False) -> None:
+    """Write the results CSV whole or not at all (a temporary file renamed into place); with
+    `reference`, in the framework script's columns and number format."""
     p = Path(path)
     if not p.parent.is_dir():
         raise UserError(f"cannot write {p}: directory {p.parent} does not exist")
     tmp = p.with_name(f".{p.name}.tmp")
+    columns, rows = (
+        (REFERENCE_COLUMNS, reference_rows(results)) if reference
+        else (RESULT_COLUMNS, result_rows(results))
+    )  # fmt: skip
     try:
         with tmp.open("w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=list(RESULT_COLUMNS))
+            writer = csv.DictWriter(f, fieldnames=list(columns), lineterminator="\n")
             writer.writeheader()
-            writer.writerows(result_rows(results))
+            writer.writerows(rows)
         tmp.replace(p)
     except OSError as err:
         tmp.unlink(missing_ok=True)

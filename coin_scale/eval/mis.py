@@ -17,6 +17,16 @@ MIS = the mean over tasks of the expected accuracy (`alpha` set), or of the hard
 (`alpha` None: the plain psychophysics accuracy, 1.0 for a unit whose references always pick the
 right query; a tie counts 0.5). The paper fits alpha to human interpretability annotations.
 
+The defaults are the reference code's (klindtlab/machine-interpretability, `MIS.py`):
+K = 9 and N = 20 (`query_explanation_generation(I_set, activations, K=9, N=20)`, line 70),
+quantile 0.1 (`quantile = 0.1`, line 81: the top and bottom 10% of activations), the soft score
+sigmoid(alpha * (d+ - d-)) (`calc_MIS`, line 129) with alpha = 0.16 (`calc_MIS_set(...,
+alpha=0.16)`, line 134). The reference keeps the images strictly above the (1 - quantile)
+activation quantile (and strictly below the quantile) in its pools; here a pool is the
+ceil(quantile x images) images by rank. For distinct activations the two differ by at most the
+one image at the boundary; with many tied values (zeros after a ReLU) the reference's strict
+inequality can empty the bottom pool and stop, where ranking keeps it full.
+
 The task math here is pure numpy over one unit's per-image activations; the images and the
 similarity are passed in. `run_mis` is the pipeline that loads a model, measures a layer's units
 over a probe set and scores them (torch and PIL imported there only).
@@ -34,7 +44,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    import torch
     from PIL import Image
 
     from coin_scale.eval.explained_detection import ExplainedDetection
@@ -47,6 +56,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+REFERENCE_ALPHA = 0.16
+"""The reference code's sigmoid slope (`calc_MIS_set(..., alpha=0.16)`)."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class MISConfig:
     """How the 2-AFC tasks of one unit are built and scored."""
@@ -55,15 +68,15 @@ class MISConfig:
     """References per side of a task (the paper's K = 9 positive and 9 negative images)."""
     n: int = 20
     """Tasks per unit (the paper's N = 20)."""
-    quantile: float = 0.2
+    quantile: float = 0.1
     """Fraction of the probe images in each pool: references and queries of the positive side are
     drawn from the `quantile` most activating images, the negative side's from the least; in
-    (0, 0.5] so the two pools never share an image."""
+    (0, 0.5] so the two pools never share an image (the reference's 0.1, `MIS.py` line 81)."""
     seed: int = 0
     """Seed of the draws; the same activations and seed give the same tasks."""
-    alpha: float | None = None
-    """Slope of the sigmoid of the evidence difference (the paper's expected accuracy); None
-    scores the hard choices (accuracy)."""
+    alpha: float | None = REFERENCE_ALPHA
+    """Slope of the sigmoid of the evidence difference (the paper's expected accuracy; the
+    reference's 0.16, `MIS.py` line 134); None scores the hard choices (accuracy)."""
 
     def __post_init__(self) -> None:
         if self.k < 1:
@@ -73,7 +86,7 @@ class MISConfig:
         if not 0.0 < self.quantile <= 0.5:
             raise ValueError(
                 f"quantile: expected in (0, 0.5] so the top and bottom pools are disjoint; got "
-                f"{self.quantile}. Fix: e.g. 0.2."
+                f"{self.quantile}. Fix: e.g. 0.1 (the reference's)."
             )
         if self.alpha is not None and not (math.isfinite(self.alpha) and self.alpha > 0):
             raise ValueError(f"alpha: expected a finite value > 0 or None; got {self.alpha}.")
@@ -259,7 +272,11 @@ class MISRunConfig:
     layer: str
     """Layer whose units are scored."""
     units: tuple[int, ...] | None = None
-    """Unit indices; None: every unit of the layer."""
+    """Unit indices (of the SAE's features with `unit_kind` 'sae'); None: every unit."""
+    unit_kind: str = "neuron"
+    """'neuron' (the layer's channels) or 'sae' (the features of the SAE at `sae`)."""
+    sae: str | None = None
+    """The SAE checkpoint of the layer (`--units sae --sae PATH`)."""
     probe: str = "rendered"
     """`rendered` (the cached rendered probe set) or a probe set directory."""
     probe_images: int = 1000
@@ -301,49 +318,43 @@ class MISRunResult:
         return float(np.mean([s.mis for s in self.scores]))
 
 
-def layer_activations(
-    module: torch.nn.Module,
-    preprocess: Any,
+class _InProcess:
+    """A `BatchRunner` on a `ReplicaCore` in this process (no Ray: tests and library use)."""
+
+    def __init__(self, core: Any) -> None:
+        self.core = core
+
+    def run(self, batches: Sequence[Any]) -> Any:
+        return (self.core.run(i, batch) for i, batch in enumerate(batches))
+
+
+def probe_activations(
+    open_pool: OpenReplicas | None,
+    payload: Any,
     layer: Any,
     paths: Sequence[str],
-    *,
-    reduction: str = "max",
-    batch_size: int = 32,
+    config: MISRunConfig,
+    sae: Any = None,
 ) -> tuple[np.ndarray, list[int]]:
     """((image, unit) float activations, indices of the images read) over `paths`, with the
-    dissection's decoding, hooks and reduction; unreadable images are skipped and logged."""
-    import torch
+    dissection's decoding, hooks and reduction (through `sae`'s encoder for its features): on
+    model replicas from `open_pool` (GPUs where present), or, without it, on a replica core in
+    this process. Unreadable images are skipped and logged."""
+    from contextlib import nullcontext
 
-    from coin_scale.models.activations import ActivationCapture, decode_batch
-
-    capture = ActivationCapture(module.eval(), {layer.name: layer.layout}, (reduction,))  # type: ignore[arg-type]
-    rows: list[torch.Tensor] = []
-    read: list[int] = []
-    for start in range(0, len(paths), batch_size):
-        items = [(i, paths[i]) for i in range(start, min(start + batch_size, len(paths)))]
-        batch = decode_batch(items, preprocess)
-        for index, reason in batch.failures:
-            log.warning("skipped unreadable probe image %s: %s", paths[index], reason)
-        if not batch.indices:
-            continue
-        with torch.inference_mode():
-            out = capture(preprocess.normalize(batch.pixels))
-        rows.append(out[layer.name][reduction])
-        read.extend(batch.indices)
-    if not rows:
-        raise ValueError("no probe image could be read")
-    return torch.cat(rows).numpy(), read
-
-
-def replica_activations(
-    open_pool: OpenReplicas, payload: Any, layer: Any, paths: Sequence[str], config: MISRunConfig
-) -> tuple[np.ndarray, list[int]]:
-    """`layer_activations` on model replicas from `open_pool`: the same decoding, hooks and
-    reduction, in the replicas' processes (GPUs where present)."""
     from coin_scale.models.batches import ReplicaWork, dense_activations
 
-    work = ReplicaWork(payload, {layer.name: layer.layout}, (config.reduction,))
-    with open_pool(work) as runner:
+    transforms = {layer.name: sae} if sae is not None else None
+    work = ReplicaWork(payload, {layer.name: layer.layout}, (config.reduction,), transforms)
+    if open_pool is None:
+        from coin_scale.models.replica_core import ReplicaCore
+
+        core = ReplicaCore(payload, {layer.name: layer.layout}, (config.reduction,),  # type: ignore[arg-type]
+                           unit_transforms=transforms)  # fmt: skip
+        opened: Any = nullcontext(_InProcess(core))
+    else:
+        opened = open_pool(work)
+    with opened as runner:
         acts, read, failures = dense_activations(
             runner, paths, layer.name, config.reduction, config.batch_size
         )
@@ -403,37 +414,35 @@ def run_mis(
     from PIL import Image
 
     from coin_scale.eval.similarity import load_similarity
-    from coin_scale.models import build_module, describe_layers, find_layer, resolve_model
-    from coin_scale.models.loading import ModelSource
+    from coin_scale.models import find_layer, resolve_model
+    from coin_scale.models.loading import ModelSource, payload_layers
 
     if similarity is None:
         similarity = load_similarity(config.similarity, cache=config.similarity_cache)
     payload = resolve_model(
         ModelSource(model=config.model, weights=config.weights, seed=config.seed)
     )
-    module = build_module(payload)
-    layer = find_layer(
-        describe_layers(module, payload.arch, payload.preprocess.crop),
-        config.layer,
-        payload.model_id,
-    )
-    units = tuple(range(layer.units)) if config.units is None else config.units
-    bad = [u for u in units if not 0 <= u < layer.units]
+    layer = find_layer(payload_layers(payload), config.layer, payload.model_id)  # no model built
+    sae = None
+    width, noun = layer.units, "units"
+    if config.unit_kind == "sae":
+        from coin_scale.dissect.pipeline import load_sae_units
+
+        sae = load_sae_units(config.sae, payload, layer)
+        width, noun = sae.config.d_sae, "SAE features"
+    elif config.sae is not None:
+        raise ValueError("--sae is for --units sae (the SAE's features); drop it or add --units sae")
+    units = tuple(range(width)) if config.units is None else config.units
+    bad = [u for u in units if not 0 <= u < width]
     if bad:
         raise ValueError(
-            f"units {bad} out of range: {payload.model_id}/{layer.name} has units 0-{layer.units - 1}"
+            f"units {bad} out of range: {payload.model_id}/{layer.name} has {noun} 0-{width - 1}"
         )
     if on_start is not None:
         on_start(payload.model_id, layer.name)
     probe = probe_set(config)
     paths = [image.path for image in probe.images]
-    if open_pool is None:
-        acts, read = layer_activations(
-            module, payload.preprocess, layer, paths,
-            reduction=config.reduction, batch_size=config.batch_size,
-        )  # fmt: skip
-    else:
-        acts, read = replica_activations(open_pool, payload, layer, paths, config)
+    acts, read = probe_activations(open_pool, payload, layer, paths, config, sae)
     cache: dict[int, Image.Image] = {}
 
     def load(i: int) -> Image.Image:  # i indexes the images read
@@ -465,7 +474,7 @@ def score_rows(result: MISRunResult, run: MISRunConfig, run_id: str) -> list[Sco
             "model": result.model, "similarity": run.similarity, "quantile": c.quantile,
             "seed": c.seed, "alpha": c.alpha, "accuracy": s.accuracy, "images": result.n_images,
             "probe": run.probe, "reduction": run.reduction,
-            "random_weights": result.random_weights,
+            "random_weights": result.random_weights, "sae": run.sae,
         }  # fmt: skip
         rows.append(
             Row(
@@ -475,7 +484,7 @@ def score_rows(result: MISRunResult, run: MISRunConfig, run_id: str) -> list[Sco
                 value=s.mis,
                 layer=result.layer,
                 unit=unit,
-                kind="neuron",
+                kind=run.unit_kind,
                 k=c.k,
                 draws=c.n,
                 std=s.std,
@@ -500,7 +509,7 @@ def score_rows(result: MISRunResult, run: MISRunConfig, run_id: str) -> list[Sco
                     value=value,
                     layer=result.layer,
                     unit=d.unit,
-                    kind="neuron",
+                    kind=run.unit_kind,
                     details=found_details,
                 )  # fmt: skip
             )

@@ -50,23 +50,51 @@ def _require(package: str, name: str) -> None:
         )
 
 
+def content_key(image: Image.Image) -> str:
+    """A digest of the image's pixels, size and mode: equal images share it, whatever their path."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{image.mode}{image.size}".encode())
+    h.update(image.tobytes())
+    return h.hexdigest()
+
+
 class DreamSimSimilarity:
-    """DreamSim's similarity: the cosine of its embeddings (DreamSim distance = 1 - cosine)."""
+    """DreamSim's similarity: the cosine of its embeddings (DreamSim distance = 1 - cosine).
+
+    Each distinct image (by content, `content_key`) is embedded once for the life of the object,
+    so a layer's units, whose tasks draw from the same probe images, share the embeddings
+    (`embedded` counts the images embedded, `reused` those answered from the cache)."""
 
     def __init__(self, model: Any, preprocess: Callable[[Image.Image], torch.Tensor], device: str):
         self.model = model
         self.preprocess = preprocess
         self.device = device
+        self._cache: dict[str, torch.Tensor] = {}
+        self.embedded = 0
+        self.reused = 0
 
     def _embed(self, images: Sequence[Image.Image]) -> torch.Tensor:
         import torch
 
-        out = []
+        keys = [content_key(im) for im in images]
+        first: dict[str, int] = {}  # each image not embedded yet, at its first position
+        for i, k in enumerate(keys):
+            if k not in self._cache and k not in first:
+                first[k] = i
+        new = list(first.values())
         with torch.inference_mode():
-            for start in range(0, len(images), 32):
-                batch = torch.cat([self.preprocess(im) for im in images[start : start + 32]])
-                out.append(self.model.embed(batch.to(self.device)).float())
-        return torch.nn.functional.normalize(torch.cat(out), dim=-1)
+            for start in range(0, len(new), 32):
+                chunk = new[start : start + 32]
+                batch = torch.cat([self.preprocess(images[i]) for i in chunk])
+                out = self.model.embed(batch.to(self.device)).float()
+                out = torch.nn.functional.normalize(out, dim=-1)
+                for i, row in zip(chunk, out, strict=True):
+                    self._cache[keys[i]] = row
+        self.embedded += len(new)
+        self.reused += len(keys) - len(new)
+        return torch.stack([self._cache[k] for k in keys])
 
     def __call__(self, a: Sequence[Any], b: Sequence[Any]) -> np.ndarray:
         return (self._embed(a) @ self._embed(b).T).cpu().numpy()
