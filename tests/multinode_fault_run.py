@@ -9,6 +9,9 @@ scenario kills actors on the worker nodes in the middle of their work.
 - `gateway CACHE`: LLM agents explaining units through a GatewayPool with one actor per worker
   node, against a fake OpenAI server; every gateway actor is SIGKILLed while the server answers
   the fifth request. An identical run without the kill is the reference.
+- `sweep DIR`: `run_sweep.py --json` with LLM agents against a fake OpenAI server, the driver's
+  node holding no model replica; every model replica is SIGKILLed while the server answers the
+  fifth request. An identical run without the kill is the reference.
 - `agents CACHE`: LLM agents whose every measurement runs on model replicas, one per worker node
   (the driver's head node has none), gathered into shared passes; the replica on worker0 is
   SIGKILLed after the agents' fourth measurement. An identical run without the kill is the
@@ -299,6 +302,74 @@ def agents(nodes: dict[str, Any], head: Any, cache: str) -> dict[str, Any]:
     return {"reference": reference, "faulted": faulted}
 
 
+@dataclass
+class KillReplicasAt:
+    """The fake server's policy, which SIGKILLs every model replica on the worker nodes while
+    answering request `at` (the agents are mid-run: their measurements are on those replicas)."""
+
+    inner: Any
+    at: int | None
+    nodes: dict[str, Any]
+    seen: int = 0
+    killed: list[tuple[str, int]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __call__(self, view: Any) -> Any:
+        with self.lock:
+            self.seen += 1
+            if self.seen == self.at and not self.killed:
+                for name, node in self.nodes.items():
+                    for pid in actors_named(node, "ModelReplica"):
+                        os.kill(pid, signal.SIGKILL)
+                        self.killed.append((name, pid))
+        return self.inner(view)
+
+
+def _sweep(root: str, at: int | None, nodes: dict[str, Any], head: Any) -> dict[str, Any]:
+    """`run_sweep.py --json` with the OpenAI agents against the fake server, on this cluster
+    (the driver's head node has no CPU, so no model replica); with `at`, every model replica is
+    killed while the server answers request `at`. Its own warehouse, request cache and cache."""
+    import contextlib
+    import io
+
+    import run_sweep
+    from coin_scale.testing.agent_policies import ExperimenterPolicy
+    from coin_scale.testing.fakeserver import FakeProviderServer
+
+    os.environ["COIN_SCALE_CACHE"] = os.path.join(root, "cache")
+    policy = KillReplicasAt(ExperimenterPolicy(), at, nodes)
+    on_head: list[int] = []
+    with FakeProviderServer("openai", policy) as server:
+        argv = ["--model", "resnet18", "--weights", "none", "--top-k", "2", "--negatives", "1",
+                "--probe-images", "40", "--no-unit-scores", "--warehouse",
+                os.path.join(root, "wh"), "--run-id", "multinode", "--no-progress", "--explainer",
+                "openai", "--base-url", server.base_url, "--rpm", "60000", "--tpm", "1e12",
+                "--json"]  # fmt: skip (the request cache is the warehouse's: one per run)
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            code = run_sweep.main(argv)
+        on_head = actors_named(head, "ModelReplica")
+        requests = len(server.log)
+    result = json.loads(out.getvalue()) if code == 0 else {}
+    units = [
+        (u["unit"], u["status"], u["label"])
+        for side in ("positive", "negative") for u in result.get(side, [])
+    ]  # fmt: skip
+    return {
+        "code": code, "units": units, "text": result.get("text"),
+        "forward_passes": result.get("forward_passes"), "requests": requests,
+        "killed": policy.killed, "replicas_on_driver_node": len(on_head),
+    }  # fmt: skip
+
+
+def sweep(nodes: dict[str, Any], head: Any, root: str) -> dict[str, Any]:
+    """The same LLM sweep without and with the model replicas killed mid-run."""
+    os.environ["OPENAI_API_KEY"] = "sk-test-multinode-sweep"
+    reference = _sweep(os.path.join(root, "reference"), None, nodes, head)
+    faulted = _sweep(os.path.join(root, "faulted"), 5, nodes, head)
+    return {"reference": reference, "faulted": faulted}
+
+
 def main(argv: list[str]) -> None:
     cluster = Cluster(
         initialize_head=True, head_node_args={"num_cpus": 0}
@@ -319,6 +390,8 @@ def main(argv: list[str]) -> None:
                 out = gateway(nodes, args.pop(0))
             elif name == "agents":
                 out = agents(nodes, cluster.head_node, args.pop(0))
+            elif name == "sweep":
+                out = sweep(nodes, cluster.head_node, args.pop(0))
             else:
                 raise SystemExit(f"unknown scenario {name!r}")
             print(json.dumps({"scenario": name, **out}, default=str), flush=True)

@@ -120,3 +120,31 @@ def test_no_actor_takes_its_constructor_arguments_from_the_object_store(faults):
     # arguments are in the object store, since a restart could not rebuild it (ray#53727). All
     # three actor kinds were created, and restarted, in that driver.
     assert "constructor arguments in the object store" not in faults["stderr"]
+
+
+@pytest.fixture(scope="module")
+def sweep_faults(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The `sweep` scenario's report: run_sweep.py on its own multi-node cluster (a second one)."""
+    tmp = tmp_path_factory.mktemp("multinode-sweep")
+    env = os.environ | {"PYTHONPATH": str(ROOT), "RAY_DEDUP_LOGS": "0"}
+    argv = [sys.executable, str(ROOT / "tests" / "multinode_fault_run.py"), "sweep", str(tmp)]
+    run = subprocess.run(argv, capture_output=True, text=True, timeout=580, env=env, cwd=ROOT)
+    assert run.returncode == 0, run.stderr[-3000:]
+    (report,) = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
+    return report
+
+
+@pytest.mark.timeout(600)
+def test_an_llm_sweep_survives_its_model_replicas_killed_mid_run(sweep_faults):
+    """Issue 19, item 3: `run_sweep.py` with LLM agents on a cluster whose driver node has no
+    model replica; every replica killed while the agents experiment; the same explanations as an
+    undisturbed run, and no forward pass in the driver."""
+    reference, faulted = sweep_faults["reference"], sweep_faults["faulted"]
+    for run in (reference, faulted):
+        assert run["code"] == 0 and run["replicas_on_driver_node"] == 0
+        assert run["forward_passes"]["driver"] == {"passes": 0, "images": 0}
+        assert run["forward_passes"]["replicas"]["passes"] > 0
+        assert len(run["units"]) == 3 and {u[1] for u in run["units"]} == {"ok"}
+    assert faulted["killed"] and {node for node, _ in faulted["killed"]} <= {"worker0", "worker1"}
+    assert faulted["units"] == reference["units"] and faulted["text"] == reference["text"]
+    assert faulted["requests"] == reference["requests"]  # no agent started over

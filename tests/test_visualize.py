@@ -201,7 +201,9 @@ def write_sae(path: Path, layer: str, d_in: int) -> Path:
     return path
 
 
-def test_cli_writes_pngs_and_rows(tmp_path, capsys, caplog) -> None:
+def test_cli_writes_pngs_and_rows(ray_cluster, tmp_path, capsys, caplog) -> None:
+    """The images are optimised and measured on a model replica (issue 19: the driver holds no
+    model); the PNGs and rows are the driver's."""
     out, warehouse = tmp_path / "out", tmp_path / "wh"
     code = main([*BASE, "--layer", "layer4", "--unit", "1,3", "--batch", "2", "--out", str(out),
                  "--warehouse", str(warehouse), "--run-id", "vis1"])  # fmt: skip
@@ -262,7 +264,7 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, extra, m
     assert not out.exists() and not warehouse.exists()
 
 
-def test_cli_refuses_a_size_the_model_cannot_take(tmp_path, capsys) -> None:
+def test_cli_refuses_a_size_the_model_cannot_take(ray_cluster, tmp_path, capsys) -> None:
     out = tmp_path / "out"
     code = main(["visualize", "--model", "vit_b_16", "--weights", "none", "--layer",
                  "encoder.layers.encoder_layer_0", "--unit", "0", "--size", "64", "--out", str(out),
@@ -313,11 +315,12 @@ def test_a_unit_silent_on_the_starting_image_is_still_driven_up(monkeypatch) -> 
 
 
 def test_cli_records_the_run_running_then_failed_when_it_breaks(
-    tmp_path, capsys, monkeypatch
+    ray_cluster, tmp_path, capsys, monkeypatch
 ) -> None:
-    """The `runs` row says 'running' while the images are optimised; an error, or Ctrl-C, midway
-    rewrites it as 'failed' with the error (and no visualizations rows are stored)."""
-    import coin_scale.visualize
+    """The `runs` row says 'running' while the units' images come back from the replica; an
+    error, or Ctrl-C, midway rewrites it as 'failed' with the error (and no visualizations rows
+    are stored)."""
+    from coin_scale.cli import visualize as command
 
     warehouse, seen = tmp_path / "wh", []
 
@@ -325,11 +328,11 @@ def test_cli_records_the_run_running_then_failed_when_it_breaks(
         seen.append(run_query(warehouse, "SELECT run_id, command, status FROM runs ORDER BY 1")[1])
         raise error
 
-    monkeypatch.setattr(coin_scale.visualize, "render", broken)
+    monkeypatch.setattr(command, "_write_png", broken)
     args = [*BASE, "--layer", "layer4", "--unit", "1", "--out", str(tmp_path / "out"),
             "--warehouse", str(warehouse)]  # fmt: skip
-    error: BaseException = RuntimeError("CUDA out of memory")
-    with pytest.raises(RuntimeError, match="CUDA out of memory"):
+    error: BaseException = RuntimeError("the disk went away")
+    with pytest.raises(RuntimeError, match="the disk went away"):
         main([*args, "--run-id", "vis-broken"])
     error = KeyboardInterrupt()
     assert main([*args, "--run-id", "vis-stopped"]) == 130
@@ -338,6 +341,6 @@ def test_cli_records_the_run_running_then_failed_when_it_breaks(
                     [("vis-broken", "visualize", "failed"), ("vis-stopped", "visualize", "running")]]  # fmt: skip
     _, runs = run_query(warehouse, "SELECT run_id, status, message, finished_at IS NOT NULL, "
                         "n_images FROM runs ORDER BY run_id")  # fmt: skip
-    assert runs == [("vis-broken", "failed", "RuntimeError: CUDA out of memory", True, None),
+    assert runs == [("vis-broken", "failed", "RuntimeError: the disk went away", True, None),
                     ("vis-stopped", "failed", "interrupted", True, None)]  # fmt: skip
     assert run_query(warehouse, "SELECT count(*) FROM visualizations")[1] == [(0,)]

@@ -37,12 +37,18 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> RaySe
 
 
 def cpu_gpu_per_replica(replicas: int | None) -> tuple[int, float, int]:
-    """(replicas, cpus each, gpus each): one replica per GPU, else one CPU replica using all cores."""
+    """(replicas, cpus each, gpus each): one replica per GPU, else one CPU replica using all cores.
+    No replica asks for more CPUs than the largest live node has (on a cluster of several small
+    nodes a replica could otherwise never be placed)."""
     resources = ray.cluster_resources()
     gpus = int(resources.get("GPU", 0))
     cpus = int(resources.get("CPU", 1))
+    node_cpus = [
+        int(node.get("Resources", {}).get("CPU", 0)) for node in ray.nodes() if node.get("Alive")
+    ]
+    largest = max(node_cpus, default=cpus) or 1
     if gpus:
         n = replicas or gpus
-        return n, max(1, cpus // (2 * n)), 1
+        return n, max(1, min(cpus // (2 * n), largest)), 1
     n = replicas or 1
-    return n, max(1, cpus // n), 0
+    return n, max(1, min(cpus // n, largest)), 0

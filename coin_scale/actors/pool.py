@@ -46,15 +46,17 @@ class ReplicaPool(DispatchedPool):
         gpus_each: float,
         in_flight_each: int = 3,
         max_attempts: int = 8,
+        actor_options: dict[str, Any] | None = None,
     ) -> None:
-        """`work`: what every replica computes (model, layers, reductions, SAE transforms)."""
+        """`work`: what every replica computes (model, layers, reductions, SAE transforms);
+        `actor_options`: more Ray options of every replica (a scheduling strategy)."""
         self._created = time.perf_counter()
         self.startup_seconds = 0.0
         """Seconds from creating the pool until `wait_ready` saw every replica's model built."""
         # Shipped once; every call carries this reference (not the constructor: see ModelReplica),
         # and the pool holds it while it lives, so a replica that Ray restarts can rebuild.
         self.work = WorkRef(ray.put(work))
-        options = {"num_cpus": cpus_each, "num_gpus": gpus_each}
+        options = {"num_cpus": cpus_each, "num_gpus": gpus_each, **(actor_options or {})}
         actors = [
             ModelReplica.options(**options).remote()  # type: ignore[attr-defined]
             for _ in range(replicas)

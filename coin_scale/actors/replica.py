@@ -57,7 +57,10 @@ class ModelReplica:
     def _core(self, work: WorkRef) -> ReplicaCore:
         with self._building:  # two calls may arrive at once: build one core
             if self.core is None:
-                cpus = int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1)) or 1
+                # A replica that reserves no CPU (the sweep's `ReplicaModel`, which works in
+                # bursts between the other pools' stages) uses the node's cores when it works.
+                assigned = ray.get_runtime_context().get_assigned_resources().get("CPU", 0)
+                cpus = int(assigned) or (os.cpu_count() or 1)
                 w: ReplicaWork = ray.get(work.ref)
                 self.core = ReplicaCore(
                     w.payload, dict(w.layers), w.reductions, threads=cpus,  # type: ignore[arg-type]

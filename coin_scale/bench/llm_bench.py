@@ -73,7 +73,7 @@ def run_llm_bench(config: LLMBenchConfig) -> dict[str, Any]:
         if "rate" in config.parts:
             out["rate"] = _rate(config)
         if {"concurrency", "faults"} & set(config.parts):
-            from coin_scale.sweep.agents import agent_replicas
+            from coin_scale.runtime.agent_replicas import agent_replicas
 
             payload, layer = _probe_model()
             with agent_replicas(payload, layer, address=config.address) as replicas:

@@ -14,10 +14,8 @@ from coin_scale.records import LAYER_UNIT_KINDS
 
 if TYPE_CHECKING:
     import torch
-    from torch import nn
 
     from coin_scale.models import LayerInfo, ModelPayload
-    from coin_scale.visualize import Objective
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -50,6 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="folder for the PNGs, DIR/<layer>_<kind>_<unit>_<i>.png")  # fmt: skip
     add_warehouse_arg(parser)
     parser.add_argument("--run-id", default=None, help="name of this run in the runs table")
+    parser.add_argument("--address", default=None,
+                        help="Ray cluster of the model replicas (default: a local Ray)")  # fmt: skip
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=run)
 
@@ -68,16 +68,14 @@ def parse_units(spec: str) -> list[int]:
 
 @dataclass(frozen=True)
 class _Target:
-    """The units to visualise and how to measure each."""
+    """The units to visualise: each one's SAE decoder direction (None for a channel)."""
 
     kind: str
     count: int
-    objectives: dict[int, Objective]
+    directions: dict[int, torch.Tensor | None]
 
 
 def _targets(args: argparse.Namespace, payload: ModelPayload, layer: LayerInfo) -> _Target:
-    from coin_scale.visualize import channel, direction
-
     units = parse_units(str(args.unit))
     if args.units == "sae":
         from coin_scale.dissect.pipeline import load_sae_units
@@ -95,14 +93,8 @@ def _targets(args: argparse.Namespace, payload: ModelPayload, layer: LayerInfo) 
     if bad:
         raise UserError(f"--unit {bad[0]} is out of range: {what} (0 to {count - 1})")
     if args.units == "sae":
-        objectives = {
-            u: direction(layer.name, sae.w_dec[u].detach(), layout=layer.layout,
-                         name=f"sae({layer.name}, {u})")
-            for u in units
-        }  # fmt: skip
-    else:
-        objectives = {u: channel(layer.name, u, layout=layer.layout) for u in units}
-    return _Target(kind=args.units, count=count, objectives=objectives)
+        return _Target(args.units, count, {u: sae.w_dec[u].detach().clone() for u in units})
+    return _Target(args.units, count, dict.fromkeys(units))
 
 
 def _check_numbers(args: argparse.Namespace) -> None:
@@ -121,70 +113,41 @@ def _check_numbers(args: argparse.Namespace) -> None:
         raise UserError(f"--polish must be between 0 and 1; got {args.polish}")
 
 
-def _check_size(module: nn.Module, objective: Objective, payload: ModelPayload, size: int) -> None:
-    """One forward pass of a grey image of this size; the model's error as one line otherwise."""
-    import torch
-
-    from coin_scale.visualize import measure
-
-    try:
-        measure(module, objective, torch.full((1, 3, size, size), 0.5), payload.preprocess)
-    except (RuntimeError, ValueError, AssertionError, IndexError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(
-            f"--size {size}: {payload.model_id} cannot take {size}x{size} images ({first}); "
-            f"its own size is {payload.preprocess.crop}"
-        ) from None
-
-
-def _load_png(path: Path) -> torch.Tensor:
-    """A written PNG -> (1, 3, height, width) float in [0, 1], as the model will see it later."""
-    from PIL import Image
-    from torchvision.transforms.functional import pil_to_tensor
-
-    with Image.open(path) as image:
-        return pil_to_tensor(image.convert("RGB")).unsqueeze(0).float() / 255.0
-
-
-def _save_png(path: Path, image: torch.Tensor) -> None:
-    """(3, height, width) in [0, 1] -> an 8-bit PNG at `path`, written atomically."""
+def _write_png(path: Path, png: bytes) -> None:
+    """The replica's PNG bytes at `path`, written atomically."""
     from coin_scale.sae.cache import write_atomic
-    from coin_scale.visualize import to_pil
 
-    pixels = to_pil(image)
-    write_atomic(path, lambda tmp: pixels.save(tmp, format="PNG"))
+    write_atomic(path, lambda tmp: Path(tmp).write_bytes(png))
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
     from tqdm import tqdm
 
-    from coin_scale.models import (
-        ModelSource,
-        build_module,
-        describe_layers,
-        find_layer,
-        resolve_model,
-    )
+    from coin_scale.models import ModelSource, find_layer, resolve_model
+    from coin_scale.models.batches import ReplicaWork
+    from coin_scale.models.loading import payload_layers
+    from coin_scale.models.module_call import ModuleCall
+    from coin_scale.runtime.pools import keep_ray, replica_pool
     from coin_scale.storage import Warehouse, get_spec
     from coin_scale.storage.runs import RunRecorder, new_run_id
-    from coin_scale.visualize import diversity, make_param, measure, render, standard_transforms, tv
+    from coin_scale.visualize.command import UnitVisualization, check_size, visualize_unit
 
     _check_numbers(args)
     started = datetime.now(UTC)
     payload = resolve_model(ModelSource(model=args.model, weights=args.weights, seed=args.seed))
-    module = build_module(payload)
-    layer = find_layer(describe_layers(module, payload.arch, payload.preprocess.crop), args.layer,
-                       payload.model_id)  # fmt: skip
+    layer = find_layer(payload_layers(payload), args.layer, payload.model_id)  # no model built
     target = _targets(args, payload, layer)
     size = args.size or payload.preprocess.crop
-    _check_size(module, next(iter(target.objectives.values())), payload, size)
-
+    specs = [
+        UnitVisualization(
+            layer=layer.name, layout=layer.layout, unit=unit, direction=vector,
+            name=f"sae({layer.name}, {unit})" if vector is not None else "", steps=args.steps,
+            size=size, batch=args.batch, param=args.param, lr=args.lr, polish=args.polish,
+            tv=args.tv, diversity=args.diversity, seed=args.seed, preprocess=payload.preprocess,
+        )  # fmt: skip
+        for unit, vector in target.directions.items()
+    ]
     out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UserError(f"--out {out}: cannot create the folder ({err.strerror})") from None
     warehouse = Warehouse(args.warehouse)
     run_id = args.run_id or new_run_id()
     if payload.random_weights:
@@ -192,45 +155,51 @@ def run(args: argparse.Namespace) -> int:
             "NOTE: random weights (--weights none): these images show noise, not a trained network"
         )
     config = {k: v for k, v in vars(args).items() if k != "func"}
-    recorder = RunRecorder(
-        warehouse=warehouse, run_id=run_id, command="visualize", model=payload.model_id,
-        weights=payload.weights_id, layers=[layer.name], probe="(optimised images)", config=config,
-        started_at=started,
-    )  # fmt: skip
     rows = []
-    with recorder:  # 'running' now; 'complete', or 'failed' with the error, when it ends
-        bar = tqdm(total=args.steps * len(target.objectives), desc="visualize", unit="step",
-                   disable=args.no_progress, leave=False)  # fmt: skip
-        for unit, unit_objective in target.objectives.items():
-            objective = unit_objective
-            if args.tv:
-                objective = objective - args.tv * tv()
-            if args.diversity and args.batch > 1:
-                objective = objective + args.diversity * diversity(layer.name, layout=layer.layout)
-            param = make_param(args.param, size, batch=args.batch,
-                               generator=torch.Generator().manual_seed(args.seed))  # fmt: skip
-            result = render(module, objective, param, steps=args.steps, lr=args.lr,
-                            transforms=standard_transforms(size), seed=args.seed,
-                            polish=args.polish, preprocess=payload.preprocess,
-                            on_step=lambda _s, _v: bar.update(1))  # fmt: skip
-            for i, image in enumerate(result.images):
-                path = out / f"{layer.name}_{target.kind}_{unit}_{i}.png"
-                _save_png(path, image)
-                value = float(
-                    measure(module, unit_objective, _load_png(path), payload.preprocess)[0]
-                )
-                rows.append({
-                    "run_id": run_id, "model": payload.model_id, "weights": payload.weights_id,
-                    "layer": layer.name, "unit": unit, "kind": target.kind, "param": args.param,
-                    "steps": args.steps, "size": size, "seed": args.seed, "batch_index": i,
-                    "image_path": str(path), "activation": value, "created_at": datetime.now(UTC),
-                })  # fmt: skip
-                bar.write(
-                    f"{path}  activation {value:.4f}  ({result.seconds / len(result.images):.1f}s)"
-                )
-        bar.close()
-        warehouse.write("visualizations", get_spec("visualizations").from_dicts(rows), key=run_id)
-        recorder.n_images, recorder.n_failed = len(rows), 0
+    work = ReplicaWork(payload, {}, ("max",), None)
+    # The optimisation runs on model replicas (a local Ray unless --address), one unit a call,
+    # the units spread over the replicas: the driver holds no model.
+    with keep_ray(), replica_pool(work, address=args.address, replicas=None) as pool:
+        (checked,) = pool.call([ModuleCall.of(check_size, specs[0])])
+        if checked.value is not None:
+            raise UserError(
+                f"--size {size}: {payload.model_id} cannot take {size}x{size} images "
+                f"({checked.value}); its own size is {payload.preprocess.crop}"
+            )
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise UserError(f"--out {out}: cannot create the folder ({err.strerror})") from None
+        recorder = RunRecorder(
+            warehouse=warehouse, run_id=run_id, command="visualize", model=payload.model_id,
+            weights=payload.weights_id, layers=[layer.name], probe="(optimised images)",
+            config=config, started_at=started,
+        )  # fmt: skip
+        with recorder:  # 'running' now; 'complete', or 'failed' with the error, when it ends
+            bar = tqdm(total=len(specs), desc="visualize", unit="unit",
+                       disable=args.no_progress, leave=False)  # fmt: skip
+            for done in pool.call([ModuleCall.of(visualize_unit, spec) for spec in specs]):
+                result = done.value
+                for i, (png, value) in enumerate(zip(result.pngs, result.values, strict=True)):
+                    path = out / f"{layer.name}_{target.kind}_{result.unit}_{i}.png"
+                    _write_png(path, png)
+                    rows.append({
+                        "run_id": run_id, "model": payload.model_id,
+                        "weights": payload.weights_id, "layer": layer.name, "unit": result.unit,
+                        "kind": target.kind, "param": args.param, "steps": args.steps,
+                        "size": size, "seed": args.seed, "batch_index": i,
+                        "image_path": str(path), "activation": value,
+                        "created_at": datetime.now(UTC),
+                    })  # fmt: skip
+                    bar.write(f"{path}  activation {value:.4f}  "
+                              f"({result.seconds / len(result.pngs):.1f}s)")  # fmt: skip
+                bar.update(1)
+            bar.close()
+            rows.sort(key=lambda row: (row["unit"], row["batch_index"]))
+            warehouse.write(
+                "visualizations", get_spec("visualizations").from_dicts(rows), key=run_id
+            )
+            recorder.n_images, recorder.n_failed = len(rows), 0
     print(f"{len(rows)} images in {out}; rows in {args.warehouse} (try: coin-scale query --warehouse "
           f"{args.warehouse} \"SELECT unit, batch_index, activation, image_path FROM visualizations "
           f"WHERE run_id = '{run_id}'\")")  # fmt: skip

@@ -9,13 +9,14 @@ this needs units computed from pixels (`through` 'model').
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
 
-from coin_scale.agent import AgentOutcome, ExperimentTools, TorchUnitMeter, UnitSubject
-from coin_scale.agent.subject import exemplars_from_paths
-from coin_scale.agent.visualizer import TorchUnitVisualizer
+from coin_scale.agent import AgentOutcome, ExperimentTools, UnitSubject
+from coin_scale.agent.subject import UnitMeter, exemplars_from_paths
+from coin_scale.agent.visualizer import Visualizer
 from coin_scale.concepts.formula import evaluate, parse_text
 from coin_scale.concepts.matrix import ConceptMatrix
 from coin_scale.eval.matcher import text_formula_text
@@ -90,7 +91,7 @@ def read_back(
 
 def explain_synthetic_with_llm(
     prepared: PreparedLLM,
-    module: torch.nn.Module,
+    instruments: Callable[[int], tuple[UnitMeter, Visualizer]],
     payload: ModelPayload,
     layer: str,
     probe: ProbeSet,
@@ -103,8 +104,9 @@ def explain_synthetic_with_llm(
     progress: bool = False,
 ) -> LLMUnitsResult:
     """Explain every unit (column of `activations`) with its own agent, its calls through
-    `gateways` (the caller's gateway actors), then read each label back to a formula over the
-    probe's concepts."""
+    `gateways` (the caller's gateway actors) and its measurements and visualizations through
+    `instruments(unit)` (the caller's model replicas, or a module in process), then read each
+    label back to a formula over the probe's concepts."""
     from unity_pool.tools import LocalRenderer, RenderTools
 
     exemplars = top_exemplars(activations, probe)
@@ -122,8 +124,7 @@ def explain_synthetic_with_llm(
     ]
 
     def make_tools(subject: UnitSubject) -> ExperimentTools:
-        meter = TorchUnitMeter(module, payload.preprocess, layer, "nc", subject.unit)
-        visualizer = TorchUnitVisualizer(module, payload.preprocess, layer, "nc", subject.unit)
+        meter, visualizer = instruments(subject.unit)
         return ExperimentTools(
             subject, meter, RenderTools(renderer=LocalRenderer()), visualizer=visualizer
         )

@@ -55,15 +55,24 @@ def structure_module(payload: ModelPayload, *, meta: bool = True) -> nn.Module:
     return instantiate(payload.arch, payload.arch_kwargs).eval()
 
 
-def payload_layers(payload: ModelPayload) -> list[LayerInfo]:
-    """`describe_layers` of the model, traced on the meta device (`structure_module`; on the CPU
-    when its forward cannot run there)."""
+def traced_structure(payload: ModelPayload) -> tuple[nn.Module, list[LayerInfo]]:
+    """(the architecture without weights, its layers): traced on the meta device
+    (`structure_module`), or on the CPU with random weights when its forward cannot run there.
+    Enough to list layers, find the last block and check a chain's layer path, none of which
+    depends on the weights."""
     crop = payload.preprocess.crop
+    module = structure_module(payload)
     try:
-        return describe_layers(structure_module(payload), payload.arch, crop)
+        return module, describe_layers(module, payload.arch, crop)
     except (NotImplementedError, RuntimeError) as err:
         log.debug("%s does not trace on the meta device (%s)", payload.model_id, err)
-        return describe_layers(structure_module(payload, meta=False), payload.arch, crop)
+        module = structure_module(payload, meta=False)
+        return module, describe_layers(module, payload.arch, crop)
+
+
+def payload_layers(payload: ModelPayload) -> list[LayerInfo]:
+    """`describe_layers` of the model, from its structure alone (`traced_structure`)."""
+    return traced_structure(payload)[1]
 
 
 def build_module(payload: ModelPayload) -> nn.Module:

@@ -283,9 +283,10 @@ def _known_concepts(concepts: ConceptMatrix, names: tuple[str, ...]) -> ConceptM
 
 def model_activations(
     config: SyntheticEvalConfig, units: tuple[SyntheticUnit, ...], root: str, n_images: int
-) -> tuple[torch.Tensor, ModelRun, tuple[torch.nn.Module, ModelPayload] | None]:
+) -> tuple[torch.Tensor, ModelRun, ModelPayload | None]:
     """float32 (image, unit) activations of the units as a `synthetic_units` model over the
-    cached attribute net, dissected on Ray over the probe set (layer `units`, kept dense)."""
+    cached attribute net, dissected on Ray over the probe set (layer `units`, kept dense), and
+    the model's payload when the agents or the scores need it (they run it on replicas)."""
     import tempfile
 
     from coin_scale.dissect.config import DissectConfig
@@ -312,11 +313,10 @@ def model_activations(
         result = run_dissection(dissect_config, progress=config.progress)
         seconds = time.perf_counter() - start
         dense = load_activations(Warehouse(str(work / "warehouse")), result.dissection_id)
-        if config.scores or config.uses_llm:
-            from coin_scale.models import ModelSource, build_module, resolve_model
+        if config.scores or config.uses_llm:  # the weights travel in the payload, not the file
+            from coin_scale.models import ModelSource, resolve_model
 
-            payload = resolve_model(ModelSource(model=str(checkpoint)))
-            scorer = (build_module(payload), payload)
+            scorer = resolve_model(ModelSource(model=str(checkpoint)))
     activations = torch.from_numpy(dense.astype("float32"))
     if activations.shape != (n_images, len(units)) or bool(activations.isnan().any()):
         raise ValueError(
@@ -433,7 +433,7 @@ def _scores(
 
 def _explain_with_llm(
     prepared: object,
-    scorer: tuple[torch.nn.Module, ModelPayload],
+    payload: ModelPayload,
     model: ModelRun,
     root: str,
     activations: torch.Tensor,
@@ -446,16 +446,23 @@ def _explain_with_llm(
 
     from coin_scale.eval.llm_units import explain_synthetic_with_llm
     from coin_scale.explain.llm import PreparedLLM
+    from coin_scale.models import find_layer
+    from coin_scale.models.loading import payload_layers
     from coin_scale.models.synthetic_model import LAYER
+    from coin_scale.runtime.agent_replicas import agent_replicas
     from coin_scale.runtime.pools import gateway_pool
 
     assert isinstance(prepared, PreparedLLM)
-    module, payload = scorer
-    with gateway_pool(prepared, address=config.address) as gateways:
+    layer = find_layer(payload_layers(payload), LAYER, payload.model_id)
+    with (
+        gateway_pool(prepared, address=config.address) as gateways,
+        agent_replicas(payload, layer, address=config.address) as replicas,
+    ):  # the agents measure and visualize on model replicas, as in a sweep
         result = explain_synthetic_with_llm(
-            prepared, module, payload, LAYER, scan_probe(root), activations, concepts,
-            config.quantile, run_id=f"eval-synthetic-seed{config.seed}-{config.explainer}",
-            gateways=gateways, progress=config.progress,
+            prepared, lambda unit: (replicas.meter(unit), replicas.visualizer(unit)), payload,
+            LAYER, scan_probe(root), activations, concepts, config.quantile,
+            run_id=f"eval-synthetic-seed{config.seed}-{config.explainer}", gateways=gateways,
+            progress=config.progress,
         )  # fmt: skip
     model = dataclasses.replace(
         model, llm_requests=result.requests, llm_cached=result.cached,
@@ -498,7 +505,7 @@ def _compare_with_truth(
 
 def _predictive_through_model(
     model: ModelRun,
-    scorer: tuple[torch.nn.Module, ModelPayload],
+    payload: ModelPayload,
     units: tuple[SyntheticUnit, ...],
     explanations: list[Explanation],
     config: SyntheticEvalConfig,
@@ -509,19 +516,21 @@ def _predictive_through_model(
     import statistics
 
     from coin_scale.eval.explanation_scores import UnitScores, score_explanations
+    from coin_scale.models.module_call import ModuleCall
     from coin_scale.models.synthetic_model import LAYER
     from coin_scale.probe.scoring_set import load_scoring_set
+    from coin_scale.runtime.pools import ReplicaModel
 
-    module, payload = scorer
     scoring = load_scoring_set(payload, single_object=True, progress=config.progress)
-    said = score_explanations(
-        module, LAYER, "nc", payload.preprocess,
-        [(i, e.formula or None) for i, e in enumerate(explanations)], scoring, seed=config.seed,
-    )  # fmt: skip
-    truth = score_explanations(
-        module, LAYER, "nc", payload.preprocess,
-        [(i, u.formula) for i, u in enumerate(units)], scoring, seed=config.seed,
-    )  # fmt: skip
+    with ReplicaModel(payload, address=config.address) as runner:  # the driver holds no model
+        said = runner(ModuleCall.of(
+            score_explanations, LAYER, "nc", payload.preprocess,
+            [(i, e.formula or None) for i, e in enumerate(explanations)], scoring, seed=config.seed,
+        ))  # fmt: skip
+        truth = runner(ModuleCall.of(
+            score_explanations, LAYER, "nc", payload.preprocess,
+            [(i, u.formula) for i, u in enumerate(units)], scoring, seed=config.seed,
+        ))  # fmt: skip
 
     def medians(scores: list, value: Callable) -> dict[str, float]:  # type: ignore[type-arg]
         by_kind: dict[str, list[float]] = {}

@@ -191,11 +191,13 @@ def render_pool(config: RenderPoolConfig | None = None, *, address: str | None) 
 class ReplicaModel:
     """A `ModelRunner` on one model replica of `payload`: every `ModuleCall` (attribution, chain
     edges, ablations, scoring, layer listing) runs there, so the driver holds no copy of the
-    model. The replica starts on the first call and stays until `release()`; a stage that opens
-    model pools of its own (a dissection, the agents' replicas) releases it first, so they never
-    compete for the cores, and a later call starts it again. A user error raised by the call on
-    the replica (an unknown layer, a layer path that does not feed the output) is raised here as
-    itself, without Ray's wrapping."""
+    model. The replica starts on the first call and stays until `release()`. It reserves no CPU
+    or GPU: it works in bursts (one image's attribution, the ablations, the scores) between the
+    stages whose pools take every core, and idles while they run, so it never keeps them from
+    being placed; when it works it uses its node's cores. On a cluster it is placed on the node
+    with the most CPUs other than the driver's (preferred, not required). A user error raised by
+    the call on the replica (an unknown layer, a layer path that does not feed the output) is
+    raised here as itself, without Ray's wrapping."""
 
     def __init__(self, payload: ModelPayload, *, address: str | None) -> None:
         self.payload = payload
@@ -204,17 +206,32 @@ class ReplicaModel:
         self._stack: ExitStack | None = None
         self._pool: ReplicaPool | None = None
 
+    def _open(self) -> ReplicaPool:
+        from coin_scale.actors.pool import ReplicaPool
+
+        stack = ExitStack()
+        session = _connect(self.address)
+        stack.callback(session.close)
+        work = ReplicaWork(self.payload, {}, ("max",), None)
+        pool = ReplicaPool(work, replicas=1, cpus_each=0, gpus_each=0,
+                           actor_options=_away_from_driver())  # fmt: skip
+        stack.callback(pool.shutdown)
+        try:
+            pool.wait_ready()
+        except BaseException:
+            stack.close()
+            raise
+        self._stack, self._pool = stack, pool
+        self.starts += 1
+        log.info("the sweep's model replica is ready (%.1f s)", pool.startup_seconds)
+        return pool
+
     def __call__(self, call: ModuleCall) -> Any:
         from ray.exceptions import RayTaskError
 
-        if self._pool is None:
-            stack = ExitStack()
-            work = ReplicaWork(self.payload, {}, ("max",), None)
-            self._pool = stack.enter_context(replica_pool(work, address=self.address, replicas=1))
-            self._stack = stack
-            self.starts += 1
+        pool = self._pool or self._open()
         try:
-            (result,) = self._pool.call([call])
+            (result,) = pool.call([call])
         except RayTaskError as err:
             cause = getattr(err, "cause", None)
             if isinstance(cause, Exception):
@@ -233,3 +250,20 @@ class ReplicaModel:
 
     def __exit__(self, *_exc: object) -> None:
         self.release()
+
+
+def _away_from_driver() -> dict[str, Any]:
+    """Ray options preferring the live node with the most CPUs that is not the driver's (none on
+    a single machine)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = ray.get_runtime_context().get_node_id()
+    others = [
+        node for node in ray.nodes()
+        if node.get("Alive") and node["NodeID"] != here and node["Resources"].get("CPU", 0) > 0
+    ]  # fmt: skip
+    if not others:
+        return {}
+    best = max(others, key=lambda node: node["Resources"]["CPU"])
+    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(best["NodeID"], soft=True)}

@@ -22,7 +22,6 @@ from coin_scale.errors import UserError
 from coin_scale.models import find_layer
 from coin_scale.models.layers import LayerInfo, Layout
 from coin_scale.models.loading import ModelPayload
-from coin_scale.models.module_call import ModelRunner, ModuleCall
 from coin_scale.models.sae import SparseAutoencoder
 from coin_scale.probe import ProbeSet
 from coin_scale.sweep.records import UnitFinding
@@ -36,15 +35,17 @@ CURVE_MAX_K = 16
 
 
 def resolve_chain(
-    names: Sequence[str], layers: list[LayerInfo], payload: ModelPayload, model: ModelRunner
+    names: Sequence[str], layers: list[LayerInfo], payload: ModelPayload, structure: torch.nn.Module
 ) -> list[LayerInfo]:
     """The chain's layers, checked: known to the model, distinct, in forward order, each feeding
-    the next (a dry forward pass at the model's input size, where `model` runs)."""
+    the next (a dry forward pass of the model's `structure`, on the meta device where it traces:
+    the path between layers does not depend on the weights)."""
     found = [find_layer(layers, name, payload.model_id) for name in names]
     size = payload.preprocess.crop
-    zeros = torch.zeros(1, 3, size, size)
+    device = next(structure.parameters(), torch.zeros(0)).device
+    zeros = torch.zeros(1, 3, size, size, device=device)
     try:
-        model(ModuleCall.of(check_layer_path, zeros, [layer.name for layer in found]))
+        check_layer_path(structure, zeros, [layer.name for layer in found])
     except LayerPathError as err:
         raise UserError(str(err)) from None
     return found

@@ -25,11 +25,11 @@ from coin_scale.chain.sae_attribution import sae_contributions
 from coin_scale.chain.units import SAEFeatures, UnitView
 from coin_scale.dissect.pipeline import load_sae_units
 from coin_scale.errors import UserError
-from coin_scale.models import ModelSource, describe_layers, find_layer, resolve_model
+from coin_scale.models import ModelSource, find_layer, resolve_model
 from coin_scale.models.activations import SAEUnits
 from coin_scale.models.layers import LayerInfo, Layout, last_block
-from coin_scale.models.loading import ModelPayload
-from coin_scale.models.module_call import ModelRunner, ModuleCall
+from coin_scale.models.loading import ModelPayload, traced_structure
+from coin_scale.models.module_call import ModuleCall
 from coin_scale.probe import scan_probe
 from coin_scale.probe.rendered import rendered_probe
 from coin_scale.runtime.pools import ReplicaModel
@@ -85,12 +85,7 @@ def prepare(config: SweepConfig, run_id: str) -> SweepInputs:
     t, sel = config.target, config.selection
     model = inputs.probe_cnn_checkpoint() if t.model == PROBE_CNN else t.model
     payload = resolve_model(ModelSource(model=model, weights=t.weights, seed=t.seed))
-    runner = ReplicaModel(payload, address=config.run.address)  # the driver holds no model
-    try:
-        chain = _chain(runner, payload, config)
-    except BaseException:
-        runner.release()
-        raise
+    chain = _chain(payload, config)  # from the architecture alone: the driver holds no model
     sae = load_sae_units(sel.sae, payload, chain[-1]) if sel.units == "sae" else None
     n_units, noun = (sae.config.d_sae, "SAE features") if sae else (chain[-1].units, "units")
     if sel.select is not None:
@@ -107,21 +102,22 @@ def prepare(config: SweepConfig, run_id: str) -> SweepInputs:
     return SweepInputs(
         config=config, run_id=run_id, warehouse=Warehouse(config.run.warehouse), prepared=prepared, clip=clip,
         labels=prepare_labels(config),
-        ratings=ratings, model=model, payload=payload, runner=runner, chain=chain, sae=sae,
+        ratings=ratings, model=model, payload=payload, chain=chain, sae=sae,
+        runner=ReplicaModel(payload, address=config.run.address),  # started by its first call
         sae_model=sae.build() if sae else None,
     )  # fmt: skip
 
 
-def _chain(runner: ModelRunner, payload: ModelPayload, config: SweepConfig) -> list[LayerInfo]:
-    """The chain's layers (`--layers`), the explained layer (`--layer`) or the last block, listed
-    and checked on the replica."""
+def _chain(payload: ModelPayload, config: SweepConfig) -> list[LayerInfo]:
+    """The chain's layers (`--layers`), the explained layer (`--layer`) or the last block, from
+    the model's structure traced without weights (`models.loading.traced_structure`)."""
     sel = config.selection
-    layers = runner(ModuleCall.of(describe_layers, payload.arch, payload.preprocess.crop))
+    structure, layers = traced_structure(payload)
     if sel.chain_layers:
-        return resolve_chain(sel.chain_layers, layers, payload, runner)
+        return resolve_chain(sel.chain_layers, layers, payload, structure)
     if sel.explained_layer:
         return [find_layer(layers, sel.explained_layer, payload.model_id)]
-    return [runner(ModuleCall.of(last_block, layers))]
+    return [last_block(structure, layers)]
 
 
 RENDERED_WORLD_ARCHS = ("probe_cnn", "attribute_net", "synthetic_units")
@@ -204,7 +200,6 @@ def explain(state: SweepState) -> None:
     i, config = state.inputs, state.config
     if not config.probe.probe:
         return
-    i.runner.release()  # the dissections and the agents open model pools of their own
     state.probe = probe = scan_probe(_probe_path(config, i.payload, single_object=i.single_object))
     ledger = None
     if i.prepared is not None:
@@ -285,7 +280,6 @@ def visualize(state: SweepState) -> None:
     from coin_scale.sweep.visualizing import visualize_findings
 
     i, config = state.inputs, state.config
-    i.runner.release()  # the visualizations run on a pool of the chain's layers
     n_pos, n_neg = len(state.positive), len(state.negative)
     shown = state.positive + state.negative + state.nodes
     drawn, state.visualizations = visualize_findings(
