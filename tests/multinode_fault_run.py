@@ -341,7 +341,7 @@ def _sweep(root: str, at: int | None, nodes: dict[str, Any], head: Any) -> dict[
     on_head: list[int] = []
     with FakeProviderServer("openai", policy) as server:
         argv = ["--model", "resnet18", "--weights", "none", "--top-k", "2", "--negatives", "1",
-                "--probe-images", "40", "--no-unit-scores", "--warehouse",
+                "--probe-images", "50", "--no-unit-scores", "--warehouse",
                 os.path.join(root, "wh"), "--run-id", "multinode", "--no-progress", "--explainer",
                 "openai", "--base-url", server.base_url, "--rpm", "60000", "--tpm", "1e12",
                 "--json"]  # fmt: skip (the request cache is the warehouse's: one per run)
@@ -350,7 +350,11 @@ def _sweep(root: str, at: int | None, nodes: dict[str, Any], head: Any) -> dict[
             code = run_sweep.main(argv)
         on_head = actors_named(head, "ModelReplica")
         requests = len(server.log)
-    result = json.loads(out.getvalue()) if code == 0 else {}
+    text = out.getvalue()
+    start = text.find("\n{") + 1 if not text.startswith("{") else 0
+    result = json.loads(text[start:]) if code == 0 else {}
+    if start:
+        print(f"sweep scenario: stdout before the JSON: {text[:start][:2000]!r}", file=sys.stderr)
     units = [
         (u["unit"], u["status"], u["label"])
         for side in ("positive", "negative") for u in result.get(side, [])
