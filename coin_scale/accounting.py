@@ -1,13 +1,16 @@
 """Where the work ran: the explained model's forward passes (on the model replicas, Ray actors,
 or in the driver process) and the rendered images (on the render pool's actors or in the driver,
-its local process pool included). Issue 19 moves all of it to the pools; this counts it meanwhile.
+its local process pool included). The commands' work runs on the pools (issue 19); the driver
+counts are what a library caller doing the work in process gets, and the check that a command
+does none.
 
 Two process-wide ledgers. `FORWARDS`: the replica pool counts every batch a replica returns
 (`count("replicas", images)`), and `count_driver_forwards(module)` hooks the driver's copy of the
 model so that every call of it counts (`driver`), gradients (attribution, integrated gradients)
-and early-stopped passes included. `RENDERS`: a rendered probe set counts its images when it is
-rendered (not when read from the cache), `CountedRenderer` the renders it passes on (an
-in-process renderer), the render pool what its workers return (the agents' renders and edits). A command takes `snapshot()` before
+and early-stopped passes included. `RENDERS`: a rendered probe set rendered in process counts
+its images as the driver's (not when read from the cache), `CountedRenderer` the renders it
+passes on (an in-process renderer), the render pool what its workers return (probe and scoring
+sets rendered on it, the agents' renders and edits). A command takes `snapshot()` before
 and after its work and reports the difference (`Counts.minus`).
 """
 

@@ -4,6 +4,7 @@ of DreamSim/LPIPS, and `coin-scale eval mis` end to end on a random-weights resn
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -15,6 +16,7 @@ from coin_scale.cli import main
 from coin_scale.errors import ResourceError, UserError
 from coin_scale.eval import similarity as sim
 from coin_scale.eval.mis import MISConfig, MISTask, build_tasks, score_tasks, task_pools, unit_mis
+from coin_scale.testing.similarities import load_mean_colour
 
 
 def _same_concept(concepts: np.ndarray):
@@ -170,7 +172,8 @@ ARGS = ["eval", "mis", "--model", "resnet18", "--weights", "none", "--layer", "l
 def test_cli_scores_units_and_writes_the_warehouse(
     ray_cluster, probe_dir, tmp_path, monkeypatch, capsys, caplog
 ):
-    monkeypatch.setitem(sim.SIMILARITIES, "mean-colour", lambda cache: _mean_colour)
+    monkeypatch.setitem(sim.SIMILARITIES, "mean-colour", load_mean_colour)
+    caplog.set_level(logging.INFO, logger="coin_scale.runtime.pools")
     warehouse = tmp_path / "wh"
     code = main([*ARGS, "--probe", str(probe_dir), "--similarity", "mean-colour",
                  "--warehouse", str(warehouse), "--run-id", "mis-test"])  # fmt: skip
@@ -179,6 +182,8 @@ def test_cli_scores_units_and_writes_the_warehouse(
     assert "MIS of 4 units of resnet18/layer4 over 36 probe images; mean-colour, k 3" in out
     assert "RANDOM weights" in out and "--weights none: the model has RANDOM weights" in caplog.text
     assert "mean MIS: " in out
+    # Issue 19, item 7: the similarity ran on a replica of its own, not in this process.
+    assert "1 similarity replica(s)" in caplog.text
     lines = [line.split() for line in out.splitlines()]
     units = [row for row in lines if row and row[0] in {"0", "1", "2", "7"}]
     assert [row[0] for row in units] == ["0", "1", "2", "7"]
@@ -217,7 +222,7 @@ def test_cli_without_dreamsim_fails_fast_with_the_extra(probe_dir, capsys):
 
 
 def test_cli_rejects_bad_units_and_too_few_images(probe_dir, monkeypatch, capsys):
-    monkeypatch.setitem(sim.SIMILARITIES, "mean-colour", lambda cache: _mean_colour)
+    monkeypatch.setitem(sim.SIMILARITIES, "mean-colour", load_mean_colour)
     assert main([*ARGS, "--units", "3-1", "--similarity", "mean-colour"]) == 2
     assert "--units: expected indices like 0-9,12; got '3-1'" in capsys.readouterr().err
     code = main([*ARGS, "--probe", str(probe_dir), "--similarity", "mean-colour", "--k", "30"])
@@ -255,7 +260,7 @@ def test_cli_records_a_run_that_fails_after_it_started(
 ):
     """Too few probe images for the tasks is found once the run has started (the model and layer
     are checked, the probe pass done): the `runs` row ends 'failed' with the error, no scores."""
-    monkeypatch.setitem(sim.SIMILARITIES, "mean-colour", lambda cache: _mean_colour)
+    monkeypatch.setitem(sim.SIMILARITIES, "mean-colour", load_mean_colour)
     warehouse = tmp_path / "wh"
     code = main([*ARGS, "--probe", str(probe_dir), "--similarity", "mean-colour", "--k", "30",
                  "--warehouse", str(warehouse)])  # fmt: skip
@@ -273,7 +278,7 @@ def test_cli_records_a_run_that_fails_after_it_started(
 
 
 def test_cli_writes_nothing_for_a_bad_run_id(probe_dir, tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(sim.SIMILARITIES, "mean-colour", lambda cache: _mean_colour)
+    monkeypatch.setitem(sim.SIMILARITIES, "mean-colour", load_mean_colour)
     code = main([*ARGS, "--probe", str(probe_dir), "--similarity", "mean-colour",
                  "--warehouse", str(tmp_path / "wh"), "--run-id", "../x"])  # fmt: skip
     assert code == 2 and "--run-id '../x' is not a safe path component" in capsys.readouterr().err
@@ -309,7 +314,7 @@ def test_mis_scores_sae_features_with_their_activations_through_the_encoder(
     from tests.test_dissect_sae import reference_max_codes, write_sae
 
     sae_path = write_sae(tmp_path / "layer3.safetensors", "layer3", 256)
-    monkeypatch.setitem(sim.SIMILARITIES, "mean-colour", lambda cache: _mean_colour)
+    monkeypatch.setitem(sim.SIMILARITIES, "mean-colour", load_mean_colour)
     warehouse = tmp_path / "wh"
     code = main(["eval", "mis", "--model", "resnet18", "--weights", "none", "--layer", "layer3",
                  "--units", "sae", "--sae", str(sae_path), "--select", "0-3,500", "--k", "3",

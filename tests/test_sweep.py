@@ -90,7 +90,7 @@ def test_run_sweep_end_to_end_on_a_rendered_probe(ray_cluster, tmp_path, capsys,
     text = con.sql("SELECT text FROM class_explanations WHERE run_id = 'r1'").fetchall()[0][0]
     assert text.startswith("Predicted ") and "Random weights" in text
     assert "forward passes of the model: " in out  # where they ran, in words
-    assert "rendered images: 0 on the render pool, 60 in the driver" in out  # the probe set
+    assert "rendered images: 60 on the render pool, 0 in the driver" in out  # the probe set
     # The same run id again replaces its rows instead of duplicating them; --json says where
     # the model ran: the probe pass (cached now) and the exemplars' maps on the replicas.
     assert run_sweep.main([*argv, "--json"]) == 0

@@ -182,6 +182,25 @@ def _render_all(jobs: list[tuple[Scene, str]], workers: int) -> Iterator[dict[st
         )
 
 
+RENDER_CHUNK = 64
+"""Scenes sent to a `renderer` in one call (the progress bar moves a chunk at a time)."""
+
+
+def _render_with(renderer: Any, jobs: list[tuple[Scene, str]]) -> Iterator[dict[str, Any]]:
+    """`_render_job` through `renderer.render_many`: the images not on disk yet, a chunk a call,
+    written atomically here; each job's attributes in order."""
+    from unity_pool.attributes import scene_attributes
+
+    for start in range(0, len(jobs), RENDER_CHUNK):
+        chunk = jobs[start : start + RENDER_CHUNK]
+        todo = [(scene, path) for scene, path in chunk if not Path(path).is_file()]
+        results = renderer.render_many([scene for scene, _ in todo]) if todo else []
+        for (_, path), result in zip(todo, results, strict=True):
+            _write_atomic(Path(path), result.data)
+        for scene, _ in chunk:
+            yield scene_attributes(scene)
+
+
 def _write_table(root: Path, params: ProbeSetParams, rows: list[dict[str, Any]]) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -217,12 +236,16 @@ def write_probe_set(
     workers: int = 1,
     overwrite: bool = False,
     progress: bool = True,
+    renderer: Any = None,
 ) -> ProbeSetInfo:
     """Sample `params.n` balanced scenes, render them into `root` and write the index files.
 
     `workers` > 1 renders in that many spawned processes (same bytes as 1); like any spawn pool,
-    call it from code under `if __name__ == "__main__":` (the console script is). Raises
-    `ProbeSetError` for an unusable `root` (see `check_out_dir`); `OSError` for I/O failures.
+    call it from code under `if __name__ == "__main__":` (the console script is). `renderer`, an
+    object with `render_many(scenes) -> [RenderResult]` in order (a render pool of the procedural
+    backend), renders instead, `RENDER_CHUNK` scenes a call; the images are the same bytes.
+    Raises `ProbeSetError` for an unusable `root` (see `check_out_dir`); `OSError` for I/O
+    failures.
     """
     from tqdm import tqdm
 
@@ -247,7 +270,11 @@ def write_probe_set(
     rows: list[dict[str, Any]] = []
     bar = tqdm(total=params.n, desc="render", unit="img", disable=not progress, leave=False)
     try:
-        for name, attributes in zip(names, _render_all(jobs, min(workers, params.n)), strict=True):
+        rendered = (
+            _render_with(renderer, jobs) if renderer is not None
+            else _render_all(jobs, min(workers, params.n))
+        )  # fmt: skip
+        for name, attributes in zip(names, rendered, strict=True):
             rows.append({"image_path": name, **attributes})
             bar.update(1)
     except BaseException:

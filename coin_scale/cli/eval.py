@@ -212,11 +212,14 @@ def run_mis(args: argparse.Namespace) -> int:
                               alpha=None if args.hard else args.alpha),
             )  # fmt: skip
             started_at = datetime.now(UTC)
-            from coin_scale.runtime.pools import replica_opener
+            from coin_scale.runtime.pools import render_opener, replica_opener, similarity_opener
 
-            # The probe pass on model replicas (a local Ray unless --address), as a dissection's.
+            # The probe pass on model replicas (a local Ray unless --address), as a dissection's;
+            # a rendered probe set not cached yet is rendered on the render pool.
             opener = replica_opener(address=args.address, replicas=None)
-            result = run(config, on_start=start, open_pool=opener)
+            result = run(config, on_start=start, open_pool=opener,
+                         open_renderer=render_opener(address=args.address),
+                         open_similarity=similarity_opener(address=args.address))  # fmt: skip
             if started:  # scores, then 'complete'
                 store_scores(started[0], result, config)
         except ValueError as err:

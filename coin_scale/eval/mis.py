@@ -44,7 +44,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from PIL import Image
 
     from coin_scale.eval.explained_detection import ExplainedDetection
     from coin_scale.eval.similarity import Similarity
@@ -365,14 +364,17 @@ def probe_activations(
     return acts, read
 
 
-def probe_set(config: MISRunConfig) -> ProbeSet:
-    """The probe set: the cached rendered set (64 px) or the given folder."""
+def probe_set(config: MISRunConfig, open_renderer: Any = None) -> ProbeSet:
+    """The probe set: the cached rendered set (64 px; rendered by `open_renderer`'s pool when
+    given and not cached) or the given folder."""
     from coin_scale.probe import scan_probe
 
     if config.probe == "rendered":
         from coin_scale.probe.rendered import PROBE_SIZE, rendered_probe
 
-        root = rendered_probe(config.probe_images, PROBE_SIZE, progress=False)
+        root = rendered_probe(
+            config.probe_images, PROBE_SIZE, progress=False, open_renderer=open_renderer
+        )
     else:
         root = config.probe
     return scan_probe(root)
@@ -403,22 +405,32 @@ def run_mis(
     *,
     on_start: Callable[[str, str], None] | None = None,
     open_pool: OpenReplicas | None = None,
+    open_renderer: Any = None,
+    open_similarity: Callable[[Any], Any] | None = None,
 ) -> MISRunResult:
     """Measure the layer's units over the probe set and score each one's MIS.
 
-    The similarity is loaded by name (`config.similarity`) before any model work, so a missing
-    package or weights fails fast; pass `similarity` to use another one (tests). `on_start(model
-    id, layer)` is called once the model, layer and units are checked, before the probe pass (the
-    CLI starts its `runs` row there). With `open_pool` (the CLI passes replicas on Ray) the probe
-    pass runs on the model replica pool; without it, in this process."""
-    from PIL import Image
+    The similarity named by `config.similarity` is checked before any model work (its package,
+    LPIPS's weights file), so a missing one fails fast, and loaded where it runs: with
+    `open_similarity` (the CLI passes a similarity replica on Ray, a GPU where present) there,
+    else in this process; it compares the probe's images by index, each image read and (DreamSim)
+    embedded once. Pass `similarity` (on PIL images) to use another one in process (tests).
+    `on_start(model id, layer)` is called once the model, layer and units are checked, before the
+    probe pass (the CLI starts its `runs` row there). With `open_pool` (the CLI passes replicas
+    on Ray) the probe pass runs on the model replica pool; without it, in this process."""
+    from contextlib import nullcontext
 
-    from coin_scale.eval.similarity import load_similarity
+    from coin_scale.eval.similarity import (
+        IndexedSimilarity,
+        SimilarityWork,
+        check_similarity,
+        indexed_similarity,
+    )
     from coin_scale.models import find_layer, resolve_model
     from coin_scale.models.loading import ModelSource, payload_layers
 
-    if similarity is None:
-        similarity = load_similarity(config.similarity, cache=config.similarity_cache)
+    # Checked before any model work (a missing package fails fast); loaded where it runs.
+    loader = check_similarity(config.similarity, config.similarity_cache) if similarity is None else None
     payload = resolve_model(
         ModelSource(model=config.model, weights=config.weights, seed=config.seed)
     )
@@ -440,18 +452,21 @@ def run_mis(
         )
     if on_start is not None:
         on_start(payload.model_id, layer.name)
-    probe = probe_set(config)
+    probe = probe_set(config, open_renderer)
     paths = [image.path for image in probe.images]
     acts, read = probe_activations(open_pool, payload, layer, paths, config, sae)
-    cache: dict[int, Image.Image] = {}
-
-    def load(i: int) -> Image.Image:  # i indexes the images read
-        if i not in cache:
-            with Image.open(paths[read[i]]) as im:
-                cache[i] = im.convert("RGB")
-        return cache[i]
-
-    scores = tuple(unit_mis(acts[:, u], load, similarity, config.mis) for u in units)
+    images = list(range(len(read)))  # the tasks name images by index into those read
+    read_paths = tuple(paths[i] for i in read)
+    if loader is None:  # a similarity handed in (tests, library use): in this process
+        assert similarity is not None
+        judge: Any = IndexedSimilarity(read_paths, similarity)
+        scores = tuple(unit_mis(acts[:, u], images, judge, config.mis) for u in units)
+    else:
+        work = SimilarityWork(loader, config.similarity_cache, read_paths)
+        # On a similarity replica (the CLI: GPUs where present), or loaded in this process.
+        opened = open_similarity(work) if open_similarity else nullcontext(indexed_similarity(work))
+        with opened as judge:
+            scores = tuple(unit_mis(acts[:, u], images, judge, config.mis) for u in units)
     detections, why = _detections(probe, acts, read, units)
     return MISRunResult(
         model=payload.model_id, layer=layer.name, n_images=len(read),

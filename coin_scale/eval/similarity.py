@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -194,6 +195,65 @@ def load_lpips(cache: str | None = None) -> Similarity:
 
 SIMILARITIES: dict[str, SimilarityLoader] = {"dreamsim": load_dreamsim, "lpips": load_lpips}
 """Similarities by `--similarity` name."""
+
+PACKAGES = {"dreamsim": "dreamsim", "lpips": "lpips"}
+"""The package each named similarity needs (checked before any work: `check_similarity`)."""
+
+
+def check_similarity(name: str, cache: str | None = None) -> SimilarityLoader:
+    """The loader of the similarity called `name`, after the checks that need no model: a known
+    name, its package installed, LPIPS's AlexNet weights on disk (DreamSim's checkpoints are
+    fetched or read when it loads, on its replica). Unknown names list the valid ones."""
+    loader = SIMILARITIES.get(name)
+    if loader is None:
+        raise UserError(
+            f"unknown similarity {name!r}; expected one of {', '.join(sorted(SIMILARITIES))}"
+        )
+    if name in PACKAGES:
+        _require(PACKAGES[name], name)
+    if name == "lpips" and not (lpips_cache(cache) / ALEXNET_FILE).is_file():
+        raise ResourceError(
+            f"similarity lpips: AlexNet weights {lpips_cache(cache) / ALEXNET_FILE} are missing; "
+            f"run once with network access (torchvision downloads them) or copy {ALEXNET_FILE} "
+            "there (--similarity-cache DIR)"
+        )
+    return loader
+
+
+@dataclass(frozen=True)
+class SimilarityWork:
+    """What a similarity replica holds, as plain picklable data: the loader (a top-level
+    function, by name), its weights cache and the probe images' paths it compares by index."""
+
+    loader: SimilarityLoader
+    cache: str | None
+    paths: tuple[str, ...]
+
+
+class IndexedSimilarity:
+    """A `Similarity` over probe image indices: each image is read once, by its path, and handed
+    to `inner` (which keeps its own embeddings, DreamSim by content)."""
+
+    def __init__(self, paths: Sequence[str], inner: Similarity) -> None:
+        self.paths = list(paths)
+        self.inner = inner
+        self._images: dict[int, Any] = {}
+
+    def _image(self, i: int) -> Any:
+        from PIL import Image
+
+        if i not in self._images:
+            with Image.open(self.paths[i]) as im:
+                self._images[i] = im.convert("RGB")
+        return self._images[i]
+
+    def __call__(self, a: Sequence[Any], b: Sequence[Any]) -> np.ndarray:
+        return self.inner([self._image(int(i)) for i in a], [self._image(int(i)) for i in b])
+
+
+def indexed_similarity(work: SimilarityWork) -> IndexedSimilarity:
+    """The similarity a replica builds from its work (loading the model's weights)."""
+    return IndexedSimilarity(work.paths, work.loader(work.cache))
 
 
 def load_similarity(name: str, cache: str | None = None) -> Similarity:

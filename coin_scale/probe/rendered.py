@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 from coin_scale.accounting import RENDERS
 from coin_scale.cache import cache_root
 
 log = logging.getLogger(__name__)
+
+OpenRenderer = Callable[[], AbstractContextManager[Any]]
+"""Opens a renderer with `render_many(scenes)` (a render pool) for the length of a `with`."""
 
 PROBE_SIZE = 64
 """Side of the rendered probe images of `eval synthetic` and `eval mis`, pixels: the probe
@@ -23,9 +29,12 @@ def rendered_probe(
     single_object: bool = False,
     seed: int = 0,
     root_dir: Path | None = None,
+    open_renderer: OpenRenderer | None = None,
 ) -> str:
     """A rendered probe set with ground-truth attributes, rendered once and cached under
-    `root_dir/probes` (default: the coin-scale cache); `seed` picks the scenes.
+    `root_dir/probes` (default: the coin-scale cache); `seed` picks the scenes. When it is not
+    cached, `open_renderer()` (a driver's render pool: `runtime.pools.render_opener`) renders it,
+    else this process does; the images are the same bytes either way.
 
     `single_object` draws one large object per image and no distractors, like the scenes the
     probe CNN was trained on: every image's attributes then describe everything in it, and
@@ -39,6 +48,10 @@ def rendered_probe(
         log.info("rendering a %d-image probe set at %dpx into %s (once)", n, size, root)
         fixed = (("n_objects", 1), ("size", "large")) if single_object else ()
         params = ProbeSetParams(n=n, seed=seed, size=size, fixed=fixed)
-        write_probe_set(root, params, progress=progress)
-        RENDERS.count("driver", n)  # by a process pool on the driver's machine
+        if open_renderer is None:
+            write_probe_set(root, params, progress=progress)
+            RENDERS.count("driver", n)  # in this process
+        else:
+            with open_renderer() as renderer:  # the pool counts what its workers return
+                write_probe_set(root, params, progress=progress, renderer=renderer)
     return str(root)

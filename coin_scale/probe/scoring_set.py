@@ -13,7 +13,7 @@ import torch
 
 from coin_scale.models.loading import ModelPayload
 from coin_scale.probe.concepts import PATH_COLUMN
-from coin_scale.probe.rendered import rendered_probe
+from coin_scale.probe.rendered import OpenRenderer, rendered_probe
 
 
 @dataclass(frozen=True)
@@ -46,9 +46,15 @@ SCORING_IMAGES = 256
 
 
 def load_scoring_set(
-    payload: ModelPayload, *, single_object: bool, progress: bool, n: int = SCORING_IMAGES
+    payload: ModelPayload,
+    *,
+    single_object: bool,
+    progress: bool,
+    n: int = SCORING_IMAGES,
+    open_renderer: OpenRenderer | None = None,
 ) -> ScoringSet:
-    """A rendered set like the sweep's probe (rendered once, cached), preprocessed for the model."""
+    """A rendered set like the sweep's probe (rendered once, cached, on `open_renderer`'s pool
+    when given), preprocessed for the model."""
     import pyarrow.parquet as pq
 
     from coin_scale.models.activations import decode_batch
@@ -56,6 +62,7 @@ def load_scoring_set(
 
     root = Path(rendered_probe(
         n, payload.preprocess.crop, progress=progress, single_object=single_object, seed=SCORING_SEED,
+        open_renderer=open_renderer,
     ))  # fmt: skip
     rows = pq.read_table(root / "attributes.parquet").to_pylist()
     decoded = decode_batch(

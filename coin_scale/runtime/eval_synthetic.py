@@ -238,10 +238,12 @@ def probe_concepts(config: SyntheticEvalConfig) -> tuple[str, ConceptMatrix]:
 
     if config.probe == RENDERED:
         from coin_scale.probe.rendered import rendered_probe
+        from coin_scale.runtime.pools import render_opener
 
         root = rendered_probe(
             config.probe_images, PROBE_SIZE, progress=config.progress,
             single_object=config.net_concepts_only,
+            open_renderer=render_opener(address=config.address),  # on the render pool
         )  # fmt: skip
     else:
         root = config.probe
@@ -519,9 +521,10 @@ def _predictive_through_model(
     from coin_scale.models.module_call import ModuleCall
     from coin_scale.models.synthetic_model import LAYER
     from coin_scale.probe.scoring_set import load_scoring_set
-    from coin_scale.runtime.pools import ReplicaModel
+    from coin_scale.runtime.pools import ReplicaModel, render_opener
 
-    scoring = load_scoring_set(payload, single_object=True, progress=config.progress)
+    scoring = load_scoring_set(payload, single_object=True, progress=config.progress,
+                               open_renderer=render_opener(address=config.address))  # fmt: skip
     with ReplicaModel(payload, address=config.address) as runner:  # the driver holds no model
         said = runner(ModuleCall.of(
             score_explanations, LAYER, "nc", payload.preprocess,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from coin_scale.errors import UserError
@@ -33,6 +33,8 @@ if TYPE_CHECKING:  # Ray is imported only when a pool starts (a dry run or a cac
     from coin_scale.actors.pool import ReplicaPool
     from coin_scale.actors.render_batches import RenderPoolConfig
     from coin_scale.actors.render_pool import RenderPool
+    from coin_scale.actors.similarity import SimilarityPool
+    from coin_scale.eval.similarity import SimilarityWork
     from coin_scale.explain.llm import PreparedLLM
 
 log = logging.getLogger(__name__)
@@ -267,3 +269,49 @@ def _away_from_driver() -> dict[str, Any]:
         return {}
     best = max(others, key=lambda node: node["Resources"]["CPU"])
     return {"scheduling_strategy": NodeAffinitySchedulingStrategy(best["NodeID"], soft=True)}
+
+
+PROBE_RENDER_WORKERS = 4
+"""Most render workers a probe set is rendered with (one per CPU of the cluster up to this)."""
+
+
+def render_opener(*, address: str | None) -> Callable[[], AbstractContextManager[RenderPool]]:
+    """What `probe.rendered.rendered_probe` calls when a probe or scoring set is not cached: a
+    render pool of procedural workers, one per CPU of the cluster (at most
+    `PROBE_RENDER_WORKERS`), each reserving one CPU, shut down when the set is written."""
+
+    @contextmanager
+    def opened() -> Iterator[RenderPool]:
+        import ray
+
+        from coin_scale.actors.render_batches import RenderPoolConfig
+
+        session = _connect(address)
+        try:
+            cpus = int(ray.cluster_resources().get("CPU", 1)) or 1
+            workers = max(1, min(PROBE_RENDER_WORKERS, cpus))
+            config = RenderPoolConfig(workers=workers, cpus_each=1.0, batch_size=16)
+            with render_pool(config, address=address) as pool:
+                yield pool
+        finally:
+            session.close()
+
+    return opened
+
+
+@contextmanager
+def similarity_pool(work: SimilarityWork, *, address: str | None) -> Iterator[SimilarityPool]:
+    """One similarity replica (MIS's perceptual model over the probe's images) on Ray, ready:
+    a GPU when the cluster has one, else every core; shut down on exit."""
+    from coin_scale.actors.similarity import SimilarityPool
+
+    def make(n: int, cpus: float, gpus: float) -> SimilarityPool:
+        return SimilarityPool(work, replicas=n, cpus_each=cpus, gpus_each=gpus)
+
+    with _ready_pool(address, 1, "similarity replica(s)", make) as pool:
+        yield pool
+
+
+def similarity_opener(*, address: str | None) -> Callable[[SimilarityWork], AbstractContextManager[Any]]:
+    """What `eval.mis.run_mis` calls once the probe pass is done: `similarity_pool` at `address`."""
+    return functools.partial(similarity_pool, address=address)

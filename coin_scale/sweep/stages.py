@@ -32,7 +32,7 @@ from coin_scale.models.loading import ModelPayload, traced_structure
 from coin_scale.models.module_call import ModuleCall
 from coin_scale.probe import scan_probe
 from coin_scale.probe.rendered import rendered_probe
-from coin_scale.runtime.pools import ReplicaModel
+from coin_scale.runtime.pools import ReplicaModel, render_opener
 from coin_scale.storage import Warehouse
 from coin_scale.storage.fs import local_dir
 from coin_scale.sweep import inputs
@@ -253,7 +253,8 @@ def score(state: SweepState) -> None:
     from coin_scale.sweep.scoring import score_findings
 
     scoring = load_scoring_set(
-        i.payload, single_object=i.single_object, progress=config.run.progress
+        i.payload, single_object=i.single_object, progress=config.run.progress,
+        open_renderer=render_opener(address=config.run.address),  # rendered on the render pool
     )
     state.scoring_images = int(scoring.pixels.shape[0])
     log.info("scoring the explanations on %d held-out rendered images (--no-unit-scores skips)",
@@ -406,5 +407,6 @@ def _probe_path(config: SweepConfig, payload: ModelPayload, *, single_object: bo
         return rendered_probe(
             config.probe.probe_images, payload.preprocess.crop, progress=config.run.progress,
             single_object=single_object,
+            open_renderer=render_opener(address=config.run.address),
         )  # fmt: skip
     return str(config.probe.probe)
