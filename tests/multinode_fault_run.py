@@ -310,13 +310,18 @@ class KillReplicasAt:
     inner: Any
     at: int | None
     nodes: dict[str, Any]
+    head: Any = None
     seen: int = 0
     killed: list[tuple[str, int]] = field(default_factory=list)
+    on_head_mid_run: int = -1
+    """Model replicas on the driver's node while the server answers the 5th request."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __call__(self, view: Any) -> Any:
         with self.lock:
             self.seen += 1
+            if self.seen == 5:
+                self.on_head_mid_run = len(actors_named(self.head, "ModelReplica"))
             if self.seen == self.at and not self.killed:
                 for name, node in self.nodes.items():
                     for pid in actors_named(node, "ModelReplica"):
@@ -337,7 +342,7 @@ def _sweep(root: str, at: int | None, nodes: dict[str, Any], head: Any) -> dict[
     from coin_scale.testing.fakeserver import FakeProviderServer
 
     os.environ["COIN_SCALE_CACHE"] = os.path.join(root, "cache")
-    policy = KillReplicasAt(ExperimenterPolicy(), at, nodes)
+    policy = KillReplicasAt(ExperimenterPolicy(), at, nodes, head)
     on_head: list[int] = []
     with FakeProviderServer("openai", policy) as server:
         argv = ["--model", "resnet18", "--weights", "none", "--top-k", "2", "--negatives", "1",
@@ -363,6 +368,7 @@ def _sweep(root: str, at: int | None, nodes: dict[str, Any], head: Any) -> dict[
         "code": code, "units": units, "text": result.get("text"),
         "forward_passes": result.get("forward_passes"), "requests": requests,
         "killed": policy.killed, "replicas_on_driver_node": len(on_head),
+        "replicas_on_driver_node_mid_run": policy.on_head_mid_run,
     }  # fmt: skip
 
 

@@ -141,7 +141,8 @@ def test_an_llm_sweep_survives_its_model_replicas_killed_mid_run(sweep_faults):
     undisturbed run, and no forward pass in the driver."""
     reference, faulted = sweep_faults["reference"], sweep_faults["faulted"]
     for run in (reference, faulted):
-        assert run["code"] == 0 and run["replicas_on_driver_node"] == 0
+        assert run["code"] == 0 and run["replicas_on_driver_node_mid_run"] == 0
+        assert run["replicas_on_driver_node"] == 0  # nor at the end (the sweep's replica either)
         assert run["forward_passes"]["driver"] == {"passes": 0, "images": 0}
         assert run["forward_passes"]["replicas"]["passes"] > 0
         assert len(run["units"]) == 3 and {u[1] for u in run["units"]} == {"ok"}

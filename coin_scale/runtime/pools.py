@@ -197,7 +197,7 @@ class ReplicaModel:
     or GPU: it works in bursts (one image's attribution, the ablations, the scores) between the
     stages whose pools take every core, and idles while they run, so it never keeps them from
     being placed; when it works it uses its node's cores. On a cluster it is placed on the node
-    with the most CPUs other than the driver's (preferred, not required). A user error raised by
+    with the most CPUs other than the driver's. A user error raised by
     the call on the replica (an unknown layer, a layer path that does not feed the output) is
     raised here as itself, without Ray's wrapping."""
 
@@ -255,8 +255,8 @@ class ReplicaModel:
 
 
 def _away_from_driver() -> dict[str, Any]:
-    """Ray options preferring the live node with the most CPUs that is not the driver's (none on
-    a single machine)."""
+    """Ray options placing an actor on the live node with the most CPUs that is not the driver's
+    (none on a single machine)."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -268,7 +268,9 @@ def _away_from_driver() -> dict[str, Any]:
     if not others:
         return {}
     best = max(others, key=lambda node: node["Resources"]["CPU"])
-    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(best["NodeID"], soft=True)}
+    # Hard: a replica that reserves no CPU could otherwise land on a head node with none (seen
+    # once in CI, after a restart). Ray restarts a killed replica on the same node.
+    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(best["NodeID"], soft=False)}
 
 
 PROBE_RENDER_WORKERS = 4
