@@ -13,7 +13,7 @@ from coin_scale.chain.attribution import class_probabilities, unit_contributions
 from coin_scale.chain.graph import check_layer_path
 from coin_scale.models import ModelSource, build_module, describe_layers, resolve_model
 from coin_scale.models.layers import last_block
-from coin_scale.models.module_call import LocalModel, ModuleCall, run_counted
+from coin_scale.models.module_call import ModuleCall, run_counted
 from coin_scale.models.replica_core import ReplicaCore
 
 
@@ -29,7 +29,7 @@ def test_only_top_level_coin_scale_functions_travel():
     with pytest.raises(ValueError, match="top-level coin-scale function"):
         ModuleCall.of(torch.nn.functional.relu)
     with pytest.raises(ValueError, match="top-level coin-scale function"):
-        ModuleCall.of(LocalModel.release)  # a method, not a top-level function
+        ModuleCall.of(ReplicaCore.call)  # a method, not a top-level function
     call = ModuleCall.of(class_probabilities, torch.zeros(2, 3))
     again = pickle.loads(pickle.dumps(call))  # travels by name, with plain data
     assert again.fn is class_probabilities and torch.equal(again.args[0], call.args[0])

@@ -39,6 +39,15 @@ def _give_up(what: str, attempts: int, err: BaseException) -> BaseException:
     return RuntimeError(f"{what} failed on {attempts} attempts: {err}")
 
 
+def task_cause(err: BaseException) -> BaseException:
+    """The exception a remote task raised, without Ray's `RayTaskError` wrapper (any other error
+    as it is): a user error on an actor reaches the user as its own one line."""
+    from ray.exceptions import RayTaskError
+
+    cause = getattr(err, "cause", None) if isinstance(err, RayTaskError) else None
+    return cause if isinstance(cause, Exception) else err
+
+
 class Done(NamedTuple):
     """One item's answer: its index, the slot (actor) that answered, the value."""
 

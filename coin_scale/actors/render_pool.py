@@ -18,7 +18,7 @@ import ray
 from ray.exceptions import GetTimeoutError, RayTaskError
 
 from coin_scale.accounting import RENDERS
-from coin_scale.actors.dispatch import DispatchedPool, Dispatcher
+from coin_scale.actors.dispatch import DispatchedPool, Dispatcher, task_cause
 from coin_scale.actors.render_batches import (
     UNITY_SLOT,
     InRequestOrder,
@@ -32,12 +32,6 @@ from unity_pool.client import RendererUnavailable, RenderResult
 from unity_pool.scene import Scene
 
 log = logging.getLogger(__name__)
-
-
-def _cause(err: BaseException) -> BaseException:
-    """The exception a remote task raised, without Ray's wrapper."""
-    cause = getattr(err, "cause", None) if isinstance(err, RayTaskError) else None
-    return cause if isinstance(cause, BaseException) else err
 
 
 def _give_up(what: str, attempts: int, err: BaseException) -> BaseException:
@@ -100,7 +94,7 @@ class RenderPool(DispatchedPool):
                 f"{len(self.workers)} render workers were not ready within {timeout}s.{hint}"
             ) from err
         except RayTaskError as err:
-            raise _cause(err) from None
+            raise task_cause(err) from None
 
     def status(self) -> list[WorkerStatus]:
         """Every worker's pid and its backend's pid, port and restart counts."""
@@ -124,7 +118,7 @@ class RenderPool(DispatchedPool):
                 RENDERS.count("render_pool", len(outcomes))
                 yield from order.add(batch_id, outcomes, worker=slot)
         except RayTaskError as err:
-            raise _cause(err) from None
+            raise task_cause(err) from None
 
     def render_outcomes(self, scenes: Sequence[Scene | Mapping[str, Any]]) -> list[Outcome]:
         """One outcome per scene, in request order: a `RenderResult` or a `RenderFailure`."""

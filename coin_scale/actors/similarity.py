@@ -15,7 +15,7 @@ import numpy as np
 import ray
 from ray.exceptions import RayTaskError
 
-from coin_scale.actors.dispatch import DispatchedPool, Dispatcher
+from coin_scale.actors.dispatch import DispatchedPool, Dispatcher, task_cause
 from coin_scale.eval.similarity import IndexedSimilarity, SimilarityWork, indexed_similarity
 
 
@@ -69,7 +69,7 @@ class SimilarityPool(DispatchedPool):
         try:
             ray.get([actor.load.remote(self.work) for actor in self.actors])
         except RayTaskError as err:
-            raise _cause(err) from None
+            raise task_cause(err) from None
 
     def __call__(self, a: Sequence[Any], b: Sequence[Any]) -> np.ndarray:
         pair = ([int(i) for i in a], [int(i) for i in b])
@@ -79,10 +79,5 @@ class SimilarityPool(DispatchedPool):
         try:
             (done,) = list(stream)
         except RayTaskError as err:
-            raise _cause(err) from None
+            raise task_cause(err) from None
         return done.value
-
-
-def _cause(err: RayTaskError) -> BaseException:
-    cause = getattr(err, "cause", None)
-    return cause if isinstance(cause, Exception) else err

@@ -172,13 +172,7 @@ def load_lpips(cache: str | None = None) -> Similarity:
     import lpips
 
     folder = lpips_cache(cache)
-    weights = folder / ALEXNET_FILE
-    if not weights.is_file():
-        raise ResourceError(
-            f"similarity lpips: AlexNet weights {weights} are missing; run once with network "
-            f"access (torchvision downloads them) or copy {ALEXNET_FILE} there "
-            "(--similarity-cache DIR)"
-        )
+    _require_lpips_weights(cache)
     if cache:
         import torch
 
@@ -211,13 +205,19 @@ def check_similarity(name: str, cache: str | None = None) -> SimilarityLoader:
         )
     if name in PACKAGES:
         _require(PACKAGES[name], name)
-    if name == "lpips" and not (lpips_cache(cache) / ALEXNET_FILE).is_file():
-        raise ResourceError(
-            f"similarity lpips: AlexNet weights {lpips_cache(cache) / ALEXNET_FILE} are missing; "
-            f"run once with network access (torchvision downloads them) or copy {ALEXNET_FILE} "
-            "there (--similarity-cache DIR)"
-        )
+    if name == "lpips":
+        _require_lpips_weights(cache)
     return loader
+
+
+def _require_lpips_weights(cache: str | None) -> None:
+    weights = lpips_cache(cache) / ALEXNET_FILE
+    if not weights.is_file():
+        raise ResourceError(
+            f"similarity lpips: AlexNet weights {weights} are missing; run once with network "
+            f"access (torchvision downloads them) or copy {ALEXNET_FILE} there "
+            "(--similarity-cache DIR)"
+        )
 
 
 @dataclass(frozen=True)
@@ -257,10 +257,5 @@ def indexed_similarity(work: SimilarityWork) -> IndexedSimilarity:
 
 
 def load_similarity(name: str, cache: str | None = None) -> Similarity:
-    """The similarity called `name`; unknown names list the valid ones."""
-    loader = SIMILARITIES.get(name)
-    if loader is None:
-        raise UserError(
-            f"unknown similarity {name!r}; expected one of {', '.join(sorted(SIMILARITIES))}"
-        )
-    return loader(cache)
+    """The similarity called `name`, loaded in this process (`check_similarity` first)."""
+    return check_similarity(name, cache)(cache)

@@ -83,26 +83,10 @@ def run_counted(call: ModuleCall, module: torch.nn.Module) -> CallResult:
 
 
 class ModelRunner(Protocol):
-    """Runs model calls somewhere (a replica of the pool, or a module in this process) and
-    returns each call's value."""
+    """Runs model calls somewhere (`runtime.pools.ReplicaModel`: one model replica) and returns
+    each call's value."""
 
     def __call__(self, call: ModuleCall) -> Any: ...
 
     def release(self) -> None:
-        """Free what holds the model until the next call (a stage with pools of its own)."""
-
-
-class LocalModel:
-    """A `ModelRunner` on a module in this process (tests, and the tools that are meant to run
-    in-process); its passes count as the driver's."""
-
-    def __init__(self, module: torch.nn.Module) -> None:
-        from coin_scale.accounting import count_driver_forwards
-
-        self.module = count_driver_forwards(module)
-
-    def __call__(self, call: ModuleCall) -> Any:
-        return call(self.module)
-
-    def release(self) -> None:
-        """Nothing to free: the module stays in this process."""
+        """Free what holds the model (a later call starts it again)."""

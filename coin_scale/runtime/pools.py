@@ -229,16 +229,13 @@ class ReplicaModel:
         return pool
 
     def __call__(self, call: ModuleCall) -> Any:
-        from ray.exceptions import RayTaskError
+        from coin_scale.actors.dispatch import task_cause
 
         pool = self._pool or self._open()
         try:
             (result,) = pool.call([call])
-        except RayTaskError as err:
-            cause = getattr(err, "cause", None)
-            if isinstance(cause, Exception):
-                raise cause from None
-            raise
+        except Exception as err:
+            raise task_cause(err) from None
         return result.value
 
     def release(self) -> None:
