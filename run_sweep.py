@@ -16,7 +16,12 @@ import math
 import sys
 from typing import TYPE_CHECKING
 
-from coin_scale.cli.common import add_clip_args, add_held_out_arg, add_llm_args
+from coin_scale.cli.common import (
+    add_clip_args,
+    add_held_out_arg,
+    add_llm_args,
+    image_generator_of,
+)
 from coin_scale.errors import UserError
 from coin_scale.explain.registry import explainer_help
 from coin_scale.records import LAYER_UNIT_KINDS
@@ -126,6 +131,7 @@ def sweep_config(args: argparse.Namespace) -> SweepConfig:
         explainer=args.explainer, llm=llm, scoring=group(c.ScoringConfig),  # type: ignore[arg-type]
         clip=clip_config(args) if entry.image_text or (entry.uses_llm and clip_given(args)) else None,
         run=group(c.RunConfig), dry_run=args.dry_run,  # type: ignore[arg-type]
+        generator=image_generator_of(args),
     )  # fmt: skip
 
 

@@ -282,6 +282,57 @@ def test_text2image_and_describe_when_configured(subject, meter) -> None:
     assert texts == ["an image of 200x150 pixels", "an image of 64x64 pixels"]
 
 
+class FakeEditor:
+    """Inverts the image (so the unit's activation changes) and remembers what it was told."""
+
+    def __init__(self) -> None:
+        self.told: list[tuple[tuple[int, int], str, int]] = []
+
+    def edit(self, image: Image.Image, instruction: str, seed: int) -> Image.Image:
+        self.told.append((image.size, instruction, seed))
+        return Image.eval(image.convert("RGB"), lambda v: 255 - v)
+
+
+def test_an_instruction_edits_any_image_exemplars_included(subject, meter) -> None:
+    editor = FakeEditor()
+    render_tools = RenderTools(text_to_image=FakeTextToImage(), image_editor=editor)
+    tools = _tools(subject, meter, render_tools=render_tools)
+    edit_spec = next(s for s in tools.specs() if s.name == "edit")
+    jsonschema.Draft202012Validator.check_schema(edit_spec.parameters)
+    assert "instruction" in edit_spec.parameters["properties"]
+    assert "ex" in edit_spec.parameters["properties"]["image"]["pattern"]
+
+    outcome = _call(tools, "edit", {"image": "ex-0", "instruction": "remove the grass", "seed": 3})
+    assert outcome.status == "ok", outcome.result.content
+    data = _content(outcome)
+    (edited,) = data["images"]
+    assert edited["parent"] == "ex-0" and edited["prompt"] == "remove the grass"
+    assert editor.told == [((64, 64), "remove the grass", 3)]
+    (direct,) = meter.measure([render_tools.store.image(edited["id"])])
+    assert edited["activation"] == pytest.approx(direct, rel=1e-4)
+    assert data["parent"]["id"] == "ex-0"
+    assert data["parent"]["activation"] == pytest.approx(subject.exemplars[0].activation, rel=1e-4)
+    assert 'from ex-0=' in outcome.summary and 'as told: "remove the grass"' in outcome.summary
+
+    # A generated image (no scene behind it) is edited by instruction too; `changes` needs a scene.
+    (made,) = _content(_call(tools, "text2image", {"prompts": ["a dog"]}))["images"]
+    again = _call(tools, "edit", {"image": made["id"], "instruction": "make the dog a cat"})
+    assert again.status == "ok" and _content(again)["images"][0]["parent"] == made["id"]
+    for args in (
+        {"image": "ex-0", "instruction": "x", "changes": {"color": "red"}},
+        {"scene": _spec(), "instruction": "x"},
+        {"instruction": "x"},
+        {"image": "ex-0"},
+    ):
+        refused = _call(tools, "edit", args)
+        assert refused.status == "invalid" and "Nothing was run" in _content(refused)["error"]
+    assert len(editor.told) == 2
+    # Without an editor the edit tool has no instruction at all.
+    plain = _tools(subject, meter)
+    refused = _call(plain, "edit", {"image": "ex-0", "instruction": "x"})
+    assert refused.status == "invalid" and "instruction" in _content(refused)["error"]
+
+
 def test_finish_parses_the_answer(subject, meter) -> None:
     arguments = {
         "label": "red star",

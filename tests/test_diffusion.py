@@ -1,15 +1,16 @@
 """The diffusion backend through the real diffusers code path, with no download.
 
-Tiny Stable Diffusion and InstructPix2Pix pipelines are built here from configs with random
-weights (UNet2DConditionModel, AutoencoderKL, CLIPTextModel, a CLIP tokenizer whose vocabulary is
-written in the test), saved with `save_pretrained`, and loaded through the backend's own loader
-by local path. The server runs as a real subprocess on 127.0.0.1.
+Tiny Stable Diffusion and InstructPix2Pix pipelines are built from configs with random weights
+(`unity_pool.diffusion.tiny`: UNet2DConditionModel, AutoencoderKL, CLIPTextModel, a character
+tokenizer), saved with `save_pretrained`, and loaded through the backend's own loader by local
+path; `tiny-random` builds the same in memory. The server runs as a real subprocess on 127.0.0.1.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import os
 import select
 import signal
@@ -46,6 +47,7 @@ from unity_pool.diffusion import (
     resolve_placement,
     scene_prompt,
 )
+from unity_pool.diffusion.tiny import tiny_components
 from unity_pool.procedural import render
 from unity_pool.procedural.backend import encode_png
 from unity_pool.scene import Scene, SceneError, SceneObject
@@ -77,71 +79,6 @@ def _offline_env(home: Path) -> dict[str, str]:
 # --- a tiny pipeline, built from configs with random weights ------------------------------------
 
 
-def _tiny_components(in_channels: int) -> dict[str, Any]:
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    # the tokenizer: every printable ASCII character, alone and word-final, and no merges
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for suffix in ("", "</w>"):
-        for code in range(33, 127):
-            vocab[chr(code) + suffix] = len(vocab)
-    tokenizer = CLIPTokenizer(vocab=vocab, merges=[], model_max_length=16)
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(vocab),
-            hidden_size=16,
-            intermediate_size=32,
-            num_attention_heads=2,
-            num_hidden_layers=1,
-            max_position_embeddings=16,
-            projection_dim=16,
-            bos_token_id=0,
-            eos_token_id=1,
-            pad_token_id=1,
-        )
-    )
-    unet = UNet2DConditionModel(
-        sample_size=16,
-        in_channels=in_channels,
-        out_channels=4,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=16,
-        attention_head_dim=2,
-        norm_num_groups=4,
-    )
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(8, 16),
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        latent_channels=4,
-        norm_num_groups=4,
-        sample_size=32,
-    )
-    scheduler = EulerDiscreteScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        timestep_spacing="trailing",
-        steps_offset=1,
-    )
-    return {
-        "unet": unet,
-        "vae": vae,
-        "text_encoder": text_encoder,
-        "tokenizer": tokenizer,
-        "scheduler": scheduler,
-        "safety_checker": None,
-        "feature_extractor": None,
-        "requires_safety_checker": False,
-    }
-
-
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Folders of a tiny text-to-image and a tiny InstructPix2Pix pipeline."""
@@ -149,9 +86,9 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("tiny-diffusion")
     folders = {"text2image": root / "sd", "edit": root / "pix2pix"}
-    text2image: Any = StableDiffusionPipeline(**_tiny_components(4))
+    text2image: Any = StableDiffusionPipeline(**tiny_components(4))
     text2image.save_pretrained(folders["text2image"])
-    edit: Any = StableDiffusionInstructPix2PixPipeline(**_tiny_components(8))
+    edit: Any = StableDiffusionInstructPix2PixPipeline(**tiny_components(8))
     edit.save_pretrained(folders["edit"])
     return folders
 
@@ -462,3 +399,89 @@ def test_server_exits_with_one_line_when_a_model_is_not_cached(tmp_path: Path) -
     )
     assert str(tmp_path / "empty-home" / "hub") in errors[0]
     assert time.monotonic() - start < 120
+
+
+# --- several callers' prompts in one call; tiny-random; the pool's config on the command line ------
+
+
+def test_per_prompt_seeds_give_each_prompt_the_image_it_gets_alone(backend: DiffusionBackend) -> None:
+    """A batch of several agents' prompts keeps each prompt's own seed, so an image does not
+    depend on what else was generated with it."""
+    alone = [backend.generate(["a red star"], seed=3)[0], backend.generate(["a ring"], seed=11)[0]]
+    together = backend.generate(["a red star", "a ring"], seed=0, seeds=[3, 11])
+    for a, b in zip(alone, together, strict=True):
+        assert np.abs(_pixels(a) - _pixels(b)).max() <= 2
+    with pytest.raises(ValueError, match="seeds: expected one per prompt"):
+        backend.generate(["x", "y"], seed=0, seeds=[1])
+    req = parse_generate({"prompts": ["a", "b"], "seeds": [4, 9]})
+    assert req.seeds == (4, 9)
+    for header, match in (
+        ({"prompts": ["a"], "seeds": [1, 2]}, "one integer per prompt"),
+        ({"prompts": ["a"], "seeds": [1], "seed": 0}, "not both"),
+        ({"prompts": ["a"], "seeds": [-1]}, r"seeds\[0\]"),
+    ):
+        with pytest.raises(RequestError, match=match) as info:
+            parse_generate(header)
+        assert info.value.path == "seeds"
+
+
+def test_tiny_random_needs_no_folder_and_is_the_same_in_every_process() -> None:
+    config = DiffusionConfig(
+        text2image=Text2ImageConfig(model="tiny-random", steps=2, width=SIZE, height=SIZE),
+        edit=EditConfig(model="tiny-random", steps=2),
+        device="cpu",
+    )
+    first, second = (DiffusionBackend(config, cuda_available=False) for _ in range(2))
+    a, b = (be.generate(["a cat"], seed=1)[0] for be in (first, second))
+    np.testing.assert_array_equal(_pixels(a), _pixels(b))
+    assert first.edit(a, "make it blue", seed=0).size == (SIZE, SIZE)
+
+
+def test_the_server_takes_its_config_as_json_and_refuses_bad_json(tmp_path: Path) -> None:
+    config = {"device": "cpu", "text2image": {"model": "tiny-random", "steps": 1, "width": 32,
+              "height": 32}, "edit": {"model": None}}  # fmt: skip
+    proc, line = _start(
+        ["--port", "0", "--config-json", json.dumps(config)], tmp_path / "home", tmp_path / "log"
+    )
+    try:
+        assert line.startswith("READY "), (tmp_path / "log").read_text()
+        with DiffusionClient("127.0.0.1", int(line.split()[1]), timeout=60) as client:
+            assert client.ping()["ops"] == ["ping", "render", "generate"]
+            assert [im.size for im in client.generate(["a", "b"], 0, seeds=[5, 6])] == [(32, 32)] * 2
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    for bad, match in (("[1]", "expected a JSON object"), ("{nope", "not JSON")):
+        proc, _ = _start(["--port", "0", "--config-json", bad], tmp_path / "home", tmp_path / "log2")
+        assert proc.wait(timeout=60) == 2
+        assert match in (tmp_path / "log2").read_text()
+
+
+def test_an_unreadable_image_from_a_server_is_a_render_failure() -> None:
+    """A server that answers with bytes that are not an image: the client raises RenderFailed
+    (which the agent's tools report to the model as an error it can read), not a decode error."""
+    import socket
+    import threading
+
+    from unity_pool.client import RenderFailed
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            while (frame := protocol.read_frame(conn)) is not None:
+                n = len(frame.header.get("prompts", [])) or 1
+                header = {"protocol": protocol.PROTOCOL_VERSION, "ok": True,
+                          "id": frame.header.get("id"),
+                          "results": [{"ok": True, "blob": i} for i in range(n)]}  # fmt: skip
+                protocol.write_frame(conn, header, [b"\x89PNG garbage"] * n)
+
+    threading.Thread(target=serve, daemon=True).start()
+    with (
+        DiffusionClient("127.0.0.1", port, timeout=10) as client,
+        pytest.raises(RenderFailed, match="unreadable image"),
+    ):
+        client.generate(["a"], seed=0)
+    listener.close()

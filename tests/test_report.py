@@ -523,3 +523,71 @@ def test_a_units_visualization_is_shown_first_beside_its_exemplars(tmp_path):
     assert "unit 117" in card and "act 14.250<br>visualization" in card
     assert card.index('class="exemplar visualization"') < card.index("act 9.810")  # first
     assert doc.count('class="exemplar visualization"') == 1
+
+
+def _with_trajectory(root: Path) -> ClassExplanation:
+    """The realistic explanation with its second unit explained by an agent: five steps over
+    five rounds, magenta and cyan images made by its tools, one step's text an injection."""
+    from coin_scale.sweep.records import TrajectoryStep
+
+    magenta = _png(root / "agent" / "magenta.png", (230, 20, 230))
+    cyan = _png(root / "agent" / "cyan.png", (20, 220, 230))
+    e = make_explanation(root)
+    steps = (
+        TrajectoryStep(round=0, step=0, tool="exemplars", arguments='{"k": 1}', status="ok",
+                       summary="1 exemplars: ex-0=5.2",
+                       images=(Exemplar(image_path=e.positive[1].exemplars[0].image_path,
+                                        activation=5.2, label="ex-0"),)),
+        TrajectoryStep(round=1, step=0, tool="text2image", arguments='{"prompts": ["a dog"]}',
+                       status="ok", summary="1 generated images: img-000000=3.1",
+                       hypothesis=f"Maybe dogs? {EVIL}",
+                       images=(Exemplar(image_path=magenta, activation=3.1, label="img-000000"),)),
+        TrajectoryStep(round=2, step=0, tool="edit", arguments="{not json", status="invalid",
+                       summary="invalid: edit: the arguments are not a JSON object"),
+        TrajectoryStep(round=3, step=0, tool="edit",
+                       arguments='{"image": "ex-0", "instruction": "remove the grass"}',
+                       status="ok", summary="1 edit: img-000001=0.2 from ex-0=5.2",
+                       images=(Exemplar(image_path=cyan, activation=0.2, label="img-000001"),)),
+        TrajectoryStep(round=4, step=0, tool="finish", arguments='{"label": "green things"}',
+                       status="finished", summary="finished: 'green things' (confidence 0.70)"),
+    )  # fmt: skip
+    agent_unit = dataclasses.replace(
+        e.positive[1], explainer="openai", confidence=0.7, trajectory=steps
+    )
+    return dataclasses.replace(e, positive=(e.positive[0], agent_unit, e.positive[2]))
+
+
+def test_an_agents_trajectory_is_shown_round_by_round(tmp_path):
+    doc = render_report(_with_trajectory(tmp_path / "img"))
+    assert doc.count('<details class="trajectory" open>') == 1
+    section = doc[doc.index('<details class="trajectory"') :]
+    section = section[: section.index("</details>")]
+    assert [int(r) for r in re.findall(r'data-round="(\d+)"', section)] == [0, 1, 2, 3, 4]
+    assert section.count("<img ") == 3 and "missing image" not in section
+    text = " ".join(" ".join(_parse(section).text).split())
+    for needle in ("5 steps in 5 rounds, 3 images", "confidence 0.70", "text2image",
+                   "Maybe dogs?", "remove the grass", "img-000000 act 3.1", "{not json"):  # fmt: skip
+        assert needle in text, needle
+    assert EVIL in text and "<script>alert(1)" not in doc
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium")
+def test_a_trajectory_renders_in_chromium_with_every_image(tmp_path):
+    path = write_report(_with_trajectory(tmp_path / "img"), tmp_path / "out")
+    proc = _chromium(["--dump-dom", path.as_uri()], tmp_path / "profile")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    dom = _parse(proc.stdout)
+    assert dom.scripts == 0 and all(src.startswith("data:") for src in dom.img_srcs)
+    assert len(dom.img_srcs) == 4 + 3  # the page's four images and the log's three
+    rounds = re.findall(r'<li class="step" data-round="(\d+)"', proc.stdout)
+    assert [int(r) for r in rounds] == [0, 1, 2, 3, 4]
+    shot = tmp_path / "shot.png"
+    proc = _chromium(
+        [f"--screenshot={shot}", "--window-size=1200,3000", path.as_uri()], tmp_path / "profile2"
+    )
+    assert shot.exists(), f"no screenshot (rc {proc.returncode}): {proc.stderr[-2000:]}"
+    pixels = np.asarray(Image.open(shot).convert("RGB")).astype(np.int16)
+    r, g, b = pixels[..., 0], pixels[..., 1], pixels[..., 2]
+    assert ((r > 180) & (g < 80) & (b > 180)).sum() > 200, "the magenta generated image is not drawn"
+    assert ((r < 80) & (g > 170) & (b > 180)).sum() > 200, "the cyan edited image is not drawn"

@@ -14,6 +14,7 @@ from coin_scale.storage.docgen import column_docs, update_doc
 from coin_scale.storage.examples import example_rows
 from coin_scale.storage.schemas import (
     activation_maps,
+    agent_images,
     chain_edges,
     class_concepts,
     class_explanations,
@@ -36,7 +37,7 @@ MODULES = {
     for m in (
         runs, probe_images, dissections, unit_stats, exemplars,
         units, explanations, chain_edges, class_explanations, class_concepts, scores, experiments,
-        llm_calls, visualizations, activation_maps,
+        agent_images, llm_calls, visualizations, activation_maps,
     )
 }  # fmt: skip
 DOC = Path(__file__).resolve().parents[1] / "docs" / "storage.md"
@@ -46,7 +47,7 @@ def test_registry_holds_every_table_module() -> None:
     assert list(TABLES) == [
         "runs", "probe_images", "dissections", "unit_stats", "exemplars",
         "units", "explanations", "chain_edges", "class_explanations", "class_concepts", "scores",
-        "experiments", "llm_calls", "visualizations", "activation_maps",
+        "experiments", "agent_images", "llm_calls", "visualizations", "activation_maps",
     ]  # fmt: skip
     assert all(TABLES[name] is module.SPEC for name, module in MODULES.items())
 

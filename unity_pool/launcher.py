@@ -3,7 +3,8 @@
 Backend-agnostic: a `LaunchSpec` is a command line and a start timeout. The contract every
 backend follows (docs/render-protocol.md, section 6): the first stdout line that starts with
 `READY` is `READY <port>`, printed once the server listens; logs go to stderr; SIGTERM stops it.
-`BackendProcess` runs one such process; `SupervisedRenderer` adds a `RenderClient` and re-issues
+`BackendProcess` runs one such process; `SupervisedRenderer` adds a client (a `DiffusionClient`: the render protocol plus the
+diffusion server's `generate` and `edit` ops, which other backends refuse) and re-issues
 a request on a fresh process when the old one died under it (rendering is idempotent), so the
 procedural server, a Unity player and a diffusion server are supervised the same way.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import ctypes
+import io
 import logging
 import os
 import queue
@@ -26,7 +28,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from PIL import Image
+
 from unity_pool.client import RenderClient, RendererUnavailable, RenderFailure, RenderResult
+from unity_pool.diffusion.client import DiffusionClient
+from unity_pool.procedural.backend import encode_png
 from unity_pool.scene import Scene
 
 log = logging.getLogger(__name__)
@@ -338,7 +344,7 @@ class SupervisedRenderer:
         self.max_restarts = max_restarts
         self.process = BackendProcess(self.spec, health=self._ping_port)
         self.reissued = 0
-        self._client: RenderClient | None = None
+        self._client: DiffusionClient | None = None
 
     def __enter__(self) -> SupervisedRenderer:
         self.start()
@@ -356,7 +362,7 @@ class SupervisedRenderer:
         if not self.process.running or self._client is None:
             self._close_client()
             port = self.process.start()
-            self._client = RenderClient(port=port, timeout=self.timeout)
+            self._client = DiffusionClient(port=port, timeout=self.timeout)
         return self.status()
 
     def stop(self) -> None:
@@ -394,7 +400,20 @@ class SupervisedRenderer:
         """Render a batch; raises `SceneError` for invalid specs (see `RenderClient`)."""
         return self._call(lambda client: client.render_many(scenes))
 
-    def _call(self, fn: Callable[[RenderClient], Any]) -> Any:
+    def generate(self, prompts: Sequence[str], seeds: Sequence[int]) -> list[bytes]:
+        """PNG bytes of one generated image per prompt, prompt `i` sampled with `seeds[i]` (a
+        diffusion backend's `generate` op; others refuse it with `ValueError`)."""
+        images = self._call(lambda client: client.generate(prompts, 0, seeds=seeds))
+        return [encode_png(image) for image in images]
+
+    def edit(self, image: bytes, instruction: str, seed: int) -> bytes:
+        """PNG bytes of the encoded `image` edited as `instruction` says (a diffusion backend's
+        `edit` op)."""
+        with Image.open(io.BytesIO(image)) as opened:
+            source = opened.convert("RGB")
+        return encode_png(self._call(lambda client: client.edit(source, instruction, seed)))
+
+    def _call(self, fn: Callable[[DiffusionClient], Any]) -> Any:
         last: RendererUnavailable | None = None
         for attempt in range(self.max_restarts + 1):
             self.start()

@@ -59,6 +59,14 @@ class TextToImage(Protocol):
         ...
 
 
+class ImageEditor(Protocol):
+    """An instruction-based image editor (the diffusion backend's InstructPix2Pix, a fake)."""
+
+    def edit(self, image: Image.Image, instruction: str, seed: int) -> Image.Image:
+        """`image` edited as `instruction` says ("make the dog a cat"), RGB."""
+        ...
+
+
 class LocalRenderer:
     """The procedural renderer in this process: the same PNG bytes as its server, no TCP."""
 
@@ -341,6 +349,37 @@ def text2image(
     return refs
 
 
+def edit_image(
+    image: Image.Image,
+    instruction: str,
+    *,
+    store: ImageStore,
+    editor: ImageEditor | None,
+    parent: str | None = None,
+    seed: int = 0,
+) -> ImageRef:
+    """Edit any image (a photograph too) as `instruction` says with the image editor; the result
+    is stored with `parent` (the edited image's id) and the instruction as its prompt."""
+    if editor is None:
+        raise ToolUnavailable(
+            "editing an image by instruction needs an image editor and none is configured. Fix: "
+            "pass image_editor=<an object with edit(image, instruction, seed) -> PIL.Image> (the "
+            "diffusion backend of unity_pool.diffusion) to RenderTools, or give `changes`."
+        )
+    if not isinstance(instruction, str) or not instruction.strip() or len(instruction) > MAX_PROMPT_CHARS:
+        raise ToolError(
+            f"instruction: expected a non-empty string of at most {MAX_PROMPT_CHARS} characters; "
+            f"got {instruction!r:.80}."
+        )
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ToolError(f"seed: expected an integer >= 0; got {seed!r}.")
+    rgb = editor.edit(image, instruction, seed).convert("RGB")
+    return store.add(
+        encode_png(rgb), source="edit", width=rgb.width, height=rgb.height, parent=parent,
+        prompt=instruction,
+    )  # fmt: skip
+
+
 def _scene_schema() -> dict[str, Any]:
     from unity_pool.schema import load_schema
 
@@ -374,12 +413,15 @@ class RenderTools:
         store: ImageStore | None = None,
         renderer: Renderer | None = None,
         text_to_image: TextToImage | None = None,
+        image_editor: ImageEditor | None = None,
         max_images: int = 64,
     ) -> None:
-        """`renderer` defaults to `LocalRenderer()`; `max_images` bounds the images per call."""
+        """`renderer` defaults to `LocalRenderer()`; `max_images` bounds the images per call.
+        With `image_editor`, `edit` also takes an `instruction` for any stored image."""
         self.store = store if store is not None else ImageStore()
         self.renderer: Renderer = renderer if renderer is not None else LocalRenderer()
         self.text_to_image = text_to_image
+        self.image_editor = image_editor
         self.max_images = max_images
 
     def render(self, specs: Sequence[Mapping[str, Any] | Scene]) -> list[ImageRef]:
@@ -389,6 +431,15 @@ class RenderTools:
     def edit(self, target: str | Mapping[str, Any] | Scene, changes: Mapping[str, Any]) -> ImageRef:
         """See the module function `edit`."""
         return edit(target, changes, store=self.store, renderer=self.renderer)
+
+    def edit_image(
+        self, image: Image.Image, instruction: str, *, parent: str | None = None, seed: int = 0
+    ) -> ImageRef:
+        """See the module function `edit_image`."""
+        return edit_image(
+            image, instruction, store=self.store, editor=self.image_editor, parent=parent,
+            seed=seed,
+        )  # fmt: skip
 
     def text2image(self, prompts: Sequence[str], seed: int = 0) -> list[ImageRef]:
         """See the module function `text2image`."""
@@ -404,7 +455,7 @@ class RenderTools:
         """One `{"name", "description", "parameters"}` per available tool (text2image only with
         a backend); `parameters` is a JSON Schema object."""
         scene = _scene_schema()
-        tools = [
+        tools: list[dict[str, Any]] = [
             {
                 "name": "render",
                 "description": "Render synthetic scenes; returns one image id with its "
@@ -444,6 +495,26 @@ class RenderTools:
                 },
             },
         ]
+        if self.image_editor is not None:
+            edit_def = tools[1]["parameters"]
+            tools[1]["description"] = (
+                "Edit an image. With `changes`: re-render a stored rendered image (by id) or a "
+                "scene spec with some attributes changed and everything else, seed included, the "
+                "same. With `instruction`: edit any stored image (photographs too) as the "
+                "instruction says, e.g. 'make the dog a cat' or 'remove the grass'."
+            )
+            edit_def["properties"] |= {
+                "instruction": {
+                    "type": "string", "minLength": 1, "maxLength": MAX_PROMPT_CHARS,
+                    "description": "What to change in the image `image` (not with `changes`).",
+                },
+                "seed": {"type": "integer", "minimum": 0, "default": 0},
+            }  # fmt: skip
+            edit_def["required"] = []
+            edit_def["description"] = (
+                "Give `image` with `instruction`, or exactly one of `image` and `scene` with "
+                "`changes`."
+            )
         if self.text_to_image is not None:
             tools.append(
                 {
@@ -479,6 +550,8 @@ class RenderTools:
             "edit": ({"changes"}, {"image", "scene"}),
             "text2image": ({"prompts"}, {"seed"}),
         }
+        if self.image_editor is not None:
+            signatures["edit"] = (set(), {"image", "scene", "changes", "instruction", "seed"})
         if name not in signatures:
             raise ToolError(f"unknown tool {name!r}; expected one of {', '.join(signatures)}.")
         if not isinstance(arguments, Mapping):
@@ -492,7 +565,19 @@ class RenderTools:
             raise ToolError(f"{name}: {problem} argument(s); allowed: {allowed}.")
         if name == "render":
             refs = self.render(arguments["specs"])
+        elif name == "edit" and "instruction" in arguments:
+            target = arguments.get("image")
+            if "changes" in arguments or "scene" in arguments or not isinstance(target, str):
+                raise ToolError(
+                    "edit: an `instruction` goes with `image` (the id of a stored image) alone, "
+                    "without `changes` or `scene`."
+                )
+            image = self.store.image(target)
+            seed = arguments.get("seed", 0)
+            refs = [self.edit_image(image, arguments["instruction"], parent=target, seed=seed)]
         elif name == "edit":
+            if "changes" not in arguments:
+                raise ToolError("edit: give `changes` (with `image` or `scene`) or `instruction`.")
             if ("image" in arguments) == ("scene" in arguments):
                 raise ToolError("edit: give exactly one of `image` (an id) and `scene` (a spec).")
             target = arguments.get("image", arguments.get("scene"))

@@ -16,12 +16,26 @@ import ray
 from coin_scale.actors.dispatch import DispatchedPool, Dispatcher
 from coin_scale.models.image_text import EmbeddingResult, ImageTextModel, ImageTextSource
 
+CALLS_AT_ONCE = 2
+"""Calls an image-text replica runs at once."""
 
-@ray.remote(max_restarts=4, max_task_retries=0, max_concurrency=2)  # type: ignore[call-overload]
+
+def call_threads(cpus: int, device: str) -> int:
+    """Torch threads of an image-text replica with `cpus` cores: on a CPU each of its
+    `CALLS_AT_ONCE` calls gets its share of the cores, so one call's decoding never stalls the
+    other's threads (2 cores, ViT-B-32, 320 photos on Ray: 26.4 and 27.0 img/s with one thread
+    each against 24.7 and 21.5 with both, bare forward 22.2-25.9); on a GPU every core decodes."""
+    if device == "cpu":
+        return max(1, cpus // CALLS_AT_ONCE)
+    return max(1, cpus)
+
+
+@ray.remote(max_restarts=4, max_task_retries=0, max_concurrency=CALLS_AT_ONCE)  # type: ignore[call-overload]
 class ImageTextReplica:
     """Thin actor around `ImageTextModel`, built on the first call from the source (a few
     strings, so a restarted replica rebuilds it from its constructor arguments). Two calls run at
-    once: one decodes its images while the other runs the image tower."""
+    once, on a CPU each with half the cores (`call_threads`): while one decodes its images the
+    other runs the image tower, and neither waits for the other's threads."""
 
     def __init__(self, source: ImageTextSource) -> None:
         self.source = source
@@ -34,8 +48,8 @@ class ImageTextReplica:
                 import torch
 
                 assigned = ray.get_runtime_context().get_assigned_resources()
-                torch.set_num_threads(max(1, int(assigned.get("CPU", 1))))
                 device = "cuda" if assigned.get("GPU", 0) and torch.cuda.is_available() else "cpu"
+                torch.set_num_threads(call_threads(int(assigned.get("CPU", 1)), device))
                 self.model = ImageTextModel(self.source, device=device)
             return self.model
 

@@ -39,6 +39,8 @@ class RenderPoolConfig:
     """Batches queued per worker, so a worker never waits for the driver."""
     cpus_each: float = 1.0
     """Ray CPUs reserved per worker (its backend process does the drawing)."""
+    gpus_each: float = 0.0
+    """Ray GPUs reserved per worker (a diffusion backend runs on the GPU its worker is given)."""
     unity_slot: bool = False
     """Also require one `unity_slot` custom resource per worker; local clusters have none."""
     backend_restarts: int = 3
@@ -51,10 +53,10 @@ class RenderPoolConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: expected an integer >= 1; got {value!r}.")
-        if self.cpus_each < 0 or self.backend_restarts < 0:
+        if self.cpus_each < 0 or self.gpus_each < 0 or self.backend_restarts < 0:
             raise ValueError(
-                f"cpus_each and backend_restarts: expected >= 0; got {self.cpus_each!r} and "
-                f"{self.backend_restarts!r}."
+                f"cpus_each, gpus_each and backend_restarts: expected >= 0; got "
+                f"{self.cpus_each!r}, {self.gpus_each!r} and {self.backend_restarts!r}."
             )
         spec = LaunchSpec(command=self.command, start_timeout=self.start_timeout)  # validates
         object.__setattr__(self, "command", spec.command)  # a list from YAML becomes a tuple
@@ -65,6 +67,8 @@ class RenderPoolConfig:
     def actor_options(self) -> dict[str, Any]:
         """The Ray options of each worker actor."""
         options: dict[str, Any] = {"num_cpus": self.cpus_each}
+        if self.gpus_each:
+            options["num_gpus"] = self.gpus_each
         if self.unity_slot:
             options["resources"] = {UNITY_SLOT: 1}
         return options

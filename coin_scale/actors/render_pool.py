@@ -129,6 +129,37 @@ class RenderPool(DispatchedPool):
         and field, `RenderFailed` for any other failed scene."""
         return images(self.render_outcomes(scenes))
 
+    def generate(self, prompts: Sequence[str], seeds: Sequence[int]) -> list[bytes]:
+        """PNG bytes of one generated image per prompt, prompt `i` sampled with `seeds[i]`, on
+        one worker (a diffusion backend); a worker lost mid-request is replaced by another, the
+        request sent again (the same seeds give the same images)."""
+        if len(prompts) != len(seeds):
+            raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
+        prompts, seeds = list(prompts), [int(s) for s in seeds]
+        images = self._one(
+            lambda worker: worker.generate.remote(prompts, seeds), f"generation of {len(prompts)}"
+        )
+        RENDERS.count("render_pool", len(images))
+        return list(images)
+
+    def edit(self, image: bytes, instruction: str, seed: int) -> bytes:
+        """PNG bytes of the encoded `image` edited as `instruction` says, on one worker (a
+        diffusion backend); failover as for `generate`."""
+        edited = self._one(lambda worker: worker.edit.remote(image, instruction, seed), "edit")
+        RENDERS.count("render_pool", 1)
+        return bytes(edited)
+
+    def _one(self, submit: Any, what: str) -> Any:
+        """One call on the least loaded live worker, resubmitted while workers are lost; the
+        task's own error (a bad request, a failed pipeline) raised as itself."""
+        try:
+            for done in self.dispatch.stream(1, lambda worker, _: submit(worker), what=lambda _: what):
+                self._answered.add(done.slot)
+                return done.value
+        except RayTaskError as err:
+            raise task_cause(err) from None
+        raise AssertionError("unreachable: the stream yields its one item or raises")
+
     def shutdown(self, timeout: float = 10.0) -> None:
         """Stop the backend processes (waiting up to `timeout` seconds), then kill the actors.
 

@@ -61,6 +61,14 @@ class RenderWorker:
         """Render one batch of scene specs (plain dicts), one outcome per spec, in order."""
         return self.renderer.render_outcomes(specs)
 
+    def generate(self, prompts: list[str], seeds: list[int]) -> list[bytes]:
+        """PNG bytes of one image per prompt (a diffusion backend), prompt `i` seeded `seeds[i]`."""
+        return self.renderer.generate(prompts, seeds)
+
+    def edit(self, image: bytes, instruction: str, seed: int) -> bytes:
+        """PNG bytes of the encoded `image` edited as `instruction` says (a diffusion backend)."""
+        return self.renderer.edit(image, instruction, seed)
+
     def status(self) -> WorkerStatus:
         return WorkerStatus(worker_pid=os.getpid(), backend=self.renderer.status())
 

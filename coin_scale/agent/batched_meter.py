@@ -6,6 +6,8 @@ unit's layer, reduced over space. Agents that run at once on one layer therefore
 full) into one batch, runs it through `forward` (in production a call on the model replica pool,
 `coin_scale.sweep.agents`), and hands each request its rows. `BatchedUnitMeter` is the agent's
 `UnitMeter` on top of it. Pure threads; the batcher knows nothing of Ray or the model.
+`RequestBatcher` is the gathering itself, for any items (the agents' image generation uses it
+too, `coin_scale.agent.generation`).
 
 32 agents measuring 10 images each at once cost ceil(320 / max_images) passes, not 32.
 """
@@ -17,6 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Any, Self
 
 import numpy as np
 from PIL import Image
@@ -30,60 +33,73 @@ layer (every unit: a pass costs the same whichever units are read)."""
 
 @dataclass
 class _Request:
-    pixels: np.ndarray
-    done: Future[np.ndarray] = field(default_factory=Future)
+    items: Any
+    done: Future[Any] = field(default_factory=Future)
 
 
-class MeasureBatcher:
-    """Gathers concurrent requests into batches of at most `max_images`, each run by `forward`.
+def _concat(parts: list[Any]) -> list[Any]:
+    return [item for part in parts for item in part]
+
+
+class RequestBatcher:
+    """Gathers concurrent requests (each a sequence of items) into batches of at most
+    `max_items`, each run by `run` (items -> one result per item, in order).
 
     A batch leaves when it is full or when `window_s` has passed since its first request
-    arrived; while `in_flight` batches run, new requests keep gathering. A request larger than `max_images` is split.
-    Thread-safe; `close()` (or the context manager) stops the gathering thread after the queue
-    is drained.
+    arrived; while `in_flight` batches run, new requests keep gathering. A request larger than
+    `max_items` is split. `join` puts requests' items (and results) together: list concatenation
+    by default, `np.concatenate` for arrays. Thread-safe; `close()` (or the context manager)
+    stops the gathering thread after the queue is drained.
     """
+
+    size_name = "max_items"
+    """The batch size's name in errors."""
 
     def __init__(
         self,
-        forward: PooledForward,
+        run: Callable[[Any], Any],
         *,
-        max_images: int = 64,
+        max_items: int = 64,
         window_s: float = 0.005,
         in_flight: int = 2,
+        join: Callable[[list[Any]], Any] | None = None,
+        name: str = "batcher",
     ) -> None:
-        if max_images < 1 or in_flight < 1 or window_s < 0:
+        if max_items < 1 or in_flight < 1 or window_s < 0:
             raise ValueError(
-                f"MeasureBatcher: max_images and in_flight must be >= 1 and window_s >= 0; got "
-                f"{max_images}, {in_flight}, {window_s}"
+                f"{type(self).__name__}: {self.size_name} and in_flight must be >= 1 and window_s "
+                ">= 0; "
+                f"got {max_items}, {in_flight}, {window_s}"
             )
-        self.forward = forward
-        self.max_images = max_images
+        self.run = run
+        self.max_items = max_items
         self.window_s = window_s
+        self.join = join if join is not None else _concat
         self._slots = threading.Semaphore(in_flight)
         self._queue: list[_Request] = []
         self._ready = threading.Condition()
         self._closed = False
         self.batches = 0
-        """Forward passes run so far."""
-        self.images = 0
-        """Images measured so far."""
-        self._thread = threading.Thread(target=self._loop, name="measure-batcher", daemon=True)
+        """Batches run so far."""
+        self.items = 0
+        """Items run so far."""
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
-    def activations(self, pixels: np.ndarray) -> np.ndarray:
-        """float32 (n, unit) activations of uint8 (n, channel, crop, crop) images; blocks until
-        their batch has run, and raises the batch's error if it failed."""
-        if len(pixels) == 0:
-            return np.zeros((0, 0), dtype=np.float32)
+    def submit(self, items: Any) -> Any:
+        """The results of `items` (joined like them), blocking until their batches have run;
+        raises a batch's error if one failed. Empty `items` are not sent."""
         requests = [
-            _Request(pixels[i : i + self.max_images]) for i in range(0, len(pixels), self.max_images)
+            _Request(items[i : i + self.max_items]) for i in range(0, len(items), self.max_items)
         ]
+        if not requests:
+            return self.join([items])
         with self._ready:
             if self._closed:
-                raise RuntimeError("MeasureBatcher is closed")
+                raise RuntimeError(f"{type(self).__name__} is closed")
             self._queue.extend(requests)
             self._ready.notify()
-        return np.concatenate([r.done.result() for r in requests])
+        return self.join([r.done.result() for r in requests])
 
     def close(self) -> None:
         """Stop after the requests already queued have run."""
@@ -92,7 +108,7 @@ class MeasureBatcher:
             self._ready.notify()
         self._thread.join()
 
-    def __enter__(self) -> MeasureBatcher:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -114,43 +130,86 @@ class MeasureBatcher:
                     return None
                 self._ready.wait()
             deadline = time.monotonic() + self.window_s
-            while self._size() < self.max_images and not self._closed:
+            while self._size() < self.max_items and not self._closed:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
                 self._ready.wait(left)
             batch: list[_Request] = []
             total = 0
-            while self._queue and (not batch or total + len(self._queue[0].pixels) <= self.max_images):
+            while self._queue and (not batch or total + len(self._queue[0].items) <= self.max_items):
                 request = self._queue.pop(0)
                 batch.append(request)
-                total += len(request.pixels)
+                total += len(request.items)
             return batch
 
     def _size(self) -> int:
-        return sum(len(r.pixels) for r in self._queue)
+        return sum(len(r.items) for r in self._queue)
 
     def _run(self, batch: list[_Request]) -> None:
         try:
-            pixels = np.concatenate([r.pixels for r in batch])
-            values = np.asarray(self.forward(pixels), dtype=np.float32)
-            if values.ndim != 2 or len(values) != len(pixels):
+            items = self.join([r.items for r in batch])
+            results = self.run(items)
+            if len(results) != len(items):
                 raise RuntimeError(
-                    f"forward returned shape {values.shape} for {len(pixels)} images"
+                    f"{type(self).__name__}: {len(results)} results for {len(items)} items"
                 )
             with self._ready:  # several batches may finish at once
                 self.batches += 1
-                self.images += len(pixels)
+                self.items += len(items)
             start = 0
             for request in batch:
-                request.done.set_result(values[start : start + len(request.pixels)])
-                start += len(request.pixels)
-        except BaseException as err:  # every waiting agent gets the error, none hangs
+                request.done.set_result(results[start : start + len(request.items)])
+                start += len(request.items)
+        except BaseException as err:  # every waiting caller gets the error, none hangs
             for request in batch:
                 if not request.done.done():
                     request.done.set_exception(err)
         finally:
             self._slots.release()
+
+
+class MeasureBatcher(RequestBatcher):
+    """Gathers concurrent measurements into forward passes of at most `max_images` images
+    (see `RequestBatcher`): uint8 image arrays in, float32 (image, unit) activations out."""
+
+    size_name = "max_images"
+
+    def __init__(
+        self,
+        forward: PooledForward,
+        *,
+        max_images: int = 64,
+        window_s: float = 0.005,
+        in_flight: int = 2,
+    ) -> None:
+        self.forward = forward
+        super().__init__(
+            self._forward, max_items=max_images, window_s=window_s, in_flight=in_flight,
+            join=np.concatenate, name="measure-batcher",
+        )  # fmt: skip
+
+    @property
+    def max_images(self) -> int:
+        return self.max_items
+
+    @property
+    def images(self) -> int:
+        """Images measured so far."""
+        return self.items
+
+    def _forward(self, pixels: np.ndarray) -> np.ndarray:
+        values = np.asarray(self.forward(pixels), dtype=np.float32)
+        if values.ndim != 2 or len(values) != len(pixels):
+            raise RuntimeError(f"forward returned shape {values.shape} for {len(pixels)} images")
+        return values
+
+    def activations(self, pixels: np.ndarray) -> np.ndarray:
+        """float32 (n, unit) activations of uint8 (n, channel, crop, crop) images; blocks until
+        their batch has run, and raises the batch's error if it failed."""
+        if len(pixels) == 0:
+            return np.zeros((0, 0), dtype=np.float32)
+        return np.asarray(self.submit(pixels))
 
 
 class BatchedUnitMeter:

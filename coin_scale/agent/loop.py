@@ -108,6 +108,10 @@ Chat = Callable[[ChatRequest, CallContext], Awaitable[ChatResult]]
 policies)."""
 
 
+MAX_ASSISTANT_TEXT = 2000
+"""Characters of a round's assistant text kept in `experiments.assistant_text`."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class AgentOutcome:
     """The result of explaining one unit; failures are a status and an error, never a label."""
@@ -129,6 +133,22 @@ class AgentOutcome:
     cost_usd: float = 0.0
     experiments: list[experiments.Row] = field(default_factory=list)
     """One row per step, in order."""
+    images: list[StepImage] = field(default_factory=list)
+    """The images each step showed the agent, in order (thumbnails, for the experiment log)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepImage:
+    """One image a step showed the agent, with the unit's activation on it."""
+
+    round: int
+    step: int
+    image_id: str
+    """`ex-N` (an exemplar) or the id of an image a tool made."""
+    activation: float | None
+    data: bytes
+    """The image as attached, encoded."""
+    media_type: str = "image/png"
 
 
 def _candidates(text: str) -> list[str]:
@@ -194,6 +214,9 @@ class _UnitRun:
             kind=subject.kind, explainer=explainer, llm_model=llm_model,
         )  # fmt: skip
         self.rows: list[experiments.Row] = []
+        self.images: list[StepImage] = []
+        self.round_text = ""
+        """The assistant's text of the current round (its hypothesis, when it writes one)."""
         self.rounds = self.invalid = self.input_tokens = self.output_tokens = 0
         self.cost = 0.0
         self.current_round = 0
@@ -213,6 +236,7 @@ class _UnitRun:
                 arguments_json=arguments,
                 status=status,
                 result_summary=summary,
+                assistant_text=(self.round_text or None) if step == 0 else None,
                 input_tokens=inp,
                 output_tokens=out,
                 cost_usd=usd,
@@ -223,7 +247,7 @@ class _UnitRun:
         return AgentOutcome(
             status=status, rounds=self.rounds, invalid_calls=self.invalid,
             input_tokens=self.input_tokens, output_tokens=self.output_tokens, cost_usd=self.cost,
-            experiments=self.rows, **fields,
+            experiments=self.rows, images=self.images, **fields,
         )  # fmt: skip
 
     def finished(self, answer: FinishAnswer) -> AgentOutcome:
@@ -372,6 +396,7 @@ async def _ask(
     run.output_tokens += usage.output_tokens
     run.cost += cost
     run.round_cost = (usage.input_tokens, usage.output_tokens, cost)
+    run.round_text = (result.response.text or "").strip()[:MAX_ASSISTANT_TEXT]
     return result
 
 
@@ -392,6 +417,13 @@ async def _run_calls(
             failed = run.failed(_error_text(err), tool=call.name, arguments=arguments)
             return _record(r, response, results, lines), failed, None
         run.row(r, step, call.name, arguments, outcome.status, outcome.summary)
+        run.images.extend(
+            StepImage(
+                round=r, step=step, image_id=shown.image_id, activation=shown.activation,
+                data=shown.part.data, media_type=shown.part.media_type,
+            )  # fmt: skip
+            for shown in outcome.shown
+        )
         if outcome.status == "invalid":
             run.invalid += 1
         if outcome.answer is not None:

@@ -24,6 +24,7 @@ import jsonschema
 from PIL import Image
 
 from coin_scale.agent.context import fit
+from coin_scale.agent.describe import DescribeFailed
 from coin_scale.agent.subject import UnitMeter, UnitSubject
 from coin_scale.agent.visualizer import MAX_VISUALIZATIONS, Visualizer
 from coin_scale.llm.messages import ImagePart, ToolCall, ToolResult, ToolSpec
@@ -38,6 +39,7 @@ EXEMPLAR_PREFIX = "ex"
 
 RECOVERABLE: tuple[type[Exception], ...] = (
     ToolError, ToolUnavailable, RenderFailed, SceneError, ConnectionError, TimeoutError,
+    DescribeFailed,
 )  # fmt: skip
 """Tool failures reported to the model as an error result (status 'error'), not raised."""
 
@@ -48,7 +50,8 @@ MAX_SUMMARY_CHARS = 600
 
 
 class Describer(Protocol):
-    """A vision captioner: one short description per image."""
+    """A vision captioner: one short description per image (`agent.describe.GatewayDescriber`).
+    One that also has `summarize(images) -> str` is offered as the `summarize` tool too."""
 
     def describe(self, images: Sequence[Image.Image]) -> list[str]:
         """One description per image, in order."""
@@ -81,6 +84,21 @@ class ToolOutcome:
     """A line for the experiments table and the trimmed context."""
     answer: FinishAnswer | None = None
     """The parsed answer of a valid `finish`."""
+    shown: tuple[ShownImage, ...] = ()
+    """The images attached to the result, with their ids and the unit's activation on each (for
+    the experiment log: what the agent saw at this step)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShownImage:
+    """One image a tool result showed the agent."""
+
+    image_id: str
+    """`ex-N` (an exemplar) or the store's id of an image made by a tool."""
+    activation: float | None
+    """The unit's activation on it (None when not measured)."""
+    part: ImagePart
+    """The image as attached (downscaled to the tools' image size)."""
 
 
 FINISH_PARAMETERS: dict[str, Any] = {
@@ -214,12 +232,28 @@ def _short(text: str, limit: int = MAX_SUMMARY_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _edit_problems(args: Mapping[str, Any]) -> list[str]:
+    """What is wrong with schema-valid `edit` arguments as a whole (the two kinds of edit)."""
+    if "instruction" in args:
+        if "image" not in args or "scene" in args or "changes" in args:
+            return ["(arguments): 'instruction' goes with 'image' (an id) alone, without "
+                    "'changes' or 'scene'"]  # fmt: skip
+        return []
+    if "changes" not in args:
+        return ["(arguments): missing required field(s) 'changes'"]
+    if ("image" in args) == ("scene" in args):
+        return ["(arguments): give exactly one of 'image' (an id) and 'scene' (a spec)"]
+    return []
+
+
 @dataclass(frozen=True, kw_only=True)
 class _Done:
     payload: dict[str, Any]
     summary: str
     images: tuple[ImagePart, ...] = ()
     answer: FinishAnswer | None = None
+    image_ids: tuple[str, ...] = ()
+    """The ids of `images`, in order."""
 
 
 class ExperimentTools:
@@ -266,6 +300,8 @@ class ExperimentTools:
             handlers["text2image"] = self._text2image
         if describer is not None:
             handlers["describe"] = self._describe
+            if callable(getattr(describer, "summarize", None)):
+                handlers["summarize"] = self._summarize
         if visualizer is not None:
             handlers["visualize"] = self._visualize
         handlers.update(measure=self._measure, finish=self._finish)
@@ -306,23 +342,36 @@ class ExperimentTools:
                     "additionalProperties": False,
                 },
             )
+        if self.render_tools.image_editor is not None:  # an instruction edits exemplars too
+            image = render_defs["edit"]["parameters"]["properties"]["image"]
+            image["pattern"] = f"^({self.render_tools.store.prefix}|{EXEMPLAR_PREFIX})-[0-9]+$"
+            image["description"] = (
+                f"Id of the image to edit: an exemplar ({EXEMPLAR_PREFIX}-0, ...) or an image made "
+                "by an earlier call (only rendered images can take `changes`)."
+            )
         for name in ("render", "edit", "text2image"):
             if name in self._handlers:
                 d = render_defs[name]
                 specs[name] = ToolSpec(
                     name=name, description=d["description"] + measured, parameters=d["parameters"]
                 )
-        if "describe" in self._handlers:
-            specs["describe"] = ToolSpec(
-                name="describe",
-                description="A short caption of each image by a vision captioner.",
-                parameters={
-                    "type": "object",
-                    "properties": {"images": self._id_list(self.max_attached_images, "images")},
-                    "required": ["images"],
-                    "additionalProperties": False,
-                },
-            )
+        by = getattr(self.describer, "model", None)
+        by = f" ({by})" if isinstance(by, str) and by else ""
+        for name, what in (
+            ("describe", "A short caption of each image by a vision model" + by + "."),
+            ("summarize", "What the images have in common, in a sentence or two, by a vision "
+             "model" + by + " (MAIA's summarize_images): e.g. of the top exemplars."),
+        ):  # fmt: skip
+            if name in self._handlers:
+                specs[name] = ToolSpec(
+                    name=name, description=what,
+                    parameters={
+                        "type": "object",
+                        "properties": {"images": self._id_list(self.max_attached_images, "images")},
+                        "required": ["images"],
+                        "additionalProperties": False,
+                    },
+                )  # fmt: skip
         if "visualize" in self._handlers:
             specs["visualize"] = ToolSpec(
                 name="visualize",
@@ -378,12 +427,8 @@ class ExperimentTools:
                 "tool's parameters schema.",
             )
         problems = schema_problems(self._validators[call.name], call.arguments)
-        if (
-            call.name == "edit"
-            and not problems
-            and (("image" in call.arguments) == ("scene" in call.arguments))
-        ):
-            problems = ["(arguments): give exactly one of 'image' (an id) and 'scene' (a spec)"]
+        if call.name == "edit" and not problems:
+            problems = _edit_problems(call.arguments)
         if problems:
             return self._refuse(
                 call,
@@ -410,6 +455,10 @@ class ExperimentTools:
             status="finished" if done.answer is not None else "ok",
             summary=_short(done.summary),
             answer=done.answer,
+            shown=tuple(
+                ShownImage(image_id=i, activation=self._known_activation(i), part=part)
+                for i, part in zip(done.image_ids, done.images, strict=True)
+            ),
         )  # fmt: skip
 
     def _refuse(self, call: ToolCall, message: str) -> ToolOutcome:
@@ -452,6 +501,13 @@ class ExperimentTools:
             self._activations.update(zip(todo, map(float, values), strict=True))
         return [self._activations[i] for i in image_ids]
 
+    def _known_activation(self, image_id: str) -> float | None:
+        """The unit's activation on an image already measured (an exemplar's from the probe)."""
+        if image_id in self._activations:
+            return self._activations[image_id]
+        index = self._exemplar_index(image_id)
+        return float(self.subject.exemplars[index].activation) if index is not None else None
+
     def _attach(self, image_ids: Sequence[str]) -> tuple[ImagePart, ...]:
         parts = []
         for image_id in image_ids[: self.max_attached_images]:
@@ -483,7 +539,10 @@ class ExperimentTools:
                 f"images of the first {self.max_attached_images} ids are attached, in order"
             )
         summary = f"{len(ids)} {what}: " + ", ".join(_entry_line(e) for e in entries)
-        return _Done(payload=payload, summary=summary, images=self._attach(ids))
+        return _Done(
+            payload=payload, summary=summary, images=self._attach(ids),
+            image_ids=tuple(ids[: self.max_attached_images]),
+        )  # fmt: skip
 
     # --- the tools ------------------------------------------------------------------------------
 
@@ -506,22 +565,34 @@ class ExperimentTools:
         if k > self.max_attached_images:
             payload["note"] = f"images of the first {self.max_attached_images} are attached"
         summary = f"{k} exemplars: " + ", ".join(_entry_line(e) for e in entries)
-        return _Done(payload=payload, summary=summary, images=self._attach(ids))
+        return _Done(
+            payload=payload, summary=summary, images=self._attach(ids),
+            image_ids=tuple(ids[: self.max_attached_images]),
+        )  # fmt: skip
 
     def _render(self, args: Mapping[str, Any]) -> _Done:
         refs = self.render_tools.call("render", args)["images"]
         return self._made(refs, what="renders")
 
     def _edit(self, args: Mapping[str, Any]) -> _Done:
-        refs = self.render_tools.call("edit", args)["images"]
-        done = self._made(refs, what="edit")
         parent = args.get("image")
+        if "instruction" in args:  # any image, exemplars included, through the image editor
+            ref = self.render_tools.edit_image(
+                self._image(str(parent)), args["instruction"], parent=parent,
+                seed=int(args.get("seed", 0)),
+            )  # fmt: skip
+            refs = [ref.to_dict()]
+            change = f"as told: {json.dumps(args['instruction'])}"
+        else:
+            refs = self.render_tools.call("edit", args)["images"]
+            change = f"changing {json.dumps(args['changes'])}"
+        done = self._made(refs, what="edit")
         if not isinstance(parent, str):
             return done
         (value,) = self.activations([parent])
         payload = {**done.payload, "parent": {"id": parent, "activation": _value(value)}}
-        summary = f"{done.summary} from {parent}={value:.4g} changing {json.dumps(args['changes'])}"
-        return _Done(payload=payload, summary=summary, images=done.images)
+        summary = f"{done.summary} from {parent}={value:.4g} {change}"
+        return _Done(payload=payload, summary=summary, images=done.images, image_ids=done.image_ids)
 
     def _text2image(self, args: Mapping[str, Any]) -> _Done:
         refs = self.render_tools.call("text2image", args)["images"]
@@ -560,6 +631,14 @@ class ExperimentTools:
         entries = [{"id": i, "text": str(t)} for i, t in zip(ids, texts, strict=True)]
         summary = "described: " + "; ".join(f"{e['id']}: {e['text']}" for e in entries)
         return _Done(payload={"descriptions": entries}, summary=summary)
+
+    def _summarize(self, args: Mapping[str, Any]) -> _Done:
+        ids = list(args["images"])
+        text = str(self.describer.summarize([self._image(i) for i in ids]))  # type: ignore[union-attr]
+        return _Done(
+            payload={"images": ids, "summary": text},
+            summary=_short(f"summary of {', '.join(ids)}: {text}"),
+        )
 
     def _finish(self, args: Mapping[str, Any]) -> _Done:
         answer = answer_from_arguments(args)

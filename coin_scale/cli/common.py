@@ -43,6 +43,51 @@ def add_llm_args(parser: argparse.ArgumentParser, *, flag: str) -> None:
     llm.add_argument("--budget-tokens", type=int, default=None, help="tokens in all at most")
     llm.add_argument("--concurrency", type=int, default=32, help="units explained at once")
     llm.add_argument("--llm-config", default=None, help="another configs/llm.yaml (prices, limits)")
+    llm.add_argument(
+        "--describe", nargs="?", const="default", default=None, metavar="MODEL",
+        help="offer the agents describe(images) and summarize(images): a vision model's captions, "
+        "through gateways of their own (default model: the provider's describe_model in "
+        "configs/llm.yaml, a cheaper one)",
+    )  # fmt: skip
+    add_generator_args(parser)
+
+
+def add_generator_args(parser: argparse.ArgumentParser) -> None:
+    """What makes the LLM agents' images (`coin_scale.agent.generation`)."""
+    gen = parser.add_argument_group(
+        "the agents' image generator (with an LLM explainer)"
+    )
+    gen.add_argument(
+        "--image-generator", default="procedural", choices=("procedural", "diffusion", "unity"),
+        help="procedural (default: rendered scenes), unity (the player of configs/unity.yaml) "
+        "or diffusion (the agents also get text2image and edit any image, photographs and "
+        "exemplars included, by instruction; models from configs/diffusion.yaml or the flags "
+        "below)",
+    )  # fmt: skip
+    gen.add_argument(
+        "--diffusion-model", default=None,
+        help="text-to-image model: a hub id (must be in the local cache unless "
+        "--allow-downloads), a local pipeline folder, none, or tiny-random (random weights, "
+        "built in memory, for both models: testing only)",
+    )  # fmt: skip
+    gen.add_argument("--edit-model", default=None,
+                     help="instruction-editing model (InstructPix2Pix): hub id, folder or none")  # fmt: skip
+    gen.add_argument("--diffusion-config", default=None,
+                     help="another configs/diffusion.yaml (steps, sizes, device)")  # fmt: skip
+    gen.add_argument("--unity-config", default=None, help="another configs/unity.yaml")
+    gen.add_argument("--allow-downloads", action="store_true",
+                     help="let the diffusion models be fetched from the Hugging Face hub")  # fmt: skip
+
+
+def image_generator_of(args: argparse.Namespace) -> Any:
+    """The `ImageGenerator` of `add_generator_args`' flags, checked now (one-line UserError)."""
+    from coin_scale.agent.generation import image_generator
+
+    return image_generator(
+        args.image_generator, diffusion_model=args.diffusion_model, edit_model=args.edit_model,
+        diffusion_config=args.diffusion_config, unity_config=args.unity_config,
+        allow_downloads=args.allow_downloads,
+    )  # fmt: skip
 
 
 def add_clip_args(parser: argparse.ArgumentParser) -> None:
@@ -125,6 +170,7 @@ def llm_settings(args: argparse.Namespace, provider: str, cache_dir: str) -> Any
         unit_budget_usd=args.unit_budget_usd, sweep_budget_usd=args.budget_usd,
         unit_budget_tokens=args.unit_budget_tokens, sweep_budget_tokens=args.budget_tokens,
         concurrency=args.concurrency, cache_dir=cache_dir, settings_path=args.llm_config,
+        describe=args.describe,
     )  # fmt: skip
 
 

@@ -17,6 +17,7 @@ from coin_scale.cli.common import (
     clip_config,
     clip_explainer,
     clip_given,
+    image_generator_of,
     image_text_encoders,
     llm_settings,
 )
@@ -114,6 +115,13 @@ def run(args: argparse.Namespace) -> int:
             prepared = prepare(_llm_settings(args), require_key=not args.dry_run)
         except ValueError as err:
             raise UserError(f"--explainer {args.explainer}: {err}") from None
+    generator = image_generator_of(args)  # a model that is not here stops before any work
+    if generator.kind != "procedural" and prepared is None:
+        raise UserError(
+            f"--image-generator {generator.kind}: the image generator serves the LLM agents' "
+            "experiments; use it with --explainer openai|anthropic|gemini"
+        )
+    args.generator = generator
     labels = _held_out_labels(args, entry) if not args.dry_run else None
     if args.dry_run:
         from coin_scale.dissect.dry_run import estimate_dissection
@@ -121,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
         estimate = estimate_dissection(config, explainer=args.explainer)
         lines = estimate.lines()
         if prepared is not None:
-            lines[-1:-1] = _llm_plan(prepared, estimate, args.explainer)
+            lines[-1:-1] = _llm_plan(prepared, estimate, args.explainer, args.generator)
         print("\n".join(lines))
         return 0
     from coin_scale.runtime.pools import keep_ray
@@ -231,14 +239,27 @@ def _llm_settings(args: argparse.Namespace) -> Any:
     return llm_settings(args, args.explainer, llm_request_cache(args.warehouse))
 
 
-def _llm_plan(prepared: Any, estimate: Any, provider: str) -> list[str]:
-    """The LLM part of a dry run: calls, tokens, dollars and minutes for every unit."""
-    from coin_scale.explain.llm import dry_run, limit_lines
+def _llm_plan(prepared: Any, estimate: Any, provider: str, generator: Any) -> list[str]:
+    """The LLM part of a dry run: calls, tokens, dollars and minutes for every unit, and what
+    the describe model and the image generator would do."""
+    from coin_scale.agent.generation import generation_plan_lines
+    from coin_scale.explain.llm import (
+        describe_plan_lines,
+        dry_run,
+        limit_lines,
+        prepare_describer,
+    )
     from coin_scale.sweep.agents import AGENT_EXEMPLARS
 
     llm = dry_run(prepared, units=estimate.units, exemplars=AGENT_EXEMPLARS,
                   layer=estimate.layer, model=estimate.model)  # fmt: skip
-    lines = llm.lines(provider, prepared.model) + limit_lines(prepared, "run")
+    rounds = prepared.config.max_rounds
+    lines = (
+        llm.lines(provider, prepared.model)
+        + describe_plan_lines(prepare_describer(prepared), units=estimate.units, max_rounds=rounds)
+        + generation_plan_lines(generator, units=estimate.units, max_rounds=rounds)
+        + limit_lines(prepared, "run")
+    )
     return [f"explain: every one of the {estimate.units} units by an LLM agent:",
             *(f"  {line}" for line in lines)]  # fmt: skip
 
@@ -311,7 +332,7 @@ def _explain_layer(
     explained = explain_whole_layer_with_agents(
         prepared, shown, payload, layer, args.warehouse, run_id=run_id, kind=kind,
         sae=sae, address=args.address, progress=not args.no_progress, units=units,
-        reduction=args.reduction, replicas=args.replicas,
+        reduction=args.reduction, replicas=args.replicas, generator=args.generator,
     )  # fmt: skip
     heldout = _score_held_out(args, split, note, explained, None, labels, run_id, kind)
     return explained, result, payload, heldout

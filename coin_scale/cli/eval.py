@@ -323,6 +323,7 @@ def _detection_json(result: Any, unit: int) -> dict[str, Any]:
 
 
 def run_synthetic(args: argparse.Namespace) -> int:
+    from coin_scale.cli.common import image_generator_of
     from coin_scale.errors import UserError
     from coin_scale.runtime.eval_synthetic import SyntheticEvalConfig, run_synthetic_eval
 
@@ -345,6 +346,7 @@ def run_synthetic(args: argparse.Namespace) -> int:
             through=args.through,
             address=args.address,
             llm=llm,
+            generator=image_generator_of(args),
         )
         result = run_synthetic_eval(config)
     except ValueError as err:

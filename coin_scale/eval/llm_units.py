@@ -25,6 +25,7 @@ from coin_scale.explain.llm import Gateways, PreparedLLM, explain_subjects
 from coin_scale.explain.offline import unit_masks
 from coin_scale.models import ModelPayload
 from coin_scale.probe import ProbeSet
+from unity_pool.tools import RenderTools
 
 AGENT_EXEMPLARS = 12
 """Exemplars each agent can see, as in a sweep (`coin_scale.sweep.agents.AGENT_EXEMPLARS`)."""
@@ -102,12 +103,16 @@ def explain_synthetic_with_llm(
     run_id: str,
     gateways: Gateways,
     progress: bool = False,
+    render_tools: Callable[[], RenderTools] | None = None,
 ) -> LLMUnitsResult:
     """Explain every unit (column of `activations`) with its own agent, its calls through
     `gateways` (the caller's gateway actors) and its measurements and visualizations through
     `instruments(unit)` (the caller's model replicas, or a module in process), then read each
-    label back to a formula over the probe's concepts."""
-    from unity_pool.tools import LocalRenderer, RenderTools
+    label back to a formula over the probe's concepts. `render_tools` makes each agent's image
+    tools (the caller's render pool); None renders in process."""
+    from unity_pool.tools import LocalRenderer
+
+    make_render_tools = render_tools or (lambda: RenderTools(renderer=LocalRenderer()))
 
     exemplars = top_exemplars(activations, probe)
     subjects = [
@@ -125,9 +130,7 @@ def explain_synthetic_with_llm(
 
     def make_tools(subject: UnitSubject) -> ExperimentTools:
         meter, visualizer = instruments(subject.unit)
-        return ExperimentTools(
-            subject, meter, RenderTools(renderer=LocalRenderer()), visualizer=visualizer
-        )
+        return ExperimentTools(subject, meter, make_render_tools(), visualizer=visualizer)
 
     result = explain_subjects(
         prepared, subjects, make_tools, run_id=run_id, gateways=gateways, progress=progress

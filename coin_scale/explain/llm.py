@@ -70,6 +70,9 @@ class LLMExplainerConfig:
     """Request cache; a rerun of the same requests is answered from it and pays nothing."""
     settings_path: str | None = None
     """Another configs/llm.yaml."""
+    describe: str | None = None
+    """The agents' `describe` and `summarize` tools (a vision call through gateways of their
+    own): None off, "default" the provider's `describe_model` in configs/llm.yaml, or a model."""
 
     def __post_init__(self) -> None:
         if self.provider not in PROVIDERS:
@@ -130,6 +133,55 @@ def prepare(config: LLMExplainerConfig, *, require_key: bool = True) -> Prepared
         config=config, model=model, limits=limits, price=settings.price(model),
         key_env=provider.key_env, api_key=key,
     )  # fmt: skip
+
+
+def prepare_describer(prepared: PreparedLLM) -> PreparedLLM | None:
+    """The describe model's `PreparedLLM` (same provider, endpoint and key; its own model, price
+    and so its own rate limiter, cache entries and ledger rows), or None when `describe` is off."""
+    describe = prepared.config.describe
+    if describe is None:
+        return None
+    settings = load_settings(prepared.config.settings_path)
+    model = settings.provider(prepared.config.provider).describe_model
+    model = model if describe == "default" else describe
+    return replace(
+        prepared, config=replace(prepared.config, model=model, describe=None), model=model,
+        price=settings.price(model),
+    )  # fmt: skip
+
+
+DESCRIBE_TYPICAL_CALLS = 2
+"""describe and summarize calls a unit's agent usually makes."""
+DESCRIBE_IMAGES = 3
+"""Images a describe or summarize call usually carries (at most 16)."""
+
+
+def describe_plan_lines(describe: PreparedLLM | None, *, units: int, max_rounds: int) -> list[str]:
+    """A dry run's lines for the describe model: calls, tokens and dollars, typical and at most
+    (every round a call of 16 images)."""
+    if describe is None:
+        return []
+    from coin_scale.llm.messages import TOKENS_PER_IMAGE
+
+    def tokens(calls: int, images: int) -> tuple[int, int]:
+        return calls * (150 + images * TOKENS_PER_IMAGE), calls * (100 + 60 * images)
+
+    calls, calls_max = units * DESCRIBE_TYPICAL_CALLS, units * max_rounds
+    (tin, tout), (tin_max, tout_max) = tokens(calls, DESCRIBE_IMAGES), tokens(calls_max, 16)
+    price = describe.price
+
+    def usd(i: int, o: int) -> str:
+        return f"${price.cost(i, o):,.2f}" if price else "unknown (model not in the price table)"
+
+    minutes = calls / describe.limits.requests_per_minute
+    return [
+        f"describe / summarize by {describe.config.provider}:{describe.model} (gateways of "
+        "their own):",
+        f"  calls          {calls:>10,}   (at most {calls_max:,})",
+        f"  input tokens   {tin:>10,}   (at most {tin_max:,})",
+        f"  cost           {usd(tin, tout):>10}   (at most {usd(tin_max, tout_max)})",
+        f"  time           {minutes:>10.1f} min at its rate limit (overlaps the agents' calls)",
+    ]
 
 
 def limit_lines(prepared: PreparedLLM, scope: str) -> list[str]:

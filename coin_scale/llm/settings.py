@@ -37,6 +37,9 @@ class ProviderSettings:
     """Environment variables that may hold the API key, in order of preference."""
     default_model: str
     rate_limits: RateLimits
+    describe_model: str = ""
+    """The cheaper vision model of the agents' `describe` and `summarize` tools (`--describe`);
+    empty: `default_model`."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,6 +74,7 @@ def load_settings(path: str | Path | None = None) -> LLMSettings:
                 key_env=tuple(p["key_env"]),
                 default_model=str(p["default_model"]),
                 rate_limits=RateLimits(**p["rate_limits"]),
+                describe_model=str(p.get("describe_model") or p["default_model"]),
             )
             for name, p in raw["providers"].items()
         }

@@ -20,6 +20,8 @@ from coin_scale.report.concepts import concept_section
 from coin_scale.report.heldout import heldout_line
 from coin_scale.report.images import JPEG_QUALITY, thumbnail_data_uri
 from coin_scale.report.map_strip import unit_maps_strip
+from coin_scale.report.trajectory import CSS as TRAJECTORY_CSS
+from coin_scale.report.trajectory import trajectory_section
 from coin_scale.sweep.records import ClassExplanation, Exemplar, UnitFinding
 from coin_scale.sweep.text import TERM_WORDS
 
@@ -142,7 +144,7 @@ def render_report(explanation: ClassExplanation) -> str:
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{_esc(title)}</title>",
-        f"<style>{_CSS}</style></head><body><main>",
+        f"<style>{_CSS}{TRAJECTORY_CSS}</style></head><body><main>",
         _header(e),
         _prediction(e),
         "<h2>Explanation</h2>",
@@ -268,6 +270,7 @@ def _unit_card(u: UnitFinding, noun: str = "unit", edges: Sequence[Edge] | None 
         thumbs += "".join(_exemplar(x) for x in u.exemplars)
         body.append(f'<div class="exemplars">{thumbs}</div>')
     body.append(unit_maps_strip(u, EXEMPLAR_SIZE))
+    body.append(trajectory_section(u))
     return f'<section class="unit">{"".join(body)}</section>'
 
 

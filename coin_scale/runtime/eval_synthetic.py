@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Literal, get_args
 
 import torch
 
+from coin_scale.agent.generation import ImageGenerator
 from coin_scale.concepts.formula import Formula, Leaf, parse_text
 from coin_scale.concepts.matrix import ConceptMatrix
 from coin_scale.concepts.synthetic import (
@@ -109,6 +110,8 @@ class SyntheticEvalConfig:
     """`model` only: the Ray address (None: a local Ray)."""
     llm: LLMExplainerConfig | None = None
     """Provider settings of an LLM `explainer` (None: the provider's defaults)."""
+    generator: ImageGenerator = field(default_factory=ImageGenerator)
+    """What makes an LLM agent's images (`--image-generator`)."""
 
     def __post_init__(self) -> None:
         if self.through not in THROUGH:
@@ -133,6 +136,11 @@ class SyntheticEvalConfig:
                 f"{', '.join(self.kinds) or 'none'}. Fix: e.g. mono,or."
             )
         entry = get_explainer(self.explainer)  # ValueError naming the choices
+        if self.generator.kind != "procedural" and not entry.uses_llm:
+            raise ValueError(
+                f"--image-generator {self.generator.kind}: the image generator serves the LLM "
+                "agents' experiments; use it with an LLM explainer"
+            )
         if entry.uses_llm and self.through != "model":
             raise ValueError(
                 f"explainer {self.explainer!r}: an LLM agent experiments on new images, so the "
@@ -451,6 +459,7 @@ def _explain_with_llm(
     from coin_scale.models import find_layer
     from coin_scale.models.loading import payload_layers
     from coin_scale.models.synthetic_model import LAYER
+    from coin_scale.runtime.agent_images import agent_image_tools
     from coin_scale.runtime.agent_replicas import agent_replicas
     from coin_scale.runtime.pools import gateway_pool
 
@@ -459,12 +468,13 @@ def _explain_with_llm(
     with (
         gateway_pool(prepared, address=config.address) as gateways,
         agent_replicas(payload, layer, address=config.address) as replicas,
-    ):  # the agents measure and visualize on model replicas, as in a sweep
+        agent_image_tools(config.generator, address=config.address) as render_tools,
+    ):  # the agents measure and visualize on model replicas and render on a pool, as in a sweep
         result = explain_synthetic_with_llm(
             prepared, lambda unit: (replicas.meter(unit), replicas.visualizer(unit)), payload,
             LAYER, scan_probe(root), activations, concepts, config.quantile,
             run_id=f"eval-synthetic-seed{config.seed}-{config.explainer}", gateways=gateways,
-            progress=config.progress,
+            progress=config.progress, render_tools=render_tools,
         )  # fmt: skip
     model = dataclasses.replace(
         model, llm_requests=result.requests, llm_cached=result.cached,

@@ -34,6 +34,7 @@ if TYPE_CHECKING:  # Ray is imported only when a pool starts (a dry run or a cac
     from coin_scale.actors.render_batches import RenderPoolConfig
     from coin_scale.actors.render_pool import RenderPool
     from coin_scale.actors.similarity import SimilarityPool
+    from coin_scale.agent.generation import ImageGenerator
     from coin_scale.eval.similarity import SimilarityWork
     from coin_scale.explain.llm import PreparedLLM
 
@@ -182,9 +183,54 @@ def render_pool(config: RenderPoolConfig | None = None, *, address: str | None) 
     try:
         with RenderPool(config) as pool:
             try:
-                pool.wait_ready(timeout=120)
+                pool.wait_ready(timeout=max(120.0, config.start_timeout + 30.0))
             except RendererUnavailable as err:
                 raise ResourceError(f"render workers: {err}") from None
+            yield pool
+    finally:
+        session.close()
+
+
+def generator_pool_config(generator: ImageGenerator) -> RenderPoolConfig:
+    """The agents' render pool for `generator`: the procedural default (two workers reserving no
+    CPU), Unity players (two, on nodes offering `unity_slot` when the cluster has any), or
+    diffusion servers: one per GPU of the cluster, each given its GPU, else one on the CPU; they
+    reserve no CPU (they work in bursts between the agents' LLM calls) and may take minutes to
+    load a model and to answer a batch on a CPU. Connect to Ray first."""
+    import ray
+
+    from coin_scale.actors.render_batches import RenderPoolConfig
+
+    command = generator.command()
+    if command is None:
+        return RenderPoolConfig(workers=AGENT_RENDER_WORKERS, cpus_each=0.0)
+    if generator.unity is not None:
+        unity = generator.unity
+        return RenderPoolConfig(
+            workers=AGENT_RENDER_WORKERS, command=command, cpus_each=0.0,
+            start_timeout=unity.startup_timeout, request_timeout=unity.render_timeout,
+            unity_slot=ray.cluster_resources().get("unity_slot", 0) > 0,
+        )  # fmt: skip
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    return RenderPoolConfig(
+        workers=max(1, gpus), command=command, cpus_each=0.0, gpus_each=1.0 if gpus else 0.0,
+        batch_size=4, start_timeout=DIFFUSION_START_S, request_timeout=DIFFUSION_REQUEST_S,
+    )  # fmt: skip
+
+
+DIFFUSION_START_S = 900.0
+"""Seconds a diffusion worker may take to load its pipelines (a CPU loading SD from disk)."""
+
+DIFFUSION_REQUEST_S = 1800.0
+"""Seconds one generation or edit request may take on a CPU before the backend counts as hung."""
+
+
+@contextmanager
+def agents_render_pool(generator: ImageGenerator, *, address: str | None) -> Iterator[RenderPool]:
+    """The agents' render pool for `generator` (see `generator_pool_config`), ready."""
+    session = _connect(address)
+    try:
+        with render_pool(generator_pool_config(generator), address=address) as pool:
             yield pool
     finally:
         session.close()

@@ -14,18 +14,26 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections import Counter
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from coin_scale.agent import AgentOutcome, ExperimentTools, UnitSubject, exemplars_from_paths
+from coin_scale.agent.describe import GatewayDescriber
+from coin_scale.agent.generation import ImageGenerator
+from coin_scale.agent.loop import StepImage
 from coin_scale.explain.evidence import LayerEvidence
 from coin_scale.explain.explanation import Explanation, from_agent
-from coin_scale.explain.llm import PreparedLLM, explain_subjects
+from coin_scale.explain.llm import PreparedLLM, explain_subjects, prepare_describer
 from coin_scale.explain.resume import ExplainCheckpoint, scope_name
+from coin_scale.llm.gateway import CallMeta
 from coin_scale.models import ModelPayload
 from coin_scale.models.activations import Reduction, SAEUnits
 from coin_scale.models.layers import LayerInfo
+from coin_scale.runtime.agent_images import RenderToolsMaker, agent_image_tools
 from coin_scale.runtime.agent_replicas import (  # noqa: F401 (re-exported: the sweep's names)
     MEASURE_BATCH,
     MEASURE_WINDOW_S,
@@ -33,10 +41,10 @@ from coin_scale.runtime.agent_replicas import (  # noqa: F401 (re-exported: the 
     ReplicaVisualizer,
     agent_replicas,
 )
-from coin_scale.runtime.pools import gateway_pool, render_pool
+from coin_scale.runtime.pools import gateway_pool
 from coin_scale.storage import Warehouse
-from coin_scale.storage.schemas import experiments, llm_calls
-from unity_pool.tools import RenderTools
+from coin_scale.storage.fs import local_dir
+from coin_scale.storage.schemas import agent_images, experiments, llm_calls
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +61,20 @@ class AgentLedger:
     run_id: str
     steps: list[experiments.Row] = field(default_factory=list)
     calls: list[llm_calls.Row] = field(default_factory=list)
+    images: list[agent_images.Row] = field(default_factory=list)
 
-    def add(self, steps: list[experiments.Row], calls: list[llm_calls.Row]) -> None:
+    def add(
+        self,
+        steps: list[experiments.Row],
+        calls: list[llm_calls.Row],
+        images: list[agent_images.Row] | None = None,
+    ) -> None:
         self.steps += steps
         self.calls += calls
+        self.images += images or []
         self.warehouse.write("experiments", experiments.to_arrow(self.steps), key=self.run_id)
         self.warehouse.write("llm_calls", llm_calls.to_arrow(self.calls), key=self.run_id)
+        self.warehouse.write("agent_images", agent_images.to_arrow(self.images), key=self.run_id)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,6 +93,9 @@ class AgentRun:
     exemplars' only when reduced the same way."""
     replicas: int | None = None
     """Model replicas measuring for the agents (None: one per GPU, else one using every core)."""
+    generator: ImageGenerator = field(default_factory=ImageGenerator)
+    """What makes the agents' images (`--image-generator`): the procedural renderer by default;
+    with diffusion the agents also get text2image and edits of any image by instruction."""
 
 
 def explain_with_agents(
@@ -88,14 +107,16 @@ def explain_with_agents(
     *,
     sae: SAEUnits | None = None,
     ledger: AgentLedger | None = None,
-) -> dict[int, AgentOutcome]:
-    """Each unit's agent outcome (a label or an error, never both); stores `experiments` and
-    `llm_calls` (through `ledger`, which keeps the rows of earlier calls in the same run). With
+) -> dict[int, FinishedUnit]:
+    """Each unit's agent outcome (a label or an error, never both) with its calls and the images
+    its steps showed the agent; stores `experiments`, `llm_calls` and `agent_images` (through
+    `ledger`, which keeps the rows of earlier calls in the same run). With
     `sae` the units are its features: agents measure them through it. The gateway actors are
     started for the units not yet finished by a killed run of the same run id."""
     prepared, run_id = run.prepared, run.run_id
     subjects = _subjects(evidence, payload, layer, units, sae)
     ledger = ledger or AgentLedger(Warehouse(run.warehouse), run_id)
+    image_dir = Path(local_dir(run.warehouse, f"agent_images/{run_id}"))
     ckpt = ExplainCheckpoint(ledger.warehouse.fs, run_id, scope_name(
         "agents", evidence.dissection_id, layer.name, prepared.config.provider, prepared.model,
         "sae" if sae else "neuron",
@@ -107,35 +128,48 @@ def explain_with_agents(
               f"explained ({layer.name})", file=sys.stderr, flush=True)  # fmt: skip
     todo = [s for s in subjects if s.unit not in done]
     calls: list[llm_calls.Row] = [c for u in units if u in done for c in done[u].calls]
+    describe = prepare_describer(prepared)
     if todo:
         with (
             agent_replicas(
                 payload, layer, sae, reduction=run.reduction, address=run.address,
                 replicas=run.replicas,
             ) as replicas,
-            render_pool(address=run.address) as renderers,
+            agent_image_tools(run.generator, address=run.address) as render_tools,
             gateway_pool(prepared, address=run.address) as gateways,
+            (
+                gateway_pool(describe, address=run.address) if describe else nullcontext()
+            ) as describers,
         ):
+            describer = _describer(describers, describe, run_id, layer.name)
             result = explain_subjects(
-                prepared, todo, _tool_maker(replicas, sae, renderers), run_id=run_id,
+                prepared, todo, _tool_maker(replicas, sae, render_tools, describer),
+                run_id=run_id,
                 gateways=gateways, progress=run.progress,
                 on_outcome=lambda subject, outcome, mine: save_finished_unit(
-                    ckpt, FinishedUnit(subject.unit, outcome, mine)
+                    ckpt, FinishedUnit(
+                        subject.unit, outcome, mine,
+                        write_step_images(outcome, image_dir, kind=subject.kind),
+                    ),
                 ),
             )  # fmt: skip
         done |= {
-            s.unit: FinishedUnit(s.unit, o, []) for s, o in zip(todo, result.outcomes, strict=True)
+            s.unit: FinishedUnit(s.unit, o, [], image_rows(o, image_dir, kind=s.kind))
+            for s, o in zip(todo, result.outcomes, strict=True)
         }
-        calls += result.calls
+        calls += result.calls + (describers.ledger() if describers is not None else [])
     outcomes = {u: done[u].outcome for u in units}
-    ledger.add([row for u in units for row in outcomes[u].experiments], calls)
+    ledger.add(
+        [row for u in units for row in outcomes[u].experiments], calls,
+        [row for u in units for row in done[u].images],
+    )  # fmt: skip
     failed = sum(o.status != "ok" for o in outcomes.values())
     log.info(
         "%d units explained by %s:%s in %d calls, $%.4f; %d failed",
         len(units) - failed, prepared.config.provider, prepared.model, len(calls),
         sum(c.cost_usd for c in calls), failed,
     )  # fmt: skip
-    return outcomes
+    return {u: done[u] for u in units}
 
 
 class AgentExplainer:
@@ -156,13 +190,17 @@ class AgentExplainer:
         self.run, self.payload, self.layer = run, payload, layer
         self.sae, self.ledger = sae, ledger
         self.outcomes: dict[int, AgentOutcome] = {}
+        self.images: dict[int, list[agent_images.Row]] = {}
+        """The images each unit's agent was shown, by unit (their thumbnails' rows)."""
 
     def explain(self, evidence: LayerEvidence, units: Sequence[int]) -> list[Explanation]:
-        outcomes = explain_with_agents(
+        finished = explain_with_agents(
             self.run, evidence, self.payload, self.layer, list(units), sae=self.sae,
             ledger=self.ledger,
         )  # fmt: skip
+        outcomes = {u: f.outcome for u, f in finished.items()}
         self.outcomes |= outcomes
+        self.images |= {u: f.images for u, f in finished.items()}
         return [from_agent(u, outcomes[u], self.name) for u in units]
 
 
@@ -191,16 +229,32 @@ def _subjects(
     ]
 
 
+def _describer(
+    pool: Any, describe: PreparedLLM | None, run_id: str, layer: str
+) -> Callable[[int], GatewayDescriber] | None:
+    """Each unit's `describe` / `summarize` on the describe model's gateways, or None (off)."""
+    if describe is None:
+        return None
+    return lambda unit: GatewayDescriber(
+        pool.complete, CallMeta(run_id=run_id, layer=layer, unit=unit), model=describe.model
+    )
+
+
 def _tool_maker(
-    replicas: AgentReplicas, sae: SAEUnits | None, renderer: Any
+    replicas: AgentReplicas,
+    sae: SAEUnits | None,
+    render_tools: RenderToolsMaker,
+    describer: Callable[[int], GatewayDescriber] | None = None,
 ) -> Callable[[UnitSubject], ExperimentTools]:
     """A subject's tools: measured and visualized on the replicas (an SAE feature through its
-    decoder direction), rendered and edited by `renderer` (the render pool)."""
+    decoder direction); rendered, edited and (with a diffusion generator) generated on the
+    agents' render pool (`render_tools`)."""
 
     def make_tools(subject: UnitSubject) -> ExperimentTools:
         direction = sae.state["w_dec"][subject.unit].detach().clone() if sae is not None else None
         return ExperimentTools(
-            subject, replicas.meter(subject.unit), RenderTools(renderer=renderer),
+            subject, replicas.meter(subject.unit), render_tools(),
+            describer=describer(subject.unit) if describer is not None else None,
             visualizer=replicas.visualizer(subject.unit, direction),
         )  # fmt: skip
 
@@ -209,11 +263,50 @@ def _tool_maker(
 
 @dataclass(frozen=True)
 class FinishedUnit:
-    """One unit's agent outcome and the ledger rows of its calls, as checkpointed."""
+    """One unit's agent outcome, the ledger rows of its calls and the rows of the images its
+    steps showed the agent, as checkpointed."""
 
     unit: int
     outcome: AgentOutcome
     calls: list[llm_calls.Row]
+    images: list[agent_images.Row] = field(default_factory=list)
+
+
+def _image_path(image_dir: Path, row: experiments.Row, image: StepImage, position: int) -> Path:
+    suffix = ".jpg" if image.media_type == "image/jpeg" else ".png"
+    name = f"r{image.round}-s{image.step}-{position}-{image.image_id}{suffix}"
+    return image_dir / row.layer / row.explainer / f"unit-{row.unit}" / name
+
+
+def image_rows(outcome: AgentOutcome, image_dir: Path, *, kind: str) -> list[agent_images.Row]:
+    """The `agent_images` rows of a unit's outcome (its files: `write_step_images`)."""
+    if not outcome.experiments:
+        return []
+    first = outcome.experiments[0]
+    rows, positions = [], Counter[tuple[int, int]]()
+    for image in outcome.images:
+        position = positions[(image.round, image.step)]
+        positions[(image.round, image.step)] += 1
+        rows.append(agent_images.Row(
+            run_id=first.run_id, model=first.model, layer=first.layer, unit=first.unit,
+            kind=kind, explainer=first.explainer, round=image.round, step=image.step,
+            position=position, image_id=image.image_id, activation=image.activation,
+            image_path=str(_image_path(image_dir, first, image, position)),
+        ))  # fmt: skip
+    return rows
+
+
+def write_step_images(
+    outcome: AgentOutcome, image_dir: Path, *, kind: str
+) -> list[agent_images.Row]:
+    """Write the thumbnails a unit's agent was shown under `image_dir` (as soon as the unit
+    finishes, beside its checkpoint) and return their rows."""
+    rows = image_rows(outcome, image_dir, kind=kind)
+    for row, image in zip(rows, outcome.images, strict=True):
+        path = Path(row.image_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(image.data)
+    return rows
 
 
 def save_finished_unit(ckpt: ExplainCheckpoint, done: FinishedUnit) -> None:
@@ -222,7 +315,10 @@ def save_finished_unit(ckpt: ExplainCheckpoint, done: FinishedUnit) -> None:
     name = f"unit-{done.unit}"
     ckpt.put_table(f"{name}-experiments", experiments.to_arrow(done.outcome.experiments))
     ckpt.put_table(f"{name}-calls", llm_calls.to_arrow(done.calls))
-    scalars = {k: v for k, v in asdict(done.outcome).items() if k != "experiments"}
+    ckpt.put_table(f"{name}-images", agent_images.to_arrow(done.images))
+    scalars = {
+        k: v for k, v in asdict(done.outcome).items() if k not in ("experiments", "images")
+    }
     ckpt.put_json(name, {"unit": done.unit, "outcome": scalars})
 
 
@@ -234,5 +330,6 @@ def load_finished_units(ckpt: ExplainCheckpoint) -> dict[int, FinishedUnit]:
         steps = experiments.from_arrow(ckpt.get_table(f"{name}-experiments"))
         outcome = AgentOutcome(**scalars, experiments=steps)
         calls = llm_calls.from_arrow(ckpt.get_table(f"{name}-calls"))
-        found[int(piece["unit"])] = FinishedUnit(int(piece["unit"]), outcome, calls)
+        images = agent_images.from_arrow(ckpt.get_table(f"{name}-images"))
+        found[int(piece["unit"])] = FinishedUnit(int(piece["unit"]), outcome, calls, images)
     return found

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from coin_scale.agent.generation import ImageGenerator
 from coin_scale.chain.graph import EDGE_METHODS, EdgeMethod
 from coin_scale.dissect.config import check_units
 from coin_scale.explain.image_text import ClipExplainerConfig
@@ -206,6 +207,8 @@ class SweepConfig:
     on the held-out images (`scoring.held_out`)."""
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    generator: ImageGenerator = field(default_factory=ImageGenerator)
+    """What makes the LLM agents' images (`--image-generator`); only with an LLM explainer."""
     dry_run: bool = False
     """Print the expected LLM calls, tokens, dollars and minutes, and stop before any work."""
 
@@ -227,6 +230,11 @@ class SweepConfig:
             )
         if entry.image_text and self.clip is None:
             raise ValueError(f"explainer {self.explainer!r} needs its clip settings (clip)")
+        if self.generator.kind != "procedural" and not entry.uses_llm:
+            raise ValueError(
+                f"--image-generator {self.generator.kind}: the image generator serves the LLM "
+                "agents' experiments; use it with --explainer openai|anthropic|gemini"
+            )
         if self.dry_run and not entry.uses_llm:
             raise ValueError(
                 "--dry-run estimates LLM costs; use it with --explainer openai|anthropic|gemini"

@@ -4,6 +4,8 @@ explanation is then scored), plus each unit's strongest exemplars."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -15,12 +17,14 @@ from coin_scale.models.layers import LayerInfo
 from coin_scale.models.loading import ModelPayload
 from coin_scale.probe import ProbeSet
 from coin_scale.sweep.config import SweepConfig
-from coin_scale.sweep.records import Exemplar, UnitFinding
+from coin_scale.sweep.records import Exemplar, TrajectoryStep, UnitFinding
 
 if TYPE_CHECKING:
+    from coin_scale.agent.loop import AgentOutcome
     from coin_scale.explain.image_text import LabelScorer
     from coin_scale.explain.llm import PreparedLLM
-    from coin_scale.sweep.agents import AgentLedger
+    from coin_scale.storage.schemas import agent_images
+    from coin_scale.sweep.agents import AgentExplainer, AgentLedger
 
 
 def explain_layer(
@@ -85,24 +89,52 @@ def explain_layer(
             )
 
     explainer: Explainer
+    agents: AgentExplainer | None = None
     if prepared is not None:
         from coin_scale.sweep.agents import AgentExplainer, AgentRun
 
         run = AgentRun(
             prepared=prepared, warehouse=config.run.warehouse, run_id=run_id, address=config.run.address,
-            progress=config.run.progress,
+            progress=config.run.progress, generator=config.generator,
         )  # fmt: skip
-        explainer = AgentExplainer(run, payload, layer, sae=sae, ledger=ledger)
+        explainer = agents = AgentExplainer(run, payload, layer, sae=sae, ledger=ledger)
     elif clip is not None:
         explainer = clip
     else:
         explainer = OfflineExplainer()
     explained = dict(zip(units, explainer.explain(shown_evidence, units), strict=True))
     heldout = held_out_scores(split, list(explained.values()), explainer, labels)
-    return evidence.dissection_id, [
+    out = [
         with_explanation(f, explained[f.unit], tuple(shown.get(f.unit, [])), heldout.get(f.unit))
         for f in findings
     ]
+    if agents is not None:  # the report shows each agent's experiments
+        out = [with_trajectory(f, agents.outcomes.get(f.unit), agents.images) for f in out]
+    return evidence.dissection_id, out
+
+
+def with_trajectory(
+    f: UnitFinding, outcome: AgentOutcome | None, images: Mapping[int, Sequence[agent_images.Row]]
+) -> UnitFinding:
+    """`f` with its agent's experiment log (steps in order, each with the images it showed the
+    agent)."""
+    if outcome is None:
+        return f
+    shown: dict[tuple[int, int], list[Exemplar]] = {}
+    for row in sorted(images.get(f.unit, ()), key=lambda r: (r.round, r.step, r.position)):
+        value = row.activation if row.activation is not None else math.nan
+        shown.setdefault((row.round, row.step), []).append(
+            Exemplar(image_path=row.image_path, activation=value, label=row.image_id)
+        )
+    steps = tuple(
+        TrajectoryStep(
+            round=r.round, step=r.step, tool=r.tool, arguments=r.arguments_json,
+            status=r.status, summary=r.result_summary, hypothesis=r.assistant_text,
+            images=tuple(shown.get((r.round, r.step), ())),
+        )  # fmt: skip
+        for r in sorted(outcome.experiments, key=lambda r: (r.round, r.step))
+    )
+    return replace(f, trajectory=steps)
 
 
 def with_explanation(

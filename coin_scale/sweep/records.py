@@ -97,6 +97,29 @@ class UnitFinding:
     """Its explanation scored on the folder probe's images held out from the explainer (AUC,
     Pearson r, F1, AUPRC: `coin_scale.eval.heldout`), or why not; None when nothing was held
     out (a rendered probe, `--held-out 0`) or the unit has no label."""
+    trajectory: tuple[TrajectoryStep, ...] = ()
+    """An LLM agent's experiments on the unit, round by round (empty for other explainers)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrajectoryStep:
+    """One step of an LLM agent's experiments on a unit, as the report shows it."""
+
+    round: int
+    step: int
+    tool: str | None
+    """The tool called; None for a reply without a tool call."""
+    arguments: str | None
+    """The arguments as sent (JSON text)."""
+    status: str
+    """As in `experiments.status`."""
+    summary: str | None
+    """What the agent was told, in short."""
+    hypothesis: str | None = None
+    """The text the model wrote with the round's reply (on its first step)."""
+    images: tuple[Exemplar, ...] = ()
+    """The images the step showed the agent: `label` is the image's id, `activation` the
+    unit's activation on it (NaN when not measured)."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -118,7 +118,14 @@ def _run_stages(
 
 def dry_run_lines(config: SweepConfig) -> list[str]:
     """What an LLM-explained sweep of `config` would cost; nothing is loaded or sent."""
-    from coin_scale.explain.llm import dry_run, limit_lines, prepare
+    from coin_scale.agent.generation import generation_plan_lines
+    from coin_scale.explain.llm import (
+        describe_plan_lines,
+        dry_run,
+        limit_lines,
+        prepare,
+        prepare_describer,
+    )
 
     assert config.llm is not None, "a dry run needs an LLM explainer (SweepConfig checks it)"
     prepared = prepare(config.llm, require_key=False)
@@ -131,4 +138,10 @@ def dry_run_lines(config: SweepConfig) -> list[str]:
         prepared, units=units, exemplars=12, layer=sel.layer or "last block",
         model=config.target.model,
     )  # fmt: skip
-    return estimate.lines(config.explainer, prepared.model) + limit_lines(prepared, "sweep")
+    rounds = prepared.config.max_rounds
+    return (
+        estimate.lines(config.explainer, prepared.model)
+        + describe_plan_lines(prepare_describer(prepared), units=units, max_rounds=rounds)
+        + generation_plan_lines(config.generator, units=units, max_rounds=rounds)
+        + limit_lines(prepared, "sweep")
+    )

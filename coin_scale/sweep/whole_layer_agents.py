@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from coin_scale.agent.generation import ImageGenerator
 from coin_scale.explain.evidence import LayerEvidence
 from coin_scale.explain.explanation import explanation_rows
 from coin_scale.explain.llm import PreparedLLM
@@ -37,6 +38,7 @@ def explain_whole_layer_with_agents(
     units: Sequence[int] | None = None,
     reduction: Reduction = "max",
     replicas: int | None = None,
+    generator: ImageGenerator | None = None,
 ) -> LayerExplanations:
     """Explain every unit of `evidence` (or only `units`) with its own agent and store the rows
     under `run_id` (with the agents' steps in `experiments` and their requests in `llm_calls`).
@@ -45,7 +47,7 @@ def explain_whole_layer_with_agents(
     units = list(units) if units is not None else list(range(int(evidence.activations.shape[1])))
     run = AgentRun(
         prepared=prepared, warehouse=warehouse, run_id=run_id, address=address, progress=progress,
-        reduction=reduction, replicas=replicas,
+        reduction=reduction, replicas=replicas, generator=generator or ImageGenerator(),
     )  # fmt: skip
     explainer = AgentExplainer(run, payload, layer, sae=sae)
     explanations = explainer.explain(evidence, units)

@@ -249,6 +249,87 @@ class ExperimenterPolicy:
 
 
 @dataclass(frozen=True)
+class PhotoExperimenter:
+    """What an agent does on photographs (MAIA's experiments): the exemplars, two of them
+    described and three summarized, images generated from text, the top exemplar edited by
+    instruction, then a label from the generated image that moved the unit most. Each step runs
+    once when its tool is offered; a step whose call failed is not retried. Requests without
+    tools (the describe model's) get numbered captions or a one-sentence summary."""
+
+    k: int = 4
+    """Exemplars asked for."""
+    prompts: tuple[str, ...] = ("a photo of a dog on grass", "a photo of an empty white room")
+    """Prompts of the text2image step."""
+    instruction: str = "remove the background"
+    """The edit of the top exemplar."""
+
+    def _tried(self, view: ConversationView, name: str) -> bool:
+        return any(r.name == name for r in view.tool_results) or any(
+            f"{name}(" in text for text in view.user_texts
+        )
+
+    def __call__(self, view: ConversationView) -> Action:
+        if not view.tools:  # a describe or summarize request (no tools offered): the captioner
+            return Reply(text=_caption(view))
+        if "exemplars" in view.tools and not self._tried(view, "exemplars"):
+            return CallTool(name="exemplars", arguments={"k": self.k})
+        if "describe" in view.tools and not self._tried(view, "describe"):
+            return CallTool(name="describe", arguments={"images": ["ex-0", "ex-1"]})
+        if "summarize" in view.tools and not self._tried(view, "summarize"):
+            ids = [f"ex-{i}" for i in range(min(self.k, 3))]
+            return CallTool(name="summarize", arguments={"images": ids})
+        if "text2image" in view.tools and not self._tried(view, "text2image"):
+            return CallTool(
+                name="text2image", arguments={"prompts": list(self.prompts)},
+                text="Hypothesis: the unit responds to animals on grass. Testing it with "
+                "generated images of a dog on grass and of an empty room.",
+            )  # fmt: skip
+        if "edit" in view.tools and not self._tried(view, "edit"):
+            return CallTool(
+                name="edit", arguments={"image": "ex-0", "instruction": self.instruction}
+            )
+        return self._finish(view)
+
+    def _finish(self, view: ConversationView) -> Action:
+        evidence: list[str] = []
+        label, best = "the top exemplars' content", float("-inf")
+        generated = _latest(view, "text2image")
+        if generated is not None:
+            for image in generated[1].get("images", []):
+                evidence.append(f"{image['id']} ({image['prompt']}): {image['activation']:.4g}")
+                if float(image["activation"]) > best:
+                    best, label = float(image["activation"]), str(image["prompt"])
+        summary = _latest(view, "summarize")
+        if summary is not None:
+            evidence.append(f"summary: {summary[1]['summary']}"[:200])
+        edited = _latest(view, "edit")
+        if edited is not None and edited[1].get("parent"):
+            image, parent = edited[1]["images"][0], edited[1]["parent"]
+            evidence.append(
+                f"edit {parent['id']} -> {image['id']} ({image.get('prompt')}): "
+                f"{parent['activation']:.4g} -> {image['activation']:.4g}"
+            )
+        return CallTool(
+            name="finish",
+            arguments={
+                "label": label[:80],
+                "description": "The generated image that drove the unit most, and how editing "
+                "the top exemplar changed its activation.",
+                "confidence": 0.3,
+                "evidence": evidence[:20],
+            },
+        )
+
+
+def _caption(view: ConversationView) -> str:
+    """The stand-in captioner's answer: numbered captions for a describe request, one sentence
+    for a summarize request (told apart by the request's text)."""
+    if any("in common" in text for text in view.user_texts):
+        return f"All {view.images} images show a furry animal outdoors."
+    return "\n".join(f"{i + 1}: a photo with a bright patch, image {i + 1}" for i in range(view.images))
+
+
+@dataclass(frozen=True)
 class NeverFinishes:
     """Keeps calling valid tools (exemplars, measure) and never finishes."""
 

@@ -11,12 +11,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import sys
 from typing import Any
 
 from unity_pool.diffusion.backend import DiffusionBackend
-from unity_pool.diffusion.config import DEVICE_CHOICES, DiffusionConfig, load_config
+from unity_pool.diffusion.config import (
+    DEVICE_CHOICES,
+    DiffusionConfig,
+    config_from_dict,
+    load_config,
+)
 from unity_pool.diffusion.loading import ModelNotAvailable
 from unity_pool.diffusion.server import DiffusionServer
 from unity_pool.server import serve_until_stopped
@@ -40,6 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="YAML config (e.g. configs/diffusion.yaml); default: built-in",
     )
     parser.add_argument(
+        "--config-json",
+        default=None,
+        help="the config as one JSON object (what a render pool passes its workers, which may "
+        "run on other machines); not with --config",
+    )
+    parser.add_argument(
         "--device", default=None, help=f"overrides `device`: {', '.join(DEVICE_CHOICES)}, cuda:N"
     )
     parser.add_argument(
@@ -52,7 +64,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config(args: argparse.Namespace) -> DiffusionConfig:
-    config = load_config(args.config) if args.config else DiffusionConfig()
+    if args.config and args.config_json:
+        raise ValueError("give --config or --config-json, not both")
+    if args.config_json:
+        try:
+            data = json.loads(args.config_json)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"--config-json: not JSON ({err})") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"--config-json: expected a JSON object; got {data!r:.100}")
+        config = config_from_dict(data)
+    else:
+        config = load_config(args.config) if args.config else DiffusionConfig()
     changes: dict[str, Any] = {}
     if args.device is not None:
         changes["device"] = args.device

@@ -138,15 +138,22 @@ class DiffusionBackend:
         height: int | None = None,
         steps: int | None = None,
         guidance_scale: float | None = None,
+        seeds: Sequence[int] | None = None,
     ) -> list[Image.Image]:
-        """One RGB image per prompt, in order; prompt `i` is sampled with seed `seed + i`.
-        Size, steps and guidance default to the `text2image` config."""
+        """One RGB image per prompt, in order; prompt `i` is sampled with seed `seed + i`, or with
+        `seeds[i]` when `seeds` is given (requests of several callers batched together keep each
+        caller's seeds). Size, steps and guidance default to the `text2image` config."""
         cfg = self.config.text2image
         if isinstance(prompts, str) or not isinstance(prompts, Sequence) or not prompts:
             raise ValueError(f"prompts: expected a non-empty list of strings; got {prompts!r:.200}")
         prompts = [_check_text(f"prompts[{i}]", p) for i, p in enumerate(prompts)]
-        seed = _check_seed(seed)
-        check_int("seed + len(prompts)", seed + len(prompts) - 1, 0, MAX_SEED)
+        if seeds is None:
+            seed = _check_seed(seed)
+            check_int("seed + len(prompts)", seed + len(prompts) - 1, 0, MAX_SEED)
+            seeds = [seed + i for i in range(len(prompts))]
+        elif len(seeds) != len(prompts):
+            raise ValueError(f"seeds: expected one per prompt ({len(prompts)}); got {len(seeds)}")
+        seeds = [check_int(f"seeds[{i}]", s, 0, MAX_SEED) for i, s in enumerate(seeds)]
         width = check_side("width", cfg.width if width is None else width)
         height = check_side("height", cfg.height if height is None else height)
         steps = check_int("steps", cfg.steps if steps is None else steps, 1, 1000)
@@ -168,7 +175,7 @@ class DiffusionBackend:
                     height=height,
                     num_inference_steps=steps,
                     guidance_scale=guidance,
-                    generator=_generators(seed + start, len(batch)),
+                    generator=_generators(seeds[start : start + len(batch)]),
                     output_type="pil",
                     **extra,
                 )
@@ -214,7 +221,7 @@ class DiffusionBackend:
                 num_inference_steps=steps,
                 guidance_scale=guidance,
                 image_guidance_scale=image_guidance,
-                generator=_generators(seed, 1)[0],
+                generator=_generators([seed])[0],
                 output_type="pil",
             )
         result: Image.Image = out.images[0].convert("RGB")
@@ -244,9 +251,9 @@ class DiffusionBackend:
         )
 
 
-def _generators(seed: int, n: int) -> list[Any]:
-    """`n` independent CPU generators seeded seed, seed + 1, ...: the sampling noise of each
-    image is then the same on every device."""
+def _generators(seeds: Sequence[int]) -> list[Any]:
+    """One CPU generator per seed: the sampling noise of each image is then the same on every
+    device and whatever else is in its batch."""
     import torch
 
-    return [torch.Generator(device="cpu").manual_seed(seed + i) for i in range(n)]
+    return [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]

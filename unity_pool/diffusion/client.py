@@ -11,7 +11,7 @@ import io
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from unity_pool import protocol
 from unity_pool.client import RenderClient, RenderFailed
@@ -44,10 +44,16 @@ class DiffusionClient(RenderClient):
         height: int | None = None,
         steps: int | None = None,
         guidance_scale: float | None = None,
+        seeds: Sequence[int] | None = None,
     ) -> list[Image.Image]:
-        """One RGB image per prompt; prompt `i` is sampled with seed `seed + i`. Raises
-        `ValueError` when the server rejects a field and `RenderFailed` when it fails."""
-        header: dict[str, Any] = {"op": "generate", "prompts": list(prompts), "seed": seed}
+        """One RGB image per prompt; prompt `i` is sampled with seed `seed + i`, or `seeds[i]`
+        when given. Raises `ValueError` when the server rejects a field and `RenderFailed` when
+        it fails or answers with an image that cannot be read."""
+        header: dict[str, Any] = {"op": "generate", "prompts": list(prompts)}
+        if seeds is None:
+            header["seed"] = seed
+        else:
+            header["seeds"] = [int(s) for s in seeds]
         options: dict[str, Any] = {"width": width, "height": height, "steps": steps}
         options["guidance_scale"] = guidance_scale
         header.update({k: v for k, v in options.items() if v is not None})
@@ -92,7 +98,13 @@ class DiffusionClient(RenderClient):
                 "images"
             )
         images = []
-        for result in results:
-            with Image.open(io.BytesIO(frame.blobs[result["blob"]])) as im:
-                images.append(im.convert("RGB"))
+        for i, result in enumerate(results):
+            try:
+                with Image.open(io.BytesIO(frame.blobs[result["blob"]])) as im:
+                    images.append(im.convert("RGB"))
+            except (UnidentifiedImageError, OSError, IndexError, KeyError, TypeError) as err:
+                raise RenderFailed(
+                    f"diffusion server at {self.address} answered the {header['op']} request "
+                    f"with an unreadable image (result {i}: {type(err).__name__}: {err})"
+                ) from err
         return images

@@ -1,7 +1,8 @@
 """Loading diffusers pipelines: device and dtype, offline by default, one-line errors.
 
-A model is a local pipeline folder (written by `save_pretrained`, or a downloaded snapshot) or a
-Hugging Face hub id. Unless downloads are allowed, a hub id loads only from the local cache
+A model is a local pipeline folder (written by `save_pretrained`, or a downloaded snapshot), a
+Hugging Face hub id, or `tiny-random` (random weights, built in memory; testing only, see
+`unity_pool.diffusion.tiny`). Unless downloads are allowed, a hub id loads only from the local cache
 (`local_files_only=True`), and one that is not there raises `ModelNotAvailable` saying which
 cache was searched and how to fill it. torch and diffusers are imported on first use, not at
 import time.
@@ -15,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from unity_pool.diffusion.tiny import TINY_RANDOM, tiny_pipeline
 
 log = logging.getLogger(__name__)
 
@@ -164,9 +167,19 @@ def load_pipeline(
         )
     spec = PIPELINE_KINDS[kind]
     key = f"{kind}.model"
+    import torch
+
+    if model == TINY_RANDOM:
+        log.warning(
+            "%s: %s, a testing-size pipeline with RANDOM weights: its images mean nothing; use "
+            "it only to test the pipeline", key, TINY_RANDOM,
+        )  # fmt: skip
+        pipe = tiny_pipeline(kind).to(dtype=getattr(torch, placement.dtype))
+        pipe = pipe.to(placement.device)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
     source = resolve_model(model, key=key, allow_downloads=allow_downloads, cache_dir=cache_dir)
     import diffusers
-    import torch
 
     cls = getattr(diffusers, spec.class_name)
     log.info("loading %s pipeline %s on %s (%s)", kind, source, placement.device, placement.dtype)

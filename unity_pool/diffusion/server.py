@@ -63,7 +63,9 @@ class GenerateRequest:
     prompts: tuple[str, ...]
     """One image per prompt, in order."""
     seed: int
-    """Prompt `i` is sampled with seed `seed + i`."""
+    """Prompt `i` is sampled with seed `seed + i` (unless `seeds` is given)."""
+    seeds: tuple[int, ...] | None
+    """One seed per prompt (several callers' prompts batched in one request), or None."""
     width: int | None
     """Pixels, a multiple of 8; None takes the server's config."""
     height: int | None
@@ -116,13 +118,30 @@ def _seed(header: Mapping[str, Any]) -> int:
     return 0 if seed is None else int(seed)
 
 
+def _seeds(header: Mapping[str, Any], n: int) -> tuple[int, ...] | None:
+    raw = header.get("seeds")
+    if raw is None:
+        return None
+    if "seed" in header:
+        raise RequestError("a generate request has `seed` or `seeds`, not both", path="seeds")
+    if not isinstance(raw, list) or len(raw) != n:
+        raise RequestError(
+            f"seeds: expected a list of one integer per prompt ({n}); got {raw!r:.200}",
+            path="seeds",
+        )
+    try:
+        return tuple(check_int(f"seeds[{i}]", v, 0, MAX_SEED) for i, v in enumerate(raw))
+    except ValueError as err:
+        raise RequestError(str(err), path="seeds") from err
+
+
 def _text(name: str, value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise RequestError(f"{name}: expected a non-empty string; got {value!r:.200}", path=name)
     return value
 
 
-_GENERATE_FIELDS = ("prompts", "prompt", "seed", "width", "height", "steps", "guidance_scale")
+_GENERATE_FIELDS = ("prompts", "prompt", "seed", "seeds", "width", "height", "steps", "guidance_scale")
 _EDIT_FIELDS = ("instruction", "seed", "steps", "guidance_scale", "image_guidance_scale")
 
 
@@ -155,6 +174,7 @@ def parse_generate(header: Mapping[str, Any]) -> GenerateRequest:
     return GenerateRequest(
         prompts=tuple(prompts),
         seed=seed,
+        seeds=_seeds(header, len(prompts)),
         width=_optional(header, "width", check_side),
         height=_optional(header, "height", check_side),
         steps=_optional(header, "steps", lambda n, v: check_int(n, v, 1, 1000)),
@@ -225,8 +245,9 @@ def _serve_generate(backend: DiffusionBackend, frame: protocol.Frame) -> tuple[d
         height=req.height,
         steps=req.steps,
         guidance_scale=req.guidance_scale,
+        seeds=req.seeds,
     )
-    seeds = [req.seed + i for i in range(len(images))]
+    seeds = req.seeds or [req.seed + i for i in range(len(images))]
     return _images_response(frame.header.get("id"), images, seeds, start)
 
 

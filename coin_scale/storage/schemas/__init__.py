@@ -9,6 +9,7 @@ from __future__ import annotations
 from coin_scale.errors import close_matches
 from coin_scale.storage.schemas import (
     activation_maps,
+    agent_images,
     chain_edges,
     class_concepts,
     class_explanations,
@@ -29,7 +30,7 @@ from coin_scale.storage.spec import TableSpec
 _MODULES = (
     runs, probe_images, dissections, unit_stats, exemplars,
     units, explanations, chain_edges, class_explanations, class_concepts, scores, experiments,
-    llm_calls,
+    agent_images, llm_calls,
     visualizations, activation_maps,
 )  # fmt: skip
 

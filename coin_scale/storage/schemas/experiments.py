@@ -43,6 +43,9 @@ class Row:
     (the final answer did not parse), 'failed' (the unit's loop stopped with an error)."""
     result_summary: str | None
     """What the agent was told, in short (activations, image ids, the error message)."""
+    assistant_text: str | None = None
+    """The text the model wrote with this round's reply (its hypothesis, when it gives one), on
+    the round's first step; null on later steps, when it wrote none, and in files of version 1."""
     input_tokens: int
     """Tokens billed for this round's LLM call (repeated on every step of the round)."""
     output_tokens: int
@@ -53,7 +56,7 @@ class Row:
 
 SPEC = TableSpec(
     name="experiments",
-    version=1,
+    version=2,
     schema=pa.schema(
         [
             pa.field("run_id", pa.string(), nullable=False),
@@ -69,6 +72,7 @@ SPEC = TableSpec(
             pa.field("arguments_json", pa.string()),
             pa.field("status", pa.string(), nullable=False),
             pa.field("result_summary", pa.string()),
+            pa.field("assistant_text", pa.string()),
             pa.field("input_tokens", pa.int64(), nullable=False),
             pa.field("output_tokens", pa.int64(), nullable=False),
             pa.field("cost_usd", pa.float64(), nullable=False),

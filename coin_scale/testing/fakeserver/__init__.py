@@ -60,6 +60,7 @@ POLICIES: dict[str, Callable[[], Policy]] = {
     "finish": FinishPolicy,
     "reply": ReplyPolicy,
     "experimenter": agent_policies.ExperimenterPolicy,
+    "photo-experimenter": agent_policies.PhotoExperimenter,
     "never-finishes": agent_policies.NeverFinishes,
     "text-answer": agent_policies.TextAnswer,
     "garbage": agent_policies.Garbage,
