@@ -77,15 +77,16 @@ def test_agents_generate_images_and_edit_a_photo_exemplar(
             "SELECT tool, status, arguments_json, result_summary FROM experiments WHERE run_id = 'p1' AND "
             f"unit = {u['unit']} ORDER BY round, step"
         ).fetchall()
-        tools = ["exemplars", "describe", "summarize", "text2image", "edit", "finish"]
+        tools = ["exemplars", "describe", "summarize", "crop", "text2image", "edit", "finish"]
         assert [s[0] for s in steps] == tools, steps
         assert {s[1] for s in steps[:-1]} == {"ok"} and steps[-1][1] == "finished"
-        described, summarized, generated, edit = (steps[i][3] for i in (1, 2, 3, 4))
+        described, summarized, cropped, generated, edit = (steps[i][3] for i in (1, 2, 3, 4, 5))
+        assert re.match(r"crop of ex-0 at \[\d+, \d+, \d+, \d+\] \(\d+x\d+\)", cropped)
         assert "ex-0: a photo with a bright patch, image 1" in described
         assert "All 3 images show a furry animal outdoors." in summarized
         # Every new image was measured on the unit: id=activation (prompt) in the summary.
         assert len(re.findall(r"img-\d+=[-\d.e+]+", generated)) == 2
-        assert json.loads(steps[4][2]) == {"image": "ex-0", "instruction": "remove the background"}
+        assert json.loads(steps[5][2]) == {"image": "ex-0", "instruction": "remove the background"}
         assert re.search(r"from ex-0=[-\d.e+]+ as told: \"remove the background\"", edit)
         # The label is the prompt of the generated image that drove the unit most.
         assert u["label"] in PhotoExperimenter().prompts
@@ -99,9 +100,11 @@ def test_agents_generate_images_and_edit_a_photo_exemplar(
         by_step = {}
         for r in mine:
             by_step.setdefault(r[1], []).append(r[4])
-        assert by_step[0] == [f"ex-{i}" for i in range(4)]  # the exemplars step
-        assert len(by_step[3]) == 2 and all(i.startswith("img-") for i in by_step[3])
-        assert len(by_step[4]) == 1  # the edit
+        # the exemplars step: each plain, then masked where the unit fires (MAIA's view)
+        assert by_step[0] == [x for i in range(4) for x in (f"ex-{i}", f"ex-{i} masked")]
+        assert by_step[3] == ["ex-0 crop"]
+        assert len(by_step[4]) == 2 and all(i.startswith("img-") for i in by_step[4])
+        assert len(by_step[5]) == 1  # the edit
         assert all(Path(r[6]).is_file() and r[5] is not None for r in mine)
     hypothesis = con.sql(
         "SELECT assistant_text FROM experiments WHERE run_id = 'p1' AND tool = 'text2image'"
@@ -116,7 +119,7 @@ def test_agents_generate_images_and_edit_a_photo_exemplar(
     first = report[report.index('<details class="trajectory"') :]
     first = first[: first.index("</details>")]
     rounds = [int(r) for r in re.findall(r'<li class="step" data-round="(\d+)"', first)]
-    assert rounds == [0, 1, 2, 3, 4, 5]
+    assert rounds == [0, 1, 2, 3, 4, 5, 6]
     assert first.count("<img ") == len(images) // len(units) and "missing image" not in first
     assert "Hypothesis: the unit responds to animals on grass" in first
 

@@ -18,10 +18,12 @@ import jsonschema
 
 from coin_scale.agent.budget import Budget, Reservation, SweepBudget
 from coin_scale.agent.context import RoundRecord, build_request, fit_result
+from coin_scale.agent.masks import CROP_SIDE
 from coin_scale.agent.prompts import FINAL_ROUND_NOTICE, NUDGE, first_message, system_prompt
 from coin_scale.agent.subject import UnitSubject
 from coin_scale.agent.tools import (
     FINISH_PARAMETERS,
+    FULL_RESOLUTION_TOOLS,
     ExperimentTools,
     FinishAnswer,
     ToolOutcome,
@@ -430,7 +432,8 @@ async def _run_calls(
             return _record(r, response, results, lines), run.finished(outcome.answer), None
         if call.name == "finish":
             finish_error = outcome.summary
-        results.append(fit_result(outcome.result, config.image_size))
+        size = CROP_SIDE if call.name in FULL_RESOLUTION_TOOLS else config.image_size
+        results.append(fit_result(outcome.result, size))
         lines.append(f"{call.name}({_short_arguments(call)}) -> {outcome.summary}")
     return _record(r, response, results, lines), None, finish_error
 

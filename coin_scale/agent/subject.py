@@ -39,6 +39,12 @@ class ExemplarImage:
     """A folder label of a photograph probe set."""
     source: str = ""
     """Where it came from (the probe image's path)."""
+    masked_png: bytes | None = None
+    """MAIA's masked view (`agent.masks`): the square the model saw, where the unit fires above
+    its threshold kept and outlined, the rest dimmed; None without a spatial map."""
+    firing_box: tuple[int, int, int, int] | None = None
+    """(left, top, right, bottom) in the original image's pixels around where the unit fires
+    above its threshold (for the agent's full-resolution crop); None without one."""
 
     def image(self) -> Image.Image:
         """The decoded RGB image."""

@@ -25,6 +25,7 @@ from PIL import Image
 
 from coin_scale.agent.context import fit
 from coin_scale.agent.describe import DescribeFailed
+from coin_scale.agent.masks import full_resolution_crop
 from coin_scale.agent.subject import UnitMeter, UnitSubject
 from coin_scale.agent.visualizer import MAX_VISUALIZATIONS, Visualizer
 from coin_scale.llm.messages import ImagePart, ToolCall, ToolResult, ToolSpec
@@ -42,6 +43,10 @@ RECOVERABLE: tuple[type[Exception], ...] = (
     DescribeFailed,
 )  # fmt: skip
 """Tool failures reported to the model as an error result (status 'error'), not raised."""
+
+FULL_RESOLUTION_TOOLS = frozenset({"crop"})
+"""Tools whose images reach the model at their own size (up to `masks.CROP_SIDE`), not fitted
+to the agent's image size."""
 
 MAX_LABEL_CHARS = 80
 MAX_DESCRIPTION_CHARS = 1000
@@ -293,8 +298,11 @@ class ExperimentTools:
         self._activations: dict[str, float] = {}
         """Activation by image id: images never change, so each is measured once."""
         handlers: dict[str, Callable[[Mapping[str, Any]], _Done]] = {}
+        self._masked = any(ex.masked_png is not None for ex in subject.exemplars)
         if subject.exemplars:
             handlers["exemplars"] = self._exemplars
+        if any(ex.firing_box is not None and ex.source for ex in subject.exemplars):
+            handlers["crop"] = self._crop
         handlers.update(render=self._render, edit=self._edit)
         if render_tools.text_to_image is not None:
             handlers["text2image"] = self._text2image
@@ -330,18 +338,44 @@ class ExperimentTools:
         specs: dict[str, ToolSpec] = {}
         n = len(self.subject.exemplars)
         if n:
+            properties: dict[str, Any] = {
+                "k": {"type": "integer", "minimum": 1, "maximum": n, "default": min(6, n)}
+            }
+            masked = ""
+            if self._masked:
+                properties["view"] = {
+                    "type": "string", "enum": ["both", "plain", "masked"], "default": "both",
+                    "description": "plain images, masked ones (where the unit fires kept and "
+                    "outlined in yellow, the rest dimmed), or both (each plain image, then its "
+                    "masked one).",
+                }  # fmt: skip
+                masked = (
+                    " Each also comes masked: the square the model saw, where the unit fires "
+                    "above its threshold kept and outlined, the rest dimmed."
+                )
             specs["exemplars"] = ToolSpec(
                 name="exemplars",
                 description="The unit's top-k probe images (highest activation first), with "
-                "their activations and, when known, ground-truth attributes.",
+                "their activations and, when known, ground-truth attributes." + masked,
+                parameters={
+                    "type": "object", "properties": properties, "additionalProperties": False,
+                },
+            )  # fmt: skip
+        if "crop" in self._handlers:
+            specs["crop"] = ToolSpec(
+                name="crop",
+                description="One exemplar's region where the unit fires, cut from the original "
+                "photograph at full resolution (up to 512 pixels), to see its details.",
                 parameters={
                     "type": "object",
                     "properties": {
-                        "k": {"type": "integer", "minimum": 1, "maximum": n, "default": min(6, n)}
+                        "image": {"type": "string", "pattern": f"^{EXEMPLAR_PREFIX}-[0-9]+$",
+                                  "description": f"An exemplar's id ({EXEMPLAR_PREFIX}-0, ...)."},
                     },
+                    "required": ["image"],
                     "additionalProperties": False,
                 },
-            )
+            )  # fmt: skip
         if self.render_tools.image_editor is not None:  # an instruction edits exemplars too
             image = render_defs["edit"]["parameters"]["properties"]["image"]
             image["pattern"] = f"^({self.render_tools.store.prefix}|{EXEMPLAR_PREFIX})-[0-9]+$"
@@ -502,7 +536,9 @@ class ExperimentTools:
         return [self._activations[i] for i in image_ids]
 
     def _known_activation(self, image_id: str) -> float | None:
-        """The unit's activation on an image already measured (an exemplar's from the probe)."""
+        """The unit's activation on an image already measured (an exemplar's from the probe; a
+        masked view or crop of one, `ex-N masked`, shows its exemplar's)."""
+        image_id = image_id.split(" ")[0]
         if image_id in self._activations:
             return self._activations[image_id]
         index = self._exemplar_index(image_id)
@@ -562,12 +598,45 @@ class ExperimentTools:
             entries.append(entry)
         ids = [e["id"] for e in entries]
         payload: dict[str, Any] = {"exemplars": entries}
-        if k > self.max_attached_images:
-            payload["note"] = f"images of the first {self.max_attached_images} are attached"
         summary = f"{k} exemplars: " + ", ".join(_entry_line(e) for e in entries)
+        view = str(args.get("view", "both")) if self._masked else "plain"
+        shown: list[tuple[str, ImagePart]] = []
+        for rank, image_id in enumerate(ids):
+            ex = self.subject.exemplars[rank]
+            if view in ("both", "plain") or ex.masked_png is None:
+                shown.append((image_id, self._attach([image_id])[0]))
+            if view in ("both", "masked") and ex.masked_png is not None:
+                part = ImagePart(data=ex.masked_png, media_type="image/png")
+                shown.append((f"{image_id} masked", fit(part, self.image_size)))
+        if self._masked:
+            payload["images"] = [i for i, _ in shown[: self.max_attached_images]]
+        if len(shown) > self.max_attached_images:
+            payload["note"] = f"the first {self.max_attached_images} images are attached"
+        shown = shown[: self.max_attached_images]
         return _Done(
-            payload=payload, summary=summary, images=self._attach(ids),
-            image_ids=tuple(ids[: self.max_attached_images]),
+            payload=payload, summary=summary, images=tuple(p for _, p in shown),
+            image_ids=tuple(i for i, _ in shown),
+        )  # fmt: skip
+
+    def _crop(self, args: Mapping[str, Any]) -> _Done:
+        image_id = str(args["image"])
+        index = self._exemplar_index(image_id)
+        assert index is not None  # the schema allows exemplar ids only
+        ex = self.subject.exemplars[index]
+        if ex.firing_box is None or not ex.source:
+            raise ToolError(f"{image_id} has no region where the unit fires above its threshold")
+        try:
+            crop = full_resolution_crop(ex.source, ex.firing_box)
+        except OSError as err:
+            raise ToolError(f"{image_id}: its original image cannot be read ({err})") from None
+        buffer = io.BytesIO()
+        crop.save(buffer, format="PNG")
+        part = ImagePart(data=buffer.getvalue(), media_type="image/png")
+        box = list(ex.firing_box)
+        return _Done(
+            payload={"image": image_id, "box": box, "width": crop.width, "height": crop.height},
+            summary=f"crop of {image_id} at {box} ({crop.width}x{crop.height})",
+            images=(part,), image_ids=(f"{image_id} crop",),
         )  # fmt: skip
 
     def _render(self, args: Mapping[str, Any]) -> _Done:

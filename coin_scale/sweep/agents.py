@@ -21,10 +21,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from coin_scale.agent import AgentOutcome, ExperimentTools, UnitSubject, exemplars_from_paths
 from coin_scale.agent.describe import GatewayDescriber
 from coin_scale.agent.generation import ImageGenerator
 from coin_scale.agent.loop import StepImage
+from coin_scale.agent.masks import with_masks
 from coin_scale.explain.evidence import LayerEvidence
 from coin_scale.explain.explanation import Explanation, from_agent
 from coin_scale.explain.llm import PreparedLLM, explain_subjects, prepare_describer
@@ -33,6 +36,8 @@ from coin_scale.llm.gateway import CallMeta
 from coin_scale.models import ModelPayload
 from coin_scale.models.activations import Reduction, SAEUnits
 from coin_scale.models.layers import LayerInfo
+from coin_scale.models.unit_maps import SPATIAL_LAYOUTS, UnitMapsRequest
+from coin_scale.probe import ProbeSet
 from coin_scale.runtime.agent_images import RenderToolsMaker, agent_image_tools
 from coin_scale.runtime.agent_replicas import (  # noqa: F401 (re-exported: the sweep's names)
     MEASURE_BATCH,
@@ -45,6 +50,13 @@ from coin_scale.runtime.pools import gateway_pool
 from coin_scale.storage import Warehouse
 from coin_scale.storage.fs import local_dir
 from coin_scale.storage.schemas import agent_images, experiments, llm_calls
+from coin_scale.sweep.maps import (
+    MAPS_BATCH,
+    THRESHOLD_IMAGES,
+    THRESHOLD_QUANTILE,
+    spatial_thresholds,
+    threshold_sample,
+)
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +154,7 @@ def explain_with_agents(
             ) as describers,
         ):
             describer = _describer(describers, describe, run_id, layer.name)
+            todo = masked_subjects(replicas, todo, evidence.probe, seed=0)
             result = explain_subjects(
                 prepared, todo, _tool_maker(replicas, sae, render_tools, describer),
                 run_id=run_id,
@@ -227,6 +240,46 @@ def _subjects(
         )  # fmt: skip
         for unit in units
     ]
+
+
+def masked_subjects(
+    replicas: AgentReplicas, subjects: list[UnitSubject], probe: ProbeSet, *, seed: int
+) -> list[UnitSubject]:
+    """`subjects` with MAIA's masked exemplars: every unit's spatial map on its exemplars and on
+    `THRESHOLD_IMAGES` probe images drawn by `seed`, one pass of the replicas over them; a unit
+    fires above the top 1% of its positions on the drawn images (the report's threshold). A layer
+    with no spatial extent keeps its plain exemplars."""
+    layer = replicas.layer
+    if layer.layout not in SPATIAL_LAYOUTS or not subjects:
+        return subjects
+    sources = sorted({ex.source for s in subjects for ex in s.exemplars if ex.source})
+    sample = threshold_sample(probe, THRESHOLD_IMAGES, seed=seed)
+    sampled = {path for _, path in sample}
+    extra = [p for p in sources if p not in sampled]
+    base = max((i for i, _ in sample), default=-1) + 1
+    images = [*sample, *((base + k, p) for k, p in enumerate(extra))]
+    request = UnitMapsRequest(layer.name, layer.layout, tuple(s.unit for s in subjects))
+    batches = [images[k : k + MAPS_BATCH] for k in range(0, len(images), MAPS_BATCH)]
+    maps: dict[int, np.ndarray] = {}
+    for result in replicas.pool.run_unit_maps(batches, [request]):
+        for row, index in enumerate(result.indices):
+            maps[int(index)] = result.maps[layer.name][row]
+    thresholds = spatial_thresholds(
+        {k: {layer.name: m} for k, m in maps.items()}, [k for k, _ in sample], [request],
+        THRESHOLD_QUANTILE,
+    )  # fmt: skip
+    by_path = {path: index for index, path in images}
+    crop = replicas.payload.preprocess.crop / replicas.payload.preprocess.resize
+    out = []
+    for col, subject in enumerate(subjects):
+        found = [
+            maps[by_path[ex.source]][col] if by_path.get(ex.source) in maps else None
+            for ex in subject.exemplars
+        ]
+        t = thresholds.get((layer.name, subject.unit))
+        out.append(with_masks(subject, found, t.value if t is not None else None, crop))
+    log.info("masked exemplars: %d units' maps on %d images", len(subjects), len(maps))
+    return out
 
 
 def _describer(

@@ -250,8 +250,9 @@ class ExperimenterPolicy:
 
 @dataclass(frozen=True)
 class PhotoExperimenter:
-    """What an agent does on photographs (MAIA's experiments): the exemplars, two of them
-    described and three summarized, images generated from text, the top exemplar edited by
+    """What an agent does on photographs (MAIA's experiments): the exemplars (plain and masked),
+    two of them described and three summarized, the top one's firing region at full resolution,
+    images generated from text, the top exemplar edited by
     instruction, then a label from the generated image that moved the unit most. Each step runs
     once when its tool is offered; a step whose call failed is not retried. Requests without
     tools (the describe model's) get numbered captions or a one-sentence summary."""
@@ -278,6 +279,8 @@ class PhotoExperimenter:
         if "summarize" in view.tools and not self._tried(view, "summarize"):
             ids = [f"ex-{i}" for i in range(min(self.k, 3))]
             return CallTool(name="summarize", arguments={"images": ids})
+        if "crop" in view.tools and not self._tried(view, "crop"):
+            return CallTool(name="crop", arguments={"image": "ex-0"})
         if "text2image" in view.tools and not self._tried(view, "text2image"):
             return CallTool(
                 name="text2image", arguments={"prompts": list(self.prompts)},
