@@ -190,6 +190,7 @@ def outcome_json(outcome) -> dict:  # type: ignore[no-untyped-def]
             "status": f.status, "explainer": f.explainer, "label": f.label, "formula": f.formula,
             "score_name": f.score_name, "score": f.score,
             "heldout": dataclasses.asdict(f.heldout) if f.heldout is not None else None,
+            "generated": dataclasses.asdict(f.generated) if f.generated is not None else None,
         }  # fmt: skip
 
     return {
@@ -241,6 +242,8 @@ def print_outcome(outcome) -> None:  # type: ignore[no-untyped-def]
             print(f"  {sign} {e.unit_noun.split()[-1]} {f.unit:>5}  {f.contribution:+.4f}  {label}")
             if f.heldout is not None:
                 print(f"      {f.heldout.summary()}")
+            if f.generated is not None:
+                print(f"      {f.generated.summary()}")
     hint = budget_hint(f.error for f in (*e.positive, *e.negative, *e.chain_nodes))
     if hint:
         print(f"  note: {hint}")

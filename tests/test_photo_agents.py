@@ -67,9 +67,7 @@ def test_agents_generate_images_and_edit_a_photo_exemplar(
     outcome = json.loads(out[out.index("{") :])
     units = outcome["positive"]
     assert len(units) == 2 and {u["status"] for u in units} == {"ok"}
-    # Two generated images and one edit per unit, all made on the render pool's workers.
     assert outcome["rendered_images"]["driver"] == 0
-    assert outcome["rendered_images"]["render_pool"] >= 3 * len(units)
 
     con = connect(wh)
     for u in units:
@@ -122,6 +120,31 @@ def test_agents_generate_images_and_edit_a_photo_exemplar(
     assert rounds == [0, 1, 2, 3, 4, 5, 6]
     assert first.count("<img ") == len(images) // len(units) and "missing image" not in first
     assert "Hypothesis: the unit responds to animals on grass" in first
+
+    # MAIA's predictive evaluation: each label's five prompts against five neutral ones, the
+    # images generated on the render pool and measured on the unit; in the JSON, the table, the
+    # report.
+    for u in units:
+        g = u["generated"]
+        assert g is not None and len(g["positive_prompts"]) == len(g["neutral_prompts"]) == 5
+        assert all(u["label"] in prompt for prompt in g["positive_prompts"])
+        assert 0.0 <= g["auc"] <= 1.0 and g["delta"] == pytest.approx(
+            g["mean_positive"] - g["mean_neutral"]
+        )
+    predictive = con.sql(
+        "SELECT unit, metric, value, details FROM scores WHERE run_id = 'p1' AND test = "
+        "'predictive' AND metric LIKE 'generated_%' ORDER BY unit, metric"
+    ).fetchall()
+    assert {(r[0], r[1]) for r in predictive} >= {
+        (u["unit"], m) for u in units
+        for m in ("generated_auc", "generated_delta", "generated_mean_neutral",
+                  "generated_mean_positive")
+    }  # fmt: skip
+    assert {json.loads(r[3])["protocol"] for r in predictive} == {"generated images (MAIA)"}
+    assert report.count('class="kv generated"') == len(units)
+    # 3 images per unit by its agent, 5 neutral images and 5 per distinct label for the scores
+    labels = {u["label"] for u in units}
+    assert outcome["rendered_images"]["render_pool"] == 3 * len(units) + 5 + 5 * len(labels)
 
     # The describe model's calls are in the ledger under its own name: two per unit.
     ledger = con.sql(

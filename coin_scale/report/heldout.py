@@ -27,3 +27,14 @@ def heldout_line(u: UnitFinding) -> str:
         f" on {s.n_images} images the explainer never saw ({s.n_positive} above the unit's "
         "threshold)</div>"
     )
+
+
+def generated_line(u: UnitFinding) -> str:
+    """One line under the label: MAIA's predictive evaluation on generated images ("" without)."""
+    g = u.generated
+    if g is None:
+        return ""
+    title = "positive prompts: " + "; ".join(g.positive_prompts) + " | neutral: " + "; ".join(
+        g.neutral_prompts
+    )
+    return f'<div class="kv generated" title="{esc(title)}">{esc(g.summary())}</div>'

@@ -17,7 +17,7 @@ from coin_scale.chain.graph import Edge
 from coin_scale.report.chain_svg import chain_graph_svg, chain_layers, deletion_curve_svg
 from coin_scale.report.chain_svg import esc as _esc
 from coin_scale.report.concepts import concept_section
-from coin_scale.report.heldout import heldout_line
+from coin_scale.report.heldout import generated_line, heldout_line
 from coin_scale.report.images import JPEG_QUALITY, thumbnail_data_uri
 from coin_scale.report.map_strip import unit_maps_strip
 from coin_scale.report.trajectory import CSS as TRAJECTORY_CSS
@@ -263,6 +263,7 @@ def _unit_card(u: UnitFinding, noun: str = "unit", edges: Sequence[Edge] | None 
     if u.formula:
         body.append(f'<code class="formula">{_esc(u.formula)}</code>')
     body.append(heldout_line(u))
+    body.append(generated_line(u))
     if u.error:
         body.append(f'<div class="error">{_esc(u.reason or "error")}: {_esc(u.error)}</div>')
     if u.exemplars or u.visualization:

@@ -52,6 +52,32 @@ def unit_score_rows(run_id: str, e: ClassExplanation) -> list[dict]:
     return rows
 
 
+def generated_rows(run_id: str, e: ClassExplanation) -> list[dict]:
+    """Per unit scored on generated images (`--image-generator diffusion`): test 'predictive',
+    metrics generated_auc, generated_delta, generated_cohens_d, generated_mean_positive and
+    generated_mean_neutral, the prompts in `details`."""
+    rows = []
+    for f in (*e.positive, *e.negative, *e.chain_nodes):
+        g = f.generated
+        if g is None:
+            continue
+        kind = e.unit_kind if f.layer == e.layer else "neuron"
+        details = json.dumps({
+            "protocol": "generated images (MAIA)", "label": f.label, "explainer": f.explainer,
+            "positive_prompts": list(g.positive_prompts), "neutral_prompts": list(g.neutral_prompts),
+        })  # fmt: skip
+        for metric, value in (
+            ("generated_auc", g.auc), ("generated_delta", g.delta),
+            ("generated_cohens_d", g.cohens_d), ("generated_mean_positive", g.mean_positive),
+            ("generated_mean_neutral", g.mean_neutral),
+        ):  # fmt: skip
+            if math.isfinite(value):
+                rows.append({"run_id": run_id, "test": "predictive", "metric": metric,
+                             "value": float(value), "layer": f.layer, "unit": f.unit,
+                             "kind": kind, "details": details})  # fmt: skip
+    return rows
+
+
 def store_sweep(
     warehouse: Warehouse,
     explanation: ClassExplanation,
@@ -102,7 +128,7 @@ def store_sweep(
         for metric, value in (("margin_drop", score.margin_drop), ("logit_drop", score.logit_drop),
                               ("probability_drop", score.probability_drop))
     ]  # fmt: skip
-    scores = ablation_rows + unit_score_rows(run_id, e) + heldout_rows(e)
+    scores = ablation_rows + unit_score_rows(run_id, e) + heldout_rows(e) + generated_rows(run_id, e)
     warehouse.write("scores", _table("scores", scores), key=run_id)
     warehouse.write("class_explanations", _table("class_explanations", [{
         "run_id": run_id, "model": e.model, "weights": e.weights,

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from coin_scale.chain.faithfulness import AblationScore
 from coin_scale.chain.graph import Edge
 from coin_scale.eval.explanation_scores import UnitScores
+from coin_scale.eval.generated import GeneratedScore
 from coin_scale.eval.heldout import HeldOutScore
 from coin_scale.explain.explanation import Status
 
@@ -97,6 +98,9 @@ class UnitFinding:
     """Its explanation scored on the folder probe's images held out from the explainer (AUC,
     Pearson r, F1, AUPRC: `coin_scale.eval.heldout`), or why not; None when nothing was held
     out (a rendered probe, `--held-out 0`) or the unit has no label."""
+    generated: GeneratedScore | None = None
+    """MAIA's predictive evaluation of its label on generated images (`--image-generator
+    diffusion`): its activation on images of the label's prompts against neutral ones."""
     trajectory: tuple[TrajectoryStep, ...] = ()
     """An LLM agent's experiments on the unit, round by round (empty for other explainers)."""
 

@@ -67,6 +67,10 @@ STAGES: tuple[Stage, ...] = (
     Stage("activation maps", stages.map_units, when=lambda config: bool(config.probe.probe)),
     Stage("faithfulness", stages.test_faithfulness),
     Stage("explanation scores", stages.score),
+    Stage(
+        "generated-image predictions", stages.predict_on_generated,
+        when=lambda config: config.generator.generates,
+    ),
     Stage("visualizations", stages.visualize, when=lambda config: config.scoring.visualize > 0),
 )
 """The sweep's stages in order; `store` (report and tables) follows them."""

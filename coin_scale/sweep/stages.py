@@ -11,6 +11,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -274,6 +275,73 @@ def score(state: SweepState) -> None:
         from coin_scale.eval.human_ratings import with_human_alignment
 
         state.unit_scores = with_human_alignment(state.unit_scores, i.ratings)
+
+
+def predict_on_generated(state: SweepState) -> None:
+    """MAIA's predictive evaluation (`coin_scale.eval.generated`): every labelled unit's activation
+    on images generated from its label's prompts against neutral ones, the images made by the
+    diffusion workers of a render pool and measured on the sweep's model replica (with
+    `--image-generator diffusion`; any explainer's labels)."""
+    from coin_scale.agent.generation import PooledGenerator
+    from coin_scale.eval.generated import (
+        NEUTRAL_PROMPTS,
+        SEED,
+        GeneratedScore,
+        generated_activations,
+        generated_score,
+        predictive_prompts,
+    )
+    from coin_scale.runtime.pools import agents_render_pool
+
+    i, config = state.inputs, state.config
+    groups = (state.positive, state.negative, state.nodes)
+    labelled = [f for group in groups for f in group if f.label and f.status == "ok"]
+    if not labelled or not config.generator.generates:
+        return
+    labels = sorted({str(f.label) for f in labelled})
+    began = time.perf_counter()
+    with (
+        agents_render_pool(config.generator, address=config.run.address) as pool,
+        PooledGenerator(pool) as pooled,
+    ):
+        images = list(pooled.generate(list(NEUTRAL_PROMPTS), SEED))
+        rows: dict[str, list[int]] = {}
+        for label in labels:
+            prompts = predictive_prompts(label)
+            rows[label] = list(range(len(images), len(images) + len(prompts)))
+            images += pooled.generate(list(prompts), SEED)
+    pixels = torch.stack([i.payload.preprocess.load(image) for image in images])
+    neutral = list(range(len(NEUTRAL_PROMPTS)))
+    pre = i.payload.preprocess
+    scored: dict[tuple[str, int], GeneratedScore] = {}
+    for layer in {f.layer for f in labelled}:
+        units = sorted({f.unit for f in labelled if f.layer == layer})
+        units_of: Layout | UnitView = next(c.layout for c in i.chain if c.name == layer)
+        if i.sae_model is not None and layer == i.layer.name:
+            units_of = SAEFeatures(i.sae_model)
+        acts = i.runner(ModuleCall.of(
+            generated_activations, tuple(pre.mean), tuple(pre.std), layer, units_of, pixels, units,
+        ))  # fmt: skip
+        for f in labelled:
+            if f.layer == layer:
+                col = units.index(f.unit)
+                scored[(layer, f.unit)] = generated_score(
+                    acts[rows[str(f.label)], col], acts[neutral, col],
+                    predictive_prompts(str(f.label)), NEUTRAL_PROMPTS,
+                )  # fmt: skip
+
+    def attach(fs: list[UnitFinding]) -> list[UnitFinding]:
+        return [
+            replace(f, generated=scored.get((f.layer, f.unit)))
+            if f.label and f.status == "ok" else f
+            for f in fs
+        ]
+
+    state.positive, state.negative, state.nodes = (attach(g) for g in groups)
+    log.info(
+        "predictive evaluation: %d labels on %d generated images in %.1f s",
+        len(labels), len(images), time.perf_counter() - began,
+    )  # fmt: skip
 
 
 def visualize(state: SweepState) -> None:
