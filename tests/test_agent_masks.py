@@ -72,7 +72,9 @@ def test_the_tools_show_masked_exemplars_and_a_full_resolution_crop(tmp_path) ->
     def call(name: str, args: dict):  # noqa: ANN202
         return tools.call(ToolCall(id="c", name=name, arguments=args, raw_arguments=json.dumps(args)))
 
-    both = call("exemplars", {"k": 2})
+    default = call("exemplars", {"k": 2})
+    assert [s.image_id for s in default.shown] == ["ex-0 masked", "ex-1"]  # ex-1 has no mask
+    both = call("exemplars", {"k": 2, "view": "both"})
     assert json.loads(both.result.content)["images"] == ["ex-0", "ex-0 masked", "ex-1"]
     assert [s.image_id for s in both.shown] == ["ex-0", "ex-0 masked", "ex-1"]
     assert [s.activation for s in both.shown] == [3.0, 3.0, 3.0]

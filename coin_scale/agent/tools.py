@@ -344,14 +344,14 @@ class ExperimentTools:
             masked = ""
             if self._masked:
                 properties["view"] = {
-                    "type": "string", "enum": ["both", "plain", "masked"], "default": "both",
-                    "description": "plain images, masked ones (where the unit fires kept and "
-                    "outlined in yellow, the rest dimmed), or both (each plain image, then its "
-                    "masked one).",
+                    "type": "string", "enum": ["masked", "plain", "both"], "default": "masked",
+                    "description": "masked images (the default: where the unit fires kept and "
+                    "outlined in yellow, the rest dimmed), plain ones, or both (each plain image, "
+                    "then its masked one; twice the images).",
                 }  # fmt: skip
                 masked = (
-                    " Each also comes masked: the square the model saw, where the unit fires "
-                    "above its threshold kept and outlined, the rest dimmed."
+                    " They come masked by default: the square the model saw, where the unit "
+                    "fires above its threshold kept and outlined, the rest dimmed."
                 )
             specs["exemplars"] = ToolSpec(
                 name="exemplars",
@@ -599,7 +599,7 @@ class ExperimentTools:
         ids = [e["id"] for e in entries]
         payload: dict[str, Any] = {"exemplars": entries}
         summary = f"{k} exemplars: " + ", ".join(_entry_line(e) for e in entries)
-        view = str(args.get("view", "both")) if self._masked else "plain"
+        view = str(args.get("view", "masked")) if self._masked else "plain"
         shown: list[tuple[str, ImagePart]] = []
         for rank, image_id in enumerate(ids):
             ex = self.subject.exemplars[rank]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -143,9 +144,12 @@ class ActivationCapture:
     @contextlib.contextmanager
     def _hooks(self, into: dict[str, dict[str, torch.Tensor]]) -> Iterator[None]:
         handles = []
+        owner = threading.get_ident()  # forwards of other threads may run meanwhile: not ours
         for name, sub in self._modules.items():
 
             def hook(_m: nn.Module, _i: object, out: torch.Tensor, name: str = name) -> None:
+                if threading.get_ident() != owner:
+                    return
                 layout = self.layers[name]
                 if name in self.transforms:
                     out = self.transforms[name](out)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -108,11 +109,14 @@ def _hooks(
     into: dict[str, torch.Tensor],
 ) -> Iterator[None]:
     handles = []
+    owner = threading.get_ident()  # forwards of other threads may run meanwhile: not ours
     for name, request in wanted.items():
 
         def hook(
             _m: nn.Module, _i: object, out: torch.Tensor, r: UnitMapsRequest = request
         ) -> None:
+            if threading.get_ident() != owner:
+                return
             if r.layer in transforms:
                 out = transforms[r.layer](out)
             into[r.layer] = select_unit_maps(out.detach(), r.layout, r.units)

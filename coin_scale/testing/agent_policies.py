@@ -273,7 +273,9 @@ class PhotoExperimenter:
         if not view.tools:  # a describe or summarize request (no tools offered): the captioner
             return Reply(text=_caption(view))
         if "exemplars" in view.tools and not self._tried(view, "exemplars"):
-            return CallTool(name="exemplars", arguments={"k": self.k})
+            masks = "crop" in view.tools  # offered with masked exemplars: ask for both views
+            args: dict[str, Any] = {"k": self.k, "view": "both"} if masks else {"k": self.k}
+            return CallTool(name="exemplars", arguments=args)
         if "describe" in view.tools and not self._tried(view, "describe"):
             return CallTool(name="describe", arguments={"images": ["ex-0", "ex-1"]})
         if "summarize" in view.tools and not self._tried(view, "summarize"):
