@@ -34,6 +34,9 @@ Source = Literal["render", "edit", "text2image", "visualization"]
 MAX_PROMPT_CHARS = 1000
 """Longest text2image prompt accepted."""
 
+MAX_PROMPTS = 16
+"""Most prompts one text2image call may carry."""
+
 
 class ToolError(ValueError):
     """Bad tool arguments: says where, what is allowed and what was given (for the model)."""
@@ -310,7 +313,7 @@ def text2image(
     store: ImageStore,
     backend: TextToImage | None,
     seed: int = 0,
-    max_images: int = 16,
+    max_images: int = MAX_PROMPTS,
 ) -> list[ImageRef]:
     """Generate one image per prompt with the text-to-image backend; no attributes are known."""
     if backend is None:
@@ -448,7 +451,7 @@ class RenderTools:
             store=self.store,
             backend=self.text_to_image,
             seed=seed,
-            max_images=min(self.max_images, 16),
+            max_images=min(self.max_images, MAX_PROMPTS),
         )
 
     def definitions(self) -> list[dict[str, Any]]:
@@ -526,7 +529,7 @@ class RenderTools:
                             "prompts": {
                                 "type": "array",
                                 "minItems": 1,
-                                "maxItems": min(self.max_images, 16),
+                                "maxItems": min(self.max_images, MAX_PROMPTS),
                                 "items": {
                                     "type": "string",
                                     "minLength": 1,

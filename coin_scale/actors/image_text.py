@@ -15,27 +15,16 @@ import ray
 
 from coin_scale.actors.dispatch import DispatchedPool, Dispatcher
 from coin_scale.models.image_text import EmbeddingResult, ImageTextModel, ImageTextSource
-
-CALLS_AT_ONCE = 2
-"""Calls an image-text replica runs at once."""
-
-
-def call_threads(cpus: int, device: str) -> int:
-    """Torch threads of an image-text replica with `cpus` cores: on a CPU each of its
-    `CALLS_AT_ONCE` calls gets its share of the cores, so one call's decoding never stalls the
-    other's threads (2 cores, ViT-B-32, 320 photos on Ray: 26.4 and 27.0 img/s with one thread
-    each against 24.7 and 21.5 with both, bare forward 22.2-25.9); on a GPU every core decodes."""
-    if device == "cpu":
-        return max(1, cpus // CALLS_AT_ONCE)
-    return max(1, cpus)
+from coin_scale.models.replica_core import CALLS_AT_ONCE, call_threads
 
 
 @ray.remote(max_restarts=4, max_task_retries=0, max_concurrency=CALLS_AT_ONCE)  # type: ignore[call-overload]
 class ImageTextReplica:
     """Thin actor around `ImageTextModel`, built on the first call from the source (a few
     strings, so a restarted replica rebuilds it from its constructor arguments). Two calls run at
-    once, on a CPU each with half the cores (`call_threads`): while one decodes its images the
-    other runs the image tower, and neither waits for the other's threads."""
+    once, on a CPU each with half the cores (`models.replica_core.call_threads`, as model replicas
+    do; ViT-B-32, 320 photos on Ray, 2 cores: 26.4 and 27.0 img/s with one thread each against
+    24.7 and 21.5 with both): neither call's decoding stalls the other's threads."""
 
     def __init__(self, source: ImageTextSource) -> None:
         self.source = source
@@ -49,7 +38,8 @@ class ImageTextReplica:
 
                 assigned = ray.get_runtime_context().get_assigned_resources()
                 device = "cuda" if assigned.get("GPU", 0) and torch.cuda.is_available() else "cpu"
-                torch.set_num_threads(call_threads(int(assigned.get("CPU", 1)), device))
+                threads = call_threads(torch.device(device), int(assigned.get("CPU", 1)))
+                torch.set_num_threads(threads or 1)
                 self.model = ImageTextModel(self.source, device=device)
             return self.model
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Protocol
@@ -28,6 +28,7 @@ from coin_scale.agent.batched_meter import RequestBatcher
 from coin_scale.errors import ResourceError, UserError
 from unity_pool.diffusion.config import DiffusionConfig, EditConfig, Text2ImageConfig, load_config
 from unity_pool.diffusion.tiny import TINY_RANDOM, TINY_SIDE
+from unity_pool.tools import MAX_PROMPTS
 from unity_pool.unity.launcher import UnityPlayerConfig
 
 log = logging.getLogger(__name__)
@@ -187,8 +188,7 @@ def _diffusion(
                 edit=replace(config.edit, model=_model(edit_model, config.edit.model)),
             )
         if allow_downloads:
-            config = replace(config, allow_downloads=True)
-        config = DiffusionConfig(**{f: getattr(config, f) for f in asdict(config)})  # re-check
+            config = replace(config, allow_downloads=True)  # `replace` re-checks the config
     except FileNotFoundError as err:
         raise ResourceError(f"--image-generator diffusion: {err}") from None
     except ValueError as err:
@@ -215,8 +215,6 @@ TYPICAL_GENERATED = 2
 """Images a unit's agent usually generates (one text2image call of two prompts)."""
 TYPICAL_EDITS = 1
 """Edits by instruction a unit's agent usually makes."""
-MAX_PROMPTS_PER_CALL = 16
-"""Prompts one text2image call may carry (`unity_pool.tools.RenderTools.text2image`)."""
 STEP_SECONDS = {"gpu": 0.05, "cpu": 3.0}
 """Assumed seconds of one denoising step of a Stable-Diffusion-size pipeline at 512x512, per
 device (fp16 on a datacentre GPU; float32 on a few CPU cores): the dry run's time figures rest on
@@ -230,7 +228,7 @@ def generation_plan_lines(generator: ImageGenerator, *, units: int, max_rounds: 
         return []
     text, edit = generator.diffusion.text2image, generator.diffusion.edit
     images = units * TYPICAL_GENERATED if generator.generates else 0
-    images_max = units * max_rounds * MAX_PROMPTS_PER_CALL if generator.generates else 0
+    images_max = units * max_rounds * MAX_PROMPTS if generator.generates else 0
     edits = units * TYPICAL_EDITS if generator.edits_images else 0
     edits_max = units * max_rounds if generator.edits_images else 0
     tiny = TINY_RANDOM in (text.model, edit.model)
@@ -336,5 +334,3 @@ class PooledGenerator:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-
-GeneratorFactory = Callable[[], PooledGenerator]

@@ -155,19 +155,18 @@ def explain_with_agents(
         ):
             describer = _describer(describers, describe, run_id, layer.name)
             todo = masked_subjects(replicas, todo, evidence.probe, seed=0)
+            shown: dict[int, list[agent_images.Row]] = {}  # each unit's images, as written
+
+            def finished(subject: UnitSubject, outcome: AgentOutcome, mine: list) -> None:
+                shown[subject.unit] = write_step_images(outcome, image_dir, kind=subject.kind)
+                save_finished_unit(ckpt, FinishedUnit(subject.unit, outcome, mine, shown[subject.unit]))
+
             result = explain_subjects(
                 prepared, todo, _tool_maker(replicas, sae, render_tools, describer),
-                run_id=run_id,
-                gateways=gateways, progress=run.progress,
-                on_outcome=lambda subject, outcome, mine: save_finished_unit(
-                    ckpt, FinishedUnit(
-                        subject.unit, outcome, mine,
-                        write_step_images(outcome, image_dir, kind=subject.kind),
-                    ),
-                ),
+                run_id=run_id, gateways=gateways, progress=run.progress, on_outcome=finished,
             )  # fmt: skip
         done |= {
-            s.unit: FinishedUnit(s.unit, o, [], image_rows(o, image_dir, kind=s.kind))
+            s.unit: FinishedUnit(s.unit, o, [], shown.get(s.unit, []))
             for s, o in zip(todo, result.outcomes, strict=True)
         }
         calls += result.calls + (describers.ledger() if describers is not None else [])
@@ -331,7 +330,7 @@ def _image_path(image_dir: Path, row: experiments.Row, image: StepImage, positio
     return image_dir / row.layer / row.explainer / f"unit-{row.unit}" / name
 
 
-def image_rows(outcome: AgentOutcome, image_dir: Path, *, kind: str) -> list[agent_images.Row]:
+def _image_rows(outcome: AgentOutcome, image_dir: Path, *, kind: str) -> list[agent_images.Row]:
     """The `agent_images` rows of a unit's outcome (its files: `write_step_images`)."""
     if not outcome.experiments:
         return []
@@ -354,7 +353,7 @@ def write_step_images(
 ) -> list[agent_images.Row]:
     """Write the thumbnails a unit's agent was shown under `image_dir` (as soon as the unit
     finishes, beside its checkpoint) and return their rows."""
-    rows = image_rows(outcome, image_dir, kind=kind)
+    rows = _image_rows(outcome, image_dir, kind=kind)
     for row, image in zip(rows, outcome.images, strict=True):
         path = Path(row.image_path)
         path.parent.mkdir(parents=True, exist_ok=True)
