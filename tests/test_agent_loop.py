@@ -482,11 +482,17 @@ def test_first_message_lists_the_exemplars_exactly() -> None:
     assert not bare.images and "no exemplars" in bare.text
 
 
-def test_system_prompt_names_the_unit_tools_and_limits(red_subject) -> None:
+def test_system_prompt_names_the_kind_tools_and_limits(red_subject) -> None:
     tools = ExperimentTools(red_subject, Redness(), RenderTools())
     text = system_prompt(replace(red_subject, kind="sae", unit=12), tools.specs(), max_rounds=5)
-    assert "sparse-autoencoder feature 12 of layer layer4 of the model m." in text
-    for spec in tools.specs():
-        assert f"\n- {spec.name}: {spec.description}\n" in text
+    assert "explain what one sparse-autoencoder feature of a vision model" in text
+    names = ", ".join(spec.name for spec in tools.specs())
+    assert f"Tools (what each takes is in its definition): {names}.\n" in text
     assert "at most 5 replies" in text and "at most 80 characters" in text
     assert "{" not in text and "}" not in text
+    # The same for every unit (the prompt caches share it); the first message names the unit.
+    other = system_prompt(replace(red_subject, kind="sae", unit=13), tools.specs(), max_rounds=5)
+    assert other == text and "12" not in text
+    assert "sparse-autoencoder feature 12 of layer" in first_message(
+        replace(red_subject, kind="sae", unit=12), n=2, image_size=32
+    ).text

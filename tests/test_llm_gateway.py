@@ -30,7 +30,9 @@ class ScriptedClient:
         self.errors = list(errors)
         self.calls = 0
 
-    async def complete(self, request: ChatRequest, *, model: str, timeout: float) -> ChatResponse:
+    async def complete(
+        self, request: ChatRequest, *, model: str, timeout: float, options: object = None
+    ) -> ChatResponse:
         self.calls += 1
         if self.errors:
             raise self.errors.pop(0)

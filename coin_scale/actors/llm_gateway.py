@@ -7,6 +7,11 @@ calls it had in flight are resubmitted to a live actor through the pools' one di
 (`coin_scale.actors.dispatch`: bounded attempts, the dead one rests for a doubling backoff); the
 ledger is kept on the driver from the replies, so the rows of the calls a dead actor answered are
 not lost with it.
+
+Each image's bytes cross Ray once per actor: the pool sends the images an actor acknowledged as
+ref parts, the actor fills them from its `ImageStore` (`coin_scale.llm.image_store`), and one
+that lost them (restarted, or evicted them) answers `MissingImages`, on which the pool resends
+the full request.
 """
 
 from __future__ import annotations
@@ -20,10 +25,17 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
-from coin_scale.actors.dispatch import DispatchedPool, Dispatcher
+from coin_scale.actors.dispatch import ACTOR_LOST, DispatchedPool, Dispatcher, task_cause
 from coin_scale.actors.rate_limiter import RemoteLimiter, shared_rate_limiter
 from coin_scale.llm.cache import RequestCache
 from coin_scale.llm.gateway import CallMeta, Gateway, GatewayConfig, GatewayFailed, GatewayReply
+from coin_scale.llm.image_store import (
+    ImageStore,
+    KnownDigests,
+    MissingImages,
+    compact_request,
+    image_bytes,
+)
 from coin_scale.llm.keys import KeyRedactor, redact
 from coin_scale.llm.messages import ChatRequest
 from coin_scale.llm.providers import make_client
@@ -57,8 +69,11 @@ class LLMGatewayActor:
         limiter = RemoteLimiter(shared_rate_limiter(), spec.limiter_key, spec.limits)
         cache = RequestCache(spec.config.cache_dir) if spec.config.cache_dir else None
         self.gateway = Gateway(client, spec.config, limiter, cache)
+        self.images = ImageStore()
 
     async def complete(self, request: ChatRequest, meta: CallMeta) -> GatewayReply:
+        """Raises `MissingImages` when the request names images this actor does not hold."""
+        request = self.images.expand(request)
         try:
             return await self.gateway.complete(request, meta)
         except GatewayFailed as failed:
@@ -106,6 +121,12 @@ class GatewayPool(DispatchedPool):
         )
         self.max_attempts = max_attempts
         self._rows: list[llm_calls.Row] = []
+        self._known: dict[str, KnownDigests] = {}
+        """Per actor (by actor id): the digests of the images it acknowledged."""
+        self.image_bytes_sent = 0
+        """Image bytes in the requests sent to the actors, resends included: what crossed Ray."""
+        self.image_bytes_saved = 0
+        """Image bytes left out of the requests as refs to images the actor held."""
 
     async def complete(self, request: ChatRequest, meta: CallMeta) -> GatewayReply:
         """One request; raises `GatewayFailed` (its ledger row is kept), or `RuntimeError` when
@@ -113,7 +134,7 @@ class GatewayPool(DispatchedPool):
         what = f"LLM call of unit {meta.unit} round {meta.round}"
         try:
             reply: GatewayReply = await self.dispatch.call(
-                lambda actor: actor.complete.remote(request, meta), what=what
+                lambda actor: self._send(actor, request, meta), what=what
             )
         except RayTaskError as err:
             cause = err.as_instanceof_cause()
@@ -122,6 +143,35 @@ class GatewayPool(DispatchedPool):
                 raise GatewayFailed(cause.error, cause.call) from None
             raise
         self._rows.append(reply.call)
+        return reply
+
+    async def _send(self, actor: Any, request: ChatRequest, meta: CallMeta) -> GatewayReply:
+        """One attempt on `actor`: the images it acknowledged go as refs. When it no longer holds
+        them (`MissingImages`) its memory is forgotten and the full request goes once more; when
+        it is lost, its memory is forgotten (a restarted actor holds none) and the loss raised."""
+        known = self._known.setdefault(actor._actor_id.hex(), KnownDigests())
+        sent, saved = compact_request(request, known.digests())
+        self.image_bytes_saved += saved
+        try:
+            try:
+                reply: GatewayReply = await self._remote(actor, sent, meta)
+            except RayTaskError as err:
+                if sent is request or not isinstance(task_cause(err), MissingImages):
+                    raise
+                log.info("gateway actor lost %s; resending the request's images", task_cause(err))
+                known.forget()
+                self.image_bytes_saved -= saved
+                sent = request
+                reply = await self._remote(actor, sent, meta)
+        except ACTOR_LOST:
+            known.forget()
+            raise
+        known.acknowledge(sent)
+        return reply
+
+    async def _remote(self, actor: Any, request: ChatRequest, meta: CallMeta) -> GatewayReply:
+        self.image_bytes_sent += image_bytes(request)
+        reply: GatewayReply = await actor.complete.remote(request, meta)
         return reply
 
     def ledger(self) -> list[llm_calls.Row]:

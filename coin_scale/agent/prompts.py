@@ -11,14 +11,13 @@ from coin_scale.agent.tools import EXEMPLAR_PREFIX, MAX_LABEL_CHARS
 from coin_scale.llm.messages import Message, ToolSpec
 
 SYSTEM = """\
-You explain what one unit of a vision model responds to, by running experiments.
+You explain what one {what} of a vision model responds to, by running experiments; the first \
+message names it and shows its exemplars.
 
-The unit: {what} {unit} of layer {layer} of the model {model}. Its activation on an image is one \
-number; higher means a stronger response. Its exemplars are the images of a probe set on which it \
-responded most.
+Its activation on an image is one number; higher means a stronger response. Its exemplars are \
+the images of a probe set on which it responded most.
 
-Tools:
-{tools}
+Tools (what each takes is in its definition): {tools}.
 
 Method:
 1. Look at the exemplars and what they have in common (attributes, when given, are ground truth).
@@ -58,18 +57,14 @@ NUDGE = (
 _WHAT = {"neuron": "unit", "sae": "sparse-autoencoder feature", "synthetic": "unit"}
 
 
-def _tool_line(spec: ToolSpec) -> str:
-    return f"- {spec.name}: {spec.description}"
-
 
 def system_prompt(subject: UnitSubject, tools: Sequence[ToolSpec], *, max_rounds: int) -> str:
-    """The system prompt for one unit."""
+    """The system prompt for one unit. It names no unit, and the tools only by name (their
+    descriptions go once, in the tool definitions): the same for every unit of a sweep, so the
+    providers' prompt caches share tools and system prompt across units."""
     return SYSTEM.format(
         what=_WHAT[subject.kind],
-        unit=subject.unit,
-        layer=subject.layer,
-        model=subject.model,
-        tools="\n".join(_tool_line(s) for s in tools),
+        tools=", ".join(s.name for s in tools),
         max_label=MAX_LABEL_CHARS,
         max_rounds=max_rounds,
     )

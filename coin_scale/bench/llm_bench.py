@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 BENCH_KEY = "bench-key-for-the-local-fake-server"
 """Not a secret: the fake server is on 127.0.0.1 and checks nothing else."""
 
+PARTS = ("rate", "concurrency", "faults", "cost")
+
 
 @dataclass(frozen=True, kw_only=True)
 class LLMBenchConfig:
@@ -49,6 +51,8 @@ class LLMBenchConfig:
     """Retry-After of the injected 429s."""
     gateway_actors: int = 2
     """Gateway actors holding the client in the agent parts."""
+    cost_units: int = 8
+    """Units explained per provider and setting in the cost measurement."""
     address: str | None = None
     parts: tuple[str, ...] = ("rate", "concurrency", "faults")
 
@@ -57,22 +61,23 @@ class LLMBenchConfig:
             raise ValueError("latency_s >= 0, rpm >= 1, rate_seconds > 0 and units >= 1 are needed")
         if not 0 <= self.fault_rate < 1:
             raise ValueError(f"fault_rate must be in [0, 1), got {self.fault_rate}")
-        unknown = set(self.parts) - {"rate", "concurrency", "faults"}
+        unknown = set(self.parts) - set(PARTS)
         if unknown:
-            raise ValueError(f"unknown parts {sorted(unknown)}; choose from rate, concurrency, faults")
+            raise ValueError(f"unknown parts {sorted(unknown)}; choose from {', '.join(PARTS)}")
 
 
 def run_llm_bench(config: LLMBenchConfig) -> dict[str, Any]:
     """Run the chosen parts; a dict of their figures (JSON-ready)."""
     from coin_scale.actors.cluster import connect
 
-    os.environ["OPENAI_API_KEY"] = BENCH_KEY
+    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY"):
+        os.environ[name] = BENCH_KEY
     session = connect(config.address)
     try:
         out: dict[str, Any] = {"config": {k: v for k, v in vars(config).items() if k != "address"}}
         if "rate" in config.parts:
             out["rate"] = _rate(config)
-        if {"concurrency", "faults"} & set(config.parts):
+        if {"concurrency", "faults", "cost"} & set(config.parts):
             from coin_scale.runtime.agent_replicas import agent_replicas
 
             payload, layer = _probe_model()
@@ -83,6 +88,8 @@ def run_llm_bench(config: LLMBenchConfig) -> dict[str, Any]:
                     out["concurrency"] = _concurrency(config, subjects, make_tools, batcher)
                 if "faults" in config.parts:
                     out["faults"] = _faults(config, subjects, make_tools)
+                if "cost" in config.parts:
+                    out["cost"] = _cost(config, subjects[: config.cost_units], make_tools)
         return out
     finally:
         session.close()
@@ -208,17 +215,24 @@ def _subjects(n_units: int, payload, layer, replicas):  # type: ignore[no-untype
         top = np.argsort(-values[:, unit], kind="stable")[:8]
         subjects.append(
             UnitSubject(
-                model="probe_cnn (random weights)", layer=layer.name, unit=unit,
+                model="probe_cnn (random weights)",
+                layer=layer.name,
+                unit=unit,
                 exemplars=tuple(
-                    ExemplarImage(png=rendered[i].data, activation=float(values[i, unit]),
-                                  attributes=dict(rendered[i].attributes))
+                    ExemplarImage(
+                        png=rendered[i].data,
+                        activation=float(values[i, unit]),
+                        attributes=dict(rendered[i].attributes),
+                    )
                     for i in top
                 ),
             )  # fmt: skip
         )
 
     def make_tools(subject: UnitSubject) -> ExperimentTools:
-        return ExperimentTools(subject, replicas.meter(subject.unit), RenderTools(renderer=LocalRenderer()))
+        return ExperimentTools(
+            subject, replicas.meter(subject.unit), RenderTools(renderer=LocalRenderer())
+        )
 
     return subjects, make_tools
 
@@ -227,12 +241,12 @@ class _ServerProcess:
     """`python -m coin_scale.testing.fakeserver` in its own process, as a real server would be (an
     in-process server would compete with the agents for this interpreter's lock)."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, provider: str = "openai") -> None:
         import subprocess
         import sys
 
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "coin_scale.testing.fakeserver", "--provider", "openai", *args],
+            [sys.executable, "-m", "coin_scale.testing.fakeserver", "--provider", provider, *args],
             stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         line = self.proc.stdout.readline() if self.proc.stdout else ""
@@ -246,31 +260,123 @@ class _ServerProcess:
         self.proc.wait(timeout=10)
 
 
-def _explain(config: LLMBenchConfig, subjects, make_tools, *, concurrency: int, server_args):  # type: ignore[no-untyped-def]
+def _explain(  # type: ignore[no-untyped-def]
+    config: LLMBenchConfig, subjects, make_tools, *, concurrency: int, server_args,
+    provider: str = "openai", model: str = "bench-agent", prompt_caching: bool = True,
+    stats: dict[str, Any] | None = None,
+):  # fmt: skip
+    """Explain `subjects` through a fake `provider` server; `stats`, when given, gets the gateway
+    pool's image bytes sent and saved."""
     from coin_scale.explain.llm import LLMExplainerConfig, explain_subjects, prepare
     from coin_scale.runtime.pools import gateway_pool
 
-    server = _ServerProcess("--policy", "experimenter", *server_args)
+    server = _ServerProcess("--policy", "experimenter", *server_args, provider=provider)
     try:
         prepared = prepare(
             LLMExplainerConfig(
-                provider="openai", model="bench-agent", base_url=server.base_url,
-                requests_per_minute=1e6, tokens_per_minute=1e12, concurrency=concurrency,
-                unit_budget_usd=None, sweep_budget_usd=None, unit_budget_tokens=None,
+                provider=provider,
+                model=model,
+                base_url=server.base_url,
+                requests_per_minute=1e6,
+                tokens_per_minute=1e12,
+                concurrency=concurrency,
+                unit_budget_usd=None,
+                sweep_budget_usd=None,
+                unit_budget_tokens=None,
                 gateway_actors=config.gateway_actors,
+                prompt_caching=prompt_caching,
             )  # fmt: skip
         )
         with gateway_pool(prepared, address=config.address) as pool:
             asyncio.run(_warm(pool))  # actor start-up is not what is measured
             pool.ledger()
+            sent0, saved0 = _image_bytes(pool)
             start = time.perf_counter()
             result = explain_subjects(
                 prepared, subjects, make_tools, run_id="bench-llm", gateways=pool, progress=False
             )
             seconds = time.perf_counter() - start
+            if stats is not None:
+                sent, saved = _image_bytes(pool)
+                stats.update(image_bytes_sent=sent - sent0, image_bytes_saved=saved - saved0)
     finally:
         server.stop()
     return result, seconds
+
+
+def _image_bytes(pool: Any) -> tuple[int, int]:
+    return int(getattr(pool, "image_bytes_sent", 0)), int(getattr(pool, "image_bytes_saved", 0))
+
+
+COST_MODELS = {
+    "openai": "gpt-4.1-mini",
+    "anthropic": "claude-sonnet-4-5",
+    "gemini": "gemini-2.5-flash",
+}
+"""The providers' default models (configs/llm.yaml), named so the ledger prices them."""
+
+
+def _cost(config: LLMBenchConfig, subjects, make_tools) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    """Tokens and dollars per unit, each provider through its fake server (which bills a repeated
+    prefix as that provider's prompt cache does: `testing/fakeserver/prompt_cache.py`), without
+    and with the prefix marked for caching. "ledgered before" is what the ledger recorded before
+    cached tokens were read from the replies: every input token at the full price."""
+    out: dict[str, Any] = {"units": len(subjects)}
+    for provider, model in COST_MODELS.items():
+        runs = {}
+        for caching in (False, True):
+            stats: dict[str, Any] = {}
+            result, _ = _explain(
+                config, subjects, make_tools, concurrency=len(subjects), server_args=("--latency", "0"),
+                provider=provider, model=model, prompt_caching=caching, stats=stats,
+            )  # fmt: skip
+            runs[caching] = _per_unit(result, len(subjects), stats)
+        before, after = runs[False], runs[True]
+        ledgered = before["input_tokens"]
+        out[provider] = {
+            "model": model,
+            "before": before,
+            "after": after,
+            "uncached_input_after_over_ledgered_before": _ratio(
+                after["uncached_input_tokens"], ledgered
+            ),
+            "uncached_input_after_over_billed_before": _ratio(
+                after["uncached_input_tokens"], before["uncached_input_tokens"]
+            ),
+            "usd_after_over_ledgered_before": _ratio(after["usd"], before["usd_at_full_price"]),
+            "usd_after_over_billed_before": _ratio(after["usd"], before["usd"]),
+        }
+    return out
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return round(a / b, 3) if b else None
+
+
+def _per_unit(result, units: int, stats: dict[str, Any]) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    from coin_scale.llm.settings import load_settings
+
+    calls = [c for c in result.calls if c.status == "ok"]
+    price = load_settings().price(calls[0].model) if calls else None
+    tin = sum(c.input_tokens for c in calls)
+    tout = sum(c.output_tokens for c in calls)
+    read = sum(c.cached_input_tokens or 0 for c in calls)
+    written = sum(c.cache_write_tokens or 0 for c in calls)
+    usd = sum(c.cost_usd for c in calls)
+    full = price.cost(tin, tout) if price else 0.0
+    return {
+        "calls": round(len(calls) / units, 2),
+        "input_tokens": round(tin / units),
+        "uncached_input_tokens": round((tin - read) / units),
+        "cached_input_tokens": round(read / units),
+        "cache_write_tokens": round(written / units),
+        "output_tokens": round(tout / units),
+        "usd": round(usd / units, 6),
+        "usd_at_full_price": round(full / units, 6),
+        "image_kib_sent_to_gateways": round(stats.get("image_bytes_sent", 0) / units / 1024, 1),
+        "image_kib_not_resent": round(stats.get("image_bytes_saved", 0) / units / 1024, 1),
+        "units_ok": sum(o.status == "ok" for o in result.outcomes),
+    }
 
 
 def _concurrency(config: LLMBenchConfig, subjects, make_tools, batcher) -> dict[str, Any]:  # type: ignore[no-untyped-def]

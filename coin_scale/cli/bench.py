@@ -90,7 +90,11 @@ def _register_llm(benches: argparse._SubParsersAction) -> None:
     m.add_argument("--seconds", type=float, default=150.0, help="length of the rate part")
     m.add_argument("--units", type=int, default=32, help="units explained (concurrency, faults)")
     m.add_argument("--fault-rate", type=float, default=0.2, help="share of calls failed (faults)")
-    m.add_argument("--parts", default="rate,concurrency,faults", help="comma-separated parts")
+    m.add_argument("--cost-units", type=int, default=8,
+                   help="units per provider and setting in the cost part")  # fmt: skip
+    m.add_argument("--parts", default="rate,concurrency,faults",
+                   help="comma-separated parts: rate, concurrency, faults, cost (tokens and "
+                   "dollars per unit with and without prompt caching, each provider)")  # fmt: skip
     m.add_argument("--address", default=None)
     m.set_defaults(func=run_llm)
 
@@ -297,7 +301,7 @@ def run_llm(args: argparse.Namespace) -> int:
     try:
         config = LLMBenchConfig(
             latency_s=args.latency, rpm=args.rpm, rate_seconds=args.seconds, units=args.units,
-            fault_rate=args.fault_rate, address=args.address,
+            fault_rate=args.fault_rate, address=args.address, cost_units=args.cost_units,
             parts=tuple(p.strip() for p in args.parts.split(",") if p.strip()),
         )  # fmt: skip
     except ValueError as err:

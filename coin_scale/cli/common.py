@@ -44,6 +44,11 @@ def add_llm_args(parser: argparse.ArgumentParser, *, flag: str) -> None:
     llm.add_argument("--concurrency", type=int, default=32, help="units explained at once")
     llm.add_argument("--llm-config", default=None, help="another configs/llm.yaml (prices, limits)")
     llm.add_argument(
+        "--no-prompt-cache", dest="prompt_caching", action="store_false",
+        help="do not mark the requests' unchanging prefix (tools, system prompt, exemplars) for "
+        "the provider's prompt cache (Anthropic's cache breakpoints, OpenAI's prompt_cache_key)",
+    )  # fmt: skip
+    llm.add_argument(
         "--describe", nargs="?", const="default", default=None, metavar="MODEL",
         help="offer the agents describe(images) and summarize(images): a vision model's captions, "
         "through gateways of their own (default model: the provider's describe_model in "
@@ -170,7 +175,7 @@ def llm_settings(args: argparse.Namespace, provider: str, cache_dir: str) -> Any
         unit_budget_usd=args.unit_budget_usd, sweep_budget_usd=args.budget_usd,
         unit_budget_tokens=args.unit_budget_tokens, sweep_budget_tokens=args.budget_tokens,
         concurrency=args.concurrency, cache_dir=cache_dir, settings_path=args.llm_config,
-        describe=args.describe,
+        describe=args.describe, prompt_caching=getattr(args, "prompt_caching", True),
     )  # fmt: skip
 
 

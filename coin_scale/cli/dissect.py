@@ -252,7 +252,8 @@ def _llm_plan(prepared: Any, estimate: Any, provider: str, generator: Any) -> li
     from coin_scale.sweep.agents import AGENT_EXEMPLARS
 
     llm = dry_run(prepared, units=estimate.units, exemplars=AGENT_EXEMPLARS,
-                  layer=estimate.layer, model=estimate.model)  # fmt: skip
+                  layer=estimate.layer, model=estimate.model, generates=generator.generates,
+                  edits_images=generator.edits_images)  # fmt: skip
     rounds = prepared.config.max_rounds
     lines = (
         llm.lines(provider, prepared.model)

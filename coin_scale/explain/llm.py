@@ -36,7 +36,7 @@ from coin_scale.llm.messages import ChatRequest
 from coin_scale.llm.providers import PROVIDERS
 from coin_scale.llm.ratelimit import RateLimits
 from coin_scale.llm.retry import RetryPolicy
-from coin_scale.llm.settings import Price, load_settings
+from coin_scale.llm.settings import Price, RequestOverrides, load_settings
 from coin_scale.storage.schemas import llm_calls
 
 
@@ -73,6 +73,9 @@ class LLMExplainerConfig:
     describe: str | None = None
     """The agents' `describe` and `summarize` tools (a vision call through gateways of their
     own): None off, "default" the provider's `describe_model` in configs/llm.yaml, or a model."""
+    prompt_caching: bool = True
+    """Mark the requests' unchanging prefix for the provider's prompt cache (Anthropic's cache
+    breakpoints, OpenAI's `prompt_cache_key`); False sends them as before, for comparisons."""
 
     def __post_init__(self) -> None:
         if self.provider not in PROVIDERS:
@@ -92,6 +95,8 @@ class PreparedLLM:
     key_env: tuple[str, ...]
     api_key: str | None
     """None only for a dry run without a key."""
+    overrides: RequestOverrides = ()
+    """The model's request overrides from configs/llm.yaml."""
 
     def __repr__(self) -> str:  # never print the key
         return f"PreparedLLM(provider={self.config.provider!r}, model={self.model!r})"
@@ -107,7 +112,8 @@ class PreparedLLM:
         return GatewayConfig(
             provider=self.config.provider, model=self.model, timeout_s=self.config.timeout_s,
             retry=RetryPolicy(max_attempts=self.config.max_attempts), price=self.price,
-            cache_dir=self.config.cache_dir,
+            cache_dir=self.config.cache_dir, overrides=self.overrides,
+            prompt_caching=self.config.prompt_caching,
         )  # fmt: skip
 
 
@@ -131,7 +137,7 @@ def prepare(config: LLMExplainerConfig, *, require_key: bool = True) -> Prepared
         key = None
     return PreparedLLM(
         config=config, model=model, limits=limits, price=settings.price(model),
-        key_env=provider.key_env, api_key=key,
+        key_env=provider.key_env, api_key=key, overrides=settings.overrides(model),
     )  # fmt: skip
 
 
@@ -146,7 +152,7 @@ def prepare_describer(prepared: PreparedLLM) -> PreparedLLM | None:
     model = model if describe == "default" else describe
     return replace(
         prepared, config=replace(prepared.config, model=model, describe=None), model=model,
-        price=settings.price(model),
+        price=settings.price(model), overrides=settings.overrides(model),
     )  # fmt: skip
 
 
@@ -204,9 +210,20 @@ def _blank_png(size: int) -> bytes:
     return buf.getvalue()
 
 
-def dry_run(prepared: PreparedLLM, *, units: int, exemplars: int, layer: str, model: str) -> Estimate:
+def dry_run(
+    prepared: PreparedLLM,
+    *,
+    units: int,
+    exemplars: int,
+    layer: str,
+    model: str,
+    generates: bool = False,
+    edits_images: bool = False,
+) -> Estimate:
     """The estimate for explaining `units` units with `exemplars` exemplars each; the first
-    request is built with the real prompts (grey images stand in for the exemplars)."""
+    request is built with the real prompts and the tools the agents will have (`describe` when
+    configured, `text2image` and `edit` by instruction when the generator `generates` /
+    `edits_images`); grey images stand in for the exemplars."""
     agent = prepared.agent_config()
     png = _blank_png(agent.image_size)
     subject = UnitSubject(
@@ -215,7 +232,15 @@ def dry_run(prepared: PreparedLLM, *, units: int, exemplars: int, layer: str, mo
     )  # fmt: skip
     from unity_pool.tools import RenderTools
 
-    tools = ExperimentTools(subject, _NoMeter(), RenderTools(), image_size=agent.image_size)
+    stand_in = _NoBackend()
+    render = RenderTools(
+        text_to_image=stand_in if generates else None,  # type: ignore[arg-type]
+        image_editor=stand_in if edits_images else None,  # type: ignore[arg-type]
+    )
+    describer = stand_in if prepared.config.describe is not None else None
+    tools = ExperimentTools(
+        subject, _NoMeter(), render, describer, image_size=agent.image_size  # type: ignore[arg-type]
+    )
     specs = tools.specs()
     first = ChatRequest(
         system=system_prompt(subject, specs, max_rounds=agent.max_rounds),
@@ -226,13 +251,23 @@ def dry_run(prepared: PreparedLLM, *, units: int, exemplars: int, layer: str, mo
         units=units, first_request_tokens=first.estimate_input_tokens(),
         max_rounds=agent.max_rounds, keep_last_rounds=agent.keep_last_rounds,
         max_output_tokens=agent.max_output_tokens, limits=prepared.limits, price=prepared.price,
-        concurrency=prepared.config.concurrency,
+        concurrency=prepared.config.concurrency, prompt_caching=prepared.config.prompt_caching,
     )  # fmt: skip
 
 
 class _NoMeter:
     def measure(self, images: Sequence[Image.Image]) -> list[float]:
         raise RuntimeError("a dry run measures nothing")
+
+
+class _NoBackend:
+    """Stands in for the generator and the describer: a dry run only lists their tools."""
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        def refuse(*args: object, **kwargs: object) -> None:
+            raise RuntimeError(f"a dry run calls nothing ({name})")
+
+        return refuse
 
 
 OnOutcome = Callable[[UnitSubject, AgentOutcome, list[llm_calls.Row]], None]

@@ -34,6 +34,9 @@ class Estimate:
     calls_max: int
     input_tokens: int
     input_tokens_max: int
+    cached_input_tokens: int = 0
+    """Of the typical input: the prefix each call repeats from the one before (tools, system
+    prompt, exemplars, the rounds not yet summarised), read from the provider's prompt cache."""
     output_tokens: int
     output_tokens_max: int
     usd: float | None
@@ -54,6 +57,8 @@ class Estimate:
             f"dry run: {self.units} units explained by {provider}:{model}; nothing is sent",
             f"  calls          {self.calls:>10,}   (at most {self.calls_max:,})",
             f"  input tokens   {self.input_tokens:>10,}   (at most {self.input_tokens_max:,})",
+            f"    of which cached {self.cached_input_tokens:>7,}   (read from the prompt cache at "
+            "its price; the ceiling assumes none)",
             f"  output tokens  {self.output_tokens:>10,}   (at most {self.output_tokens_max:,})",
             f"  cost           {usd(self.usd):>10}   (at most {usd(self.usd_max)})",
             f"  time           {self.minutes:>10.1f} min (at most {self.minutes_max:.1f} min; "
@@ -72,6 +77,14 @@ def _input_tokens(first: int, rounds: int, keep_last: int, images_each: int) -> 
     return total
 
 
+def _cached_tokens(first: int, rounds: int, keep_last: int, images_each: int) -> int:
+    """Of `_input_tokens`: what call r shares with call r - 1 from the start: the first request,
+    and the earlier rounds while none is summarised yet (a summary changes what follows the first
+    message)."""
+    per_round = ROUND_TEXT_TOKENS + images_each * TOKENS_PER_IMAGE
+    return sum(first + ((r - 1) * per_round if r <= keep_last else 0) for r in range(1, rounds))
+
+
 def estimate_sweep(
     *,
     units: int,
@@ -83,21 +96,38 @@ def estimate_sweep(
     price: Price | None,
     concurrency: int,
     latency_s: float = 6.0,
+    prompt_caching: bool = True,
 ) -> Estimate:
-    """The estimate for `units` units whose first request is `first_request_tokens` long."""
+    """The estimate for `units` units whose first request is `first_request_tokens` long. The
+    typical cost reads the repeated prefix at the cached price (and, where the provider bills
+    cache writes, writes the rest); the ceiling prices every token at the full price."""
     typical_rounds = min(TYPICAL_ROUNDS, max_rounds)
     calls, calls_max = units * typical_rounds, units * max_rounds
-    tin = units * _input_tokens(first_request_tokens, typical_rounds, keep_last_rounds, ROUND_IMAGES)
+    tin = units * _input_tokens(
+        first_request_tokens, typical_rounds, keep_last_rounds, ROUND_IMAGES
+    )
     tin_max = units * _input_tokens(
         first_request_tokens, max_rounds, keep_last_rounds, ROUND_IMAGES * 2
     )
     tout, tout_max = calls * OUTPUT_TOKENS_PER_CALL, calls_max * max_output_tokens
+    explicit = price is not None and price.cache_write_per_million is not None
+    cached = (
+        units * _cached_tokens(first_request_tokens, typical_rounds, keep_last_rounds, ROUND_IMAGES)
+        if prompt_caching or not explicit
+        else 0
+    )
+    usd = None
+    if price is not None:
+        written = tin - cached if explicit and prompt_caching else 0
+        usd = price.cost(tin, tout, cached_input_tokens=cached, cache_write_tokens=written)
 
     def minutes(n_calls: int, tokens: int, rounds: int) -> tuple[float, str]:
         by_requests = n_calls / limits.requests_per_minute
         by_tokens = tokens / limits.tokens_per_minute if limits.tokens_per_minute else 0.0
         by_latency = math.ceil(units / max(1, concurrency)) * rounds * latency_s / 60
-        best = max((by_requests, "requests/min"), (by_tokens, "tokens/min"), (by_latency, "latency"))
+        best = max(
+            (by_requests, "requests/min"), (by_tokens, "tokens/min"), (by_latency, "latency")
+        )
         return best
 
     m, bound = minutes(calls, tin + tout, typical_rounds)
@@ -105,7 +135,7 @@ def estimate_sweep(
     return Estimate(
         units=units, calls=calls, calls_max=calls_max, input_tokens=tin,
         input_tokens_max=tin_max, output_tokens=tout, output_tokens_max=tout_max,
-        usd=price.cost(tin, tout) if price else None,
+        cached_input_tokens=cached, usd=usd,
         usd_max=price.cost(tin_max, tout_max) if price else None,
         minutes=m, minutes_max=m_max, bound_by=bound,
     )  # fmt: skip

@@ -15,10 +15,10 @@ from typing import Protocol
 
 from coin_scale.llm.cache import RequestCache, request_key
 from coin_scale.llm.messages import ChatRequest, ChatResponse, ProviderError
-from coin_scale.llm.providers import ChatClient
+from coin_scale.llm.providers import CallOptions, ChatClient
 from coin_scale.llm.ratelimit import RateLimiter, RateLimits
 from coin_scale.llm.retry import RetryPolicy, call_with_retries
-from coin_scale.llm.settings import Price
+from coin_scale.llm.settings import Price, RequestOverrides
 from coin_scale.storage.schemas import llm_calls
 
 
@@ -64,6 +64,14 @@ class GatewayConfig:
     """None: the model is not in the price table; its calls are recorded at $0."""
     cache_dir: str | None = None
     """Request cache directory (None: no cache)."""
+    overrides: RequestOverrides = ()
+    """The model's request parameters from configs/llm.yaml (`request_overrides`)."""
+    prompt_caching: bool = True
+    """Mark the requests' unchanging prefix for the provider's prompt cache."""
+
+    @property
+    def options(self) -> CallOptions:
+        return CallOptions(overrides=self.overrides, prompt_caching=self.prompt_caching)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -135,7 +143,7 @@ class Gateway:
                 run_id=meta.run_id, call_id=uuid.uuid4().hex[:16], provider=cfg.provider,
                 model=cfg.model, layer=meta.layer, unit=meta.unit, round=meta.round,
                 status=status, error_kind=None, http_status=None, input_tokens=0,
-                output_tokens=0, cost_usd=0.0, latency_ms=(time.perf_counter() - t0) * 1000,
+                output_tokens=0, cached_input_tokens=0, cache_write_tokens=0, cost_usd=0.0, latency_ms=(time.perf_counter() - t0) * 1000,
                 wait_ms=waited * 1000, retries=max(0, attempts - 1), cache_key=key,
                 started_at=started_at,
             )  # fmt: skip
@@ -159,7 +167,7 @@ class Gateway:
                 await self._sleep(wait)
             try:
                 response = await self.client.complete(
-                    request, model=cfg.model, timeout=cfg.timeout_s
+                    request, model=cfg.model, timeout=cfg.timeout_s, options=cfg.options
                 )
             except ProviderError:
                 await self.limiter.settle(estimate, 0, start)
@@ -180,13 +188,13 @@ class Gateway:
             self.ledger.append(call)
             raise GatewayFailed(err, call) from None
         usage = response.usage
-        cost = cfg.price.cost(usage.input_tokens, usage.output_tokens) if cfg.price else 0.0
+        cost = cfg.price.cost_of(usage) if cfg.price else 0.0
         call = row(
             "ok", input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
-            cost_usd=cost,
+            cached_input_tokens=usage.cached_input_tokens,
+            cache_write_tokens=usage.cache_write_tokens, cost_usd=cost,
         )  # fmt: skip
         if self.cache is not None:
             self.cache.put(key, response.to_dict())
         self.ledger.append(call)
         return GatewayReply(response=response, cost_usd=cost, cached=False, call=call)
-

@@ -9,6 +9,7 @@ canonical form, with images by hash, is the cache key).
 from __future__ import annotations
 
 import base64
+import dataclasses
 import functools
 import hashlib
 import json
@@ -26,24 +27,66 @@ Gemini 258, Anthropic about width x height / 750 (22 for 128 px)."""
 
 @dataclass(frozen=True, kw_only=True)
 class ImagePart:
-    """An image sent to the model: encoded bytes and their media type."""
+    """An image sent to the model: encoded bytes and their media type.
+
+    A ref part (`digest` set, `data` empty) stands for bytes the receiver already holds under
+    that sha256 (`coin_scale.llm.image_store`): requests to a gateway actor carry each image's
+    bytes once. Refs are expanded before a provider adapter sees the request.
+    """
 
     data: bytes
     media_type: str = "image/png"
+    digest: str = ""
+    """sha256 of bytes the receiver holds (a ref part, `data` empty); "" for a full part."""
+
+    def __post_init__(self) -> None:
+        if self.digest and self.data:
+            raise ValueError("ImagePart: a ref part (digest set) carries no data")
+
+    @property
+    def is_ref(self) -> bool:
+        return bool(self.digest)
+
+    def as_ref(self) -> ImagePart:
+        """This image as a ref part (no bytes), for a receiver that holds them."""
+        if self.digest:
+            return self
+        return ImagePart(data=b"", media_type=self.media_type, digest=self.sha256)
 
     @functools.cached_property
     def sha256(self) -> str:
-        """Hex digest of the bytes (computed once: every round's cache key needs it)."""
-        return hashlib.sha256(self.data).hexdigest()
+        """Hex digest of the bytes (computed once: every round's cache key needs it); a ref
+        part's `digest`, so a request's cache key is the same with refs or bytes."""
+        return self.digest or hashlib.sha256(self.data).hexdigest()
 
-    def base64(self) -> str:
+    @functools.cached_property
+    def _base64(self) -> str:
+        if self.digest:
+            raise ValueError(
+                f"ImagePart: ref {self.digest[:12]} has no bytes to encode (not expanded)"
+            )
         return base64.b64encode(self.data).decode("ascii")
 
+    def base64(self) -> str:
+        """The bytes in base64, encoded once per part (an actor reuses its stored parts, so the
+        SDK adapters encode each image once per process); raises on a ref part."""
+        return self._base64
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The memoized base64 is a third larger than the bytes: it never travels with the part.
+        state = dict(self.__dict__)
+        state.pop("_base64", None)
+        return state
+
     def to_dict(self) -> dict[str, Any]:
+        if self.digest:
+            return {"media_type": self.media_type, "digest": self.digest}
         return {"media_type": self.media_type, "data": self.base64()}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ImagePart:
+        if d.get("digest"):
+            return cls(data=b"", media_type=d["media_type"], digest=d["digest"])
         return cls(data=base64.b64decode(d["data"]), media_type=d["media_type"])
 
 
@@ -167,11 +210,23 @@ class Usage:
     """Tokens the provider billed for one call."""
 
     input_tokens: int = 0
+    """Every input token of the request, cached or not."""
     output_tokens: int = 0
+    cached_input_tokens: int = 0
+    """Of `input_tokens`: read from the provider's prompt cache (billed at its cached price)."""
+    cache_write_tokens: int = 0
+    """Of `input_tokens`: written to the prompt cache (Anthropic bills them above the input
+    price; the other providers cache for free and report none)."""
 
     @property
     def total(self) -> int:
         return self.input_tokens + self.output_tokens
+
+    @property
+    def uncached_input_tokens(self) -> int:
+        """Input tokens not read from the cache: billed at the full input price (Anthropic's
+        cache writes at 1.25x)."""
+        return max(0, self.input_tokens - self.cached_input_tokens)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -189,10 +244,7 @@ class ChatResponse:
         return {
             "text": self.text,
             "tool_calls": [c.to_dict() for c in self.tool_calls],
-            "usage": {
-                "input_tokens": self.usage.input_tokens,
-                "output_tokens": self.usage.output_tokens,
-            },
+            "usage": dataclasses.asdict(self.usage),
             "stop_reason": self.stop_reason,
             "model": self.model,
         }
@@ -219,7 +271,9 @@ ErrorKind = Literal[
     "malformed",  # a 200 whose body does not parse as the API's format: retried
 ]
 
-RETRYABLE: frozenset[str] = frozenset({"rate_limit", "server", "timeout", "connection", "malformed"})
+RETRYABLE: frozenset[str] = frozenset(
+    {"rate_limit", "server", "timeout", "connection", "malformed"}
+)
 
 
 class ProviderError(Exception):
@@ -247,7 +301,10 @@ class ProviderError(Exception):
 
     def __reduce__(self):  # type: ignore[no-untyped-def]
         # Keyword-only arguments do not survive pickling (Ray) without this.
-        return (_rebuild_provider_error, (self.kind, str(self), self.provider, self.status, self.retry_after))
+        return (
+            _rebuild_provider_error,
+            (self.kind, str(self), self.provider, self.status, self.retry_after),
+        )
 
 
 def _rebuild_provider_error(

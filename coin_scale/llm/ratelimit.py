@@ -36,7 +36,9 @@ class RateLimits:
         if self.tokens_per_minute is not None and self.tokens_per_minute <= 0:
             raise ValueError(f"tokens_per_minute must be > 0 or None, got {self.tokens_per_minute}")
         if self.burst < 1 or self.margin_s < 0:
-            raise ValueError(f"burst must be >= 1 and margin_s >= 0, got {self.burst}, {self.margin_s}")
+            raise ValueError(
+                f"burst must be >= 1 and margin_s >= 0, got {self.burst}, {self.margin_s}"
+            )
 
 
 class SlidingWindow:

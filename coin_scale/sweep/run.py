@@ -140,7 +140,8 @@ def dry_run_lines(config: SweepConfig) -> list[str]:
         units += targets
     estimate = dry_run(
         prepared, units=units, exemplars=12, layer=sel.layer or "last block",
-        model=config.target.model,
+        model=config.target.model, generates=config.generator.generates,
+        edits_images=config.generator.edits_images,
     )  # fmt: skip
     rounds = prepared.config.max_rounds
     return (

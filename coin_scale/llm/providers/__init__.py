@@ -65,12 +65,43 @@ def get_provider(name: str) -> ProviderEntry:
         ) from None
 
 
+@dataclass(frozen=True, kw_only=True)
+class CallOptions:
+    """How a request is sent, beyond its content."""
+
+    overrides: tuple[tuple[str, Any], ...] = ()
+    """Request parameters (the SDK's names) set on the call; a None value removes the
+    parameter (configs/llm.yaml `request_overrides`)."""
+    prompt_caching: bool = True
+    """Mark the unchanging prefix for the provider's prompt cache, as each provider documents."""
+
+
+NO_OPTIONS = CallOptions()
+
+
+def apply_overrides(params: dict[str, Any], options: CallOptions) -> dict[str, Any]:
+    """`params` with the overrides set (None: removed)."""
+    for name, value in options.overrides:
+        if value is None:
+            params.pop(name, None)
+        else:
+            params[name] = value
+    return params
+
+
 class ChatClient(Protocol):
     """One provider's client, bound to an API key and an optional base URL."""
 
     provider: str
 
-    async def complete(self, request: ChatRequest, *, model: str, timeout: float) -> ChatResponse:
+    async def complete(
+        self,
+        request: ChatRequest,
+        *,
+        model: str,
+        timeout: float,
+        options: CallOptions = NO_OPTIONS,
+    ) -> ChatResponse:
         """One chat call; `ProviderError` on any failure (never an SDK exception)."""
         ...
 

@@ -19,6 +19,7 @@ from coin_scale.llm.messages import (
     ToolCall,
     Usage,
 )
+from coin_scale.llm.providers import NO_OPTIONS, CallOptions, apply_overrides
 from coin_scale.llm.providers._errors import malformed, sdk_error
 
 PROVIDER = "anthropic"
@@ -81,6 +82,39 @@ def to_anthropic_tools(request: ChatRequest) -> list[dict[str, Any]]:
     ]
 
 
+CACHE_CONTROL = {"type": "ephemeral"}
+"""Anthropic's cache breakpoint (five minutes, refreshed by each hit)."""
+MAX_BREAKPOINTS = 4
+"""The API takes at most four `cache_control` blocks per request."""
+
+
+def _mark_last(blocks: list[dict[str, Any]]) -> bool:
+    if not blocks:
+        return False
+    blocks[-1] = {**blocks[-1], "cache_control": CACHE_CONTROL}
+    return True
+
+
+def mark_cache_breakpoints(params: dict[str, Any]) -> int:
+    """Mark the prefix for Anthropic's prompt cache, which caches only up to marked blocks (tools,
+    then system, then messages, in that order): the last tool, the system prompt, the first
+    message (task and exemplars, the same every round) and the last message (so the next round
+    reads the whole conversation so far from the cache). Returns the breakpoints set."""
+    marked = 0
+    if params.get("tools"):
+        marked += _mark_last(params["tools"])
+    if params.get("system"):
+        params["system"] = [
+            {"type": "text", "text": params["system"], "cache_control": CACHE_CONTROL}
+        ]
+        marked += 1
+    messages = params["messages"]
+    for index in dict.fromkeys((0, len(messages) - 1)):  # first, then last (once if the same)
+        if marked < MAX_BREAKPOINTS and 0 <= index < len(messages):
+            marked += _mark_last(messages[index]["content"])
+    return marked
+
+
 def _tool_call(block: Any) -> ToolCall:
     value = getattr(block, "input", None)
     if isinstance(value, dict):
@@ -108,15 +142,21 @@ def from_anthropic(message: Any) -> ChatResponse:
         elif kind == "tool_use":
             calls.append(_tool_call(block))
     usage = getattr(message, "usage", None)
-    input_tokens = sum(
-        int(getattr(usage, name, 0) or 0)
-        for name in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
-    )
+
+    def count(name: str) -> int:
+        return int(getattr(usage, name, 0) or 0)
+
+    # `input_tokens` is only what follows the last cache breakpoint; the cache's reads and
+    # writes come apart.
+    read, written = count("cache_read_input_tokens"), count("cache_creation_input_tokens")
     return ChatResponse(
         text="".join(texts),
         tool_calls=tuple(calls),
         usage=Usage(
-            input_tokens=input_tokens, output_tokens=int(getattr(usage, "output_tokens", 0) or 0)
+            input_tokens=count("input_tokens") + read + written,
+            output_tokens=count("output_tokens"),
+            cached_input_tokens=read,
+            cache_write_tokens=written,
         ),
         stop_reason=str(getattr(message, "stop_reason", "") or ""),
         model=str(getattr(message, "model", "") or ""),
@@ -147,7 +187,14 @@ class AnthropicMessages:
             self._loop = loop
         return self._client
 
-    async def complete(self, request: ChatRequest, *, model: str, timeout: float) -> ChatResponse:
+    async def complete(
+        self,
+        request: ChatRequest,
+        *,
+        model: str,
+        timeout: float,
+        options: CallOptions = NO_OPTIONS,
+    ) -> ChatResponse:
         params: dict[str, Any] = {
             "model": model,
             "messages": to_anthropic_messages(request),
@@ -158,6 +205,9 @@ class AnthropicMessages:
             params["system"] = request.system
         if request.tools:
             params["tools"] = to_anthropic_tools(request)
+        if options.prompt_caching:
+            mark_cache_breakpoints(params)
+        apply_overrides(params, options)
         try:
             async with asyncio.timeout(timeout):
                 message = await self._sdk().messages.create(**params, timeout=timeout)

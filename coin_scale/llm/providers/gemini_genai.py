@@ -26,6 +26,7 @@ from coin_scale.llm.messages import (
     ToolResult,
     Usage,
 )
+from coin_scale.llm.providers import NO_OPTIONS, CallOptions, apply_overrides
 from coin_scale.llm.providers._errors import malformed, status_error, transport_error
 
 PROVIDER = "gemini"
@@ -110,8 +111,11 @@ def to_gemini_contents(request: ChatRequest) -> list[types.Content]:
     ]
 
 
-def to_gemini_config(request: ChatRequest, *, timeout: float) -> types.GenerateContentConfig:
-    """Generation settings, tools and the per-call timeout; nothing automatic."""
+def to_gemini_config(
+    request: ChatRequest, *, timeout: float, options: CallOptions = NO_OPTIONS
+) -> types.GenerateContentConfig:
+    """Generation settings, tools and the per-call timeout; nothing automatic. The overrides are
+    `GenerateContentConfig` fields."""
     tools = (
         [
             types.Tool(
@@ -126,15 +130,17 @@ def to_gemini_config(request: ChatRequest, *, timeout: float) -> types.GenerateC
         if request.tools
         else None
     )
-    return types.GenerateContentConfig(
-        system_instruction=request.system or None,
-        tools=tools,  # type: ignore[arg-type]
-        temperature=request.temperature,
-        max_output_tokens=request.max_tokens,
-        automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
-        automatic_continuation=False,
-        http_options=types.HttpOptions(timeout=max(1, round(timeout * 1000))),
-    )
+    settings: dict[str, Any] = {
+        "system_instruction": request.system or None,
+        "tools": tools,
+        "temperature": request.temperature,
+        "max_output_tokens": request.max_tokens,
+        "automatic_function_calling": types.AutomaticFunctionCallingConfig(disable=True),
+        "automatic_continuation": False,
+        "http_options": types.HttpOptions(timeout=max(1, round(timeout * 1000))),
+    }
+    # Gemini 2.5 caches a repeated prefix on its own (implicit caching): nothing to mark.
+    return types.GenerateContentConfig(**apply_overrides(settings, options))
 
 
 def _malformed_call(message: str, tool_names: tuple[str, ...], call_id: str) -> ToolCall | None:
@@ -204,6 +210,7 @@ def from_gemini(response: Any, tool_names: tuple[str, ...] = ()) -> ChatResponse
         usage=Usage(
             input_tokens=count("prompt_token_count") + count("tool_use_prompt_token_count"),
             output_tokens=count("candidates_token_count") + count("thoughts_token_count"),
+            cached_input_tokens=count("cached_content_token_count"),
         ),
         stop_reason=stop_reason,
         model=str(getattr(response, "model_version", "") or ""),
@@ -228,10 +235,17 @@ class GeminiGenAI:
             self._client = genai.Client(api_key=self._api_key, http_options=options)
         return self._client
 
-    async def complete(self, request: ChatRequest, *, model: str, timeout: float) -> ChatResponse:
+    async def complete(
+        self,
+        request: ChatRequest,
+        *,
+        model: str,
+        timeout: float,
+        options: CallOptions = NO_OPTIONS,
+    ) -> ChatResponse:
         try:
             contents = to_gemini_contents(request)
-            config = to_gemini_config(request, timeout=timeout)
+            config = to_gemini_config(request, timeout=timeout, options=options)
         except ValueError as err:  # pydantic validation of the request's own parts
             raise ProviderError("bad_request", str(err)[:500], provider=PROVIDER) from None
         try:

@@ -20,7 +20,9 @@ from coin_scale.llm.messages import (
     ToolCall,
     Usage,
 )
+from coin_scale.llm.providers import NO_OPTIONS, CallOptions, apply_overrides
 from coin_scale.llm.providers._errors import malformed, sdk_error
+from coin_scale.llm.providers._prefix import prefix_key
 
 PROVIDER = "openai"
 
@@ -136,12 +138,14 @@ def from_openai(completion: Any) -> ChatResponse:
             )
         )
     usage = getattr(completion, "usage", None)
+    details = getattr(usage, "prompt_tokens_details", None)
     return ChatResponse(
         text=text,
         tool_calls=tuple(calls),
         usage=Usage(
             input_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
             output_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+            cached_input_tokens=int(getattr(details, "cached_tokens", 0) or 0),
         ),
         stop_reason=str(getattr(choice, "finish_reason", "") or ""),
         model=str(getattr(completion, "model", "") or ""),
@@ -173,17 +177,30 @@ class OpenAIChat:
             self._loop = loop
         return self._client
 
-    async def complete(self, request: ChatRequest, *, model: str, timeout: float) -> ChatResponse:
+    async def complete(
+        self,
+        request: ChatRequest,
+        *,
+        model: str,
+        timeout: float,
+        options: CallOptions = NO_OPTIONS,
+    ) -> ChatResponse:
         params: dict[str, Any] = {
             "model": model,
             "messages": to_openai_messages(request),
             "temperature": request.temperature,
         }
+        official = _is_official(self._base_url)
         # api.openai.com's newer models reject `max_tokens`; compatible servers know only it.
-        limit_key = "max_completion_tokens" if _is_official(self._base_url) else "max_tokens"
-        params[limit_key] = request.max_tokens
+        params["max_completion_tokens" if official else "max_tokens"] = request.max_tokens
         if request.tools:
             params["tools"] = to_openai_tools(request)
+        if official and options.prompt_caching:
+            # OpenAI caches prefixes of 1,024 tokens or more on its own; the key routes a unit's
+            # rounds (same tools, system prompt and exemplars) to the same cache. Compatible
+            # servers may reject the field, so it goes to api.openai.com only.
+            params["prompt_cache_key"] = prefix_key(request)
+        apply_overrides(params, options)
         try:
             async with asyncio.timeout(timeout):
                 completion = await self._sdk().chat.completions.create(**params, timeout=timeout)

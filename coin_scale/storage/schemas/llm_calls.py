@@ -39,9 +39,16 @@ class Row:
     http_status: int | None
     """HTTP status of the last failed attempt."""
     input_tokens: int
-    """Input tokens billed (0 when cached)."""
+    """Input tokens billed, prompt-cache hits and writes included (0 when answered from the
+    request cache)."""
     output_tokens: int
-    """Output tokens billed (0 when cached)."""
+    """Output tokens billed (0 when answered from the request cache)."""
+    cached_input_tokens: int | None
+    """Of `input_tokens`: read from the provider's prompt cache, billed at its cached price (null
+    in rows written before schema version 2)."""
+    cache_write_tokens: int | None
+    """Of `input_tokens`: written to the provider's prompt cache (Anthropic bills them at 1.25x
+    input; null before schema version 2)."""
     cost_usd: float
     """Dollars, from the price table in configs/llm.yaml (0 when cached or unpriced)."""
     latency_ms: float
@@ -58,7 +65,7 @@ class Row:
 
 SPEC = TableSpec(
     name="llm_calls",
-    version=1,
+    version=2,
     schema=pa.schema(
         [
             pa.field("run_id", pa.string(), nullable=False),
@@ -73,6 +80,8 @@ SPEC = TableSpec(
             pa.field("http_status", pa.int32()),
             pa.field("input_tokens", pa.int64(), nullable=False),
             pa.field("output_tokens", pa.int64(), nullable=False),
+            pa.field("cached_input_tokens", pa.int64()),
+            pa.field("cache_write_tokens", pa.int64()),
             pa.field("cost_usd", pa.float64(), nullable=False),
             pa.field("latency_ms", pa.float64(), nullable=False),
             pa.field("wait_ms", pa.float64(), nullable=False),
@@ -90,7 +99,8 @@ SPEC = TableSpec(
     },
     row_type=Row,
     doc="One row per LLM request through the gateway (keyed by run_id): provider, model, tokens "
-    "in and out, dollars, latency, rate-limit wait, retries and outcome. API keys never appear.",
+    "in and out (prompt-cache reads and writes among the input), dollars, latency, rate-limit "
+    "wait, retries and outcome. API keys never appear.",
 )
 
 

@@ -20,9 +20,7 @@ from coin_scale.testing.fakeserver.server import WIRES, FakeProviderServer
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m coin_scale.testing.fakeserver", description=__doc__
-    )
+    p = argparse.ArgumentParser(prog="python -m coin_scale.testing.fakeserver", description=__doc__)
     p.add_argument("--provider", required=True, choices=sorted(WIRES))
     p.add_argument("--port", type=int, default=0, help="0: any free port (default)")
     p.add_argument("--policy", default="finish", choices=sorted(POLICIES))

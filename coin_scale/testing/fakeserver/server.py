@@ -15,7 +15,7 @@ import re
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Protocol, Self
@@ -24,6 +24,7 @@ from urllib.parse import parse_qsl
 from coin_scale.llm.messages import TOKENS_PER_IMAGE
 from coin_scale.testing.fakeserver import wire_anthropic, wire_gemini, wire_openai
 from coin_scale.testing.fakeserver.faults import WINDOW_S, Decision, FaultInjector, Faults
+from coin_scale.testing.fakeserver.prompt_cache import FakeUsage, PromptCache, segments
 from coin_scale.testing.policy import Action, CallTool, ConversationView, Policy
 
 HOST = "127.0.0.1"
@@ -42,8 +43,12 @@ class Wire(Protocol):
 
     def parse(self, body: dict[str, Any], model: str) -> ConversationView: ...
 
+    CACHE: PromptCache
+
+    def cache_pieces(self, body: dict[str, Any]) -> list[Any]: ...
+
     def reply(
-        self, action: Action, *, model: str, call_id: str, usage: tuple[int, int]
+        self, action: Action, *, model: str, call_id: str, usage: FakeUsage
     ) -> dict[str, Any]: ...
 
     def error(
@@ -76,6 +81,8 @@ class RequestRecord:
     `spend_limit`), `auth` for a wrong key, `policy` when the policy raised, or None."""
     view: ConversationView | None = None
     """The parsed request, when it parsed."""
+    usage: FakeUsage | None = None
+    """What the server billed (answered requests only)."""
 
 
 @dataclass(frozen=True)
@@ -93,7 +100,7 @@ def _digest(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
 
 
-_BASE64_RUN = re.compile(rb"[A-Za-z0-9+/=]{256,}")
+_BASE64_RUN = re.compile(rb"[A-Za-z0-9+/=_-]{256,}")
 
 
 def _input_tokens(raw: bytes, images: int) -> int:
@@ -125,7 +132,10 @@ class FakeProviderServer:
         faults: Faults | None = None,
         api_key: str | None = None,
         port: int = 0,
+        prompt_caching: bool = True,
     ) -> None:
+        """`prompt_caching`: bill repeated prefixes as the provider's prompt cache does
+        (`prompt_cache`); False bills every input token at full price."""
         if provider not in WIRES:
             raise ValueError(f"unknown provider {provider!r}; expected one of {', '.join(WIRES)}")
         self.provider = provider
@@ -135,6 +145,14 @@ class FakeProviderServer:
         self._key_digest = _digest(api_key) if api_key is not None else None
         self._port = port
         self._injector = FaultInjector(self.faults)
+        self.prompt_caching = prompt_caching
+        cache = self.wire.CACHE
+        self._cache = PromptCache(
+            cache.mode,
+            min_tokens=cache.min_tokens,
+            granularity=cache.granularity,
+            lookback=cache.lookback,
+        )
         self._lock = threading.Lock()
         self._policy_lock = threading.Lock()
         self._log: list[RequestRecord] = []
@@ -298,9 +316,27 @@ class FakeProviderServer:
         out_text = action.text
         if isinstance(action, CallTool):
             out_text += action.name + (action.raw_arguments or json.dumps(action.arguments))
-        usage = (_input_tokens(raw, view.images), max(1, len(out_text) // 4))
+        usage = self._usage(body, raw, view, out_text)
         payload = wire.reply(action, model=view.model, call_id=call_id, usage=usage)
-        return _Answer(200, _json(payload)), reply.record(200, None, view)
+        return _Answer(200, _json(payload)), replace(reply.record(200, None, view), usage=usage)
+
+    def _usage(
+        self, body: dict[str, Any], raw: bytes, view: ConversationView, out_text: str
+    ) -> FakeUsage:
+        """The tokens billed: input as providers count it, the share the provider's prompt
+        cache read or wrote (`prompt_cache`), output from the reply's text."""
+        total = _input_tokens(raw, view.images)
+        output = max(1, len(out_text) // 4)
+        if not self.prompt_caching:
+            return FakeUsage(input_tokens=total, output_tokens=output)
+        charge = self._cache.charge(view.model, segments(self.wire.cache_pieces(body)))
+        read = min(charge.read, total)
+        return FakeUsage(
+            input_tokens=total,
+            output_tokens=output,
+            cached_tokens=read,
+            cache_write_tokens=min(charge.written, total - read),
+        )
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from coin_scale.testing.fakeserver.prompt_cache import FakeUsage, PromptCache
 from coin_scale.testing.policy import Action, CallTool, ConversationView, SeenToolResult
 
 PROVIDER = "anthropic"
@@ -29,6 +30,22 @@ def presented_key(headers: Mapping[str, str], query: Mapping[str, str]) -> str |
     """The key the request presents (`headers` has lower-case names)."""
     bearer = headers.get("authorization") or ""
     return headers.get("x-api-key") or (bearer[7:] if bearer.startswith("Bearer ") else None)
+
+
+CACHE = PromptCache("explicit", min_tokens=1024)
+"""Anthropic caches only up to blocks marked `cache_control` (at least 1,024 tokens; writes are
+billed)."""
+
+
+def cache_pieces(body: dict[str, Any]) -> list[Any]:
+    """The request in the order Anthropic caches it: each tool, the system prompt's blocks, then
+    each message's blocks."""
+    system = body.get("system") or []
+    pieces: list[Any] = list(body.get("tools") or [])
+    pieces.extend(_blocks(system) if system else [])
+    for m in body["messages"]:
+        pieces.extend({"role": m.get("role"), **b} for b in _blocks(m.get("content")))
+    return pieces
 
 
 def _blocks(content: Any) -> list[dict[str, Any]]:
@@ -93,7 +110,7 @@ def parse(body: dict[str, Any], model: str) -> ConversationView:
     )
 
 
-def reply(action: Action, *, model: str, call_id: str, usage: tuple[int, int]) -> dict[str, Any]:
+def reply(action: Action, *, model: str, call_id: str, usage: FakeUsage) -> dict[str, Any]:
     """A `message` object for `action` (raw arguments are sent as a JSON string `input`)."""
     content: list[dict[str, Any]] = []
     if action.text:
@@ -113,7 +130,13 @@ def reply(action: Action, *, model: str, call_id: str, usage: tuple[int, int]) -
         "content": content,
         "stop_reason": stop,
         "stop_sequence": None,
-        "usage": {"input_tokens": usage[0], "output_tokens": usage[1]},
+        "usage": {
+            # Anthropic's input_tokens is what follows the last breakpoint only.
+            "input_tokens": usage.input_tokens - usage.cached_tokens - usage.cache_write_tokens,
+            "cache_creation_input_tokens": usage.cache_write_tokens,
+            "cache_read_input_tokens": usage.cached_tokens,
+            "output_tokens": usage.output_tokens,
+        },
     }
 
 

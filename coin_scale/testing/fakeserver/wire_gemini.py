@@ -14,6 +14,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from coin_scale.testing.fakeserver.prompt_cache import FakeUsage, PromptCache
 from coin_scale.testing.policy import Action, CallTool, ConversationView, SeenToolResult
 
 PROVIDER = "gemini"
@@ -49,6 +50,20 @@ def _result_text(response: Any) -> str:
         output = response["output"]
         return output if isinstance(output, str) else json.dumps(output)
     return json.dumps(response)
+
+
+CACHE = PromptCache("automatic", min_tokens=1024)
+"""Gemini 2.5's implicit caching: a repeated prefix of 1,024 tokens or more is a hit."""
+
+
+def cache_pieces(body: dict[str, Any]) -> list[Any]:
+    """The request in the order Gemini reads it: system instruction, tools, then each content."""
+    config = _get(body, "generationConfig") or {}
+    return [
+        _get(body, "systemInstruction") or {},
+        _get(body, "tools") or _get(config, "tools") or [],
+        *body["contents"],
+    ]
 
 
 def parse(body: dict[str, Any], model: str) -> ConversationView:
@@ -127,7 +142,7 @@ def _object_or_none(raw: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def reply(action: Action, *, model: str, call_id: str, usage: tuple[int, int]) -> dict[str, Any]:
+def reply(action: Action, *, model: str, call_id: str, usage: FakeUsage) -> dict[str, Any]:
     """A `GenerateContentResponse` for `action`."""
     parts: list[dict[str, Any]] = [{"text": action.text}] if action.text else []
     candidate: dict[str, Any] = {"index": 0, "finishReason": "STOP"}
@@ -149,9 +164,10 @@ def reply(action: Action, *, model: str, call_id: str, usage: tuple[int, int]) -
     return {
         "candidates": [candidate],
         "usageMetadata": {
-            "promptTokenCount": usage[0],
-            "candidatesTokenCount": usage[1],
-            "totalTokenCount": usage[0] + usage[1],
+            "promptTokenCount": usage.input_tokens,
+            "cachedContentTokenCount": usage.cached_tokens,
+            "candidatesTokenCount": usage.output_tokens,
+            "totalTokenCount": usage.input_tokens + usage.output_tokens,
         },
         "modelVersion": model,
         "responseId": call_id,

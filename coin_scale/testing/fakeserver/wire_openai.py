@@ -13,6 +13,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from coin_scale.testing.fakeserver.prompt_cache import FakeUsage, PromptCache
 from coin_scale.testing.policy import Action, CallTool, ConversationView, SeenToolResult
 
 PROVIDER = "openai"
@@ -54,11 +55,31 @@ def _is_error(content: str) -> bool:
     return isinstance(value, dict) and "error" in value
 
 
+CACHE = PromptCache("automatic", min_tokens=1024, granularity=128)
+"""OpenAI caches every prompt of 1,024 tokens or more, and reuses its prefix in 128-token
+steps."""
+
+_REASONING = re.compile(r"^(o\d|gpt-5)")
+
+
+def cache_pieces(body: dict[str, Any]) -> list[Any]:
+    """The request in the order OpenAI caches it: tools, then each message."""
+    return [body.get("tools") or [], *body["messages"]]
+
+
 def parse(body: dict[str, Any], model: str) -> ConversationView:
     """The request as a policy sees it."""
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise ValueError("'messages' must be a non-empty list")
+    name = str(body.get("model") or model)
+    temperature = body.get("temperature")
+    if _REASONING.match(name) and temperature is not None and temperature != 1:
+        # What api.openai.com answers a reasoning model sent another temperature.
+        raise ValueError(
+            f"Unsupported value: 'temperature' does not support {temperature} with this model. "
+            "Only the default (1) value is supported."
+        )
     system: list[str] = []
     user_texts: list[str] = []
     results: list[tuple[str, str, str]] = []  # call id, name, content
@@ -113,7 +134,7 @@ def parse(body: dict[str, Any], model: str) -> ConversationView:
     )
 
 
-def reply(action: Action, *, model: str, call_id: str, usage: tuple[int, int]) -> dict[str, Any]:
+def reply(action: Action, *, model: str, call_id: str, usage: FakeUsage) -> dict[str, Any]:
     """A `chat.completion` object for `action`."""
     message: dict[str, Any] = {"role": "assistant", "content": action.text or None, "refusal": None}
     finish = "stop"
@@ -138,9 +159,10 @@ def reply(action: Action, *, model: str, call_id: str, usage: tuple[int, int]) -
         "model": model,
         "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
         "usage": {
-            "prompt_tokens": usage[0],
-            "completion_tokens": usage[1],
-            "total_tokens": usage[0] + usage[1],
+            "prompt_tokens": usage.input_tokens,
+            "completion_tokens": usage.output_tokens,
+            "total_tokens": usage.input_tokens + usage.output_tokens,
+            "prompt_tokens_details": {"cached_tokens": usage.cached_tokens, "audio_tokens": 0},
         },
     }
 
