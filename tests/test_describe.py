@@ -99,3 +99,57 @@ def test_the_tools_offer_describe_and_summarize_and_report_failures() -> None:
                            describer=SimpleNamespace(describe=lambda images: ["x"] * len(images)))  # fmt: skip
     names = [s.name for s in only.specs()]
     assert "describe" in names and "summarize" not in names
+
+
+class PricedComplete(ScriptedComplete):
+    """Like `ScriptedComplete`, each reply billed 1,000 tokens and $0.25 (none when `cached`)."""
+
+    def __init__(self, *texts: str, cached: bool = False) -> None:
+        super().__init__(*texts)
+        self.cached = cached
+
+    async def __call__(self, request, meta):  # noqa: ANN001, ANN204
+        self.requests.append((request, meta))
+        usage = SimpleNamespace(total=1000)
+        return SimpleNamespace(
+            response=SimpleNamespace(text=self.texts.pop(0), usage=usage),
+            cost_usd=0.0 if self.cached else 0.25, cached=self.cached,
+        )  # fmt: skip
+
+
+def test_describe_calls_are_charged_to_the_units_budget() -> None:
+    import asyncio
+
+    from coin_scale.agent.budget import SweepBudget
+    from coin_scale.agent.loop import AgentConfig, explain_unit
+    from coin_scale.agent.subject import ExemplarImage
+    from coin_scale.testing.chat import policy_chat
+    from coin_scale.testing.policy import CallTool, Scripted
+
+    exemplar = io.BytesIO()
+    Image.new("RGB", (32, 32)).save(exemplar, format="PNG")
+    subject = UnitSubject(model="m", layer="l", unit=4, exemplars=(
+        ExemplarImage(png=exemplar.getvalue(), activation=1.0),
+    ))  # fmt: skip
+    describe = CallTool(name="describe", arguments={"images": ["ex-0"]})
+    policy = Scripted((describe, describe, describe, describe))
+
+    def run(max_usd: float, *, cached: bool = False):  # noqa: ANN202
+        describer = GatewayDescriber(
+            PricedComplete(*["1: a cat"] * 4, cached=cached), "meta", model="cheap"
+        )
+        tools = ExperimentTools(subject, ZeroMeter(), RenderTools(), describer=describer)
+        sweep = SweepBudget()
+        outcome = asyncio.run(explain_unit(
+            subject, tools, policy_chat(policy), config=AgentConfig(max_rounds=4, max_usd=max_usd),
+            sweep_budget=sweep, run_id="r", explainer="openai", llm_model="m",
+        ))  # fmt: skip
+        return outcome, sweep
+
+    # $0.25 a describe call against a $0.6 unit budget: the third round is refused, cleanly.
+    outcome, sweep = run(0.6)
+    assert outcome.status == "failed" and outcome.error and "budget" in outcome.error
+    assert outcome.cost_usd == pytest.approx(0.5) and sweep.usd == pytest.approx(0.5)
+    # Answered from the request cache: nothing paid, nothing charged.
+    outcome, sweep = run(0.6, cached=True)
+    assert outcome.error and "budget" not in outcome.error and sweep.usd == 0.0

@@ -13,6 +13,7 @@ from coin_scale.eval.generated import (
     generated_activations,
     generated_score,
     predictive_prompts,
+    unit_prompts,
 )
 
 
@@ -22,6 +23,30 @@ def test_every_prompt_depicts_the_label_and_none_of_the_neutral_ones_do() -> Non
     assert not any("cat" in p for p in NEUTRAL_PROMPTS)
     with pytest.raises(ValueError, match="empty label"):
         predictive_prompts("   ")
+
+
+def test_the_agents_own_test_prompts_come_first() -> None:
+    agent = ("a dog on a lawn", "a puppy in the grass")
+    assert unit_prompts("dog", agent) == (agent, "agent")
+    assert unit_prompts("dog", ()) == (predictive_prompts("dog"), "template")
+    s = generated_score([2.0, 3.0], [1.0] * 5, agent, NEUTRAL_PROMPTS, prompts_from="agent")
+    assert s.prompts_from == "agent" and "the agent's 2 prompts" in s.summary()
+
+
+def test_finish_takes_test_prompts_only_with_a_generator() -> None:
+    import jsonschema
+
+    from coin_scale.agent.tools import answer_from_arguments, finish_parameters
+
+    answer = {"label": "dog", "description": "dogs", "confidence": 0.5, "evidence": []}
+    with_prompts = dict(answer, test_prompts=["a  dog on\ta lawn"])
+    jsonschema.validate(with_prompts, finish_parameters(test_prompts=True))
+    assert answer_from_arguments(with_prompts).test_prompts == ("a dog on a lawn",)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(with_prompts, finish_parameters(test_prompts=False))
+    with pytest.raises(jsonschema.ValidationError):  # at most five
+        jsonschema.validate(dict(answer, test_prompts=["a dog"] * 6), finish_parameters(test_prompts=True))
+    assert answer_from_arguments(answer).test_prompts == ()
 
 
 def test_a_label_that_drives_the_unit_scores_above_chance() -> None:

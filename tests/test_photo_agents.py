@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 import run_sweep
+from coin_scale.runtime.pools import GENERATOR_POOL_STARTS
 from coin_scale.storage import connect
-from coin_scale.testing.agent_policies import PhotoExperimenter
+from coin_scale.testing.agent_policies import TEST_PROMPTS, PhotoExperimenter
 from coin_scale.testing.fakeserver import FakeProviderServer
 
 KEY = "sk-planted-photo-agents-5150"
@@ -61,8 +62,11 @@ def test_agents_generate_images_and_edit_a_photo_exemplar(
 ):
     env.setenv(KEY_ENV[provider], KEY)
     wh = tmp_path / "wh"
+    starts = GENERATOR_POOL_STARTS[0]
     with FakeProviderServer(provider, PhotoExperimenter(), api_key=KEY) as server:
         assert run_sweep.main(_argv(photos, wh, provider, server.base_url)) == 0
+    # The agents and the predictive evaluation share one set of diffusion workers.
+    assert GENERATOR_POOL_STARTS[0] - starts == 1
     out = capsys.readouterr().out
     outcome = json.loads(out[out.index("{") :])
     units = outcome["positive"]
@@ -121,13 +125,13 @@ def test_agents_generate_images_and_edit_a_photo_exemplar(
     assert first.count("<img ") == len(images) // len(units) and "missing image" not in first
     assert "Hypothesis: the unit responds to animals on grass" in first
 
-    # MAIA's predictive evaluation: each label's five prompts against five neutral ones, the
-    # images generated on the render pool and measured on the unit; in the JSON, the table, the
-    # report.
+    # MAIA's predictive evaluation: the agent's own test prompts (its finish) against five
+    # neutral ones, the images generated on the render pool and measured on the unit; in the
+    # JSON, the table, the report.
     for u in units:
         g = u["generated"]
-        assert g is not None and len(g["positive_prompts"]) == len(g["neutral_prompts"]) == 5
-        assert all(u["label"] in prompt for prompt in g["positive_prompts"])
+        assert g is not None and g["prompts_from"] == "agent"
+        assert tuple(g["positive_prompts"]) == TEST_PROMPTS and len(g["neutral_prompts"]) == 5
         assert 0.0 <= g["auc"] <= 1.0 and g["delta"] == pytest.approx(
             g["mean_positive"] - g["mean_neutral"]
         )
@@ -141,10 +145,14 @@ def test_agents_generate_images_and_edit_a_photo_exemplar(
                   "generated_mean_positive")
     }  # fmt: skip
     assert {json.loads(r[3])["protocol"] for r in predictive} == {"generated images (MAIA)"}
+    assert {json.loads(r[3])["prompts_from"] for r in predictive} == {"agent"}
     assert report.count('class="kv generated"') == len(units)
-    # 3 images per unit by its agent, 5 neutral images and 5 per distinct label for the scores
-    labels = {u["label"] for u in units}
-    assert outcome["rendered_images"]["render_pool"] == 3 * len(units) + 5 + 5 * len(labels)
+    assert "generated images: the agent&#x27;s 3 prompts" in report or (
+        "generated images: the agent's 3 prompts" in report
+    )
+    # 3 images per unit by its agent, 5 neutral images and the agents' 3 test prompts (the same
+    # for every unit here: generated once)
+    assert outcome["rendered_images"]["render_pool"] == 3 * len(units) + 5 + 3
 
     # The describe model's calls are in the ledger under its own name: two per unit.
     ledger = con.sql(

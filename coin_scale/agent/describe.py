@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import io
 import re
+import threading
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -92,6 +93,15 @@ class GatewayDescriber:
         self.meta = meta
         self.model = model
         """The describe model, named in the tool list."""
+        self._spent = (0, 0.0)
+        self._lock = threading.Lock()
+
+    def take_spend(self) -> tuple[int, float]:
+        """Tokens and dollars of the calls since the last take: the agent loop charges them to
+        the unit's and the sweep's budgets (a call answered from the request cache costs 0)."""
+        with self._lock:
+            spent, self._spent = self._spent, (0, 0.0)
+        return spent
 
     def _ask(self, request: ChatRequest) -> str:
         from coin_scale.llm.gateway import GatewayFailed
@@ -100,6 +110,12 @@ class GatewayDescriber:
             reply = asyncio.run(self._call(request))
         except (GatewayFailed, RuntimeError) as err:  # failed for good, or its actors lost
             raise DescribeFailed(f"the describe model's call failed: {err}") from None
+        if not getattr(reply, "cached", False):
+            usage = getattr(reply.response, "usage", None)
+            tokens = int(getattr(usage, "total", 0) or 0)
+            with self._lock:
+                usd = float(getattr(reply, "cost_usd", 0.0) or 0.0)
+                self._spent = (self._spent[0] + tokens, self._spent[1] + usd)
         return str(reply.response.text or "").strip()
 
     async def _call(self, request: ChatRequest) -> Any:

@@ -11,7 +11,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import jsonschema
@@ -125,6 +125,9 @@ class AgentOutcome:
     description: str | None = None
     confidence: float | None = None
     evidence: tuple[str, ...] = ()
+    test_prompts: tuple[str, ...] = ()
+    """The agent's prompts for testing its label on generated images (`finish`'s optional
+    `test_prompts`); empty when it gave none."""
     error: str | None = None
     rounds: int = 0
     """LLM replies received."""
@@ -256,6 +259,7 @@ class _UnitRun:
         return self.outcome(
             "ok", label=answer.label, description=answer.description,
             confidence=answer.confidence, evidence=answer.evidence,
+            test_prompts=answer.test_prompts,
         )  # fmt: skip
 
     def failed(
@@ -323,6 +327,13 @@ async def _loop(
         response = result.response
         if response.tool_calls:
             record, done, finish_error = await _run_calls(r, response, tools, run, config)
+            tokens, usd = tools.take_spend()  # describe / summarize: the unit's budget too
+            budget.charge(tokens, usd)
+            if sweep is not None:
+                sweep.charge(tokens, usd)
+            run.cost += usd
+            if done is not None:
+                done = replace(done, cost_usd=run.cost)
             if done is not None:
                 return done
             if final and finish_error is not None:

@@ -75,6 +75,9 @@ class FinishAnswer:
     """In [0, 1]."""
     evidence: tuple[str, ...] = ()
     """Short strings or image ids supporting it."""
+    test_prompts: tuple[str, ...] = ()
+    """Text-to-image prompts of images that should drive the unit if the label is right (offered
+    with an image generator): MAIA's predictive evaluation tests the label on them."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -132,6 +135,30 @@ FINISH_PARAMETERS: dict[str, Any] = {
 }  # fmt: skip
 """JSON Schema of `finish` (and of a final answer given as JSON text)."""
 
+MAX_TEST_PROMPTS = 5
+"""Test prompts a `finish` may give (MAIA's predictive evaluation uses five)."""
+
+TEST_PROMPTS_PARAMETER: dict[str, Any] = {
+    "type": "array", "minItems": 1, "maxItems": MAX_TEST_PROMPTS,
+    "items": {"type": "string", "minLength": 3, "maxLength": 200, "pattern": "\\S"},
+    "description": "Optional: up to 5 text-to-image prompts for new images that should make the "
+    "unit fire strongly if your label is right, varied in setting and composition (e.g. 'a red "
+    "star painted on a brick wall'); the label is tested on the images they generate against "
+    "neutral ones.",
+}  # fmt: skip
+"""`finish`'s `test_prompts`, offered when the agents have a text-to-image generator."""
+
+
+def finish_parameters(*, test_prompts: bool) -> dict[str, Any]:
+    """`finish`'s schema, with the optional `test_prompts` when the label can be tested on
+    generated images."""
+    if not test_prompts:
+        return FINISH_PARAMETERS
+    return {
+        **FINISH_PARAMETERS,
+        "properties": {**FINISH_PARAMETERS["properties"], "test_prompts": TEST_PROMPTS_PARAMETER},
+    }
+
 
 def answer_from_arguments(arguments: Mapping[str, Any]) -> FinishAnswer:
     """The answer of validated `finish` arguments."""
@@ -140,6 +167,7 @@ def answer_from_arguments(arguments: Mapping[str, Any]) -> FinishAnswer:
         description=str(arguments["description"]).strip(),
         confidence=float(arguments["confidence"]),
         evidence=tuple(str(e) for e in arguments.get("evidence", ())),
+        test_prompts=tuple(" ".join(str(p).split()) for p in arguments.get("test_prompts", ())),
     )
 
 
@@ -435,9 +463,15 @@ class ExperimentTools:
         specs["finish"] = ToolSpec(
             name="finish",
             description="Give the final explanation of the unit; ends the experiment.",
-            parameters=FINISH_PARAMETERS,
+            parameters=finish_parameters(test_prompts="text2image" in self._handlers),
         )
         return tuple(specs[name] for name in self._handlers)
+
+    def take_spend(self) -> tuple[int, float]:
+        """Tokens and dollars the tools spent on LLM calls of their own (the describe model)
+        since the last take; (0, 0.0) without such tools."""
+        take = getattr(self.describer, "take_spend", None)
+        return take() if callable(take) else (0, 0.0)
 
     def specs(self) -> tuple[ToolSpec, ...]:
         """The tools offered, in a fixed order."""

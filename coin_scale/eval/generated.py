@@ -7,9 +7,10 @@ higher activations: the scores are both means, their difference, the AUC of posi
 neutral (the chance that a positive image outscores a neutral one; 0.5 is no better than chance)
 and Cohen's d.
 
-The prompts here are templates (`predictive_prompts`), the same for every explainer, so offline,
-clip and LLM labels are scored alike; MAIA asks an LLM for them instead. The neutral prompts are
-shared by every unit of a run, so their images are generated once. Pure functions apart from
+The positive prompts are the LLM agent's own when it gave some (`finish`'s `test_prompts`, as
+MAIA asks its agent), else templates of the label (`predictive_prompts`), the same for every
+explainer, so offline and clip labels are scored too; `prompts_from` says which. The neutral
+prompts are shared by every unit of a run, so their images are generated once. Pure functions apart from
 `generated_activations`, which a model replica runs (`ModuleCall`).
 """
 
@@ -65,12 +66,15 @@ class GeneratedScore:
     """delta over the pooled standard deviation (NaN when both sets are constant)."""
     positive_prompts: tuple[str, ...]
     neutral_prompts: tuple[str, ...]
+    prompts_from: str = "template"
+    """`agent` (the LLM agent's own test prompts, MAIA's protocol) or `template`."""
 
     def summary(self) -> str:
         """One line for the output."""
         d = "—" if not math.isfinite(self.cohens_d) else f"{self.cohens_d:.2f}"
+        whose = "the agent's" if self.prompts_from == "agent" else "the label's"
         return (
-            f"generated images: the label's {len(self.positive_prompts)} prompts "
+            f"generated images: {whose} {len(self.positive_prompts)} prompts "
             f"{self.mean_positive:.3g} vs {len(self.neutral_prompts)} neutral "
             f"{self.mean_neutral:.3g} (AUC {self.auc:.2f}, d {d})"
         )
@@ -84,6 +88,13 @@ def predictive_prompts(label: str) -> tuple[str, ...]:
     return tuple(t.format(label=words) for t in POSITIVE_TEMPLATES)
 
 
+def unit_prompts(label: str, agent_prompts: Sequence[str]) -> tuple[tuple[str, ...], str]:
+    """(the positive prompts, where they came from): the agent's, else the label's templates."""
+    if agent_prompts:
+        return tuple(agent_prompts), "agent"
+    return predictive_prompts(label), "template"
+
+
 def _auc(positive: np.ndarray, neutral: np.ndarray) -> float:
     greater = (positive[:, None] > neutral[None, :]).sum()
     ties = (positive[:, None] == neutral[None, :]).sum()
@@ -95,6 +106,8 @@ def generated_score(
     neutral: Sequence[float],
     positive_prompts: Sequence[str],
     neutral_prompts: Sequence[str],
+    *,
+    prompts_from: str = "template",
 ) -> GeneratedScore:
     """The score of a label from the unit's activations on its images and the neutral ones."""
     pos, neu = np.asarray(positive, np.float64), np.asarray(neutral, np.float64)
@@ -107,6 +120,7 @@ def generated_score(
         mean_positive=float(pos.mean()), mean_neutral=float(neu.mean()), delta=delta,
         auc=_auc(pos, neu), cohens_d=delta / pooled if pooled > 0 else math.nan,
         positive_prompts=tuple(positive_prompts), neutral_prompts=tuple(neutral_prompts),
+        prompts_from=prompts_from,
     )  # fmt: skip
 
 

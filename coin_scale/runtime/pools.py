@@ -46,6 +46,11 @@ _Pool = TypeVar("_Pool", bound=Any)
 _kept: list[RaySession] = []
 """Sessions started inside `keep_ray`, closed when its outermost block ends."""
 _keeping = 0
+GENERATOR_POOL_STARTS = [0]
+"""How many agents' render pools this process has started (the tests count them)."""
+_held_generators: dict[str, tuple[RenderPool, ExitStack]] = {}
+"""The agents' render pools opened inside `keep_ray` (by generator), shut down when its outermost
+block ends: a sweep's agents and its predictive evaluation share one set of diffusion workers."""
 
 
 @contextmanager
@@ -59,6 +64,9 @@ def keep_ray() -> Iterator[None]:
     finally:
         _keeping -= 1
         if _keeping == 0:
+            while _held_generators:
+                _, (_, stack) = _held_generators.popitem()
+                stack.close()
             while _kept:
                 _kept.pop().close()
 
@@ -227,11 +235,34 @@ DIFFUSION_REQUEST_S = 1800.0
 
 @contextmanager
 def agents_render_pool(generator: ImageGenerator, *, address: str | None) -> Iterator[RenderPool]:
-    """The agents' render pool for `generator` (see `generator_pool_config`), ready."""
+    """The agents' render pool for `generator` (see `generator_pool_config`), ready. Inside
+    `keep_ray`, a pool that reserves no GPU starts once and is kept for the block (diffusion
+    workers load their pipelines for minutes on a CPU); one that holds GPUs is shut down on exit,
+    so the stages in between can place their model replicas there."""
+    import json
+    from dataclasses import asdict
+
     session = _connect(address)
     try:
-        with render_pool(generator_pool_config(generator), address=address) as pool:
-            yield pool
+        config = generator_pool_config(generator)
+        if not _keeping or config.gpus_each > 0:
+            GENERATOR_POOL_STARTS[0] += 1
+            with render_pool(config, address=address) as pool:
+                yield pool
+            return
+        key = json.dumps([asdict(generator), address], sort_keys=True, default=str)
+        if key not in _held_generators:
+            GENERATOR_POOL_STARTS[0] += 1
+            stack = ExitStack()
+            stack.callback(_connect(address).close)
+            try:
+                _held_generators[key] = (
+                    stack.enter_context(render_pool(config, address=address)), stack
+                )
+            except BaseException:
+                stack.close()
+                raise
+        yield _held_generators[key][0]
     finally:
         session.close()
 

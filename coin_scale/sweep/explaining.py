@@ -134,7 +134,7 @@ def with_trajectory(
         )  # fmt: skip
         for r in sorted(outcome.experiments, key=lambda r: (r.round, r.step))
     )
-    return replace(f, trajectory=steps)
+    return replace(f, trajectory=steps, test_prompts=outcome.test_prompts)
 
 
 def with_explanation(

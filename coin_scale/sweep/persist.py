@@ -65,6 +65,7 @@ def generated_rows(run_id: str, e: ClassExplanation) -> list[dict]:
         details = json.dumps({
             "protocol": "generated images (MAIA)", "label": f.label, "explainer": f.explainer,
             "positive_prompts": list(g.positive_prompts), "neutral_prompts": list(g.neutral_prompts),
+            "prompts_from": g.prompts_from,
         })  # fmt: skip
         for metric, value in (
             ("generated_auc", g.auc), ("generated_delta", g.delta),

@@ -103,6 +103,9 @@ class UnitFinding:
     diffusion`): its activation on images of the label's prompts against neutral ones."""
     trajectory: tuple[TrajectoryStep, ...] = ()
     """An LLM agent's experiments on the unit, round by round (empty for other explainers)."""
+    test_prompts: tuple[str, ...] = ()
+    """The LLM agent's prompts for testing its label on generated images (its `finish`); the
+    predictive evaluation uses them instead of the templates."""
 
 
 @dataclass(frozen=True, kw_only=True)

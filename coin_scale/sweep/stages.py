@@ -71,7 +71,9 @@ def prepare(config: SweepConfig, run_id: str) -> SweepInputs:
 
         try:
             clip = image_text_explainer(
-                config.explainer, config.clip, open_encoders=image_text_opener(address=config.run.address)
+                config.explainer,
+                config.clip,
+                open_encoders=image_text_opener(address=config.run.address),
             )
         except ValueError as err:
             raise UserError(f"--explainer {config.explainer}: {err}") from None
@@ -171,7 +173,9 @@ def attribute(state: SweepState) -> None:
         state.notes.append(guidance)
     sel = config.selection
     if sel.select is not None:  # the units chosen by hand, each on its side of the logit
-        state.positive, state.negative = _chosen(contributions, i.layer, sel.select.units_of(i.layer.name) or ())
+        state.positive, state.negative = _chosen(
+            contributions, i.layer, sel.select.units_of(i.layer.name) or ()
+        )
         return
     state.positive = _findings(contributions, i.layer, contributions.top(sel.top_k))
     if sel.negatives:
@@ -254,7 +258,9 @@ def score(state: SweepState) -> None:
     from coin_scale.sweep.scoring import score_findings
 
     scoring = load_scoring_set(
-        i.payload, single_object=i.single_object, progress=config.run.progress,
+        i.payload,
+        single_object=i.single_object,
+        progress=config.run.progress,
         open_renderer=render_opener(address=config.run.address),  # rendered on the render pool
     )
     state.scoring_images = int(scoring.pixels.shape[0])
@@ -289,7 +295,7 @@ def predict_on_generated(state: SweepState) -> None:
         GeneratedScore,
         generated_activations,
         generated_score,
-        predictive_prompts,
+        unit_prompts,
     )
     from coin_scale.runtime.pools import agents_render_pool
 
@@ -298,18 +304,19 @@ def predict_on_generated(state: SweepState) -> None:
     labelled = [f for group in groups for f in group if f.label and f.status == "ok"]
     if not labelled or not config.generator.generates:
         return
-    labels = sorted({str(f.label) for f in labelled})
+    # Each distinct prompt set is generated once (units that share a label share templates).
+    prompts_of = {(f.layer, f.unit): unit_prompts(str(f.label), f.test_prompts) for f in labelled}
     began = time.perf_counter()
     with (
         agents_render_pool(config.generator, address=config.run.address) as pool,
         PooledGenerator(pool) as pooled,
     ):
         images = list(pooled.generate(list(NEUTRAL_PROMPTS), SEED))
-        rows: dict[str, list[int]] = {}
-        for label in labels:
-            prompts = predictive_prompts(label)
-            rows[label] = list(range(len(images), len(images) + len(prompts)))
-            images += pooled.generate(list(prompts), SEED)
+        rows: dict[tuple[str, ...], list[int]] = {}
+        for prompts, _ in sorted(set(prompts_of.values())):
+            if prompts not in rows:
+                rows[prompts] = list(range(len(images), len(images) + len(prompts)))
+                images += pooled.generate(list(prompts), SEED)
     pixels = torch.stack([i.payload.preprocess.load(image) for image in images])
     neutral = list(range(len(NEUTRAL_PROMPTS)))
     pre = i.payload.preprocess
@@ -325,22 +332,24 @@ def predict_on_generated(state: SweepState) -> None:
         for f in labelled:
             if f.layer == layer:
                 col = units.index(f.unit)
+                prompts, source = prompts_of[(layer, f.unit)]
                 scored[(layer, f.unit)] = generated_score(
-                    acts[rows[str(f.label)], col], acts[neutral, col],
-                    predictive_prompts(str(f.label)), NEUTRAL_PROMPTS,
+                    acts[rows[prompts], col], acts[neutral, col], prompts, NEUTRAL_PROMPTS,
+                    prompts_from=source,
                 )  # fmt: skip
 
     def attach(fs: list[UnitFinding]) -> list[UnitFinding]:
         return [
             replace(f, generated=scored.get((f.layer, f.unit)))
-            if f.label and f.status == "ok" else f
+            if f.label and f.status == "ok"
+            else f
             for f in fs
         ]
 
     state.positive, state.negative, state.nodes = (attach(g) for g in groups)
     log.info(
-        "predictive evaluation: %d labels on %d generated images in %.1f s",
-        len(labels), len(images), time.perf_counter() - began,
+        "predictive evaluation: %d units on %d generated images in %.1f s",
+        len(prompts_of), len(images), time.perf_counter() - began,
     )  # fmt: skip
 
 
@@ -452,7 +461,10 @@ def _findings(
     """One finding per (unit, contribution), ranked in the order given."""
     return [
         UnitFinding(
-            layer=layer.name, unit=unit, rank=rank, contribution=value,
+            layer=layer.name,
+            unit=unit,
+            rank=rank,
+            contribution=value,
             share=value / c.logit if c.logit > 0 else math.nan,
         )  # fmt: skip
         for rank, (unit, value) in enumerate(ranked)

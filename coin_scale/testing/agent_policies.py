@@ -248,12 +248,21 @@ class ExperimenterPolicy:
         )
 
 
+TEST_PROMPTS: tuple[str, ...] = (
+    "a dog lying on a lawn",
+    "a close-up photo of a puppy in the grass",
+    "two dogs running across a green field",
+)
+"""The `photo-experimenter`'s prompts for testing its label on generated images."""
+
+
 @dataclass(frozen=True)
 class PhotoExperimenter:
     """What an agent does on photographs (MAIA's experiments): the exemplars (plain and masked),
     two of them described and three summarized, the top one's firing region at full resolution,
     images generated from text, the top exemplar edited by
-    instruction, then a label from the generated image that moved the unit most. Each step runs
+    instruction, then a label from the generated image that moved the unit most, with
+    `TEST_PROMPTS` to test it on (when a generator is offered). Each step runs
     once when its tool is offered; a step whose call failed is not retried. Requests without
     tools (the describe model's) get numbered captions or a one-sentence summary."""
 
@@ -314,16 +323,16 @@ class PhotoExperimenter:
                 f"edit {parent['id']} -> {image['id']} ({image.get('prompt')}): "
                 f"{parent['activation']:.4g} -> {image['activation']:.4g}"
             )
-        return CallTool(
-            name="finish",
-            arguments={
-                "label": label[:80],
-                "description": "The generated image that drove the unit most, and how editing "
-                "the top exemplar changed its activation.",
-                "confidence": 0.3,
-                "evidence": evidence[:20],
-            },
-        )
+        arguments: dict[str, Any] = {
+            "label": label[:80],
+            "description": "The generated image that drove the unit most, and how editing "
+            "the top exemplar changed its activation.",
+            "confidence": 0.3,
+            "evidence": evidence[:20],
+        }
+        if "text2image" in view.tools:  # `finish` then takes prompts to test the label on
+            arguments["test_prompts"] = list(TEST_PROMPTS)
+        return CallTool(name="finish", arguments=arguments)
 
 
 def _caption(view: ConversationView) -> str:
@@ -331,7 +340,9 @@ def _caption(view: ConversationView) -> str:
     for a summarize request (told apart by the request's text)."""
     if any("in common" in text for text in view.user_texts):
         return f"All {view.images} images show a furry animal outdoors."
-    return "\n".join(f"{i + 1}: a photo with a bright patch, image {i + 1}" for i in range(view.images))
+    return "\n".join(
+        f"{i + 1}: a photo with a bright patch, image {i + 1}" for i in range(view.images)
+    )
 
 
 @dataclass(frozen=True)
