@@ -130,3 +130,40 @@ def test_decoding_a_batch_on_threads_gives_the_same_pixels_and_failures(probe_di
     assert one.failures == many.failures and len(one.failures) == 1
     assert decode_threads(torch.device("cpu"), 16) == 1
     assert decode_threads(torch.device("cuda"), 8) == 7 and decode_threads(torch.device("cuda"), 1) == 1
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
+def test_loading_resamples_only_the_crop_and_matches_resize_then_crop(interpolation: str) -> None:
+    """`Preprocess.load` resamples only the centre crop's region; against torchvision's resize of
+    the whole image then crop, every pixel is within 2 grey levels (mean under 0.1)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms import functional as F
+
+    pre = Preprocess(resize=232, crop=224, interpolation=interpolation)
+    rng = np.random.default_rng(0)
+    cases = [((500, 375), "RGB", "JPEG"), ((375, 500), "RGB", "JPEG"), ((1024, 683), "L", "JPEG"),
+             ((240, 240), "RGBA", "PNG"), ((120, 90), "RGB", "PNG"), ((2000, 233), "RGB", "JPEG")]  # fmt: skip
+    for size, mode, fmt in cases:
+        base = rng.integers(0, 255, (size[1] // 8 + 1, size[0] // 8 + 1, 3), dtype=np.uint8)
+        smooth = Image.fromarray(base).resize(size, Image.Resampling.BICUBIC).convert(mode)
+        buf = io.BytesIO()
+        smooth.save(buf, format=fmt)
+
+        data = buf.getvalue()
+
+        def opened(data: bytes = data) -> Image.Image:
+            return Image.open(io.BytesIO(data))
+
+        got = pre.load(opened()).numpy().astype(int)
+        ref_image = opened()
+        if fmt == "JPEG":
+            ref_image.draft("RGB", (232, 232))
+        ref_image = F.resize(ref_image.convert("RGB"), [232], interpolation=InterpolationMode(interpolation))
+        ref = F.pil_to_tensor(F.center_crop(ref_image, [224])).numpy().astype(int)
+        assert got.shape == ref.shape == (3, 224, 224)
+        diff = np.abs(got - ref)
+        assert diff.max() <= 2 and diff.mean() < 0.1, (size, mode, diff.max(), diff.mean())

@@ -10,6 +10,14 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as F
 
+_PIL_FILTERS = {
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "nearest": Image.Resampling.NEAREST,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+"""torchvision's interpolation names -> the PIL filters its PIL path uses."""
+
 
 @dataclass(frozen=True, kw_only=True)
 class Preprocess:
@@ -47,14 +55,39 @@ class Preprocess:
         return asdict(self)
 
     def load(self, image: Image.Image) -> torch.Tensor:
-        """One RGB PIL image -> uint8 tensor (channel, crop, crop), resized and centre-cropped."""
+        """One RGB PIL image -> uint8 tensor (channel, crop, crop), resized and centre-cropped.
+
+        Only the crop's region is resampled (PIL's `resize(box=...)` with the scale of the whole
+        resize, so each output pixel is computed from the same source pixels): 13% less time per
+        ImageNet photo than resizing all of it and cropping, within 2 grey levels of that
+        (`tests/test_models.py`)."""
         if image.format == "JPEG":
             # Let libjpeg decode at a reduced scale when the image is much larger than needed.
             image.draft("RGB", (self.resize, self.resize))
-        image = image.convert("RGB")
-        image = F.resize(image, [self.resize], interpolation=InterpolationMode(self.interpolation))
-        image = F.center_crop(image, [self.crop])
-        return F.pil_to_tensor(image)
+        if image.mode != "RGB":
+            image = image.convert("RGB")
+        filters = _PIL_FILTERS.get(self.interpolation)
+        box = self._crop_box(*image.size)
+        if filters is None or box is None:  # the general path (and torchvision's padding)
+            image = F.resize(
+                image, [self.resize], interpolation=InterpolationMode(self.interpolation)
+            )
+            return F.pil_to_tensor(F.center_crop(image, [self.crop]))
+        return F.pil_to_tensor(image.resize((self.crop, self.crop), filters, box=box))
+
+    def _crop_box(self, width: int, height: int) -> tuple[float, float, float, float] | None:
+        """The centre crop of torchvision's resize (short side to `resize`, the long side's size
+        truncated as it does) in the source's coordinates; None when the crop does not fit."""
+        if width <= height:
+            new_w, new_h = self.resize, int(self.resize * height / width)
+        else:
+            new_w, new_h = int(self.resize * width / height), self.resize
+        if new_w < self.crop or new_h < self.crop:
+            return None
+        left = int(round((new_w - self.crop) / 2.0))
+        top = int(round((new_h - self.crop) / 2.0))
+        sx, sy = width / new_w, height / new_h
+        return (left * sx, top * sy, (left + self.crop) * sx, (top + self.crop) * sy)
 
     def normalize(self, batch: torch.Tensor) -> torch.Tensor:
         """uint8 (batch, channel, height, width) -> normalised float32, same shape and memory format.
