@@ -71,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--probe", default="rendered",
                    help="rendered (default, cached), a folder of images, or none")  # fmt: skip
     p.add_argument("--probe-images", type=int, default=1000, help="size of the rendered probe set")
+    p.add_argument("--probe-renderer", default="procedural", choices=("procedural", "generator"),
+                   help="what renders the rendered probe and scoring sets: the render pool's "
+                   "procedural workers (default) or the --image-generator backend's (unity or "
+                   "diffusion; cached apart)")  # fmt: skip
     p.add_argument("--explainer", default="offline",
                    help=f"how units are explained (default offline). {explainer_help()}")  # fmt: skip
     add_clip_args(p)
@@ -127,7 +131,8 @@ def sweep_config(args: argparse.Namespace) -> SweepConfig:
         target=group(c.TargetConfig),  # type: ignore[arg-type]
         selection=group(c.SelectionConfig, select=select),  # type: ignore[arg-type]
         chain=group(c.ChainConfig),  # type: ignore[arg-type]
-        probe=c.ProbeConfig(probe=probe, probe_images=args.probe_images, exemplars=args.exemplars),
+        probe=c.ProbeConfig(probe=probe, probe_images=args.probe_images, exemplars=args.exemplars,
+                            renderer=args.probe_renderer),  # fmt: skip
         explainer=args.explainer, llm=llm, scoring=group(c.ScoringConfig),  # type: ignore[arg-type]
         clip=clip_config(args) if entry.image_text or (entry.uses_llm and clip_given(args)) else None,
         run=group(c.RunConfig), dry_run=args.dry_run,  # type: ignore[arg-type]

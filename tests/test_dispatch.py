@@ -26,12 +26,22 @@ def _actors(ray: Any, n: int) -> list[Any]:
     return actors
 
 
+def _kill(ray: Any, actor: Any) -> None:
+    """Kill `actor` and wait until it is dead: `ray.kill` only asks, and an actor that has not
+    died yet may still answer the first calls sent to it."""
+    from ray.exceptions import RayActorError
+
+    ray.kill(actor, no_restart=True)
+    with pytest.raises(RayActorError):
+        ray.get(actor.double.remote(0), timeout=60)
+
+
 @pytest.mark.timeout(120)
 def test_stream_resubmits_what_a_dead_actor_lost_and_answers_each_item_once(ray_cluster):
     from coin_scale.actors.dispatch import Dispatcher
 
     actors = _actors(ray_cluster, 2)
-    ray_cluster.kill(actors[1], no_restart=True)
+    _kill(ray_cluster, actors[1])
     dispatch = Dispatcher(actors, kind="doubler", max_attempts=3, in_flight_each=2)
     lost: list[int] = []
     done = list(
@@ -48,7 +58,7 @@ def test_an_item_lost_max_attempts_times_raises_and_frees_its_slots(ray_cluster)
     from coin_scale.actors.dispatch import Dispatcher
 
     (actor,) = _actors(ray_cluster, 1)
-    ray_cluster.kill(actor, no_restart=True)
+    _kill(ray_cluster, actor)
     dispatch = Dispatcher([actor], kind="doubler", max_attempts=2, in_flight_each=2)
     with pytest.raises(RuntimeError, match=r"item \d failed on 2 attempts"):
         list(dispatch.stream(3, lambda a, i: a.double.remote(i)))
@@ -64,7 +74,7 @@ def test_call_fails_over_and_a_task_error_is_not_resubmitted(ray_cluster):
     from coin_scale.actors.dispatch import Dispatcher
 
     actors = _actors(ray_cluster, 2)
-    ray_cluster.kill(actors[0], no_restart=True)
+    _kill(ray_cluster, actors[0])
     dispatch = Dispatcher(actors, kind="doubler", max_attempts=3)
 
     async def calls() -> list[int]:

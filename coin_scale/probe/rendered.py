@@ -34,7 +34,9 @@ def rendered_probe(
     """A rendered probe set with ground-truth attributes, rendered once and cached under
     `root_dir/probes` (default: the coin-scale cache); `seed` picks the scenes. When it is not
     cached, `open_renderer()` (a driver's render pool: `runtime.pools.render_opener`) renders it,
-    else this process does; the images are the same bytes either way.
+    else this process does; the images are the same bytes either way with the procedural
+    renderer. An opener with another `backend` (Unity, diffusion: its name and a digest of its
+    settings) renders a set of its own, cached under a name that ends with it.
 
     `single_object` draws one large object per image and no distractors, like the scenes the
     probe CNN was trained on: every image's attributes then describe everything in it, and
@@ -43,6 +45,9 @@ def rendered_probe(
 
     probes = (root_dir or cache_root()) / "probes"
     name = f"single-large-n{n}-seed{seed}-{size}" if single_object else f"rendered-n{n}-seed{seed}-{size}"
+    backend = getattr(open_renderer, "backend", "procedural")
+    if backend != "procedural":  # another renderer's images are another set
+        name += f"-{backend}"
     root = probes / name
     if not (root / "attributes.parquet").is_file():
         log.info("rendering a %d-image probe set at %dpx into %s (once)", n, size, root)

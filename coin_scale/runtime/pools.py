@@ -351,10 +351,16 @@ PROBE_RENDER_WORKERS = 4
 """Most render workers a probe set is rendered with (one per CPU of the cluster up to this)."""
 
 
-def render_opener(*, address: str | None) -> Callable[[], AbstractContextManager[RenderPool]]:
+def render_opener(
+    *, address: str | None, backend: ImageGenerator | None = None
+) -> Callable[[], AbstractContextManager[RenderPool]]:
     """What `probe.rendered.rendered_probe` calls when a probe or scoring set is not cached: a
     render pool of procedural workers, one per CPU of the cluster (at most
-    `PROBE_RENDER_WORKERS`), each reserving one CPU, shut down when the set is written."""
+    `PROBE_RENDER_WORKERS`), each reserving one CPU, shut down when the set is written. With a
+    Unity or diffusion `backend` (`--probe-renderer generator`), that backend's workers render
+    the scenes instead (`generator_pool_config`: the Unity players' slots, one diffusion worker
+    per GPU); the opener's `backend` names it, so its sets are cached apart."""
+    command = backend.command() if backend is not None else None
 
     @contextmanager
     def opened() -> Iterator[RenderPool]:
@@ -364,15 +370,31 @@ def render_opener(*, address: str | None) -> Callable[[], AbstractContextManager
 
         session = _connect(address)
         try:
-            cpus = int(ray.cluster_resources().get("CPU", 1)) or 1
-            workers = max(1, min(PROBE_RENDER_WORKERS, cpus))
-            config = RenderPoolConfig(workers=workers, cpus_each=1.0, batch_size=16)
+            if backend is not None and command is not None:
+                config = generator_pool_config(backend)
+            else:
+                cpus = int(ray.cluster_resources().get("CPU", 1)) or 1
+                workers = max(1, min(PROBE_RENDER_WORKERS, cpus))
+                config = RenderPoolConfig(workers=workers, cpus_each=1.0, batch_size=16)
             with render_pool(config, address=address) as pool:
                 yield pool
         finally:
             session.close()
 
+    opened.backend = _backend_name(backend) if command is not None else "procedural"  # type: ignore[attr-defined]
     return opened
+
+
+def _backend_name(backend: ImageGenerator | None) -> str:
+    """`unity-<digest>` / `diffusion-<digest>` of the backend's settings (its models, sizes)."""
+    import hashlib
+    import json
+    from dataclasses import asdict
+
+    if backend is None:
+        return "procedural"
+    settings = json.dumps(asdict(backend), sort_keys=True, default=str)
+    return f"{backend.kind}-{hashlib.sha256(settings.encode()).hexdigest()[:10]}"
 
 
 @contextmanager

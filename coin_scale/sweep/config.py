@@ -129,6 +129,10 @@ class ChainConfig:
             )
 
 
+PROBE_RENDERERS = ("procedural", "generator")
+"""What may render a `rendered` probe set (`--probe-renderer`)."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class ProbeConfig:
     """The probe set the units are explained over, and how many exemplars are shown."""
@@ -139,8 +143,15 @@ class ProbeConfig:
     """Images of the `rendered` probe set."""
     exemplars: int = 6
     """Exemplars shown per unit."""
+    renderer: str = "procedural"
+    """What renders the `rendered` probe and scoring sets: `procedural` (the render pool's
+    procedural workers) or `generator` (the `--image-generator` backend: Unity or diffusion)."""
 
     def __post_init__(self) -> None:
+        if self.renderer not in PROBE_RENDERERS:
+            raise ValueError(
+                f"probe renderer: expected one of {', '.join(PROBE_RENDERERS)}; got {self.renderer!r}"
+            )
         if self.probe_images < 50:
             raise ValueError(f"probe_images must be >= 50, got {self.probe_images}")
         if self.exemplars < 1:
@@ -208,7 +219,9 @@ class SweepConfig:
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     run: RunConfig = field(default_factory=RunConfig)
     generator: ImageGenerator = field(default_factory=ImageGenerator)
-    """What makes the LLM agents' images (`--image-generator`); only with an LLM explainer."""
+    """What makes the LLM agents' images (`--image-generator`); with a diffusion generator every
+    explainer's labels are also tested on generated images, and `--probe-renderer generator`
+    renders the rendered probe and scoring sets with it."""
     dry_run: bool = False
     """Print the expected LLM calls, tokens, dollars and minutes, and stop before any work."""
 
@@ -230,10 +243,16 @@ class SweepConfig:
             )
         if entry.image_text and self.clip is None:
             raise ValueError(f"explainer {self.explainer!r} needs its clip settings (clip)")
-        if self.generator.kind != "procedural" and not entry.uses_llm:
+        renders_probe = self.probe.renderer == "generator"
+        if renders_probe and self.generator.command() is None:
             raise ValueError(
-                f"--image-generator {self.generator.kind}: the image generator serves the LLM "
-                "agents' experiments; use it with --explainer openai|anthropic|gemini"
+                "--probe-renderer generator renders the probe set with the image generator; "
+                "add --image-generator unity or diffusion"
+            )
+        if self.generator.kind == "unity" and not entry.uses_llm and not renders_probe:
+            raise ValueError(
+                "--image-generator unity serves the LLM agents' experiments or, with "
+                "--probe-renderer generator, renders the probe set; use one of them"
             )
         if self.dry_run and not entry.uses_llm:
             raise ValueError(

@@ -261,7 +261,7 @@ def score(state: SweepState) -> None:
         i.payload,
         single_object=i.single_object,
         progress=config.run.progress,
-        open_renderer=render_opener(address=config.run.address),  # rendered on the render pool
+        open_renderer=_probe_renderer(config),  # rendered on the render pool
     )
     state.scoring_images = int(scoring.pixels.shape[0])
     log.info("scoring the explanations on %d held-out rendered images (--no-unit-scores skips)",
@@ -482,11 +482,17 @@ def _chosen(
     return _findings(c, layer, up), _findings(c, layer, down)
 
 
+def _probe_renderer(config: SweepConfig):  # type: ignore[no-untyped-def]
+    """The render pool that renders the sweep's rendered sets (`--probe-renderer`)."""
+    backend = config.generator if config.probe.renderer == "generator" else None
+    return render_opener(address=config.run.address, backend=backend)
+
+
 def _probe_path(config: SweepConfig, payload: ModelPayload, *, single_object: bool) -> str:
     if config.probe.probe == RENDERED:
         return rendered_probe(
             config.probe.probe_images, payload.preprocess.crop, progress=config.run.progress,
             single_object=single_object,
-            open_renderer=render_opener(address=config.run.address),
+            open_renderer=_probe_renderer(config),
         )  # fmt: skip
     return str(config.probe.probe)
