@@ -380,7 +380,8 @@ def _per_unit(result, units: int, stats: dict[str, Any]) -> dict[str, Any]:  # t
 
 
 def _concurrency(config: LLMBenchConfig, subjects, make_tools, batcher) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-    latency = ("--latency", str(config.latency_s))
+    # The server's prompt-cache billing is not what this part measures: off, to spare its CPU.
+    latency = ("--latency", str(config.latency_s), "--no-prompt-cache")
     one, t_one = _explain(config, subjects, make_tools, concurrency=1, server_args=latency)
     passes, images = batcher.batches, batcher.images
     many, t_many = _explain(
@@ -389,7 +390,8 @@ def _concurrency(config: LLMBenchConfig, subjects, make_tools, batcher) -> dict[
     passes, images = batcher.batches - passes, batcher.images - images
     # The same with an instant server: what the experiments, SDKs and Ray cost on this machine.
     _, t_floor = _explain(
-        config, subjects, make_tools, concurrency=len(subjects), server_args=("--latency", "0")
+        config, subjects, make_tools, concurrency=len(subjects),
+        server_args=("--latency", "0", "--no-prompt-cache"),
     )
     return {
         "units": len(subjects),
@@ -410,7 +412,7 @@ def _faults(config: LLMBenchConfig, subjects, make_tools) -> dict[str, Any]:  # 
     half = config.fault_rate / 2
     args = ("--latency", str(config.latency_s), "--p-rate-limit", str(half),
             "--p-server-error", str(half), "--retry-after", str(config.retry_after_s),
-            "--seed", "7")  # fmt: skip
+            "--seed", "7", "--no-prompt-cache")  # fmt: skip
     result, seconds = _explain(
         config, subjects, make_tools, concurrency=len(subjects), server_args=args
     )

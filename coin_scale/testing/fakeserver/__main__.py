@@ -42,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rpm-limit", type=int, default=None, help="429 above this many requests/60 s")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
+        "--no-prompt-cache", dest="prompt_caching", action="store_false",
+        help="bill every input token at the full price (no prompt-cache simulation: less CPU)",
+    )  # fmt: skip
+    p.add_argument(
         "--api-key-env", default=None, help="environment variable holding the expected key"
     )
     return p
@@ -89,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     with FakeProviderServer(
-        args.provider, POLICIES[args.policy](), faults=faults, api_key=api_key, port=args.port
+        args.provider, POLICIES[args.policy](), faults=faults, api_key=api_key, port=args.port,
+        prompt_caching=args.prompt_caching,
     ) as server:
         print(f"READY {server.base_url}", flush=True)
         while not done.wait(0.5):
