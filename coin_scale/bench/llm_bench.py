@@ -290,22 +290,18 @@ def _explain(  # type: ignore[no-untyped-def]
         with gateway_pool(prepared, address=config.address) as pool:
             asyncio.run(_warm(pool))  # actor start-up is not what is measured
             pool.ledger()
-            sent0, saved0 = _image_bytes(pool)
+            sent0, saved0 = pool.image_bytes_sent, pool.image_bytes_saved
             start = time.perf_counter()
             result = explain_subjects(
                 prepared, subjects, make_tools, run_id="bench-llm", gateways=pool, progress=False
             )
             seconds = time.perf_counter() - start
             if stats is not None:
-                sent, saved = _image_bytes(pool)
+                sent, saved = pool.image_bytes_sent, pool.image_bytes_saved
                 stats.update(image_bytes_sent=sent - sent0, image_bytes_saved=saved - saved0)
     finally:
         server.stop()
     return result, seconds
-
-
-def _image_bytes(pool: Any) -> tuple[int, int]:
-    return int(getattr(pool, "image_bytes_sent", 0)), int(getattr(pool, "image_bytes_saved", 0))
 
 
 COST_MODELS = {
@@ -390,7 +386,10 @@ def _concurrency(config: LLMBenchConfig, subjects, make_tools, batcher) -> dict[
     passes, images = batcher.batches - passes, batcher.images - images
     # The same with an instant server: what the experiments, SDKs and Ray cost on this machine.
     _, t_floor = _explain(
-        config, subjects, make_tools, concurrency=len(subjects),
+        config,
+        subjects,
+        make_tools,
+        concurrency=len(subjects),
         server_args=("--latency", "0", "--no-prompt-cache"),
     )
     return {

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 
 from coin_scale.llm.messages import ChatRequest
 
@@ -16,11 +17,8 @@ from coin_scale.llm.messages import ChatRequest
 def prefix_key(request: ChatRequest) -> str:
     """A short digest of the tools, the system prompt and the first message: equal for every
     round of one unit, different between units."""
-    canonical = request.canonical()
-    prefix = {
-        "tools": canonical["tools"],
-        "system": canonical["system"],
-        "first": canonical["messages"][:1],
-    }
+    # The canonical form of the request cut to its first message, not of the whole conversation.
+    prefix = replace(request, messages=request.messages[:1]).canonical()
+    del prefix["max_tokens"], prefix["temperature"]
     text = json.dumps(prefix, sort_keys=True, separators=(",", ":"))
     return "coin-scale-" + hashlib.sha256(text.encode()).hexdigest()[:24]

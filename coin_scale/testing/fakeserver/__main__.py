@@ -93,7 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     with FakeProviderServer(
-        args.provider, POLICIES[args.policy](), faults=faults, api_key=api_key, port=args.port,
+        args.provider,
+        POLICIES[args.policy](),
+        faults=faults,
+        api_key=api_key,
+        port=args.port,
         prompt_caching=args.prompt_caching,
     ) as server:
         print(f"READY {server.base_url}", flush=True)

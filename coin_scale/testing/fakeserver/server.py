@@ -43,7 +43,7 @@ class Wire(Protocol):
 
     def parse(self, body: dict[str, Any], model: str) -> ConversationView: ...
 
-    CACHE: PromptCache
+    def prompt_cache(self) -> PromptCache: ...
 
     def cache_pieces(self, body: dict[str, Any]) -> list[Any]: ...
 
@@ -146,13 +146,7 @@ class FakeProviderServer:
         self._port = port
         self._injector = FaultInjector(self.faults)
         self.prompt_caching = prompt_caching
-        cache = self.wire.CACHE
-        self._cache = PromptCache(
-            cache.mode,
-            min_tokens=cache.min_tokens,
-            granularity=cache.granularity,
-            lookback=cache.lookback,
-        )
+        self._cache = self.wire.prompt_cache()
         self._lock = threading.Lock()
         self._policy_lock = threading.Lock()
         self._log: list[RequestRecord] = []

@@ -32,9 +32,10 @@ def presented_key(headers: Mapping[str, str], query: Mapping[str, str]) -> str |
     return headers.get("x-api-key") or (bearer[7:] if bearer.startswith("Bearer ") else None)
 
 
-CACHE = PromptCache("explicit", min_tokens=1024)
-"""Anthropic caches only up to blocks marked `cache_control` (at least 1,024 tokens; writes are
-billed)."""
+def prompt_cache() -> PromptCache:
+    """Anthropic caches only up to blocks marked `cache_control` (at least 1,024 tokens; writes are
+    billed)."""
+    return PromptCache("explicit", min_tokens=1024)
 
 
 def cache_pieces(body: dict[str, Any]) -> list[Any]:

@@ -52,8 +52,9 @@ def _result_text(response: Any) -> str:
     return json.dumps(response)
 
 
-CACHE = PromptCache("automatic", min_tokens=1024)
-"""Gemini 2.5's implicit caching: a repeated prefix of 1,024 tokens or more is a hit."""
+def prompt_cache() -> PromptCache:
+    """Gemini 2.5's implicit caching: a repeated prefix of 1,024 tokens or more is a hit."""
+    return PromptCache("automatic", min_tokens=1024)
 
 
 def cache_pieces(body: dict[str, Any]) -> list[Any]:

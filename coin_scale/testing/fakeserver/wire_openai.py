@@ -55,9 +55,11 @@ def _is_error(content: str) -> bool:
     return isinstance(value, dict) and "error" in value
 
 
-CACHE = PromptCache("automatic", min_tokens=1024, granularity=128)
-"""OpenAI caches every prompt of 1,024 tokens or more, and reuses its prefix in 128-token
-steps."""
+def prompt_cache() -> PromptCache:
+    """OpenAI caches every prompt of 1,024 tokens or more, and reuses its prefix in 128-token
+    steps."""
+    return PromptCache("automatic", min_tokens=1024, granularity=128)
+
 
 _REASONING = re.compile(r"^(o\d|gpt-5)")
 
