@@ -219,6 +219,26 @@ def test_exemplars_tool_returns_downscaled_images_with_activations(subject, mete
     assert len(default) == 6
 
 
+def test_exemplars_tool_names_the_first_messages_images_instead_of_attaching_them_again(
+    subject, meter
+) -> None:
+    """The first message of every request carries the top exemplars (`first_message`): the
+    tool lists them with their activations and attaches only the ones that message lacks."""
+    tools = _tools(subject, meter, image_size=32)
+    tools.exemplars_in_first_message(2)
+    outcome = _call(tools, "exemplars", {"k": 4})
+    content = _content(outcome)
+    assert [e["id"] for e in content["exemplars"]] == ["ex-0", "ex-1", "ex-2", "ex-3"]
+    assert content["in_first_message"] == ["ex-0", "ex-1"]
+    assert "not attached again" in content["note"]
+    assert outcome.result.images == _call(_tools(subject, meter, image_size=32), "exemplars", {"k": 4}).result.images[2:]
+    tools.exemplars_in_first_message(8)
+    every = _call(tools, "exemplars", {"k": 4})
+    assert every.result.images == () and _content(every)["in_first_message"] == [
+        "ex-0", "ex-1", "ex-2", "ex-3"
+    ]
+
+
 def test_render_returns_the_meters_activation_for_every_image(subject, meter) -> None:
     render_tools = RenderTools()
     tools = _tools(subject, meter, render_tools=render_tools, image_size=48)

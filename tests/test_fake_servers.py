@@ -250,6 +250,31 @@ def test_stop_is_prompt_with_a_sleeping_request() -> None:
     assert time.monotonic() - start < 3.0 and not worker.is_alive()
 
 
+def test_connections_are_kept_alive_and_closed_by_stop() -> None:
+    """HTTP/1.1 keep-alive, as the providers' servers: many requests over one connection, and a
+    stopped server answers none of them any more."""
+    import http.client
+
+    server = FakeProviderServer("openai", replies(), api_key=KEY).start()
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    headers = {"Content-Type": "application/json", KEY_HEADERS["openai"][0]: KEY_HEADERS["openai"][1]}
+    body = json.dumps(BODIES["openai"])
+    for _ in range(3):
+        conn.request("POST", "/v1/chat/completions", body=body, headers=headers)
+        response = conn.getresponse()
+        assert response.status == 200 and json.loads(response.read())["choices"]
+        assert response.getheader("Connection", "keep-alive").lower() != "close"
+    sock = conn.sock
+    conn.request("POST", "/v1/chat/completions", body=body, headers=headers)
+    conn.getresponse().read()
+    assert conn.sock is sock  # still the first connection
+    server.stop()
+    with pytest.raises((ConnectionError, http.client.HTTPException, OSError)):
+        conn.request("POST", "/v1/chat/completions", body=body, headers=headers)
+        conn.getresponse()
+    conn.close()
+
+
 def test_main_prints_ready_and_serves() -> None:
     env = dict(os.environ, FAKE_KEY=KEY, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(

@@ -66,9 +66,41 @@ def test_thirty_two_agents_measuring_ten_images_each_share_a_few_passes():
         expected = (np.arange(10 * a, 10 * a + 10) % 256).astype(np.float32)
         np.testing.assert_array_equal(results[a][:, 0], expected)
         np.testing.assert_array_equal(results[a][:, 1], 2 * expected)
-    assert sum(forward.sizes) == 320 and max(forward.sizes) <= 64
-    assert len(forward.sizes) <= 8, forward.sizes  # 320 images in 5 full passes, not 32
-    assert (batcher.batches, batcher.images) == (len(forward.sizes), 320)
+    # 320 images, 256 distinct (values wrap at 256): each repeat is read from the memo or shares
+    # its batch's pass, unless its twin was still in flight in another batch
+    passed = sum(forward.sizes)
+    assert 256 <= passed <= 320 and max(forward.sizes) <= 64
+    assert passed + batcher.memo_hits == 320
+    assert len(forward.sizes) <= 8, forward.sizes  # in 5 full passes or fewer, not 32
+    assert (batcher.batches, batcher.images) == (len(forward.sizes), passed)
+
+
+def test_an_image_is_measured_once_per_layer_and_repeats_come_from_the_memo():
+    forward = _Recorder()
+    with MeasureBatcher(forward, max_images=64, window_s=0.0, memo_images=8) as batcher:
+        first = batcher.activations(_pixels(4))
+        again = batcher.activations(np.concatenate([_pixels(4)[::-1], _pixels(4)[:1]]))
+        assert forward.sizes == [4]  # nothing new: no second pass
+        np.testing.assert_array_equal(again[:4], first[::-1])
+        np.testing.assert_array_equal(again[4], first[0])
+        assert batcher.memo_hits == 5
+        twice = batcher.activations(np.concatenate([_pixels(2, start=100)] * 2))
+        assert forward.sizes == [4, 2]  # a repeat within one request passes once
+        np.testing.assert_array_equal(twice[:2], twice[2:])
+        batcher.activations(_pixels(8, start=200))  # the memo holds 8: the first 4 are evicted
+        batcher.activations(_pixels(1))
+        assert forward.sizes == [4, 2, 8, 1]
+        batcher.clear_memo()
+        batcher.activations(_pixels(1, start=200))
+        assert forward.sizes == [4, 2, 8, 1, 1]
+
+
+def test_without_a_memo_every_request_passes():
+    forward = _Recorder()
+    with MeasureBatcher(forward, max_images=64, window_s=0.0, memo_images=0) as batcher:
+        batcher.activations(_pixels(3))
+        batcher.activations(_pixels(3))
+    assert forward.sizes == [3, 3] and batcher.memo_hits == 0
 
 
 def test_a_request_larger_than_a_batch_is_split_and_comes_back_in_order():
@@ -180,7 +212,9 @@ def test_agents_measure_on_the_replicas_through_one_batcher(ray_cluster):
         want = TorchUnitMeter(module, PREPROCESS, layer.name, layer.layout, unit).measure(images)
         np.testing.assert_allclose(got[unit], want, rtol=1e-5, atol=1e-6)
     assert used["driver"]["passes"] == 0
-    assert used["replicas"]["images"] == 48 and used["replicas"]["passes"] < 8
+    # 8 units x the same 6 images: each image passes once, the other 42 reads come from the memo
+    assert used["replicas"]["images"] == 6 and used["replicas"]["passes"] < 8
+    assert batcher.memo_hits == 42
 
     torch.manual_seed(1)
     config = SAEConfig(model="probe_cnn", layer=layer.name, d_in=layer.units, expansion=2, k=4)

@@ -102,8 +102,9 @@ def test_agents_generate_images_and_edit_a_photo_exemplar(
         by_step = {}
         for r in mine:
             by_step.setdefault(r[1], []).append(r[4])
-        # the exemplars step: each plain, then masked where the unit fires (MAIA's view)
-        assert by_step[0] == [x for i in range(4) for x in (f"ex-{i}", f"ex-{i} masked")]
+        # the exemplars step: masked where the unit fires (MAIA's view); the plain images are
+        # the first message's, sent with every request, so they are not attached again
+        assert by_step[0] == [f"ex-{i} masked" for i in range(4)]
         assert by_step[3] == ["ex-0 crop"]
         assert len(by_step[4]) == 2 and all(i.startswith("img-") for i in by_step[4])
         assert len(by_step[5]) == 1  # the edit

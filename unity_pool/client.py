@@ -14,7 +14,7 @@ import itertools
 import socket
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from PIL import Image
@@ -51,9 +51,13 @@ class RenderResult:
     """Resolved ground-truth attributes."""
     render_ms: float
     """Server-side time to render and encode, milliseconds."""
+    pixels: Image.Image | None = field(default=None, repr=False, compare=False)
+    """The RGB image `data` encodes, when it was made in this process (no decoding needed)."""
 
     def image(self) -> Image.Image:
         """The decoded image, RGB."""
+        if self.pixels is not None:
+            return self.pixels.copy()
         with Image.open(io.BytesIO(self.data)) as im:
             return im.convert("RGB")
 

@@ -17,7 +17,7 @@ import io
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from PIL import Image
@@ -88,6 +88,7 @@ class LocalRenderer:
                     height=scene.height,
                     attributes=attributes,
                     render_ms=(time.perf_counter() - start) * 1000,
+                    pixels=image if image.mode == "RGB" else None,
                 )
             )
         return out
@@ -134,9 +135,13 @@ class StoredImage:
     """The encoded image."""
     format: str = "png"
     """Encoding of `data`."""
+    pixels: Image.Image | None = field(default=None, repr=False, compare=False)
+    """The RGB image `data` encodes, when the renderer handed it over (no decoding needed)."""
 
     def image(self) -> Image.Image:
         """The decoded image, RGB."""
+        if self.pixels is not None:
+            return self.pixels.copy()
         with Image.open(io.BytesIO(self.data)) as im:
             return im.convert("RGB")
 
@@ -171,8 +176,10 @@ class ImageStore:
         scene: Scene | None = None,
         parent: str | None = None,
         prompt: str | None = None,
+        pixels: Image.Image | None = None,
     ) -> ImageRef:
-        """Store an encoded image under the next id and return its reference."""
+        """Store an encoded image under the next id and return its reference; `pixels`, when
+        given, is the RGB image `data` encodes (kept, so it is not decoded again)."""
         with self._lock:
             image_id = f"{self.prefix}-{len(self._images):06d}"
             ref = ImageRef(
@@ -185,7 +192,7 @@ class ImageStore:
                 parent=parent,
                 prompt=prompt,
             )
-            self._images[image_id] = StoredImage(ref=ref, data=data, format=format)
+            self._images[image_id] = StoredImage(ref=ref, data=data, format=format, pixels=pixels)
         return ref
 
     def get(self, image_id: str) -> StoredImage:
@@ -268,6 +275,7 @@ def render(
             format=r.format,
             attributes=dict(r.attributes),
             scene=scene,
+            pixels=r.pixels,
         )
         for scene, r in zip(scenes, results, strict=True)
     ]
@@ -304,6 +312,7 @@ def edit(
         attributes=dict(result.attributes),
         scene=edited,
         parent=parent,
+        pixels=result.pixels,
     )
 
 

@@ -14,8 +14,10 @@ too, `coin_scale.agent.generation`).
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -171,7 +173,13 @@ class RequestBatcher:
 
 class MeasureBatcher(RequestBatcher):
     """Gathers concurrent measurements into forward passes of at most `max_images` images
-    (see `RequestBatcher`): uint8 image arrays in, float32 (image, unit) activations out."""
+    (see `RequestBatcher`): uint8 image arrays in, float32 (image, unit) activations out.
+
+    The model is deterministic, so an image is measured once per layer: the rows of the last
+    `memo_images` distinct images are kept by a digest of their pixels, and an image repeated
+    within one batch is passed once. Agents explaining the units of one layer render many of
+    the same scenes (their shared render cache, `unity_pool.render_cache`, hands them the same
+    pixels); each unit reads its own column of the same row."""
 
     size_name = "max_images"
 
@@ -182,8 +190,17 @@ class MeasureBatcher(RequestBatcher):
         max_images: int = 64,
         window_s: float = 0.005,
         in_flight: int = 2,
+        memo_images: int = 4096,
     ) -> None:
+        if memo_images < 0:
+            raise ValueError(f"memo_images: expected >= 0; got {memo_images!r}")
         self.forward = forward
+        self.memo_images = memo_images
+        self._memo: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        self._memo_lock = threading.Lock()
+        self.memo_hits = 0
+        """Images answered from the memo, or passed once for several in a batch."""
+        self._batch_repeats = 0
         super().__init__(
             self._forward, max_items=max_images, window_s=window_s, in_flight=in_flight,
             join=np.concatenate, name="measure-batcher",
@@ -195,10 +212,28 @@ class MeasureBatcher(RequestBatcher):
 
     @property
     def images(self) -> int:
-        """Images measured so far."""
-        return self.items
+        """Images passed through the model so far (a repeat within a batch passes once)."""
+        return self.items - self._batch_repeats
+
+    def clear_memo(self) -> None:
+        """Forget every measured image (the next measurements run the model again)."""
+        with self._memo_lock:
+            self._memo.clear()
 
     def _forward(self, pixels: np.ndarray) -> np.ndarray:
+        keys = [_digest(p) for p in pixels]
+        first = {k: i for i, k in reversed(list(enumerate(keys)))}
+        if len(first) < len(keys):  # the same image from several agents: passed once
+            unique = sorted(first.values())
+            values = self._checked(pixels[unique])
+            row = {keys[i]: values[j] for j, i in enumerate(unique)}
+            with self._memo_lock:
+                self.memo_hits += len(keys) - len(unique)
+                self._batch_repeats += len(keys) - len(unique)
+            return np.stack([row[k] for k in keys])
+        return self._checked(pixels)
+
+    def _checked(self, pixels: np.ndarray) -> np.ndarray:
         values = np.asarray(self.forward(pixels), dtype=np.float32)
         if values.ndim != 2 or len(values) != len(pixels):
             raise RuntimeError(f"forward returned shape {values.shape} for {len(pixels)} images")
@@ -209,7 +244,35 @@ class MeasureBatcher(RequestBatcher):
         their batch has run, and raises the batch's error if it failed."""
         if len(pixels) == 0:
             return np.zeros((0, 0), dtype=np.float32)
-        return np.asarray(self.submit(pixels))
+        if self.memo_images == 0:
+            return np.asarray(self.submit(pixels))
+        keys = [_digest(p) for p in pixels]
+        rows: dict[bytes, np.ndarray] = {}
+        with self._memo_lock:
+            for key in keys:
+                row = self._memo.get(key)
+                if row is not None:
+                    self._memo.move_to_end(key)
+                    rows[key] = row
+        first = {k: i for i, k in reversed(list(enumerate(keys))) if k not in rows}
+        todo = sorted(first.values())
+        if todo:
+            values = np.asarray(self.submit(pixels[todo]))
+            with self._memo_lock:
+                for i, value in zip(todo, values, strict=True):
+                    rows[keys[i]] = self._memo[keys[i]] = value.copy()
+                while len(self._memo) > self.memo_images:
+                    self._memo.popitem(last=False)
+        with self._memo_lock:
+            self.memo_hits += len(keys) - len(todo)
+        return np.stack([rows[k] for k in keys])
+
+
+def _digest(pixels: np.ndarray) -> bytes:
+    """A digest of one image's pixels, shape and dtype included."""
+    h = hashlib.blake2b(np.ascontiguousarray(pixels).data, digest_size=16)
+    h.update(repr((pixels.shape, pixels.dtype.str)).encode())
+    return h.digest()
 
 
 class BatchedUnitMeter:

@@ -32,8 +32,10 @@ def downscale(image: Image.Image, size: int) -> ImagePart:
 
 
 def downscale_bytes(data: bytes, size: int) -> ImagePart:
-    """`downscale` of an encoded image."""
+    """`downscale` of an encoded image; an RGB PNG already small enough goes as it is."""
     with Image.open(io.BytesIO(data)) as im:
+        if im.format == "PNG" and im.mode == "RGB" and max(im.size) <= size:
+            return ImagePart(data=data, media_type="image/png")
         return downscale(im, size)
 
 

@@ -309,6 +309,7 @@ async def _loop(
     specs = tools.specs()
     system = system_prompt(subject, specs, max_rounds=config.max_rounds)
     first = first_message(subject, n=config.exemplars_shown, image_size=config.image_size)
+    tools.exemplars_in_first_message(config.exemplars_shown)
     budget = Budget(config.max_tokens, config.max_usd)
     history: list[RoundRecord] = []
     for r in range(config.max_rounds):

@@ -325,6 +325,8 @@ class ExperimentTools:
         self._visualize_calls = 0
         self._activations: dict[str, float] = {}
         """Activation by image id: images never change, so each is measured once."""
+        self._in_first_message: frozenset[str] = frozenset()
+        """Exemplar ids whose images the conversation's first message carries (every request)."""
         handlers: dict[str, Callable[[Mapping[str, Any]], _Done]] = {}
         self._masked = any(ex.masked_png is not None for ex in subject.exemplars)
         if subject.exemplars:
@@ -616,6 +618,12 @@ class ExperimentTools:
 
     # --- the tools ------------------------------------------------------------------------------
 
+    def exemplars_in_first_message(self, n: int) -> None:
+        """The first message shows the top `n` exemplars (`prompts.first_message`) and is in
+        every request: the exemplars tool names those instead of attaching them again."""
+        n = min(max(0, n), len(self.subject.exemplars))
+        self._in_first_message = frozenset(f"{EXEMPLAR_PREFIX}-{i}" for i in range(n))
+
     def _exemplars(self, args: Mapping[str, Any]) -> _Done:
         k = int(args.get("k", min(6, len(self.subject.exemplars))))
         entries = []
@@ -635,17 +643,30 @@ class ExperimentTools:
         summary = f"{k} exemplars: " + ", ".join(_entry_line(e) for e in entries)
         view = str(args.get("view", "masked")) if self._masked else "plain"
         shown: list[tuple[str, ImagePart]] = []
+        in_first = []
         for rank, image_id in enumerate(ids):
             ex = self.subject.exemplars[rank]
             if view in ("both", "plain") or ex.masked_png is None:
-                shown.append((image_id, self._attach([image_id])[0]))
+                if image_id in self._in_first_message:
+                    in_first.append(image_id)
+                else:
+                    shown.append((image_id, self._attach([image_id])[0]))
             if view in ("both", "masked") and ex.masked_png is not None:
                 part = ImagePart(data=ex.masked_png, media_type="image/png")
                 shown.append((f"{image_id} masked", fit(part, self.image_size)))
+        notes = []
+        if in_first:
+            payload["in_first_message"] = in_first
+            notes.append(
+                "the images of in_first_message are attached to the first message, in rank "
+                "order; they are not attached again"
+            )
         if self._masked:
             payload["images"] = [i for i, _ in shown[: self.max_attached_images]]
         if len(shown) > self.max_attached_images:
-            payload["note"] = f"the first {self.max_attached_images} images are attached"
+            notes.append(f"the first {self.max_attached_images} images are attached")
+        if notes:
+            payload["note"] = "; ".join(notes)
         shown = shown[: self.max_attached_images]
         return _Done(
             payload=payload, summary=summary, images=tuple(p for _, p in shown),

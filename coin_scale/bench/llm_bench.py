@@ -83,13 +83,13 @@ def run_llm_bench(config: LLMBenchConfig) -> dict[str, Any]:
             payload, layer = _probe_model()
             with agent_replicas(payload, layer, address=config.address) as replicas:
                 batcher = replicas.batcher
-                subjects, make_tools = _subjects(config.units, payload, layer, replicas)
+                subjects, tools_for = _subjects(config.units, payload, layer, replicas)
                 if "concurrency" in config.parts:
-                    out["concurrency"] = _concurrency(config, subjects, make_tools, batcher)
+                    out["concurrency"] = _concurrency(config, subjects, tools_for, batcher)
                 if "faults" in config.parts:
-                    out["faults"] = _faults(config, subjects, make_tools)
+                    out["faults"] = _faults(config, subjects, tools_for)
                 if "cost" in config.parts:
-                    out["cost"] = _cost(config, subjects[: config.cost_units], make_tools)
+                    out["cost"] = _cost(config, subjects[: config.cost_units], tools_for)
         return out
     finally:
         session.close()
@@ -138,14 +138,20 @@ def _rate(config: LLMBenchConfig) -> dict[str, Any]:
     }
 
 
-async def _warm(pool: Any) -> None:
-    """One call, so actor start-up is not part of the measured rate."""
+async def _warm(pool: Any, *, calls: int = 1) -> None:
+    """`calls` calls at once (each to a different actor, the least loaded), so actor start-up is
+    not part of what is measured."""
     from coin_scale.llm.gateway import CallMeta
     from coin_scale.llm.messages import ChatRequest, Message
 
-    await pool.complete(
-        ChatRequest(system="warm-up", messages=(Message(role="user", text="warm-up"),)),
-        CallMeta(run_id="bench-warm"),
+    await asyncio.gather(
+        *(
+            pool.complete(
+                ChatRequest(system="warm-up", messages=(Message(role="user", text=f"warm-up {i}"),)),
+                CallMeta(run_id="bench-warm"),
+            )
+            for i in range(calls)
+        )
     )
 
 
@@ -194,14 +200,15 @@ def _probe_model():  # type: ignore[no-untyped-def]
 
 
 def _subjects(n_units: int, payload, layer, replicas):  # type: ignore[no-untyped-def]
-    """`n_units` units of the probe CNN, with their top rendered exemplars, and a tools maker
-    whose meters measure on `replicas` (`sweep.agents.AgentReplicas`)."""
+    """`n_units` units of the probe CNN, with their top rendered exemplars, and `tools_for`, which
+    gives each run a tools maker whose meters measure on `replicas` (`AgentReplicas`)."""
     import io
 
     import numpy as np
     from PIL import Image
 
     from coin_scale.agent import ExemplarImage, ExperimentTools, UnitSubject
+    from unity_pool.render_cache import CachedRenderer
     from unity_pool.sampling import sample_scenes
     from unity_pool.tools import LocalRenderer, RenderTools
 
@@ -229,12 +236,21 @@ def _subjects(n_units: int, payload, layer, replicas):  # type: ignore[no-untype
             )  # fmt: skip
         )
 
-    def make_tools(subject: UnitSubject) -> ExperimentTools:
-        return ExperimentTools(
-            subject, replicas.meter(subject.unit), RenderTools(renderer=LocalRenderer())
-        )
+    def tools_for():  # type: ignore[no-untyped-def]
+        """A fresh tools maker for one run, its agents sharing one render cache (as a sweep's
+        agents share theirs: `runtime.agent_images`), and that cache. The batcher forgets the
+        images measured in earlier runs."""
+        cache = CachedRenderer(LocalRenderer())
+        replicas.batcher.clear_memo()
 
-    return subjects, make_tools
+        def make_tools(subject: UnitSubject) -> ExperimentTools:
+            return ExperimentTools(
+                subject, replicas.meter(subject.unit), RenderTools(renderer=cache)
+            )
+
+        return make_tools, cache
+
+    return subjects, tools_for
 
 
 class _ServerProcess:
@@ -261,12 +277,13 @@ class _ServerProcess:
 
 
 def _explain(  # type: ignore[no-untyped-def]
-    config: LLMBenchConfig, subjects, make_tools, *, concurrency: int, server_args,
+    config: LLMBenchConfig, subjects, tools_for, *, concurrency: int, server_args,
     provider: str = "openai", model: str = "bench-agent", prompt_caching: bool = True,
     stats: dict[str, Any] | None = None,
 ):  # fmt: skip
-    """Explain `subjects` through a fake `provider` server; `stats`, when given, gets the gateway
-    pool's image bytes sent and saved."""
+    """Explain `subjects` through a fake `provider` server, with a fresh render cache; `stats`,
+    when given, gets the gateway pool's image bytes sent and saved and the render cache's hits
+    and misses."""
     from coin_scale.explain.llm import LLMExplainerConfig, explain_subjects, prepare
     from coin_scale.runtime.pools import gateway_pool
 
@@ -288,9 +305,11 @@ def _explain(  # type: ignore[no-untyped-def]
             )  # fmt: skip
         )
         with gateway_pool(prepared, address=config.address) as pool:
-            asyncio.run(_warm(pool))  # actor start-up is not what is measured
+            # Actor start-up (and each actor's first SDK client) is not what is measured.
+            asyncio.run(_warm(pool, calls=len(pool.actors)))
             pool.ledger()
             sent0, saved0 = pool.image_bytes_sent, pool.image_bytes_saved
+            make_tools, cache = tools_for()
             start = time.perf_counter()
             result = explain_subjects(
                 prepared, subjects, make_tools, run_id="bench-llm", gateways=pool, progress=False
@@ -299,6 +318,7 @@ def _explain(  # type: ignore[no-untyped-def]
             if stats is not None:
                 sent, saved = pool.image_bytes_sent, pool.image_bytes_saved
                 stats.update(image_bytes_sent=sent - sent0, image_bytes_saved=saved - saved0)
+                stats.update(render_cache_hits=cache.hits, render_cache_misses=cache.misses)
     finally:
         server.stop()
     return result, seconds
@@ -312,7 +332,7 @@ COST_MODELS = {
 """The providers' default models (configs/llm.yaml), named so the ledger prices them."""
 
 
-def _cost(config: LLMBenchConfig, subjects, make_tools) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def _cost(config: LLMBenchConfig, subjects, tools_for) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     """Tokens and dollars per unit, each provider through its fake server (which bills a repeated
     prefix as that provider's prompt cache does: `testing/fakeserver/prompt_cache.py`), without
     and with the prefix marked for caching. "ledgered before" is what the ledger recorded before
@@ -323,7 +343,7 @@ def _cost(config: LLMBenchConfig, subjects, make_tools) -> dict[str, Any]:  # ty
         for caching in (False, True):
             stats: dict[str, Any] = {}
             result, _ = _explain(
-                config, subjects, make_tools, concurrency=len(subjects), server_args=("--latency", "0"),
+                config, subjects, tools_for, concurrency=len(subjects), server_args=("--latency", "0"),
                 provider=provider, model=model, prompt_caching=caching, stats=stats,
             )  # fmt: skip
             runs[caching] = _per_unit(result, len(subjects), stats)
@@ -375,20 +395,21 @@ def _per_unit(result, units: int, stats: dict[str, Any]) -> dict[str, Any]:  # t
     }
 
 
-def _concurrency(config: LLMBenchConfig, subjects, make_tools, batcher) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def _concurrency(config: LLMBenchConfig, subjects, tools_for, batcher) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     # The server's prompt-cache billing is not what this part measures: off, to spare its CPU.
     latency = ("--latency", str(config.latency_s), "--no-prompt-cache")
-    one, t_one = _explain(config, subjects, make_tools, concurrency=1, server_args=latency)
+    one, t_one = _explain(config, subjects, tools_for, concurrency=1, server_args=latency)
     passes, images = batcher.batches, batcher.images
+    stats: dict[str, Any] = {}
     many, t_many = _explain(
-        config, subjects, make_tools, concurrency=len(subjects), server_args=latency
+        config, subjects, tools_for, concurrency=len(subjects), server_args=latency, stats=stats
     )
     passes, images = batcher.batches - passes, batcher.images - images
     # The same with an instant server: what the experiments, SDKs and Ray cost on this machine.
     _, t_floor = _explain(
         config,
         subjects,
-        make_tools,
+        tools_for,
         concurrency=len(subjects),
         server_args=("--latency", "0", "--no-prompt-cache"),
     )
@@ -404,16 +425,18 @@ def _concurrency(config: LLMBenchConfig, subjects, make_tools, batcher) -> dict[
         "ok_all_at_once": sum(o.status == "ok" for o in many.outcomes),
         "all_at_once_measured_images": images,
         "all_at_once_forward_passes": passes,
+        "all_at_once_render_cache_hits": stats["render_cache_hits"],
+        "all_at_once_renders": stats["render_cache_hits"] + stats["render_cache_misses"],
     }
 
 
-def _faults(config: LLMBenchConfig, subjects, make_tools) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def _faults(config: LLMBenchConfig, subjects, tools_for) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     half = config.fault_rate / 2
     args = ("--latency", str(config.latency_s), "--p-rate-limit", str(half),
             "--p-server-error", str(half), "--retry-after", str(config.retry_after_s),
             "--seed", "7", "--no-prompt-cache")  # fmt: skip
     result, seconds = _explain(
-        config, subjects, make_tools, concurrency=len(subjects), server_args=args
+        config, subjects, tools_for, concurrency=len(subjects), server_args=args
     )
     attempts = sum(1 + c.retries for c in result.calls)
     retries = sum(c.retries for c in result.calls)

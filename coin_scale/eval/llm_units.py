@@ -110,9 +110,11 @@ def explain_synthetic_with_llm(
     `instruments(unit)` (the caller's model replicas, or a module in process), then read each
     label back to a formula over the probe's concepts. `render_tools` makes each agent's image
     tools (the caller's render pool); None renders in process."""
+    from unity_pool.render_cache import CachedRenderer
     from unity_pool.tools import LocalRenderer
 
-    make_render_tools = render_tools or (lambda: RenderTools(renderer=LocalRenderer()))
+    shared = CachedRenderer(LocalRenderer())
+    make_render_tools = render_tools or (lambda: RenderTools(renderer=shared))
 
     exemplars = top_exemplars(activations, probe)
     subjects = [

@@ -1,17 +1,21 @@
 """A real HTTP server on 127.0.0.1 that speaks one provider's API closely enough for its official
 SDK, answers with a `Policy`, injects `Faults`, and logs every request.
 
-Stdlib only (`ThreadingHTTPServer`, one daemon thread per connection). The expected API key is
-kept as a SHA-256 digest and never logged.
+Stdlib only (`ThreadingHTTPServer`, one daemon thread per connection). Connections are kept
+alive (HTTP/1.1) as the providers' servers keep them, so a client pays its TCP connect once, not
+per request; `stop()` closes the open ones too. The expected API key is kept as a SHA-256 digest
+and never logged.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
 import math
 import re
+import socket
 import threading
 import time
 from collections.abc import Mapping
@@ -152,6 +156,7 @@ class FakeProviderServer:
         self._log: list[RequestRecord] = []
         self._served = 0
         self._stopping = threading.Event()
+        self._connections: set[socket.socket] = set()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -163,6 +168,18 @@ class FakeProviderServer:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive: every answer carries Content-Length
+
+            def setup(self) -> None:
+                super().setup()
+                with owner._lock:
+                    owner._connections.add(self.connection)
+
+            def finish(self) -> None:
+                with owner._lock:
+                    owner._connections.discard(self.connection)
+                super().finish()
+
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 owner._handle(self)
 
@@ -197,6 +214,11 @@ class FakeProviderServer:
         self._stopping.set()  # wakes handlers sleeping out their latency
         httpd.shutdown()
         httpd.server_close()
+        with self._lock:  # kept-alive connections would otherwise still be answered
+            open_connections, self._connections = list(self._connections), set()
+        for conn in open_connections:
+            with contextlib.suppress(OSError):  # already closed by the client
+                conn.shutdown(socket.SHUT_RDWR)
         if self._thread is not None:
             self._thread.join(timeout=5)
 
