@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import bisect
+import hashlib
+import json
 
 import pytest
 
-from coin_scale.llm.cache import RequestCache, request_key
+from coin_scale.llm.cache import RequestCache, canonical_json, key_of_json, request_key
 from coin_scale.llm.ratelimit import RateLimiter, RateLimits
 
 
@@ -94,6 +96,20 @@ def test_request_key_is_canonical_and_refuses_secrets():
     assert a == b != c and len(a) == 64
     with pytest.raises(ValueError, match="api_key"):
         request_key("openai", "m", {"api_key": "sk-secret", "messages": []})
+
+
+def test_the_key_of_a_request_encoded_once_is_the_key_of_the_request():
+    """The gateway encodes a request once for its key and its token estimate: same digest as
+    before, so request caches written earlier still hit."""
+    request = {"messages": [{"role": "user", "content": "ünïcode \"quoted\" label"}],
+               "tools": [{"name": "render", "parameters": {"b": 1, "a": [2, {"z": None}]}}],
+               "temperature": 0.0}  # fmt: skip
+    legacy = hashlib.sha256(
+        json.dumps({"provider": "openai", "model": "gpt-ü", "request": request}, sort_keys=True,
+                   separators=(",", ":"), ensure_ascii=False).encode()
+    ).hexdigest()  # fmt: skip
+    assert key_of_json("openai", "gpt-ü", canonical_json(request)) == legacy
+    assert request_key("openai", "gpt-ü", request) == legacy
 
 
 def test_cache_round_trip_and_misses(tmp_path):

@@ -15,16 +15,26 @@ from typing import Any
 SECRET_FIELDS = frozenset({"api_key", "authorization", "headers"})
 
 
-def request_key(provider: str, model: str, request: dict[str, Any]) -> str:
-    """sha256 of the canonical JSON of the request (keys sorted, secrets refused)."""
+def canonical_json(request: dict[str, Any]) -> str:
+    """The request as the key hashes it: keys sorted, compact, secrets refused."""
     leaked = SECRET_FIELDS & {k.lower() for k in request}
     if leaked:
         raise ValueError(f"request_key: the request must not carry {sorted(leaked)}")
-    canonical = json.dumps(
-        {"provider": provider, "model": model, "request": request},
-        sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-    )  # fmt: skip
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    return json.dumps(request, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def request_key(provider: str, model: str, request: dict[str, Any]) -> str:
+    """sha256 of the canonical JSON of the request (keys sorted, secrets refused)."""
+    return key_of_json(provider, model, canonical_json(request))
+
+
+def key_of_json(provider: str, model: str, request_json: str) -> str:
+    """`request_key` of a request already in `canonical_json` form: the same digest as the JSON
+    of {"model", "provider", "request"} with sorted keys, without encoding the request twice."""
+    head = json.dumps({"model": model, "provider": provider}, sort_keys=True, ensure_ascii=False,
+                      separators=(",", ":"))  # fmt: skip
+    text = f'{head[:-1]},"request":{request_json}}}'
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 class RequestCache:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
-from coin_scale.llm.cache import RequestCache, request_key
+from coin_scale.llm.cache import RequestCache, canonical_json, key_of_json
 from coin_scale.llm.messages import ChatRequest, ChatResponse, ProviderError
 from coin_scale.llm.providers import CallOptions, ChatClient
 from coin_scale.llm.ratelimit import RateLimiter, RateLimits
@@ -132,7 +132,8 @@ class Gateway:
         """The reply (from the cache when this exact request was answered before); raises
         `GatewayFailed` when every attempt failed or the error is not retryable."""
         cfg = self.config
-        key = request_key(cfg.provider, cfg.model, request.canonical())
+        request_json = canonical_json(request.canonical())  # for the key and the estimate
+        key = key_of_json(cfg.provider, cfg.model, request_json)
         started_at, t0 = datetime.now(UTC), time.perf_counter()
         waited = 0.0
 
@@ -156,7 +157,7 @@ class Gateway:
                 response=ChatResponse.from_dict(hit), cost_usd=0.0, cached=True, call=call
             )
 
-        estimate = request.estimate_input_tokens() + request.max_tokens
+        estimate = request.estimate_input_tokens(request_json) + request.max_tokens
 
         async def attempt() -> ChatResponse:
             nonlocal waited, attempts

@@ -196,9 +196,11 @@ class ChatRequest:
             "temperature": self.temperature,
         }
 
-    def estimate_input_tokens(self) -> int:
-        """A rough count for rate limiting and dry runs, before the reply reports real usage."""
-        text = json.dumps(self.canonical(), separators=(",", ":"))
+    def estimate_input_tokens(self, canonical_json: str | None = None) -> int:
+        """A rough count for rate limiting and dry runs, before the reply reports real usage;
+        `canonical_json` (`cache.canonical_json` of `canonical()`), when the caller has it,
+        spares encoding the request again."""
+        text = canonical_json or json.dumps(self.canonical(), separators=(",", ":"))
         images = sum(
             len(m.images) + sum(len(r.images) for r in m.tool_results) for m in self.messages
         )
