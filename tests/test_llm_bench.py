@@ -25,6 +25,13 @@ def test_bench_llm_reports_rate_concurrency_and_faults(ray_cluster, capsys):
     assert many["ok_one_at_a_time"] == many["ok_all_at_once"] == 3
     # The agents measured on the replicas, several agents' images in one pass.
     assert 0 < many["all_at_once_forward_passes"] <= many["all_at_once_measured_images"]
+    # The agents shared one render cache; the instant-server run says which processes spent
+    # its CPU: the driver (agents, renders) and the gateway actors (SDK calls) at least.
+    assert many["all_at_once_renders"] >= many["all_at_once_render_cache_hits"] >= 0
+    cpu = many["instant_server_cpu"]
+    assert {"driver", "ray::LLMGatewayActor"} <= set(cpu["cpu_s"])
+    assert cpu["cpu_total_s"] >= sum(cpu["cpu_s"].values()) - 0.05 and cpu["wall_s"] > 0
+    assert 0 < cpu["cores_busy"] <= cpu["cores"] + 0.5
 
 
 def test_bench_llm_rejects_unknown_parts(capsys):

@@ -7,7 +7,8 @@ Three measurements, each in one run, as ratios:
   would answer 429 to one request too many);
 - concurrency: `units` units explained by the scripted experimenter policy one at a time, then
   all at once; the speed-up (and, with an instant server, the floor set by this machine's CPUs:
-  rendering, measuring, encoding requests);
+  rendering, measuring, encoding requests, with the CPU seconds each process of this node spent
+  meanwhile: `coin_scale.bench.cpu`);
 - faults: the same units at once with `fault_rate` of the calls answered 429 (with Retry-After)
   or 500; how many units still end with a valid label.
 The units are those of the probe CNN architecture with random weights (the bench measures the
@@ -19,11 +20,14 @@ forward passes, and the concurrency part reports how many passes their measureme
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
 from dataclasses import dataclass
 from typing import Any
+
+from coin_scale.bench.cpu import CPUMeter
 
 log = logging.getLogger(__name__)
 
@@ -279,11 +283,11 @@ class _ServerProcess:
 def _explain(  # type: ignore[no-untyped-def]
     config: LLMBenchConfig, subjects, tools_for, *, concurrency: int, server_args,
     provider: str = "openai", model: str = "bench-agent", prompt_caching: bool = True,
-    stats: dict[str, Any] | None = None,
+    stats: dict[str, Any] | None = None, cpu: CPUMeter | None = None,
 ):  # fmt: skip
     """Explain `subjects` through a fake `provider` server, with a fresh render cache; `stats`,
     when given, gets the gateway pool's image bytes sent and saved and the render cache's hits
-    and misses."""
+    and misses; `cpu`, when given, measures the CPU time of this node's processes meanwhile."""
     from coin_scale.explain.llm import LLMExplainerConfig, explain_subjects, prepare
     from coin_scale.runtime.pools import gateway_pool
 
@@ -310,11 +314,13 @@ def _explain(  # type: ignore[no-untyped-def]
             pool.ledger()
             sent0, saved0 = pool.image_bytes_sent, pool.image_bytes_saved
             make_tools, cache = tools_for()
-            start = time.perf_counter()
-            result = explain_subjects(
-                prepared, subjects, make_tools, run_id="bench-llm", gateways=pool, progress=False
-            )
-            seconds = time.perf_counter() - start
+            with cpu or contextlib.nullcontext():
+                start = time.perf_counter()
+                result = explain_subjects(
+                    prepared, subjects, make_tools, run_id="bench-llm", gateways=pool,
+                    progress=False,
+                )  # fmt: skip
+                seconds = time.perf_counter() - start
             if stats is not None:
                 sent, saved = pool.image_bytes_sent, pool.image_bytes_saved
                 stats.update(image_bytes_sent=sent - sent0, image_bytes_saved=saved - saved0)
@@ -405,13 +411,16 @@ def _concurrency(config: LLMBenchConfig, subjects, tools_for, batcher) -> dict[s
         config, subjects, tools_for, concurrency=len(subjects), server_args=latency, stats=stats
     )
     passes, images = batcher.batches - passes, batcher.images - images
-    # The same with an instant server: what the experiments, SDKs and Ray cost on this machine.
+    # The same with an instant server: what the experiments, SDKs and Ray cost on this machine,
+    # and which process spent it.
+    cpu = CPUMeter()
     _, t_floor = _explain(
         config,
         subjects,
         tools_for,
         concurrency=len(subjects),
         server_args=("--latency", "0", "--no-prompt-cache"),
+        cpu=cpu,
     )
     return {
         "units": len(subjects),
@@ -427,6 +436,7 @@ def _concurrency(config: LLMBenchConfig, subjects, tools_for, batcher) -> dict[s
         "all_at_once_forward_passes": passes,
         "all_at_once_render_cache_hits": stats["render_cache_hits"],
         "all_at_once_renders": stats["render_cache_hits"] + stats["render_cache_misses"],
+        "instant_server_cpu": cpu.report(),
     }
 
 
