@@ -29,10 +29,15 @@ def _role(proc: psutil.Process) -> str:
     first = cmdline[0]
     if first.startswith("ray::"):
         return first.split()[0]
-    if "-m" in cmdline[:-1]:
-        return cmdline[cmdline.index("-m") + 1]
-    if os.path.basename(first).startswith("python") and len(cmdline) > 1:
-        return "python -c" if cmdline[1] == "-c" else os.path.basename(cmdline[1])
+    if not os.path.basename(first).startswith("python"):
+        return os.path.basename(first)
+    for i, arg in enumerate(cmdline[1:], start=1):  # past the interpreter's flags (-u, -X ...)
+        if arg == "-m" and i + 1 < len(cmdline):
+            return cmdline[i + 1]
+        if arg == "-c":
+            return "python -c"
+        if not arg.startswith("-"):
+            return os.path.basename(arg)
     return os.path.basename(first)
 
 
