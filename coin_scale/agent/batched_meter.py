@@ -176,10 +176,11 @@ class MeasureBatcher(RequestBatcher):
     (see `RequestBatcher`): uint8 image arrays in, float32 (image, unit) activations out.
 
     The model is deterministic, so an image is measured once per layer: the rows of the last
-    `memo_images` distinct images are kept by a digest of their pixels, and an image repeated
-    within one batch is passed once. Agents explaining the units of one layer render many of
-    the same scenes (their shared render cache, `unity_pool.render_cache`, hands them the same
-    pixels); each unit reads its own column of the same row."""
+    `memo_images` distinct images are kept by a digest of their pixels, and a request for an
+    image already on its way through the model (another agent's, or a repeat in the same
+    request) waits for that row instead of sending it again. Agents explaining the units of one
+    layer render many of the same scenes (their shared render cache, `unity_pool.render_cache`,
+    hands them the same pixels); each unit reads its own column of the same row."""
 
     size_name = "max_images"
 
@@ -197,10 +198,11 @@ class MeasureBatcher(RequestBatcher):
         self.forward = forward
         self.memo_images = memo_images
         self._memo: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        self._pending: dict[bytes, Future[np.ndarray]] = {}
+        """The images on their way through the model, by digest: their rows to come."""
         self._memo_lock = threading.Lock()
         self.memo_hits = 0
-        """Images answered from the memo, or passed once for several in a batch."""
-        self._batch_repeats = 0
+        """Images answered from the memo or by a pass another request had asked for."""
         super().__init__(
             self._forward, max_items=max_images, window_s=window_s, in_flight=in_flight,
             join=np.concatenate, name="measure-batcher",
@@ -212,8 +214,8 @@ class MeasureBatcher(RequestBatcher):
 
     @property
     def images(self) -> int:
-        """Images passed through the model so far (a repeat within a batch passes once)."""
-        return self.items - self._batch_repeats
+        """Images passed through the model so far."""
+        return self.items
 
     def clear_memo(self) -> None:
         """Forget every measured image (the next measurements run the model again)."""
@@ -221,19 +223,6 @@ class MeasureBatcher(RequestBatcher):
             self._memo.clear()
 
     def _forward(self, pixels: np.ndarray) -> np.ndarray:
-        keys = [_digest(p) for p in pixels]
-        first = {k: i for i, k in reversed(list(enumerate(keys)))}
-        if len(first) < len(keys):  # the same image from several agents: passed once
-            unique = sorted(first.values())
-            values = self._checked(pixels[unique])
-            row = {keys[i]: values[j] for j, i in enumerate(unique)}
-            with self._memo_lock:
-                self.memo_hits += len(keys) - len(unique)
-                self._batch_repeats += len(keys) - len(unique)
-            return np.stack([row[k] for k in keys])
-        return self._checked(pixels)
-
-    def _checked(self, pixels: np.ndarray) -> np.ndarray:
         values = np.asarray(self.forward(pixels), dtype=np.float32)
         if values.ndim != 2 or len(values) != len(pixels):
             raise RuntimeError(f"forward returned shape {values.shape} for {len(pixels)} images")
@@ -244,28 +233,54 @@ class MeasureBatcher(RequestBatcher):
         their batch has run, and raises the batch's error if it failed."""
         if len(pixels) == 0:
             return np.zeros((0, 0), dtype=np.float32)
-        if self.memo_images == 0:
-            return np.asarray(self.submit(pixels))
         keys = [_digest(p) for p in pixels]
-        rows: dict[bytes, np.ndarray] = {}
+        rows: dict[bytes, Future[np.ndarray]] = {}
+        mine: list[int] = []  # the images this request sends: new to the memo and to the passes
         with self._memo_lock:
-            for key in keys:
+            for i, key in enumerate(keys):
+                if key in rows:
+                    continue
                 row = self._memo.get(key)
                 if row is not None:
                     self._memo.move_to_end(key)
-                    rows[key] = row
-        first = {k: i for i, k in reversed(list(enumerate(keys))) if k not in rows}
-        todo = sorted(first.values())
-        if todo:
-            values = np.asarray(self.submit(pixels[todo]))
-            with self._memo_lock:
-                for i, value in zip(todo, values, strict=True):
-                    rows[keys[i]] = self._memo[keys[i]] = value.copy()
-                while len(self._memo) > self.memo_images:
-                    self._memo.popitem(last=False)
+                    rows[key] = Future()
+                    rows[key].set_result(row)
+                elif key in self._pending:
+                    rows[key] = self._pending[key]
+                else:
+                    rows[key] = self._pending[key] = Future()
+                    mine.append(i)
+            self.memo_hits += len(keys) - len(mine)
+        if mine:
+            try:
+                values = np.asarray(self.submit(pixels[mine]))
+            except BaseException as err:  # whoever waits on these rows gets the error too
+                self._settle(keys, mine, error=err)
+                raise
+            self._settle(keys, mine, values=values)
+        return np.stack([rows[k].result() for k in keys])
+
+    def _settle(
+        self,
+        keys: list[bytes],
+        mine: list[int],
+        *,
+        values: np.ndarray | None = None,
+        error: BaseException | None = None,
+    ) -> None:
+        """Hand the rows of `mine` (or `error`) to their waiters, and keep the rows."""
         with self._memo_lock:
-            self.memo_hits += len(keys) - len(todo)
-        return np.stack([rows[k] for k in keys])
+            for j, i in enumerate(mine):
+                done = self._pending.pop(keys[i])
+                if values is None:
+                    done.set_exception(error or RuntimeError("no rows"))
+                    continue
+                row = values[j].copy()
+                done.set_result(row)
+                if self.memo_images:
+                    self._memo[keys[i]] = row
+            while len(self._memo) > self.memo_images:
+                self._memo.popitem(last=False)
 
 
 def _digest(pixels: np.ndarray) -> bytes:
