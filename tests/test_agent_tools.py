@@ -384,6 +384,12 @@ INVALID = [
     ("no evidence", "finish", {k: v for k, v in FINISH.items() if k != "evidence"}, "'evidence'"),
     ("bad enum", "render", {"specs": [_spec("reddish")]}, "specs[0].objects[0].color: expected one"),
     ("no specs", "render", {"specs": []}, "specs: expected 1 to 64 items; got 0"),
+    # The scene schema is part of the render tool's: a bad spec is refused before any scene is
+    # built (`_render` builds them without checking the schema again).
+    ("spec field", "render", {"specs": [_spec(), {**_spec(), "fog": 1}]}, "specs[1]: unknown field(s) 'fog'"),
+    ("spec range", "render", {"specs": [{**_spec(), "objects": [{"shape": "star", "color": "red", "size": 9}]}]}, "specs[0].objects[0].size: expected a number in [0.02, 1.5]; got 9"),
+    ("spec version", "render", {"specs": [{**_spec(), "version": 2}]}, "specs[0].version: expected 1; got 2"),
+    ("spec object", "render", {"specs": [{**_spec(), "objects": [{"color": "red"}]}]}, "specs[0].objects[0]: missing required field(s) 'shape'"),
     ("bad id", "measure", {"images": ["cat.png"]}, "images[0]: expected a string matching /^(img|ex)-[0-9]+$/; got 'cat.png'"),
     ("both", "edit", {"image": "img-0", "scene": _spec(), "changes": {"color": "red"}}, "exactly one"),
     ("neither", "edit", {"changes": {"color": "red"}}, "exactly one of 'image'"),

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import re
 import subprocess
 import sys
 import urllib.error
@@ -27,6 +29,7 @@ from coin_scale.testing.fakeserver import (
     max_in_window,
 )
 from coin_scale.testing.fakeserver.faults import FaultInjector
+from coin_scale.testing.fakeserver.server import base64_run_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "fake-key-for-tests-0123456789"
@@ -185,6 +188,20 @@ def test_max_in_window() -> None:
     assert max_in_window(records) == 4  # 10, 59, 60, 61
     assert max_in_window(records, window_s=2.0) == 2  # windows are (t - 2, t]
     assert max_in_window(()) == 0
+
+
+def test_image_data_is_told_from_text_as_runs_of_base64() -> None:
+    rng = random.Random(0)
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=_-"
+    pieces = []
+    for _ in range(300):
+        n = rng.choice([0, 1, 5, 255, 256, 257, 900])
+        pieces.append("".join(rng.choice(alphabet) for _ in range(n)))
+        pieces.append(rng.choice([" ", '","', ":", "\n", "é", ".", '"data:image/png;base64,']))
+    raw = "".join(pieces).encode()
+    runs = re.findall(rb"[A-Za-z0-9+/=_-]{256,}", raw)  # the definition
+    assert base64_run_bytes(raw) == sum(map(len, runs)) > 0
+    assert base64_run_bytes(b"a" * 256) == 256 and base64_run_bytes(b"a" * 255 + b" ") == 0
 
 
 @pytest.mark.parametrize("provider", ["openai", "anthropic", "gemini"])

@@ -5,11 +5,12 @@ from __future__ import annotations
 import bisect
 import hashlib
 import json
+import random
 
 import pytest
 
 from coin_scale.llm.cache import RequestCache, canonical_json, key_of_json, request_key
-from coin_scale.llm.ratelimit import RateLimiter, RateLimits
+from coin_scale.llm.ratelimit import RateLimiter, RateLimits, SlidingWindow
 
 
 def _send(limiter: RateLimiter, n: int, tokens: int = 0) -> list[float]:
@@ -78,6 +79,20 @@ def test_settle_returns_unused_tokens_and_retry_after_blocks():
     limiter.penalise(retry_after=12.0, now=0.0)
     assert limiter.reserve(tokens=0, now=0.0)[0] == pytest.approx(12.0)
     assert limiter.reserve(tokens=1, now=0.0)[0] == pytest.approx(60.0)  # the 600 are spent
+
+
+def test_the_windows_running_total_is_the_sum_of_its_entries():
+    window = SlidingWindow(capacity=1000, length=10.0)
+    rng = random.Random(0)
+    now = 0.0
+    for step in range(500):
+        now += rng.random()
+        start = window.earliest(rng.randint(1, 400), now)
+        window.add(rng.randint(1, 400), start)
+        if step % 3 == 0:
+            window.adjust_last(-rng.randint(0, 500), start)  # clipped at 0 when it overshoots
+        assert window.held == pytest.approx(sum(amount for _, amount in window.entries))
+        assert all(amount >= 0 for _, amount in window.entries)
 
 
 def test_limits_are_validated():

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 import ray
+from ray.exceptions import RayActorError
 
 from coin_scale.actors.rate_limiter import RateLimiterActor, RemoteLimiter
 from coin_scale.llm.ratelimit import RateLimits
@@ -43,3 +45,35 @@ def test_the_actor_applies_a_batch_of_settlements_and_ignores_unknown_keys(ray_c
     ray.get(actor.settle_many.remote("unknown", [(300, 10, a)]))  # nothing booked: no error
     assert ray.get(actor.booked_tokens.remote("unknown")) == 0.0
     ray.kill(actor)
+
+
+def test_reservations_made_meanwhile_go_together_in_their_order(ray_cluster) -> None:
+    actor = RateLimiterActor.remote()
+    paced = RateLimits(requests_per_minute=600)  # one request every 0.1 s
+
+    async def story() -> tuple[list[tuple[float, float]], int]:
+        remote = RemoteLimiter(actor, "openai|m|default", paced)
+        booked = await asyncio.gather(*(remote.reserve(10) for _ in range(12)))
+        return booked, remote.actor_calls
+
+    booked, calls = asyncio.run(story())
+    starts = [start for _, start in booked]
+    assert calls < 12  # all twelve were waiting at once: one or two calls carried them
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    assert gaps == pytest.approx([0.1] * 11)  # paced, in the order they were made
+    waits = [wait for wait, _ in booked]
+    assert waits[0] == pytest.approx(0.0, abs=0.05) and waits[-1] == pytest.approx(1.1, abs=0.05)
+    ray.kill(actor)
+
+
+def test_every_waiting_reservation_gets_the_actors_failure(ray_cluster) -> None:
+    actor = RateLimiterActor.remote()
+    ray.get(actor.booked_tokens.remote("k"))  # started
+    ray.kill(actor)
+
+    async def story() -> list[BaseException | tuple[float, float]]:
+        remote = RemoteLimiter(actor, "k", LIMITS)
+        return await asyncio.gather(*(remote.reserve(1) for _ in range(3)), return_exceptions=True)
+
+    outcomes = asyncio.run(story())
+    assert all(isinstance(o, RayActorError) for o in outcomes)

@@ -4,7 +4,7 @@ Agents explaining the units of one layer at once render many of the same scenes:
 its exemplars' most common attributes and varies one at a time, so the same plain red circle is
 drawn for many units. A renderer whose output depends only on the spec (the procedural renderer:
 every random choice is seeded by the spec's `seed`) can hand back the bytes it made before.
-`CachedRenderer` keys each scene by its canonical spec, renders the misses of a batch in one call
+`CachedRenderer` keys each scene by its value (the frozen `Scene`, defaults filled in), renders the misses of a batch in one call
 to the renderer behind it (a scene repeated within the batch once), and keeps the results in a
 least-recently-used store bounded in bytes. Thread-safe: the agents' tools call it from many
 threads.
@@ -13,7 +13,6 @@ threads.
 from __future__ import annotations
 
 import copy
-import json
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -30,10 +29,11 @@ class _Renderer(Protocol):
     def render_many(self, scenes: Sequence[Scene | Mapping[str, Any]]) -> list[RenderResult]: ...
 
 
-def scene_key(scene: Scene | Mapping[str, Any]) -> str:
-    """The canonical JSON of a scene spec (validated: raises `SceneError` for a bad one)."""
-    parsed = scene if isinstance(scene, Scene) else Scene.from_dict(scene)
-    return json.dumps(parsed.to_dict(), sort_keys=True, separators=(",", ":"))
+def scene_key(scene: Scene | Mapping[str, Any]) -> Scene:
+    """The key of a scene spec: the validated `Scene` itself (frozen, equal and hashed by value,
+    defaults filled in, so two specs of one scene are one key); raises `SceneError` for a bad
+    spec."""
+    return scene if isinstance(scene, Scene) else Scene.from_dict(scene)
 
 
 class CachedRenderer:
@@ -47,7 +47,7 @@ class CachedRenderer:
         self.max_bytes = max_bytes
         self.hits = 0
         self.misses = 0
-        self._store: OrderedDict[str, RenderResult] = OrderedDict()
+        self._store: OrderedDict[Scene, RenderResult] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
 
@@ -56,7 +56,7 @@ class CachedRenderer:
 
     def render_many(self, scenes: Sequence[Scene | Mapping[str, Any]]) -> list[RenderResult]:
         keys = [scene_key(s) for s in scenes]
-        found: dict[str, RenderResult] = {}
+        found: dict[Scene, RenderResult] = {}
         with self._lock:
             for key in keys:
                 hit = self._store.get(key)
@@ -80,7 +80,7 @@ class CachedRenderer:
         # Each caller gets its own attributes (a tool may annotate them); the bytes are shared.
         return [_copy(found[k]) for k in keys]
 
-    def _put(self, key: str, result: RenderResult) -> None:
+    def _put(self, key: Scene, result: RenderResult) -> None:
         size = len(result.data)
         if size > self.max_bytes or key in self._store:
             return

@@ -180,15 +180,17 @@ class Scene:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Scene:
+    def from_dict(cls, data: Mapping[str, Any], *, validate: bool = True) -> Scene:
         """Validate a user-supplied spec against the JSON Schema and build the scene.
 
         Raises `SceneError` naming the offending field and the allowed values. Missing optional
-        fields take the dataclass defaults.
+        fields take the dataclass defaults. `validate=False` skips the schema (not the range
+        checks) for a spec already checked against it, e.g. within a tool call's arguments.
         """
         from unity_pool.schema import validate_spec
 
-        validate_spec(data)
+        if validate:
+            validate_spec(data)
         return cls(
             version=data["version"],
             objects=tuple(SceneObject(**o) for o in data["objects"]),

@@ -46,8 +46,17 @@ class RateLimiterActor:
         self, key: str, limits: RateLimits, tokens: int, settles: Sequence[Settle] = ()
     ) -> tuple[float, float]:
         """Book one request, after applying `settles` (replies the caller had not reported)."""
+        return self.reserve_many(key, limits, (tokens,), settles)[0]
+
+    def reserve_many(
+        self, key: str, limits: RateLimits, tokens: Sequence[int], settles: Sequence[Settle] = ()
+    ) -> list[tuple[float, float]]:
+        """Book several requests in the order given (one caller's reservations that queued up
+        while its previous call was on its way), after applying `settles`."""
         self.settle_many(key, settles)
-        return self._limiter(key, limits).reserve(tokens, time.monotonic())
+        limiter = self._limiter(key, limits)
+        now = time.monotonic()
+        return [limiter.reserve(t, now) for t in tokens]
 
     def settle(self, key: str, estimated: int, actual: int, start: float) -> None:
         self.settle_many(key, ((estimated, actual, start),))
@@ -70,6 +79,18 @@ class RateLimiterActor:
             self.limiters[key].penalise(retry_after, time.monotonic())
 
 
+def _fail(
+    waiting: Sequence[tuple[int, asyncio.Future[tuple[float, float]]]], err: Exception | None
+) -> None:
+    """Raise `err` in (or, for None, cancel) the reservations still waiting."""
+    for _, future in waiting:
+        if not future.done():
+            if err is None:
+                future.cancel()
+            else:
+                future.set_exception(err)
+
+
 def shared_rate_limiter() -> ray.actor.ActorHandle:
     """The cluster's limiter actor, created by the first caller (detached: it outlives one
     sweep, so the next sweep on the same cluster sees the minute's bookings)."""
@@ -81,10 +102,14 @@ def shared_rate_limiter() -> ray.actor.ActorHandle:
 class RemoteLimiter:
     """The `Limiter` protocol over the named actor, for one key.
 
+    Reservations made while one call to the actor is on its way wait for it and then go
+    together, in their order, as one call (`reserve_many`): the first adds no wait, and a gateway
+    with many requests in flight makes a few actor calls instead of one per request.
+
     A settlement (the tokens a reply really used) is not a call of its own: it rides on this
     gateway's next reservation, or leaves on its own after `flush_s` when no reservation comes.
-    One actor call per request instead of two; until it arrives the limiter counts the request's
-    estimate, which is never below what it used, so the delay errs on the safe side."""
+    Until it arrives the limiter counts the request's estimate, which is never below what it
+    used, so the delay errs on the safe side."""
 
     def __init__(
         self,
@@ -98,10 +123,42 @@ class RemoteLimiter:
         self.flush_s = flush_s
         self._pending: list[Settle] = []
         self._timer: asyncio.TimerHandle | None = None
+        self._queue: list[tuple[int, asyncio.Future[tuple[float, float]]]] = []
+        self._sender: asyncio.Task[None] | None = None
+        self.actor_calls = 0
+        """Calls made to the actor for reservations (fewer than the reservations under load)."""
 
     async def reserve(self, tokens: int) -> tuple[float, float]:
-        settles = self._take()
-        return await self.handle.reserve.remote(self.key, self.limits, tokens, settles)
+        future: asyncio.Future[tuple[float, float]] = asyncio.get_running_loop().create_future()
+        self._queue.append((tokens, future))
+        if self._sender is None:
+            self._sender = asyncio.ensure_future(self._send())
+        return await future
+
+    async def _send(self) -> None:
+        """Send the queued reservations, a batch per call, until none is left. A task of its own,
+        so one caller's cancellation cannot cancel the others' batch."""
+        batch: list[tuple[int, asyncio.Future[tuple[float, float]]]] = []
+        try:
+            while self._queue:
+                batch, self._queue = self._queue, []
+                self.actor_calls += 1
+                try:
+                    booked = await self.handle.reserve_many.remote(
+                        self.key, self.limits, [tokens for tokens, _ in batch], self._take()
+                    )
+                except Exception as err:  # noqa: BLE001 - every waiting caller gets it
+                    _fail(batch, err)
+                    continue
+                for (_, future), (wait, start) in zip(batch, booked, strict=True):
+                    if not future.done():
+                        future.set_result((wait, start))
+        except BaseException:  # cancelled with the loop: no caller is left waiting forever
+            _fail(batch + self._queue, None)
+            self._queue = []
+            raise
+        finally:
+            self._sender = None
 
     async def settle(self, estimated: int, actual: int, start: float) -> None:
         self._pending.append((estimated, actual, start))

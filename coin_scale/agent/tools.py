@@ -30,7 +30,7 @@ from coin_scale.agent.subject import UnitMeter, UnitSubject
 from coin_scale.agent.visualizer import MAX_VISUALIZATIONS, Visualizer
 from coin_scale.llm.messages import ImagePart, ToolCall, ToolResult, ToolSpec
 from unity_pool.client import RenderFailed
-from unity_pool.scene import SceneError
+from unity_pool.scene import Scene, SceneError
 from unity_pool.tools import RenderTools, ToolError, ToolUnavailable
 
 ToolStatus = Literal["ok", "invalid", "error", "finished"]
@@ -695,7 +695,15 @@ class ExperimentTools:
         )  # fmt: skip
 
     def _render(self, args: Mapping[str, Any]) -> _Done:
-        refs = self.render_tools.call("render", args)["images"]
+        # `call` checked the arguments against the render tool's schema, which holds the scene
+        # schema: the scenes are built without checking every spec against it a second time.
+        scenes = []
+        for i, spec in enumerate(args["specs"]):
+            try:
+                scenes.append(Scene.from_dict(spec, validate=False))
+            except SceneError as err:
+                raise ToolError(f"specs[{i}]: {err}") from None
+        refs = [ref.to_dict() for ref in self.render_tools.render(scenes)]
         return self._made(refs, what="renders")
 
     def _edit(self, args: Mapping[str, Any]) -> _Done:

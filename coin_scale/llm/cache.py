@@ -12,15 +12,18 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from coin_scale.llm import jsontext
+
 SECRET_FIELDS = frozenset({"api_key", "authorization", "headers"})
 
 
 def canonical_json(request: dict[str, Any]) -> str:
-    """The request as the key hashes it: keys sorted, compact, secrets refused."""
+    """The request as the key hashes it: keys sorted, compact, secrets refused (`RawJSON`
+    pieces, encoded with sorted keys, spliced in)."""
     leaked = SECRET_FIELDS & {k.lower() for k in request}
     if leaked:
         raise ValueError(f"request_key: the request must not carry {sorted(leaked)}")
-    return json.dumps(request, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return jsontext.dumps(request, sort_keys=True)
 
 
 def request_key(provider: str, model: str, request: dict[str, Any]) -> str:

@@ -12,9 +12,10 @@ import base64
 import dataclasses
 import functools
 import hashlib
-import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from coin_scale.llm import jsontext
 
 Role = Literal["user", "assistant"]
 
@@ -153,6 +154,25 @@ class ToolSpec:
     description: str
     parameters: dict[str, Any]
 
+    @functools.cached_property
+    def parameters_json(self) -> str:
+        """The schema as compact JSON with sorted keys, encoded once per spec (an agent offers
+        the same specs every round): the cache key and the request bodies splice it in."""
+        return jsontext.encode(self.parameters, sort_keys=True)
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        # The encoded schema travels with the spec (to a gateway actor), so it is made once.
+        return (_rebuild_tool_spec, (self.name, self.description, self.parameters,
+                                     self.parameters_json))  # fmt: skip
+
+
+def _rebuild_tool_spec(
+    name: str, description: str, parameters: dict[str, Any], parameters_json: str
+) -> ToolSpec:
+    spec = ToolSpec(name=name, description=description, parameters=parameters)
+    spec.__dict__["parameters_json"] = parameters_json
+    return spec
+
 
 @dataclass(frozen=True, kw_only=True)
 class ChatRequest:
@@ -165,7 +185,8 @@ class ChatRequest:
     temperature: float = 0.0
 
     def canonical(self) -> dict[str, Any]:
-        """JSON-ready, images replaced by their sha256: the cache key's input (`cache.request_key`)."""
+        """JSON-ready for `jsontext.dumps` (the tool schemas as `RawJSON` with sorted keys),
+        images replaced by their sha256: the cache key's input (`cache.request_key`)."""
 
         def message(m: Message) -> dict[str, Any]:
             return {
@@ -189,7 +210,11 @@ class ChatRequest:
             "system": self.system,
             "messages": [message(m) for m in self.messages],
             "tools": [
-                {"name": t.name, "description": t.description, "parameters": t.parameters}
+                {
+                    "name": t.name,
+                    "description": t.description,
+                    "parameters": jsontext.RawJSON(t.parameters_json),
+                }
                 for t in self.tools
             ],
             "max_tokens": self.max_tokens,
@@ -200,7 +225,7 @@ class ChatRequest:
         """A rough count for rate limiting and dry runs, before the reply reports real usage;
         `canonical_json` (`cache.canonical_json` of `canonical()`), when the caller has it,
         spares encoding the request again."""
-        text = canonical_json or json.dumps(self.canonical(), separators=(",", ":"))
+        text = canonical_json or jsontext.dumps(self.canonical())
         images = sum(
             len(m.images) + sum(len(r.images) for r in m.tool_results) for m in self.messages
         )

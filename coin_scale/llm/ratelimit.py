@@ -42,23 +42,30 @@ class RateLimits:
 
 
 class SlidingWindow:
-    """Amounts reserved at given times; `earliest` finds when a new amount fits the window."""
+    """Amounts reserved at given times; `earliest` finds when a new amount fits the window.
+
+    The window's total is kept as entries come and go, so a reservation costs the entries it
+    must look past, not every entry of the last minute."""
 
     def __init__(self, capacity: float, length: float) -> None:
         self.capacity = float(capacity)
         self.length = length
         self.entries: deque[list[float]] = deque()  # [start, amount], starts non-decreasing
+        self.held = 0.0
+        """The sum of the entries' amounts."""
 
     def _forget(self, now: float) -> None:
         while self.entries and self.entries[0][0] <= now - self.length:
-            self.entries.popleft()
+            self.held -= self.entries.popleft()[1]
+        if not self.entries:
+            self.held = 0.0  # no drift left behind by float sums
 
     def earliest(self, amount: float, at: float) -> float:
         """The earliest time >= `at` at which `amount` more keeps every window within capacity;
         an amount above capacity waits for an empty window (so it can still go through)."""
         self._forget(at)
         needed = min(amount, self.capacity)
-        held = sum(a for _, a in self.entries)
+        held = self.held
         start = max(at, self.entries[-1][0] if self.entries else at)
         for entry_start, entry_amount in self.entries:
             if held + needed <= self.capacity:
@@ -69,12 +76,15 @@ class SlidingWindow:
 
     def add(self, amount: float, start: float) -> None:
         self.entries.append([start, float(amount)])
+        self.held += float(amount)
 
     def adjust_last(self, delta: float, start: float) -> None:
         """Correct the amount of the entry reserved at `start` (estimated vs real tokens)."""
         for entry in reversed(self.entries):
             if entry[0] == start:
-                entry[1] = max(0.0, entry[1] + delta)
+                new = max(0.0, entry[1] + delta)
+                self.held += new - entry[1]
+                entry[1] = new
                 return
 
 

@@ -8,9 +8,9 @@ that only grows until older rounds are summarised.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import replace
 
+from coin_scale.llm import jsontext
 from coin_scale.llm.messages import ChatRequest
 
 
@@ -20,5 +20,5 @@ def prefix_key(request: ChatRequest) -> str:
     # The canonical form of the request cut to its first message, not of the whole conversation.
     prefix = replace(request, messages=request.messages[:1]).canonical()
     del prefix["max_tokens"], prefix["temperature"]
-    text = json.dumps(prefix, sort_keys=True, separators=(",", ":"))
+    text = jsontext.dumps(prefix, sort_keys=True)
     return "coin-scale-" + hashlib.sha256(text.encode()).hexdigest()[:24]

@@ -7,11 +7,13 @@ tool result's images follow in a user message that names the call they belong to
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from typing import Any
 
 import openai
 
+from coin_scale.llm import jsontext
 from coin_scale.llm.messages import (
     ChatRequest,
     ChatResponse,
@@ -39,11 +41,17 @@ def parse_arguments(raw: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+@functools.lru_cache(maxsize=16)
+def _data_url_head(media_type: str) -> str:
+    """The JSON text that opens a data URL of `media_type`, up to its base64."""
+    return jsontext.encode(f"data:{media_type};base64,")[:-1]
+
+
 def _image(image: ImagePart) -> dict[str, Any]:
-    return {
-        "type": "image_url",
-        "image_url": {"url": f"data:{image.media_type};base64,{image.base64()}"},
-    }
+    # The data URL as JSON text: its base64 is encoded once per part (`ImagePart.base64`) and
+    # spliced into the body as it is (`jsontext`), not scanned again by the JSON encoder.
+    url = _data_url_head(image.media_type) + image.base64() + '"'
+    return {"type": "image_url", "image_url": {"url": jsontext.RawJSON(url)}}
 
 
 def _user_messages(m: Message) -> list[dict[str, Any]]:
@@ -88,7 +96,8 @@ def _assistant_message(m: Message) -> dict[str, Any]:
 
 
 def to_openai_messages(request: ChatRequest) -> list[dict[str, Any]]:
-    """The request's system prompt and turns as Chat Completions messages."""
+    """The request's system prompt and turns as Chat Completions messages, for `jsontext.dumps`
+    (image URLs as `RawJSON`)."""
     out: list[dict[str, Any]] = []
     if request.system:
         out.append({"role": "system", "content": request.system})
@@ -101,10 +110,15 @@ def to_openai_messages(request: ChatRequest) -> list[dict[str, Any]]:
 
 
 def to_openai_tools(request: ChatRequest) -> list[dict[str, Any]]:
+    """The request's tools as Chat Completions function tools (schemas as `RawJSON`)."""
     return [
         {
             "type": "function",
-            "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
+            "function": {
+                "name": t.name,
+                "description": t.description,
+                "parameters": jsontext.RawJSON(t.parameters_json),
+            },
         }
         for t in request.tools
     ]
@@ -201,6 +215,9 @@ class OpenAIChat:
             # servers may reject the field, so it goes to api.openai.com only.
             params["prompt_cache_key"] = prefix_key(request)
         apply_overrides(params, options)
+        # The JSON the SDK would send (compact, non-ASCII kept), with the schemas and images
+        # spliced in: they were half the encoding time of every request.
+        body = jsontext.dumps(params).encode()
         try:
             async with asyncio.timeout(timeout):
                 # The SDK's own POST (auth, headers, timeout, status errors, reply model) without
@@ -208,7 +225,7 @@ class OpenAIChat:
                 # params are plain JSON already, and that walk cost a quarter of a gateway's CPU.
                 completion = await self._sdk().post(
                     "/chat/completions",
-                    body=params,
+                    content=body,
                     cast_to=openai.types.chat.ChatCompletion,
                     options={"timeout": timeout},
                 )

@@ -14,7 +14,6 @@ import hashlib
 import hmac
 import json
 import math
-import re
 import socket
 import threading
 import time
@@ -104,14 +103,31 @@ def _digest(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
 
 
-_BASE64_RUN = re.compile(rb"[A-Za-z0-9+/=_-]{256,}")
+_BASE64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=_-"
+_BASE64_MARKS = bytes(ord("a") if i in _BASE64_ALPHABET else ord(" ") for i in range(256))
+"""Every base64 character (standard or URL-safe) to `a`, every other byte to a space."""
+BASE64_RUN = 256
+"""A run of this many base64 characters or more is an image's data, not text."""
+
+
+def base64_run_bytes(raw: bytes) -> int:
+    """Bytes of `raw` in runs of `BASE64_RUN` or more base64 characters. Each run is found with
+    `bytes.find` on the body mapped to two symbols: a regular expression walked a 77 KB body at
+    half a millisecond, a third of the fake server's time."""
+    marks = raw.translate(_BASE64_MARKS)
+    needle = b"a" * BASE64_RUN
+    total = pos = 0
+    while (start := marks.find(needle, pos)) >= 0:  # a run's first byte (pos is not in a run)
+        end = marks.find(b" ", start)
+        pos = len(marks) if end < 0 else end
+        total += pos - start
+    return total
 
 
 def _input_tokens(raw: bytes, images: int) -> int:
     """Billed input tokens the way providers count them: text at about 4 characters per token,
     each image as a fixed count (`TOKENS_PER_IMAGE`), not as the length of its base64."""
-    text = _BASE64_RUN.sub(b"", raw)
-    return max(1, len(text) // 4 + images * TOKENS_PER_IMAGE)
+    return max(1, (len(raw) - base64_run_bytes(raw)) // 4 + images * TOKENS_PER_IMAGE)
 
 
 def max_in_window(records: tuple[RequestRecord, ...], window_s: float = WINDOW_S) -> int:
