@@ -26,7 +26,13 @@ from coin_scale.agent import (
     explain_unit,
     parse_final_text,
 )
-from coin_scale.agent.context import SUMMARY_HEADER, RoundRecord, build_request
+from coin_scale.agent.context import (
+    SUMMARY_HEADER,
+    RoundRecord,
+    build_request,
+    fit,
+    png_size,
+)
 from coin_scale.agent.prompts import FINAL_ROUND_NOTICE, NUDGE, first_message, system_prompt
 from coin_scale.llm.messages import (
     ChatRequest,
@@ -363,6 +369,26 @@ def _record(r: int, *, images: int = 1) -> RoundRecord:
         assistant=Message(role="assistant", tool_calls=(call,)),
         reply=Message(role="user", tool_results=(result,)),
         summary=(f"measure -> step of round {r}",),
+    )
+
+
+def test_fit_reads_a_pngs_size_from_its_header_and_downscales_only_larger_images() -> None:
+    def png(w: int, h: int, mode: str = "RGB") -> bytes:
+        buffer = io.BytesIO()
+        Image.new(mode, (w, h), "red").save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    assert png_size(png(96, 40)) == (96, 40) and png_size(b"GIF89a not a png") is None
+    small = ImagePart(data=png(96, 40))
+    assert fit(small, 128) is small and fit(ImagePart(data=png(30, 20, "L")), 30).data == png(
+        30, 20, "L"
+    )
+    big = fit(ImagePart(data=png(300, 150)), 128)
+    assert png_size(big.data) == (128, 64)
+    jpeg = io.BytesIO()
+    Image.new("RGB", (200, 100), "blue").save(jpeg, format="JPEG")
+    assert png_size(fit(ImagePart(data=jpeg.getvalue(), media_type="image/jpeg"), 50).data) == (
+        50, 25
     )
 
 

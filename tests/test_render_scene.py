@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from unity_pool.attributes import scene_attributes
 from unity_pool.procedural.backgrounds import BACKGROUNDS
 from unity_pool.procedural.shapes import SHAPE_DRAWERS
 from unity_pool.procedural.textures import TEXTURES
+from unity_pool.sampling import sample_scenes
 from unity_pool.scene import Camera, Lighting, Scene, SceneError, SceneObject
 from unity_pool.schema import build_schema, load_schema, validate_spec
 
@@ -55,6 +57,15 @@ def test_json_round_trip() -> None:
     assert again == scene
     assert Scene.from_dict(json.loads(json.dumps(scene.to_dict()))) == scene
     assert scene.to_dict()["version"] == vocab.SPEC_VERSION
+
+
+def test_to_dict_is_the_dataclass_as_plain_data() -> None:
+    for scene in sample_scenes(50, seed=2):
+        expected = dataclasses.asdict(scene)
+        expected["objects"] = [dataclasses.asdict(o) for o in scene.objects]
+        data = scene.to_dict()
+        assert data == expected and list(data) == list(expected)
+        assert isinstance(data["objects"], list) and data["objects"][0] is not scene.objects[0]
 
 
 def test_minimal_spec_takes_defaults() -> None:

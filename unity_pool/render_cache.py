@@ -97,7 +97,18 @@ def _copy(result: RenderResult) -> RenderResult:
         format=result.format,
         width=result.width,
         height=result.height,
-        attributes=copy.deepcopy(result.attributes),
+        attributes=_copy_attributes(result.attributes),
         render_ms=result.render_ms,
         pixels=result.pixels,
     )
+
+
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def _copy_attributes(attributes: Any) -> Any:
+    """A copy a caller may change: a flat dict of plain values (the procedural renderer's) is
+    copied shallowly, anything else deeply."""
+    if isinstance(attributes, dict) and all(isinstance(v, _PLAIN) for v in attributes.values()):
+        return dict(attributes)
+    return copy.deepcopy(attributes)

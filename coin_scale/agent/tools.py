@@ -31,6 +31,7 @@ from coin_scale.agent.visualizer import MAX_VISUALIZATIONS, Visualizer
 from coin_scale.llm.messages import ImagePart, ToolCall, ToolResult, ToolSpec
 from unity_pool.client import RenderFailed
 from unity_pool.scene import Scene, SceneError
+from unity_pool.schema import SchemaChecker
 from unity_pool.tools import RenderTools, ToolError, ToolUnavailable
 
 ToolStatus = Literal["ok", "invalid", "error", "finished"]
@@ -230,7 +231,7 @@ def describe_schema_error(error: jsonschema.ValidationError) -> str:
 
 
 def schema_problems(
-    validator: jsonschema.protocols.Validator, instance: object, *, limit: int = 3
+    validator: jsonschema.protocols.Validator | SchemaChecker, instance: object, *, limit: int = 3
 ) -> list[str]:
     """Up to `limit` validation problems in words, the most relevant first; [] when valid."""
     errors = list(validator.iter_errors(instance))
@@ -346,7 +347,7 @@ class ExperimentTools:
         self._handlers = handlers
         self._specs = self._build_specs()
         self._validators = {
-            spec.name: jsonschema.Draft202012Validator(spec.parameters) for spec in self._specs
+            spec.name: SchemaChecker(spec.parameters) for spec in self._specs
         }
 
     # --- descriptions ---------------------------------------------------------------------
