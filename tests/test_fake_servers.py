@@ -29,7 +29,7 @@ from coin_scale.testing.fakeserver import (
     max_in_window,
 )
 from coin_scale.testing.fakeserver.faults import FaultInjector
-from coin_scale.testing.fakeserver.server import base64_run_bytes
+from coin_scale.testing.fakeserver.prompt_cache import base64_run_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "fake-key-for-tests-0123456789"

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -33,7 +32,27 @@ from coin_scale.llm.messages import TOKENS_PER_IMAGE
 
 Mode = Literal["automatic", "explicit"]
 
-_BASE64_RUN = re.compile(r"[A-Za-z0-9+/=_-]{256,}")
+_BASE64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=_-"
+_BASE64_MARKS = bytes(ord("a") if i in _BASE64_ALPHABET else ord(" ") for i in range(256))
+"""Every base64 character (standard or URL-safe) to `a`, every other byte to a space."""
+BASE64_RUN = 256
+"""A run of this many base64 characters or more is an image's data, not text."""
+
+
+def base64_run_bytes(raw: bytes) -> int:
+    """Bytes of `raw` in runs of `BASE64_RUN` or more base64 characters. Each run is found with
+    `bytes.find` on the body mapped to two symbols: a regular expression walked a 77 KB body at
+    half a millisecond, a third of the fake server's time."""
+    marks = raw.translate(_BASE64_MARKS)
+    needle = b"a" * BASE64_RUN
+    total = pos = 0
+    while (start := marks.find(needle, pos)) >= 0:  # a run's first byte (pos is not in a run)
+        end = marks.find(b" ", start)
+        pos = len(marks) if end < 0 else end
+        total += pos - start
+    return total
+
+
 _IMAGE_KEYS = ("image_url", "inline_data", "inlineData")
 
 
@@ -75,7 +94,8 @@ def segments(pieces: Iterable[Any]) -> list[Segment]:
         marked = isinstance(piece, dict) and "cache_control" in piece
         text = json.dumps(_strip_marks(piece), sort_keys=True, separators=(",", ":"))
         running.update(text.encode())
-        tokens = len(_BASE64_RUN.sub("", text)) // 4 + count_images(piece) * TOKENS_PER_IMAGE
+        text_chars = len(text) - base64_run_bytes(text.encode())  # ASCII: ensure_ascii
+        tokens = text_chars // 4 + count_images(piece) * TOKENS_PER_IMAGE
         out.append(Segment(tokens=tokens, digest=running.copy().hexdigest(), breakpoint=marked))
     return out
 
