@@ -4,10 +4,10 @@ Agents explaining the units of one layer at once render many of the same scenes:
 its exemplars' most common attributes and varies one at a time, so the same plain red circle is
 drawn for many units. A renderer whose output depends only on the spec (the procedural renderer:
 every random choice is seeded by the spec's `seed`) can hand back the bytes it made before.
-`CachedRenderer` keys each scene by its value (the frozen `Scene`, defaults filled in), renders the misses of a batch in one call
-to the renderer behind it (a scene repeated within the batch once), and keeps the results in a
-least-recently-used store bounded in bytes. Thread-safe: the agents' tools call it from many
-threads.
+`CachedRenderer` keys each scene by its value (the frozen `Scene`, defaults filled in), renders the
+misses of a batch in one call to the renderer behind it (a scene repeated within the batch once),
+and keeps the results in a least-recently-used store bounded in bytes. Thread-safe: the agents'
+tools call it from many threads.
 """
 
 from __future__ import annotations
@@ -65,8 +65,7 @@ class CachedRenderer:
                     found[key] = hit
         todo = list(dict.fromkeys(k for k in keys if k not in found))
         if todo:
-            first = {k: scenes[keys.index(k)] for k in todo}
-            results = self.renderer.render_many([first[k] for k in todo])
+            results = self.renderer.render_many(todo)  # the keys are the scenes
             if len(results) != len(todo):
                 # The renderer broke its contract; let the caller's count check report it.
                 return results

@@ -72,7 +72,7 @@ class RateLimiterActor:
         limiter = self.limiters.get(key)
         if limiter is None or limiter.tokens is None:
             return 0.0
-        return float(sum(amount for _, amount in limiter.tokens.entries))
+        return limiter.tokens.held
 
     def penalise(self, key: str, retry_after: float) -> None:
         if key in self.limiters:

@@ -17,11 +17,12 @@ class RawJSON:
     text: str
 
 
-def encode(value: Any, *, sort_keys: bool = False) -> str:
+def encode(value: Any, *, sort_keys: bool = False, default: Any = None) -> str:
     """Compact JSON as the providers' SDKs send it (non-ASCII kept, no NaN)."""
     return json.dumps(
-        value, sort_keys=sort_keys, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    )
+        value, sort_keys=sort_keys, separators=(",", ":"), ensure_ascii=False, allow_nan=False,
+        default=default,
+    )  # fmt: skip
 
 
 def dumps(value: Any, *, sort_keys: bool = False) -> str:
@@ -39,10 +40,7 @@ def dumps(value: Any, *, sort_keys: bool = False) -> str:
             return mark
         raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
 
-    text = json.dumps(
-        value, default=default, sort_keys=sort_keys, separators=(",", ":"), ensure_ascii=False,
-        allow_nan=False,
-    )  # fmt: skip
+    text = encode(value, sort_keys=sort_keys, default=default)
     if not pieces:
         return text
     parts = text.split(json.dumps(mark))
