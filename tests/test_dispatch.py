@@ -28,12 +28,21 @@ def _actors(ray: Any, n: int) -> list[Any]:
 
 def _kill(ray: Any, actor: Any) -> None:
     """Kill `actor` and wait until it is dead: `ray.kill` only asks, and an actor that has not
-    died yet may still answer the first calls sent to it."""
+    died yet may still answer the calls sent to it meanwhile (one call is not enough: a CI run
+    saw the first one answered), so call until a call fails for the actor's death."""
+    import time
+
     from ray.exceptions import RayActorError
 
     ray.kill(actor, no_restart=True)
-    with pytest.raises(RayActorError):
-        ray.get(actor.double.remote(0), timeout=60)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            ray.get(actor.double.remote(0), timeout=60)
+        except RayActorError:
+            return
+        time.sleep(0.05)
+    pytest.fail("the killed actor still answers after 60 s")
 
 
 @pytest.mark.timeout(120)

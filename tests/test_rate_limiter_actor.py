@@ -5,6 +5,7 @@ the limiter on its own when no reservation follows."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 import ray
@@ -70,6 +71,7 @@ def test_every_waiting_reservation_gets_the_actors_failure(ray_cluster) -> None:
     actor = RateLimiterActor.remote()
     ray.get(actor.booked_tokens.remote("k"))  # started
     ray.kill(actor)
+    _wait_dead(actor)
 
     async def story() -> list[BaseException | tuple[float, float]]:
         remote = RemoteLimiter(actor, "k", LIMITS)
@@ -77,3 +79,15 @@ def test_every_waiting_reservation_gets_the_actors_failure(ray_cluster) -> None:
 
     outcomes = asyncio.run(story())
     assert all(isinstance(o, RayActorError) for o in outcomes)
+
+
+def _wait_dead(actor) -> None:
+    """`ray.kill` only asks: calls sent meanwhile may still be answered. Call until one fails."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            ray.get(actor.booked_tokens.remote("k"), timeout=60)
+        except RayActorError:
+            return
+        time.sleep(0.05)
+    pytest.fail("the killed actor still answers after 60 s")

@@ -24,13 +24,22 @@ class RaySession:
 
 
 def connect(address: str | None = None, *, num_cpus: int | None = None) -> RaySession:
-    """`None` starts a local Ray on this machine; `auto` or `ray://host:10001` joins a cluster."""
+    """`None` starts a local Ray on this machine (or joins `RAY_ADDRESS` when the environment names
+    one, as `ray job submit` does); `auto` or `ray://host:10001` joins a cluster.
+
+    A local start is asked for explicitly (`address="local"`): a bare `ray.init()` would instead
+    join whatever `/tmp/ray/ray_current_cluster` names, which a `ray start` or a test cluster that
+    died without cleaning up leaves behind, and then hang on a dead address or refuse `num_cpus`."""
     if ray.is_initialized():
         return RaySession(address=address, owned=False)
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    if address is None and os.environ.get("RAY_ADDRESS"):
+        address = os.environ["RAY_ADDRESS"]
+        log.info("joining the Ray cluster at RAY_ADDRESS=%s", address)
     if address is None:
         log.info("starting a local Ray instance (pass --address auto to join a cluster)")
-        ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING)
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
+                 logging_level=logging.WARNING)  # fmt: skip
     else:
         ray.init(address=address, logging_level=logging.WARNING)
     return RaySession(address=address, owned=True)

@@ -221,8 +221,9 @@ def _nodes(config: SuiteConfig) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="coin-scale-bench-nodes-") as tmp:
         probe = _probe_dir(tmp, config.images)
         for n in config.nodes:
-            cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
-            try:
+            cluster = Cluster()
+            try:  # the head inside the try: a start cut short still removes what it started
+                cluster.add_node(num_cpus=0)
                 for _ in range(n):
                     cluster.add_node(num_cpus=1)
                 cluster.wait_for_nodes()
