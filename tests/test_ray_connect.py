@@ -6,6 +6,7 @@ on the dead one (what broke a CI run after a timed-out test left the file behind
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -49,3 +50,73 @@ def test_a_local_start_ignores_a_dead_cluster_left_in_ray_current_cluster(
     lines = done.stdout.splitlines()
     assert lines[0].startswith("owned True nodes 1 gcs ") and "127.0.0.1:9" not in lines[0]
     assert lines[1] == "closed False"
+
+
+CHECKS = """
+import json
+from coin_scale.actors.cluster import check_reachable
+from coin_scale.errors import UserError
+for address in ("auto", "foo", "HEAD:port", "http://head:8265", "ray://127.0.0.1:PORT"):
+    try:
+        check_reachable(address, timeout=2)
+        print(json.dumps([address, "reachable", 0]))
+    except UserError as err:
+        print(json.dumps([address, str(err), err.exit_code]))
+"""
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_addresses_that_name_no_cluster_are_one_line_errors_not_a_wait(stale_ray_tmpdir):
+    """`--address auto` finding a dead cluster, malformed addresses and a port nobody listens on
+    fail at once with the fix; Ray itself would raise a traceback or wait for minutes."""
+    import json
+
+    port = _free_port()
+    env = {**os.environ, "RAY_TMPDIR": str(stale_ray_tmpdir)}
+    env.pop("RAY_ADDRESS", None)
+    done = subprocess.run(
+        [sys.executable, "-c", CHECKS.replace("PORT", str(port))],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = {a: (message, code) for a, message, code in map(json.loads, done.stdout.splitlines())}
+    message, code = got["auto"]
+    # (Ray resolves 127.0.0.1 to this node's address)
+    assert code == 3 and "ray status" in message
+    assert re.search(
+        r"no Ray cluster answers at ([\d.]+):9 \(found by --address auto: \1:9\)", message
+    )
+    for malformed in ("foo", "HEAD:port"):
+        assert got[malformed] == (
+            f"--address: expected auto, HOST:PORT (a cluster's GCS, e.g. HEAD:6379) or "
+            f"ray://HOST:10001; got {malformed!r}",
+            2,
+        )
+    message, code = got["http://head:8265"]
+    assert code == 2 and "the dashboard's, for `ray job submit`" in message
+    message, code = got[f"ray://127.0.0.1:{port}"]
+    assert code == 3 and f"no Ray cluster answers at 127.0.0.1:{port}" in message
+
+
+def test_the_cli_refuses_a_dead_address_and_records_the_run_failed(probe_dir, tmp_path):
+    import duckdb
+
+    port = _free_port()
+    wh = tmp_path / "wh"
+    argv = [str(Path(sys.executable).parent / "coin-scale"), "dissect", "--model", "resnet18",
+            "--weights", "none", "--layer", "layer4", "--probe", str(probe_dir),
+            "--warehouse", str(wh), "--address", f"127.0.0.1:{port}"]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 3, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    assert f"error: --address 127.0.0.1:{port}: no Ray cluster answers" in done.stderr
+    rows = duckdb.sql(f"SELECT status, message FROM '{wh}/runs/*.parquet'").fetchall()
+    assert len(rows) == 1 and rows[0][0] == "failed" and "no Ray cluster answers" in rows[0][1]
+    assert sorted(p.name for p in wh.iterdir()) == ["runs"]  # nothing else was written

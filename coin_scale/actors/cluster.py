@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from dataclasses import dataclass
 
 import ray
+
+from coin_scale.errors import ResourceError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +44,53 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> RaySe
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
                  logging_level=logging.WARNING)  # fmt: skip
     else:
+        check_reachable(address)
         ray.init(address=address, logging_level=logging.WARNING)
     return RaySession(address=address, owned=True)
+
+
+ADDRESS_FORMS = "auto, HOST:PORT (a cluster's GCS, e.g. HEAD:6379) or ray://HOST:10001"
+
+
+def check_reachable(address: str, *, timeout: float = 5.0) -> None:
+    """Fail fast, in one line, where `ray.init(address)` would raise a traceback (`auto` with no
+    cluster) or wait for minutes (nothing listens at the address): the address must have one of
+    the `ADDRESS_FORMS` and something must accept a TCP connection there."""
+    target = address
+    if address == "auto":
+        from ray._private.services import canonicalize_bootstrap_address
+
+        try:
+            target = canonicalize_bootstrap_address("auto") or ""
+        except ConnectionError:
+            raise ResourceError(
+                "--address auto: no running Ray cluster was found on this machine (RAY_ADDRESS is "
+                "not set and no `ray start` is recorded). Fix: start one with `ray start --head`, "
+                "pass its address, or leave --address out to start a local Ray."
+            ) from None
+    host, port = _host_port(target.removeprefix("ray://"), address)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except OSError as err:
+        found = f" (found by --address auto: {target})" if address == "auto" else ""
+        raise ResourceError(
+            f"--address {address}: no Ray cluster answers at {host}:{port}{found}: {err}. Fix: "
+            "check that the cluster is up (`ray status`) and the address and port, or leave "
+            "--address out to start a local Ray."
+        ) from None
+
+
+def _host_port(target: str, address: str) -> tuple[str, int]:
+    if "://" in target:
+        raise UserError(
+            f"--address: expected {ADDRESS_FORMS}; got {address!r} (an http:// address is the "
+            "dashboard's, for `ray job submit`; a command inside a job passes --address auto)"
+        )
+    host, sep, port = target.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UserError(f"--address: expected {ADDRESS_FORMS}; got {address!r}")
+    return host.strip("[]"), int(port)
 
 
 def cpu_gpu_per_replica(replicas: int | None) -> tuple[int, float, int]:
