@@ -90,10 +90,14 @@ def test_chain_edges_walk_down_from_the_selected_units(model, image):
     assert len(top) <= 4 and all(e.weight > 0 for e in edges)
     middle = {e.source_unit for e in top}
     lower = [e for e in edges if e.target_layer == "layer3"]
-    assert {e.target_unit for e in lower} <= middle and all(e.source_layer == "layer2" for e in lower)
+    assert {e.target_unit for e in lower} <= middle and all(
+        e.source_layer == "layer2" for e in lower
+    )
     # each target keeps its strongest drivers, in order
     drivers = unit_drivers(model, image, ("layer3", "nchw"), ("layer4", "nchw"), [7])[0]
-    assert [e.source_unit for e in top if e.target_unit == 7] == drivers.argsort(descending=True)[:2].tolist()
+    assert [e.source_unit for e in top if e.target_unit == 7] == drivers.argsort(descending=True)[
+        :2
+    ].tolist()
 
 
 def test_zeroing_the_chain_units_removes_exactly_their_contribution(model, image):
@@ -105,16 +109,22 @@ def test_zeroing_the_chain_units_removes_exactly_their_contribution(model, image
 
 
 def test_mean_ablation_sets_each_unit_to_its_mean(model, image):
-    batches = [torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(s)) for s in (2, 3)]
+    batches = [
+        torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(s)) for s in (2, 3)
+    ]
     means = unit_means(model, batches, {"layer4": "nchw"})["layer4"]
-    direct = torch.stack([_pooled(model, b[i : i + 1], "layer4") for b in batches for i in range(4)])
+    direct = torch.stack(
+        [_pooled(model, b[i : i + 1], "layer4") for b in batches for i in range(4)]
+    )
     torch.testing.assert_close(means.double(), direct.mean(dim=0), rtol=1e-5, atol=1e-5)
     # through the linear head, setting unit u to its mean moves the logit by w_u (mean_u - act_u)
     c = unit_contributions(model, "layer4", "nchw", image)
     act = _pooled(model, image, "layer4")
     logits = ablated_logits(model, image, "layer4", "nchw", [4], means)[0]
     w = model.fc.weight[c.class_index, 4].detach().double()
-    assert float(logits[c.class_index]) == pytest.approx(c.logit + float(w * (means[4] - act[4])), abs=1e-4)
+    assert float(logits[c.class_index]) == pytest.approx(
+        c.logit + float(w * (means[4] - act[4])), abs=1e-4
+    )
 
 
 def test_faithfulness_compares_the_chain_with_random_and_most_active_units(model, image):
@@ -135,6 +145,39 @@ def test_faithfulness_compares_the_chain_with_random_and_most_active_units(model
     again = faithfulness_scores(model, image, "layer4", "nchw", c.class_index, chain, [1, 8],
                                 means=means, draws=5, seed=0)  # fmt: skip
     assert again == scores
+
+
+def test_a_linear_head_gives_the_ablations_of_the_forward_passes_without_them(
+    model, image, monkeypatch
+):
+    """layer4 feeds avgpool -> fc: the faithfulness scores come from one pass, and equal the
+    scores of one ablated pass per selection (the path of every other layer)."""
+    import coin_scale.chain.faithfulness as faithfulness
+
+    c = unit_contributions(model, "layer4", "nchw", image)
+    chain = [unit for unit, _ in c.top(16)]
+    means = unit_means(model, [torch.randn(4, 3, 64, 64)], {"layer4": "nchw"})["layer4"]
+    passes: list[int] = []
+    real = faithfulness.ablated_logits
+    monkeypatch.setattr(
+        faithfulness, "ablated_logits", lambda m, x, *a: passes.append(len(x)) or real(m, x, *a)
+    )  # fmt: skip
+
+    def scores():
+        return faithfulness_scores(model, image, "layer4", "nchw", c.class_index, chain, [1, 8],
+                                   means=means, draws=5, seed=0)  # fmt: skip
+
+    exact = scores()
+    assert passes == []
+    monkeypatch.setattr(faithfulness, "pooled_linear_head", lambda *_: None)
+    forward = scores()
+    assert passes == [1, 1, 5] * 4  # chain, activation, random draws; per k and ablation
+    for e, f in zip(exact, forward, strict=True):
+        assert (e.layer, e.ablation, e.selection, e.k, e.draws) == (
+            f.layer, f.ablation, f.selection, f.k, f.draws
+        )  # fmt: skip
+        for name in ("logit_drop", "probability_drop", "margin_drop", "margin_drop_std"):
+            assert getattr(e, name) == pytest.approx(getattr(f, name), rel=1e-4, abs=1e-4)
 
 
 def test_outcome_and_deletion_ks():

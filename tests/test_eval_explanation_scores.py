@@ -100,6 +100,36 @@ def test_a_true_explanation_scores_high_and_a_false_one_low():
     assert red.interp.score > wrong.interp.score
 
 
+def test_causality_through_a_linear_head_equals_the_forward_passes(monkeypatch):
+    """A layer read by `avgpool -> fc` (a ResNet's layer4) gets C from the one pass that measures
+    the activations: scaling a unit moves the logits by a known vector. The scores equal those of
+    the ablation and amplification passes."""
+    import coin_scale.eval.explanation_scores as scores_module
+
+    model, scoring = _resnet().eval(), scoring_set(48)
+    scoring = ScoringSet(
+        pixels=torch.nn.functional.interpolate(scoring.pixels.float(), size=32).to(torch.uint8),
+        attributes=scoring.attributes, names=scoring.names, source="test",
+    )  # fmt: skip
+    pre = Preprocess(resize=32, crop=32)
+    explained = [(3, "color=red"), (7, "color=blue"), (100, "(color=green OR color=blue)")]
+    calls: list[float] = []
+    real = scores_module.scaled_logits
+    monkeypatch.setattr(
+        scores_module, "scaled_logits", lambda *a: calls.append(a[-1]) or real(*a)
+    )  # fmt: skip
+    exact = score_explanations(model, "layer4", "nchw", pre, explained, scoring, seed=1)
+    assert calls == []  # no ablation or amplification pass
+    monkeypatch.setattr(scores_module, "pooled_linear_head", lambda *_: None)
+    passes = score_explanations(model, "layer4", "nchw", pre, explained, scoring, seed=1)
+    assert calls == [0.0, 2.0] * 3
+    for e, p in zip(exact, passes, strict=True):
+        c_exact, c_passes = e.interp.C, p.interp.C
+        assert c_exact == pytest.approx(c_passes, rel=1e-5, abs=1e-12)
+        assert (e.interp.S, e.interp.R, e.predictive) == (p.interp.S, p.interp.R, p.predictive)
+    assert sum(0 < e.interp.C < 1 for e in exact) >= 2  # not all dead units
+
+
 def test_unscorable_explanations_say_why():
     scores = score_explanations(
         ColourNet(), "body", "nchw", PRE,
@@ -167,6 +197,11 @@ def test_a_narrow_explanation_gets_scenes_rendered_to_satisfy_it():
     payload = SimpleNamespace(preprocess=Preprocess(resize=32, crop=32))
     extended = render_satisfying(formula, base, payload, seed=0, single_object=True)  # type: ignore[arg-type]
     added = extended.attributes[10:]
-    assert MIN_IMAGES <= len(added) <= TOP_UP and extended.pixels.shape == (10 + len(added), 3, 32, 32)
+    assert MIN_IMAGES <= len(added) <= TOP_UP and extended.pixels.shape == (
+        10 + len(added),
+        3,
+        32,
+        32,
+    )
     assert satisfies(parsed, list(added), names).all()
     assert {a["n_objects"] for a in added} == {1}

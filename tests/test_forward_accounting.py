@@ -72,7 +72,8 @@ def test_run_sweep_json_is_one_object_with_where_the_forward_passes_ran(tmp_path
     # No probe, so no dissection; the layer listing, the prediction, the attribution and the
     # faithfulness ablations ran on the sweep's model replica: the driver holds no model.
     assert passes["driver"] == {"passes": 0, "images": 0}
-    assert passes["replicas"]["passes"] >= 4 and passes["replicas"]["images"] >= 4
+    # (layer4 feeds resnet18's linear head: the ablations follow from one pass, exactly)
+    assert passes["replicas"]["passes"] >= 3 and passes["replicas"]["images"] >= 3
     assert result["rendered_images"] == {"render_pool": 0, "driver": 0}  # no probe: no renders
     assert run_sweep.main([*argv[:-2], "--run-id", "j2"]) == 0
     out = capsys.readouterr().out

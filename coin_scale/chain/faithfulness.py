@@ -16,6 +16,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from coin_scale.chain.attribution import pooled_linear_head
 from coin_scale.chain.units import UnitView, as_view
 from coin_scale.models.layers import Layout
 
@@ -86,6 +87,29 @@ def ablated_logits(
         handle.remove()
 
 
+def linear_head_ablation(
+    logits: torch.Tensor,
+    pooled: torch.Tensor,
+    weight: torch.Tensor,
+    units: Sequence[int] | torch.Tensor,
+    values: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """float64 logits (batch, classes) of one image whose layer feeds a linear head through its
+    spatial mean, with `units` replaced by `values` (or 0) at every position: the logits move by
+    weight[:, u] x (value_u - pooled_u) for each replaced unit u. Equal to `ablated_logits` on
+    such a layer (`attribution.pooled_linear_head`) up to float rounding, without its passes.
+    `units` as in `ablated_logits`: a set, or a (batch, k) tensor of sets."""
+    index = torch.as_tensor(units, dtype=torch.long)
+    if index.dim() == 1:
+        index = index.unsqueeze(0)
+    pooled = pooled.detach().double().cpu()
+    target = torch.zeros_like(pooled) if values is None else values.detach().double().cpu()
+    delta = torch.zeros(index.shape[0], pooled.numel(), dtype=torch.float64)
+    delta.scatter_(1, index, (target - pooled)[index])
+    head = weight.detach().double().cpu()
+    return logits.detach().double().cpu() + delta @ head.T
+
+
 def unit_means(
     module: nn.Module, batches: Sequence[torch.Tensor], layers: Mapping[str, Layout | UnitView]
 ) -> dict[str, torch.Tensor]:
@@ -147,10 +171,21 @@ def faithfulness_scores(
     )
     try:
         with torch.inference_mode():
-            base = predicted_outcome(module.eval()(inputs)[0], class_index)
+            base_logits = module.eval()(inputs)[0]
     finally:
         handle.remove()
+    base = predicted_outcome(base_logits, class_index)
     n_units = captured[0].numel()
+    # A layer read by avgpool -> fc: replacing units at every position moves their pooled values
+    # only, so the ablated logits follow from this one pass, exactly, with no pass per ablation.
+    head = pooled_linear_head(module, layer) if units_of == "nchw" else None
+
+    def ablated(units: torch.Tensor, values: torch.Tensor | None, batch: int) -> torch.Tensor:
+        if head is None:
+            repeated = inputs.expand(batch, *inputs.shape[1:]) if batch > 1 else inputs
+            return ablated_logits(module, repeated, layer, units_of, units, values)
+        return linear_head_ablation(base_logits, captured[0], head.weight, units, values)
+
     by_activation = torch.argsort(captured[0], descending=True, stable=True)
     generator = torch.Generator().manual_seed(seed)
     ablations: list[tuple[Ablation, torch.Tensor | None]] = [("zero", None)]
@@ -160,27 +195,30 @@ def faithfulness_scores(
     for k in ks:
         if not 1 <= k <= min(len(chain_units), n_units):
             raise ValueError(f"k must be between 1 and {min(len(chain_units), n_units)}, got {k}")
-        random_sets = torch.stack([torch.randperm(n_units, generator=generator)[:k] for _ in range(draws)])
+        random_sets = torch.stack(
+            [torch.randperm(n_units, generator=generator)[:k] for _ in range(draws)]
+        )
         for ablation, values in ablations:
             fixed: list[tuple[Selection, torch.Tensor]] = [
                 ("chain", torch.tensor(list(chain_units[:k]))),
                 ("activation", by_activation[:k]),
             ]
             for selection, units in fixed:
-                after = predicted_outcome(
-                    ablated_logits(module, inputs, layer, units_of, units, values)[0], class_index
-                )
+                after = predicted_outcome(ablated(units, values, 1)[0], class_index)
                 scores.append(_score(layer, ablation, selection, k, base, [after]))
-            logits = ablated_logits(
-                module, inputs.expand(draws, *inputs.shape[1:]), layer, units_of, random_sets, values
-            )
+            logits = ablated(random_sets, values, draws)
             outcomes = [predicted_outcome(row, class_index) for row in logits]
             scores.append(_score(layer, ablation, "random", k, base, outcomes))
     return scores
 
 
 def _score(
-    layer: str, ablation: Ablation, selection: Selection, k: int, base: Outcome, after: list[Outcome]
+    layer: str,
+    ablation: Ablation,
+    selection: Selection,
+    k: int,
+    base: Outcome,
+    after: list[Outcome],
 ) -> AblationScore:
     margins = [base.margin - a.margin for a in after]
     return AblationScore(

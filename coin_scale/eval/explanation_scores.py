@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from coin_scale.chain.units import UnitView
+from coin_scale.chain.attribution import pooled_linear_head
+from coin_scale.chain.units import UnitView, as_view, pool_units
 from coin_scale.concepts.formula import parse_text
 from coin_scale.eval.interpscore import (
     InterpScore,
@@ -75,7 +76,13 @@ def score_explanations(
     if not units:
         return [p for p in plans if isinstance(p, UnitScores)]
     images = preprocess.normalize(scoring.pixels)
-    acts = _activations(module, layer, units_of, images, units)
+    # One pass gives every image's unit activations, its logits (the base of C) and, when a
+    # linear head reads the layer's average, the pooled values that make C exact without more
+    # passes: scaling unit u by f moves the logits by (f - 1) * pooled_u * W[:, u].
+    head = pooled_linear_head(module, layer) if units_of == "nchw" else None
+    acts, all_logits, pooled = _activations_and_logits(
+        module, layer, units_of, images, units, pooled=head is not None
+    )
     # Robustness and causality use each unit's first CAUSAL_IMAGES satisfying images; perturb
     # their union once for every unit.
     chosen_of = {p[0]: np.flatnonzero(p[2])[:CAUSAL_IMAGES] for p in plans if isinstance(p, tuple)}
@@ -95,10 +102,15 @@ def score_explanations(
         column = acts[:, units.index(unit)]
         sat, other = column[mask], column[~mask]
         chosen = chosen_of[unit]
-        batch = images[chosen]
-        base = _logits(module, batch).numpy()
-        ablated = scaled_logits(module, layer, units_of, batch, unit, 0.0).numpy()
-        amplified = scaled_logits(module, layer, units_of, batch, unit, 2.0).numpy()
+        base = all_logits[chosen]
+        if head is not None and pooled is not None:
+            direction = head.weight[:, unit].detach().double().numpy()
+            moved = pooled[chosen, units.index(unit), None] * direction
+            ablated, amplified = base - moved, base + moved  # factors 0 and 2
+        else:
+            batch = images[chosen]
+            ablated = scaled_logits(module, layer, units_of, batch, unit, 0.0).numpy()
+            amplified = scaled_logits(module, layer, units_of, batch, unit, 2.0).numpy()
         C = causality(relative_change(ablated, base), relative_change(amplified, base))
         rows = [row_of[int(i)] for i in chosen]
         clean = column[chosen]
@@ -151,6 +163,37 @@ def _activations(
     return torch.cat(parts).numpy().astype(np.float64)
 
 
-def _logits(module: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    with torch.inference_mode():
-        return module.eval()(images).float()
+def _activations_and_logits(
+    module: nn.Module,
+    layer: str,
+    units_of: Layout | UnitView,
+    images: torch.Tensor,
+    units: list[int],
+    *,
+    pooled: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """float64 (image, unit) activations reduced as the dissection reduces them, float64 (image,
+    class) logits and, if `pooled`, the float64 (image, unit) spatial means of the layer's own
+    channels; one forward pass per BATCH images."""
+    view = as_view(units_of)
+    acts: list[torch.Tensor] = []
+    means: list[torch.Tensor] = []
+    logits: list[torch.Tensor] = []
+
+    def keep(_m: nn.Module, _i: object, out: torch.Tensor) -> None:
+        acts.append(view.reduced(out, "max")[:, units].float())
+        if pooled:
+            means.append(pool_units(out, "nchw")[:, units].double())
+
+    handle = dict(module.named_modules())[layer].register_forward_hook(keep)
+    try:
+        with torch.inference_mode():
+            for i in range(0, images.shape[0], BATCH):
+                logits.append(module.eval()(images[i : i + BATCH]).float())
+    finally:
+        handle.remove()
+    return (
+        torch.cat(acts).numpy().astype(np.float64),
+        torch.cat(logits).numpy().astype(np.float64),
+        torch.cat(means).numpy() if pooled else None,
+    )
