@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -44,16 +50,64 @@ def probe_dir(tmp_path_factory) -> Path:
     return root
 
 
+@dataclass
+class _Training:
+    """The probe CNN's training in the background (see `pytest_collection_finish`)."""
+
+    process: subprocess.Popen[bytes]
+    cache: Path
+    log: IO[str]
+
+
+_training: list[_Training] = []
+
+_TRAIN = "from coin_scale.sweep.inputs import probe_cnn_checkpoint; print(probe_cnn_checkpoint())"
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """When a selected test needs the trained probe CNN, train it from the start of the session in
+    a process of its own at the lowest CPU priority: the suite leaves most of the two cores idle
+    (Ray, subprocesses and servers wait on each other), so the 2 minutes of training overlap the
+    tests before the first one that needs it instead of adding to them. Same recipe, same threads."""
+    if not any("trained_probe_cache" in getattr(item, "fixturenames", ()) for item in session.items):
+        return
+    cache = Path(tempfile.mkdtemp(prefix="coin-scale-trained-cache-"))
+    log = (cache / "training.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-c", _TRAIN], env=os.environ | {"COIN_SCALE_CACHE": str(cache)},
+        stdout=log, stderr=subprocess.STDOUT, preexec_fn=lambda: os.nice(19),
+    )  # fmt: skip
+    _training.append(_Training(process, cache, log))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    while _training:
+        training = _training.pop()
+        training.process.kill()
+        training.process.wait()
+        training.log.close()
+        shutil.rmtree(training.cache, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def trained_probe_cache(tmp_path_factory) -> Path:
-    """A coin-scale cache holding the probe CNN, trained here once per session by the real recipe
-    (about 2 minutes on 2 cores); tests point COIN_SCALE_CACHE at it."""
+    """A coin-scale cache holding the probe CNN, trained once per session by the real recipe
+    (about 2 minutes on 2 cores; in the background from the session's start, see
+    `pytest_collection_finish`); tests point COIN_SCALE_CACHE at it."""
     from coin_scale.sweep.inputs import probe_cnn_checkpoint
 
-    cache = tmp_path_factory.mktemp("trained-cache")
+    if _training:
+        training = _training[0]
+        cache = training.cache
+        code = training.process.wait(timeout=1200)
+        if code != 0:
+            tail = (cache / "training.log").read_text()[-3000:]
+            raise RuntimeError(f"training the probe CNN failed (exit code {code}):\n{tail}")
+    else:  # the hook found no test that needs it by name: train here
+        cache = tmp_path_factory.mktemp("trained-cache")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("COIN_SCALE_CACHE", str(cache))
-        probe_cnn_checkpoint()
+        probe_cnn_checkpoint()  # the background's checkpoint, checked (trained again if unusable)
     return cache
 
 
