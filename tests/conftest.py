@@ -61,7 +61,7 @@ class _Training:
 
 _training: list[_Training] = []
 
-_TRAIN = "from coin_scale.sweep.inputs import probe_cnn_checkpoint; print(probe_cnn_checkpoint())"
+_TRAIN = Path(__file__).with_name("probe_cnn_train_run.py")
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -74,7 +74,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     cache = Path(tempfile.mkdtemp(prefix="coin-scale-trained-cache-"))
     log = (cache / "training.log").open("w")
     process = subprocess.Popen(
-        [sys.executable, "-c", _TRAIN], env=os.environ | {"COIN_SCALE_CACHE": str(cache)},
+        [sys.executable, str(_TRAIN)], env=os.environ | {"COIN_SCALE_CACHE": str(cache)},
         stdout=log, stderr=subprocess.STDOUT, preexec_fn=lambda: os.nice(19),
     )  # fmt: skip
     _training.append(_Training(process, cache, log))

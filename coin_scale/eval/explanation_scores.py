@@ -104,7 +104,7 @@ def score_explanations(
         chosen = chosen_of[unit]
         base = all_logits[chosen]
         if head is not None and pooled is not None:
-            direction = head.weight[:, unit].detach().double().numpy()
+            direction = head.weight[:, unit].detach().double().cpu().numpy()
             moved = pooled[chosen, units.index(unit), None] * direction
             ablated, amplified = base - moved, base + moved  # factors 0 and 2
         else:
