@@ -90,14 +90,10 @@ def test_chain_edges_walk_down_from_the_selected_units(model, image):
     assert len(top) <= 4 and all(e.weight > 0 for e in edges)
     middle = {e.source_unit for e in top}
     lower = [e for e in edges if e.target_layer == "layer3"]
-    assert {e.target_unit for e in lower} <= middle and all(
-        e.source_layer == "layer2" for e in lower
-    )
+    assert {e.target_unit for e in lower} <= middle and all(e.source_layer == "layer2" for e in lower)
     # each target keeps its strongest drivers, in order
     drivers = unit_drivers(model, image, ("layer3", "nchw"), ("layer4", "nchw"), [7])[0]
-    assert [e.source_unit for e in top if e.target_unit == 7] == drivers.argsort(descending=True)[
-        :2
-    ].tolist()
+    assert [e.source_unit for e in top if e.target_unit == 7] == drivers.argsort(descending=True)[:2].tolist()
 
 
 def test_zeroing_the_chain_units_removes_exactly_their_contribution(model, image):
@@ -109,22 +105,16 @@ def test_zeroing_the_chain_units_removes_exactly_their_contribution(model, image
 
 
 def test_mean_ablation_sets_each_unit_to_its_mean(model, image):
-    batches = [
-        torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(s)) for s in (2, 3)
-    ]
+    batches = [torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(s)) for s in (2, 3)]
     means = unit_means(model, batches, {"layer4": "nchw"})["layer4"]
-    direct = torch.stack(
-        [_pooled(model, b[i : i + 1], "layer4") for b in batches for i in range(4)]
-    )
+    direct = torch.stack([_pooled(model, b[i : i + 1], "layer4") for b in batches for i in range(4)])
     torch.testing.assert_close(means.double(), direct.mean(dim=0), rtol=1e-5, atol=1e-5)
     # through the linear head, setting unit u to its mean moves the logit by w_u (mean_u - act_u)
     c = unit_contributions(model, "layer4", "nchw", image)
     act = _pooled(model, image, "layer4")
     logits = ablated_logits(model, image, "layer4", "nchw", [4], means)[0]
     w = model.fc.weight[c.class_index, 4].detach().double()
-    assert float(logits[c.class_index]) == pytest.approx(
-        c.logit + float(w * (means[4] - act[4])), abs=1e-4
-    )
+    assert float(logits[c.class_index]) == pytest.approx(c.logit + float(w * (means[4] - act[4])), abs=1e-4)
 
 
 def test_faithfulness_compares_the_chain_with_random_and_most_active_units(model, image):

@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from tests.actor_deaths import wait_until_dead
+
 pytestmark = pytest.mark.slow
 
 
@@ -27,22 +29,9 @@ def _actors(ray: Any, n: int) -> list[Any]:
 
 
 def _kill(ray: Any, actor: Any) -> None:
-    """Kill `actor` and wait until it is dead: `ray.kill` only asks, and an actor that has not
-    died yet may still answer the calls sent to it meanwhile (one call is not enough: a CI run
-    saw the first one answered), so call until a call fails for the actor's death."""
-    import time
-
-    from ray.exceptions import RayActorError
-
+    """Kill `actor` and wait until it is dead."""
     ray.kill(actor, no_restart=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            ray.get(actor.double.remote(0), timeout=60)
-        except RayActorError:
-            return
-        time.sleep(0.05)
-    pytest.fail("the killed actor still answers after 60 s")
+    wait_until_dead(lambda: actor.double.remote(0))
 
 
 @pytest.mark.timeout(120)

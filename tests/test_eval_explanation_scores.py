@@ -197,11 +197,6 @@ def test_a_narrow_explanation_gets_scenes_rendered_to_satisfy_it():
     payload = SimpleNamespace(preprocess=Preprocess(resize=32, crop=32))
     extended = render_satisfying(formula, base, payload, seed=0, single_object=True)  # type: ignore[arg-type]
     added = extended.attributes[10:]
-    assert MIN_IMAGES <= len(added) <= TOP_UP and extended.pixels.shape == (
-        10 + len(added),
-        3,
-        32,
-        32,
-    )
+    assert MIN_IMAGES <= len(added) <= TOP_UP and extended.pixels.shape == (10 + len(added), 3, 32, 32)
     assert satisfies(parsed, list(added), names).all()
     assert {a["n_objects"] for a in added} == {1}

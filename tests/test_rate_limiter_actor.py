@@ -5,7 +5,6 @@ the limiter on its own when no reservation follows."""
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 import ray
@@ -13,6 +12,7 @@ from ray.exceptions import RayActorError
 
 from coin_scale.actors.rate_limiter import RateLimiterActor, RemoteLimiter
 from coin_scale.llm.ratelimit import RateLimits
+from tests.actor_deaths import wait_until_dead
 
 LIMITS = RateLimits(requests_per_minute=6000, tokens_per_minute=1_000_000)
 
@@ -71,7 +71,7 @@ def test_every_waiting_reservation_gets_the_actors_failure(ray_cluster) -> None:
     actor = RateLimiterActor.remote()
     ray.get(actor.booked_tokens.remote("k"))  # started
     ray.kill(actor)
-    _wait_dead(actor)
+    wait_until_dead(lambda: actor.booked_tokens.remote("k"))
 
     async def story() -> list[BaseException | tuple[float, float]]:
         remote = RemoteLimiter(actor, "k", LIMITS)
@@ -79,15 +79,3 @@ def test_every_waiting_reservation_gets_the_actors_failure(ray_cluster) -> None:
 
     outcomes = asyncio.run(story())
     assert all(isinstance(o, RayActorError) for o in outcomes)
-
-
-def _wait_dead(actor) -> None:
-    """`ray.kill` only asks: calls sent meanwhile may still be answered. Call until one fails."""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            ray.get(actor.booked_tokens.remote("k"), timeout=60)
-        except RayActorError:
-            return
-        time.sleep(0.05)
-    pytest.fail("the killed actor still answers after 60 s")

@@ -56,7 +56,7 @@ CHECKS = """
 import json
 from coin_scale.actors.cluster import check_reachable
 from coin_scale.errors import UserError
-for address in ("auto", "foo", "HEAD:port", "http://head:8265", "ray://127.0.0.1:PORT"):
+for address in ("auto", "foo", "HEAD:port", "http://127.0.0.1:8265", "ray://127.0.0.1:PORT"):
     try:
         check_reachable(address, timeout=2)
         print(json.dumps([address, "reachable", 0]))
@@ -100,7 +100,7 @@ def test_addresses_that_name_no_cluster_are_one_line_errors_not_a_wait():
             f"ray://HOST:10001; got {malformed!r}",
             2,
         )
-    message, code = got["http://head:8265"]
+    message, code = got["http://127.0.0.1:8265"]
     assert code == 2 and "the dashboard's, for `ray job submit`" in message
     message, code = got[f"ray://127.0.0.1:{port}"]
     assert code == 3 and f"no Ray cluster answers at 127.0.0.1:{port}" in message

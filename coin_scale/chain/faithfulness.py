@@ -195,9 +195,7 @@ def faithfulness_scores(
     for k in ks:
         if not 1 <= k <= min(len(chain_units), n_units):
             raise ValueError(f"k must be between 1 and {min(len(chain_units), n_units)}, got {k}")
-        random_sets = torch.stack(
-            [torch.randperm(n_units, generator=generator)[:k] for _ in range(draws)]
-        )
+        random_sets = torch.stack([torch.randperm(n_units, generator=generator)[:k] for _ in range(draws)])
         for ablation, values in ablations:
             fixed: list[tuple[Selection, torch.Tensor]] = [
                 ("chain", torch.tensor(list(chain_units[:k]))),
@@ -213,12 +211,7 @@ def faithfulness_scores(
 
 
 def _score(
-    layer: str,
-    ablation: Ablation,
-    selection: Selection,
-    k: int,
-    base: Outcome,
-    after: list[Outcome],
+    layer: str, ablation: Ablation, selection: Selection, k: int, base: Outcome, after: list[Outcome]
 ) -> AblationScore:
     margins = [base.margin - a.margin for a in after]
     return AblationScore(

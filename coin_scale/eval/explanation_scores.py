@@ -24,7 +24,7 @@ from coin_scale.eval.interpscore import (
     selectivity,
     stability,
 )
-from coin_scale.eval.interventions import perturbed, scaled_logits, unit_activations
+from coin_scale.eval.interventions import perturbed, scaled_logits
 from coin_scale.eval.predictive import PredictiveScore, predictive_score, satisfies
 from coin_scale.models.layers import Layout
 from coin_scale.models.preprocess import Preprocess
@@ -90,7 +90,9 @@ def score_explanations(
     row_of = {int(i): r for r, i in enumerate(union)}
     floats = scoring.pixels[union].float() / 255.0
     shaken_acts = [
-        _activations(module, layer, units_of, _normalize_float(p, preprocess), units)
+        _activations_and_logits(
+            module, layer, units_of, _normalize_float(p, preprocess), units, pooled=False
+        )[0]
         for p in perturbed(floats, seed=seed).values()
     ]
     out: list[UnitScores] = []
@@ -147,20 +149,6 @@ def _normalize_float(images: torch.Tensor, preprocess: Preprocess) -> torch.Tens
     mean = torch.tensor(preprocess.mean, dtype=images.dtype).view(1, 3, 1, 1)
     std = torch.tensor(preprocess.std, dtype=images.dtype).view(1, 3, 1, 1)
     return (images - mean) / std
-
-
-def _activations(
-    module: nn.Module,
-    layer: str,
-    units_of: Layout | UnitView,
-    images: torch.Tensor,
-    units: list[int],
-) -> np.ndarray:
-    parts = [
-        unit_activations(module, layer, units_of, images[i : i + BATCH], units)
-        for i in range(0, images.shape[0], BATCH)
-    ]
-    return torch.cat(parts).numpy().astype(np.float64)
 
 
 def _activations_and_logits(
