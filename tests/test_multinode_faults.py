@@ -30,13 +30,13 @@ def faults(probe_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[st
     """The scenarios' reports by name, plus the dissection's warehouse and the driver's stderr."""
     tmp = tmp_path_factory.mktemp("multinode-faults")
     warehouse = tmp / "wh"
-    env = os.environ | {"PYTHONPATH": str(ROOT), "RAY_DEDUP_LOGS": "0"}
+    env = _env(tmp / "reports.jsonl")
     argv = [sys.executable, str(ROOT / "tests" / "multinode_fault_run.py"),
             "replicas", str(probe_dir), str(warehouse), "render", "gateway", str(tmp / "cache"),
             "agents", str(tmp / "cache")]  # fmt: skip
     run = subprocess.run(argv, capture_output=True, text=True, timeout=580, env=env, cwd=ROOT)
     assert run.returncode == 0, run.stderr[-3000:]
-    reports = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
+    reports = _reports(tmp / "reports.jsonl")
     return {r["scenario"]: r for r in reports} | {"warehouse": warehouse, "stderr": run.stderr}
 
 
@@ -126,12 +126,21 @@ def test_no_actor_takes_its_constructor_arguments_from_the_object_store(faults):
 def sweep_faults(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The `sweep` scenario's report: run_sweep.py on its own multi-node cluster (a second one)."""
     tmp = tmp_path_factory.mktemp("multinode-sweep")
-    env = os.environ | {"PYTHONPATH": str(ROOT), "RAY_DEDUP_LOGS": "0"}
+    env = _env(tmp / "reports.jsonl")
     argv = [sys.executable, str(ROOT / "tests" / "multinode_fault_run.py"), "sweep", str(tmp)]
     run = subprocess.run(argv, capture_output=True, text=True, timeout=580, env=env, cwd=ROOT)
     assert run.returncode == 0, run.stderr[-3000:]
-    (report,) = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
+    (report,) = _reports(tmp / "reports.jsonl")
     return report
+
+
+def _env(reports: Path) -> dict[str, str]:
+    """The scenarios' environment: they append their reports to `reports` (see the script)."""
+    return os.environ | {"PYTHONPATH": str(ROOT), "RAY_DEDUP_LOGS": "0", "FAULT_REPORTS": str(reports)}
+
+
+def _reports(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
 @pytest.mark.timeout(600)

@@ -9,7 +9,13 @@ process did not start is left open).
 
 Inside `keep_ray()` (a sweep, `coin-scale dissect`) the pools share one session: the first pool
 starts Ray, the later ones reuse it, and it closes when the block ends; a local Ray start costs
-seconds, and a sweep over photographs opens three pools.
+seconds, and a sweep over photographs opens three pools. A replica pool closed inside the block is
+kept (parked) and handed to the next stage that asks for the same work (a sweep's probe pass, its
+agents and its activation maps hook the same layer the same way), since every replica start is a
+fresh process importing torch and building the model: seconds on a CPU, more with a CUDA context.
+The parked pool is shut down as soon as anything else would need its cores or GPUs: a replica
+pool of other work, any other model pool, a render pool that reserves CPUs or GPUs, or the end of
+the block.
 """
 
 from __future__ import annotations
@@ -51,6 +57,11 @@ GENERATOR_POOL_STARTS = [0]
 _held_generators: dict[str, tuple[RenderPool, ExitStack]] = {}
 """The agents' render pools opened inside `keep_ray` (by generator), shut down when its outermost
 block ends: a sweep's agents and its predictive evaluation share one set of diffusion workers."""
+_parked: list[tuple[tuple[Any, ...], ReplicaPool]] = []
+"""At most one replica pool kept inside `keep_ray` after its stage closed it, with its work's key
+(`_work_key`), for the next stage asking for the same work."""
+REPLICA_POOL_STARTS = [0]
+"""How many replica pools this process has started (the tests count them)."""
 
 
 @contextmanager
@@ -64,6 +75,7 @@ def keep_ray() -> Iterator[None]:
     finally:
         _keeping -= 1
         if _keeping == 0:
+            release_parked()
             while _held_generators:
                 _, (_, stack) = _held_generators.popitem()
                 stack.close()
@@ -84,13 +96,20 @@ def _connect(address: str | None) -> RaySession:
 
 @contextmanager
 def _ready_pool(
-    address: str | None, replicas: int | None, what: str, make: Callable[[int, float, float], _Pool]
+    address: str | None,
+    replicas: int | None,
+    what: str,
+    make: Callable[[int, float, float], _Pool],
+    *,
+    keep: tuple[Any, ...] | None = None,
 ) -> Iterator[_Pool]:
-    """The one sequence of every model pool: connect, size it (one replica per GPU, else one
-    using every core, unless `replicas`), `make(n, cpus_each, gpus_each)`, wait until ready,
-    yield, shut down, close the session."""
+    """The one sequence of every model pool: shut down a parked pool, connect, size it (one
+    replica per GPU, else one using every core, unless `replicas`), `make(n, cpus_each,
+    gpus_each)`, wait until ready, yield, shut down (park it under `keep` instead, inside
+    `keep_ray`), close the session."""
     from coin_scale.actors.cluster import cpu_gpu_per_replica
 
+    release_parked()  # its cores and GPUs go to the new pool
     session = _connect(address)
     try:
         n, cpus, gpus = cpu_gpu_per_replica(replicas)
@@ -98,9 +117,11 @@ def _ready_pool(
         pool = make(n, cpus, gpus)
         try:
             pool.wait_ready()
-            yield pool
-        finally:
+        except BaseException:
             pool.shutdown()
+            raise
+        with _parking(keep, pool):
+            yield pool
     finally:
         session.close()
 
@@ -113,11 +134,58 @@ def replica_pool(
     alone, not Ray's."""
     from coin_scale.actors.pool import ReplicaPool
 
+    key = _work_key(work, address, replicas)
+    if _parked and _parked[-1][0] == key:
+        _, pool = _parked.pop()
+        log.info("the model replicas of the last stage do this work too: reused")
+        session = _connect(address)
+        try:
+            with _parking(key, pool):
+                yield pool
+        finally:
+            session.close()
+        return
+
     def make(n: int, cpus: float, gpus: float) -> ReplicaPool:
+        REPLICA_POOL_STARTS[0] += 1
         return ReplicaPool(work, replicas=n, cpus_each=cpus, gpus_each=gpus)
 
-    with _ready_pool(address, replicas, "replica(s)", make) as pool:
+    with _ready_pool(address, replicas, "replica(s)", make, keep=key if _keeping else None) as pool:
         yield pool
+
+
+def _work_key(work: ReplicaWork, address: str | None, replicas: int | None) -> tuple[Any, ...]:
+    """What makes two replica pools interchangeable: the same model and weights, preprocessing,
+    hooked layers, reductions and SAEs (by content hash), at the same address and size."""
+    p = work.payload
+    transforms = sorted((name, sae.sha256) for name, sae in (work.unit_transforms or {}).items())
+    return (
+        p.model_id, p.arch, repr(sorted(p.arch_kwargs.items())), p.weights_id, repr(p.preprocess),
+        tuple(sorted(work.layers.items())), tuple(work.reductions), tuple(transforms), address,
+        replicas,
+    )  # fmt: skip
+
+
+@contextmanager
+def _parking(key: tuple[Any, ...] | None, pool: Any) -> Iterator[None]:
+    """Inside `keep_ray`, a pool whose stage ended without an error is parked for the next
+    stage (`key` None: it is shut down); one whose stage failed is shut down."""
+    try:
+        yield
+    except BaseException:
+        pool.shutdown()
+        raise
+    if key is not None and _keeping:
+        release_parked()
+        _parked.append((key, pool))
+    else:
+        pool.shutdown()
+
+
+def release_parked() -> None:
+    """Shut down the parked replica pool, if any (its cores and GPUs are wanted elsewhere)."""
+    while _parked:
+        _parked.pop()[1].shutdown()
 
 
 def replica_opener(*, address: str | None, replicas: int | None) -> OpenReplicas:
@@ -187,6 +255,8 @@ def render_pool(config: RenderPoolConfig | None = None, *, address: str | None) 
     from unity_pool.client import RendererUnavailable
 
     config = config or RenderPoolConfig(workers=AGENT_RENDER_WORKERS, cpus_each=0.0)
+    if config.cpus_each > 0 or config.gpus_each > 0:
+        release_parked()  # its cores and GPUs go to the render workers
     session = _connect(address)
     try:
         with RenderPool(config) as pool:
