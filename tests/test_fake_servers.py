@@ -292,6 +292,24 @@ def test_connections_are_kept_alive_and_closed_by_stop() -> None:
     conn.close()
 
 
+def test_a_client_resetting_its_connection_is_not_a_traceback(capfd) -> None:
+    """A client that drops its connection mid-request (an SDK closing an idle one, a killed
+    gateway actor) is routine: the server prints nothing and goes on answering."""
+    import socket
+    import struct
+
+    with FakeProviderServer("openai", replies(), api_key=KEY) as server:
+        for _ in range(3):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")  # half a request
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()  # linger 0: a reset, not a clean close
+        status, _, _ = post(server)
+    assert status == 200
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "Exception occurred" not in err
+
+
 def test_main_prints_ready_and_serves() -> None:
     env = dict(os.environ, FAKE_KEY=KEY, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(

@@ -15,6 +15,7 @@ import hmac
 import json
 import math
 import socket
+import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -125,6 +126,16 @@ def max_in_window(records: tuple[RequestRecord, ...], window_s: float = WINDOW_S
     return best
 
 
+class _Server(ThreadingHTTPServer):
+    """A client that drops its connection (an SDK closing an idle keep-alive one, a killed
+    gateway actor) is routine, as for a provider's server: not a traceback on stderr."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):  # reset, aborted, broken pipe
+            return
+        super().handle_error(request, client_address)
+
+
 class FakeProviderServer:
     """`provider`'s API on 127.0.0.1, answering with `policy`; a context manager."""
 
@@ -189,7 +200,7 @@ class FakeProviderServer:
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
                 pass  # quiet, and headers (with the key) are never written anywhere
 
-        httpd = ThreadingHTTPServer((HOST, self._port), Handler, bind_and_activate=False)
+        httpd = _Server((HOST, self._port), Handler, bind_and_activate=False)
         httpd.daemon_threads = True
         httpd.block_on_close = False
         httpd.request_queue_size = 256
