@@ -103,23 +103,28 @@ def _ready_pool(
     *,
     keep: tuple[Any, ...] | None = None,
 ) -> Iterator[_Pool]:
-    """The one sequence of every model pool: shut down a parked pool, connect, size it (one
-    replica per GPU, else one using every core, unless `replicas`), `make(n, cpus_each,
-    gpus_each)`, wait until ready, yield, shut down (park it under `keep` instead, inside
-    `keep_ray`), close the session."""
+    """The one sequence of every model pool: take the parked pool when it was parked under
+    `keep`, else shut it down and start one: connect, size it (one replica per GPU, else one
+    using every core, unless `replicas`), `make(n, cpus_each, gpus_each)`, wait until ready;
+    yield; shut it down (inside `keep_ray`, park it under `keep` instead); close the session."""
     from coin_scale.actors.cluster import cpu_gpu_per_replica
 
-    release_parked()  # its cores and GPUs go to the new pool
+    pool = _take_parked(keep)
+    if pool is None:
+        release_parked()  # its cores and GPUs go to the new pool
     session = _connect(address)
     try:
-        n, cpus, gpus = cpu_gpu_per_replica(replicas)
-        log.info("%d %s, %s CPU and %s GPU each", n, what, cpus, gpus)
-        pool = make(n, cpus, gpus)
-        try:
-            pool.wait_ready()
-        except BaseException:
-            pool.shutdown()
-            raise
+        if pool is not None:
+            log.info("the %s of the last stage do this work too: reused", what)
+        else:
+            n, cpus, gpus = cpu_gpu_per_replica(replicas)
+            log.info("%d %s, %s CPU and %s GPU each", n, what, cpus, gpus)
+            pool = make(n, cpus, gpus)
+            try:
+                pool.wait_ready()
+            except BaseException:
+                pool.shutdown()
+                raise
         with _parking(keep, pool):
             yield pool
     finally:
@@ -131,26 +136,16 @@ def replica_pool(
     work: ReplicaWork, *, address: str | None, replicas: int | None
 ) -> Iterator[ReplicaPool]:
     """Model replicas doing `work` on Ray, ready; their `startup_seconds` times their start
-    alone, not Ray's."""
+    alone, not Ray's. Inside `keep_ray` they are parked on exit for a later stage doing the same
+    work (`_work_key`)."""
     from coin_scale.actors.pool import ReplicaPool
-
-    key = _work_key(work, address, replicas)
-    if _parked and _parked[-1][0] == key:
-        _, pool = _parked.pop()
-        log.info("the model replicas of the last stage do this work too: reused")
-        session = _connect(address)
-        try:
-            with _parking(key, pool):
-                yield pool
-        finally:
-            session.close()
-        return
 
     def make(n: int, cpus: float, gpus: float) -> ReplicaPool:
         REPLICA_POOL_STARTS[0] += 1
         return ReplicaPool(work, replicas=n, cpus_each=cpus, gpus_each=gpus)
 
-    with _ready_pool(address, replicas, "replica(s)", make, keep=key if _keeping else None) as pool:
+    keep = _work_key(work, address, replicas)
+    with _ready_pool(address, replicas, "replica(s)", make, keep=keep) as pool:
         yield pool
 
 
@@ -166,10 +161,18 @@ def _work_key(work: ReplicaWork, address: str | None, replicas: int | None) -> t
     )  # fmt: skip
 
 
+def _take_parked(key: tuple[Any, ...] | None) -> Any:
+    """The parked pool when it was parked under `key` (None otherwise; it stays parked)."""
+    if key is not None and _parked and _parked[-1][0] == key:
+        return _parked.pop()[1]
+    return None
+
+
 @contextmanager
 def _parking(key: tuple[Any, ...] | None, pool: Any) -> Iterator[None]:
-    """Inside `keep_ray`, a pool whose stage ended without an error is parked for the next
-    stage (`key` None: it is shut down); one whose stage failed is shut down."""
+    """On exit, inside `keep_ray`, a pool whose stage ended without an error is parked under
+    `key` for the next stage; otherwise (no `key`, outside the block, the stage failed) it is
+    shut down."""
     try:
         yield
     except BaseException:
